@@ -33,6 +33,7 @@ class Timeouts(_Strict):
     connect_s: float = Field(2.0, gt=0)
     first_byte_s: float = Field(120.0, gt=0)
     idle_read_s: float = Field(60.0, gt=0)
+    total_s: float = Field(3600.0, gt=0, description="hard bound on one upstream request")
     ensure_s: float = Field(900.0, gt=0, description="how long a request waits for a cold model")
     health_probe_s: float = Field(2.0, gt=0)
 
@@ -66,6 +67,10 @@ class GatewayConfig(_Strict):
         None, description="control API of the supervisor; None = derived from supervisor section"
     )
     routing_refresh_s: float = Field(1.0, gt=0)
+    demand_report_s: float = Field(5.0, gt=0, description="how often request counts go to rotation")
+    upstream_keepalive_s: float = Field(
+        4.0, gt=0, description="below uvicorn's 5 s so we never reuse a socket vLLM is closing"
+    )
     api_keys: list[ApiKey] = []
     admin_key_sha256: str | None = None
     drain_timeout_s: float = Field(30.0, ge=0)
@@ -82,6 +87,21 @@ class SupervisorConfig(_Strict):
         None, ge=1, description="most engines resident at once (a CPU host's memory bound)"
     )
     state_dir: Path = Path("run")
+    start_hot: bool = Field(True, description="start the `servers` (hot set) when it starts")
+    max_sleeping: int | None = Field(
+        None, ge=0, description="most sleeping engines kept (their weights sit in host RAM)"
+    )
+    ensure_timeout_s: float = Field(900.0, gt=0, description="ensure's wait when none is given")
+    capacity_wait_s: float = Field(
+        120.0, ge=0, description="how long a swap waits for busy victims to become evictable"
+    )
+    inflight_ttl_s: float = Field(
+        30.0, gt=0, description="an in-flight report from the gateway counts for this long"
+    )
+    gpu_detect_timeout_s: float = Field(5.0, gt=0, description="nvidia-smi query timeout")
+    shutdown_timeout_s: float = Field(
+        60.0, gt=0, description="uvicorn graceful-shutdown bound (engines stop within it)"
+    )
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> SupervisorConfig:
@@ -106,9 +126,16 @@ class EngineConfig(_Strict):
     max_restarts: int = Field(5, ge=0, description="consecutive failures before FAILED")
     backoff_initial_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
-    stable_after_s: float = Field(60.0, ge=0, description="READY this long resets the failure count")
+    stable_after_s: float = Field(
+        60.0, ge=0, description="READY this long resets the failure count"
+    )
     log_dir: Path = Path("logs")
     first_port: int = Field(8001, ge=1, le=65535)
+    host: str = Field("127.0.0.1", description="engines bind here (`--host`)")
+    health_probe_timeout_s: float = Field(1.0, gt=0, description="one /health probe")
+    sleep_timeout_s: float = Field(120.0, gt=0, description="POST /sleep?level=1 bound")
+    wake_timeout_s: float = Field(120.0, gt=0, description="POST /wake_up bound")
+    log_tail_lines: int = Field(20, ge=0, description="log lines quoted in a failed start")
 
 
 class RotationConfig(_Strict):
@@ -124,6 +151,7 @@ class PreloadConfig(_Strict):
     ram_budget_gb: float = Field(32.0, ge=0)
     method: Literal["mmap", "read"] = "read"
     interval_s: float = Field(60.0, gt=0, description="how often residency is re-measured")
+    read_chunk_mb: int = Field(16, ge=1, description="read size of the `read` method")
 
 
 class OllamaFallback(_Strict):
@@ -252,7 +280,9 @@ class OrchestraConfig(BaseSettings):
         for section, index, server in self.iter_servers_with_path():
             where = f"{section}[{index}]"
             if server.name in seen:
-                raise ValueError(f"{where}.name: {server.name!r} is already used at {seen[server.name]}")
+                raise ValueError(
+                    f"{where}.name: {server.name!r} is already used at {seen[server.name]}"
+                )
             seen[server.name] = where
             for port in [server.port, *(r.port for r in server.replicas or [])]:
                 if port is None:
@@ -334,5 +364,7 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> Orchestra
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"config {path}: the top level must be a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"config {path}: the top level must be a mapping, got {type(data).__name__}"
+        )
     return parse_config(data, str(path))

@@ -1,0 +1,254 @@
+"""The FastAPI app: OpenAI routes in, proxied calls out. Everything stateful is built in the
+lifespan and hangs off `app.state.gateway`; nothing lives at module level."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.control import ControlError, SupervisorClient
+from gateway.errors import BadRequest, PayloadTooLarge, install_error_handlers
+from gateway.health import HealthMonitor
+from gateway.metrics import GatewayMetrics
+from gateway.proxy import Proxy, UpstreamCall
+from gateway.routing import Router, RoutingTable
+from orchestra.config import OrchestraConfig
+
+log = logging.getLogger(__name__)
+
+PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+_UNHEALTHY_STATES = frozenset({"down", "failed", "unknown", "backoff"})
+
+
+@dataclass
+class Gateway:
+    config: OrchestraConfig
+    session: aiohttp.ClientSession
+    metrics: GatewayMetrics
+    table: RoutingTable
+    router: Router
+    health: HealthMonitor
+    proxy: Proxy
+    control: SupervisorClient | None
+    started: int = field(default_factory=lambda: int(time.time()))
+
+
+def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Gateway:
+    gw = config.gateway
+    metrics = GatewayMetrics()
+    table = RoutingTable(config)
+    control = (
+        SupervisorClient(config.supervisor_url, session, gw.timeouts.health_probe_s)
+        if table.managed
+        else None
+    )
+    health = HealthMonitor(
+        table,
+        session,
+        metrics,
+        cooldown_s=gw.unhealthy_cooldown_s,
+        interval_s=gw.health_check_interval_s,
+        probe_timeout_s=gw.timeouts.health_probe_s,
+    )
+    return Gateway(
+        config=config,
+        session=session,
+        metrics=metrics,
+        table=table,
+        router=Router(table, control, metrics, gw.timeouts.ensure_s),
+        health=health,
+        proxy=Proxy(session, health, metrics, gw),
+        control=control,
+    )
+
+
+async def _sync_with_supervisor(gw: Gateway) -> None:
+    assert gw.control is not None
+    reachable = True
+    while True:
+        try:
+            for status in await gw.control.list_models():
+                gw.table.apply(status)
+            if not reachable:
+                log.info("supervisor at %s is reachable again", gw.control.base_url)
+            reachable = True
+        except ControlError as exc:
+            if reachable:
+                log.warning("cannot read the model table: %s", exc.message)
+            reachable = False
+            gw.table.supervisor_lost()
+        await asyncio.sleep(gw.config.gateway.routing_refresh_s)
+
+
+async def _report_demand(gw: Gateway) -> None:
+    assert gw.control is not None
+    while True:
+        await asyncio.sleep(gw.config.gateway.demand_report_s)
+        counts = gw.router.take_demand()
+        inflight = {
+            r.name: sum(x.outstanding for x in r.replicas) for r in gw.table.routes.values()
+        }
+        try:
+            await gw.control.report_demand(counts, inflight)
+        except ControlError:
+            gw.router.demand.update(counts)  # keep them for the next report
+
+
+async def _forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run a background loop; an unexpected error is logged and the loop restarted."""
+    while True:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task %s failed; restarting it", name)
+            await asyncio.sleep(1.0)
+
+
+class RequestIdMiddleware:
+    """Accepts `x-request-id` (or makes one), exposes it to handlers, returns it on every reply."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def _read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc.msg}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object")
+    request.state.raw_body = body
+    return payload
+
+
+def create_app(config: OrchestraConfig) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw_config = config.gateway
+        connector = aiohttp.TCPConnector(
+            limit=0,
+            limit_per_host=gw_config.max_connections_per_upstream,
+            keepalive_timeout=gw_config.upstream_keepalive_s,
+        )
+        async with aiohttp.ClientSession(connector=connector) as session:
+            gw = build_gateway(config, session)
+            app.state.gateway = gw
+            loops = {"health": gw.health.run}
+            if gw.control is not None:
+                loops["supervisor-sync"] = lambda: _sync_with_supervisor(gw)
+                loops["demand-report"] = lambda: _report_demand(gw)
+            tasks = [asyncio.create_task(_forever(n, f), name=n) for n, f in loops.items()]
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = FastAPI(title="Orchestra gateway", lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+
+    async def proxied(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        payload = await _read_json_object(request, gw.config.gateway.max_body_bytes)
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("you must provide a `model` (a string)", param="model")
+        route = await gw.router.route(model)
+        request_id: str = request.state.request_id
+        headers = {"content-type": "application/json", "x-request-id": request_id}
+        auth = request.headers.get("authorization")
+        if auth and not gw.config.gateway.api_keys:
+            headers["authorization"] = auth  # no gateway keys: the upstream may want its own
+        call = UpstreamCall(
+            path=request.url.path,
+            body=request.state.raw_body,
+            model=model,
+            stream=payload.get("stream") is True,
+            headers=headers,
+            reply_headers={},
+        )
+        return await gw.proxy.forward(call, route)
+
+    for path in PROXIED_PATHS:
+        app.add_api_route(path, proxied, methods=["POST"], include_in_schema=True)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        data = [
+            {
+                "id": route.name,
+                "object": "model",
+                "created": gw.started,
+                "owned_by": "orchestra",
+                "state": route.status,
+                "managed": route.managed,
+            }
+            for route in gw.table.routes.values()
+        ]
+        return Response(
+            orjson.dumps({"object": "list", "data": data}), media_type="application/json"
+        )
+
+    @app.get("/health")
+    async def health(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        models = {route.name: route.status for route in gw.table.routes.values()}
+        degraded = any(state in _UNHEALTHY_STATES for state in models.values())
+        body = {"status": "degraded" if degraded else "ok", "models": models}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app

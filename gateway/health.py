@@ -1,0 +1,106 @@
+"""Replica health: passive marking (the proxy reports failures) and active probing back.
+
+A replica marked down leaves rotation for a cool-down; afterwards `/health` is probed each
+`health_check_interval_s` until it answers 200. For load-aware models the same loop scrapes
+vLLM's queue gauges from each replica's `/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+
+from gateway.balancer import Replica
+from gateway.metrics import GatewayMetrics
+from gateway.routing import ModelRoute, RoutingTable
+
+log = logging.getLogger(__name__)
+
+_QUEUE_GAUGES = (b"vllm:num_requests_running", b"vllm:num_requests_waiting")
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        table: RoutingTable,
+        session: aiohttp.ClientSession,
+        metrics: GatewayMetrics,
+        *,
+        cooldown_s: float,
+        interval_s: float,
+        probe_timeout_s: float,
+    ) -> None:
+        self.table = table
+        self.metrics = metrics
+        self.cooldown_s = cooldown_s
+        self.interval_s = interval_s
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=probe_timeout_s)
+
+    def mark_down(
+        self, route: ModelRoute, replica: Replica, reason: str, retry_after_s: float | None = None
+    ) -> None:
+        if replica.healthy:
+            log.warning("upstream %s for %s marked down: %s", replica.url, route.name, reason)
+        replica.healthy = False
+        replica.down_reason = reason
+        replica.retry_at = time.monotonic() + max(self.cooldown_s, retry_after_s or 0.0)
+        self.metrics.upstream_healthy.labels(route.name, replica.url).set(0)
+
+    def mark_up(self, route: ModelRoute, replica: Replica) -> None:
+        if not replica.healthy:
+            log.info("upstream %s for %s is back", replica.url, route.name)
+        replica.healthy = True
+        replica.down_reason = ""
+        self.metrics.upstream_healthy.labels(route.name, replica.url).set(1)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.check_once()
+
+    async def check_once(self) -> None:
+        now = time.monotonic()
+        jobs = []
+        for route in self.table.routes.values():
+            for replica in route.replicas:
+                if not replica.healthy and now >= replica.retry_at:
+                    jobs.append(self._probe(route, replica))
+                elif replica.healthy and route.policy == "load_aware":
+                    jobs.append(self._scrape_load(replica))
+        if jobs:
+            await asyncio.gather(*jobs)
+
+    async def _probe(self, route: ModelRoute, replica: Replica) -> None:
+        try:
+            async with self._session.get(replica.url + "/health", timeout=self._timeout) as resp:
+                ok = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            ok = False
+        if ok:
+            self.mark_up(route, replica)
+        else:
+            replica.retry_at = time.monotonic() + self.cooldown_s
+
+    async def _scrape_load(self, replica: Replica) -> None:
+        try:
+            async with self._session.get(replica.url + "/metrics", timeout=self._timeout) as resp:
+                text = await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return
+        replica.load = parse_queue_load(text)
+
+
+def parse_queue_load(text: bytes) -> float:
+    """Sum of vLLM's running and waiting request gauges in a Prometheus text page."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(_QUEUE_GAUGES):
+            try:
+                total += float(line.rsplit(b" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return total

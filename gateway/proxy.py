@@ -1,0 +1,268 @@
+"""Forwarding one request to a model's replicas: retries before the first byte, then relay.
+
+Invariants:
+- Status, retries and failover are decided before any byte reaches the client. For streams the
+  upstream's first body chunk is read before we answer, so an upstream that dies before it is
+  still retried.
+- Bytes are relayed as they arrive, never re-encoded. After the first byte a failure becomes one
+  final `data: {"error": ...}` event.
+- `outstanding`, metrics and the upstream connection are settled exactly once, in `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from gateway.balancer import Replica
+from gateway.errors import GatewayError, Unavailable, UpstreamError, UpstreamTimeout, error_body
+from gateway.health import HealthMonitor
+from gateway.metrics import GatewayMetrics
+from gateway.retry_budget import RetryBudget
+from gateway.routing import ModelRoute
+from orchestra.config import GatewayConfig
+
+_RETRYABLE_STATUS = frozenset({502, 503, 504})
+_TAIL_BYTES = 4096  # enough to hold a stream's final usage chunk and [DONE]
+_SSE = "text/event-stream"
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    path: str
+    body: bytes
+    model: str
+    stream: bool
+    headers: dict[str, str]  # sent upstream
+    reply_headers: dict[str, str]  # sent to the client (x-request-id, ...)
+
+
+@dataclass(slots=True)
+class _Failure:
+    """A failed attempt that may be retried; `response` is the upstream's own error, if any."""
+
+    reason: str
+    error: GatewayError
+    response: Response | None = None
+
+
+class Proxy:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        health: HealthMonitor,
+        metrics: GatewayMetrics,
+        config: GatewayConfig,
+    ) -> None:
+        self._session = session
+        self._health = health
+        self._metrics = metrics
+        self._timeouts = config.timeouts
+        self._retries = config.retries
+        self._budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_floor)
+        self._request_timeout = aiohttp.ClientTimeout(
+            total=config.timeouts.total_s, sock_connect=config.timeouts.connect_s
+        )
+
+    async def forward(self, call: UpstreamCall, route: ModelRoute) -> Response:
+        started = time.perf_counter()
+        model = call.model
+        self._metrics.inflight.labels(model).inc()
+        self._budget.record_request()
+        status = 500
+        streaming = False
+        tried: list[Replica] = []
+        try:
+            while True:
+                replica = route.pick(exclude=tried) or route.pick()
+                failure: _Failure | None = None
+                if replica is None:
+                    failure = _Failure("no_replica", _no_upstream(route))
+                else:
+                    tried.append(replica)
+                    outcome = await self._attempt(call, route, replica, started)
+                    if not isinstance(outcome, _Failure):
+                        streaming = isinstance(outcome, StreamingResponse)
+                        status = outcome.status_code
+                        return outcome
+                    failure = outcome
+                out_of_tries = (
+                    replica is None
+                    or len(tried) >= self._retries.max_attempts
+                    or not self._budget.try_spend()
+                )
+                if out_of_tries:
+                    final = failure.response or failure.error.response()
+                    final.headers.update(call.reply_headers)
+                    status = final.status_code
+                    return final
+                self._metrics.retries.labels(model, failure.reason).inc()
+                await asyncio.sleep(self._retries.backoff_s)
+        except GatewayError as exc:
+            status = exc.status
+            raise
+        finally:
+            if not streaming:  # a stream settles these when it ends
+                self._finish(model, status, started)
+
+    def _finish(self, model: str, status: int, started: float) -> None:
+        self._metrics.inflight.labels(model).dec()
+        self._metrics.requests.labels(model, str(status)).inc()
+        self._metrics.request_seconds.labels(model).observe(time.perf_counter() - started)
+
+    async def _attempt(
+        self, call: UpstreamCall, route: ModelRoute, replica: Replica, started: float
+    ) -> Response | _Failure:
+        replica.outstanding += 1
+        resp: aiohttp.ClientResponse | None = None
+        handed_to_stream = False
+        try:
+            try:
+                async with asyncio.timeout(self._timeouts.first_byte_s):
+                    resp = await self._session.post(
+                        replica.url + call.path,
+                        data=call.body,
+                        headers=call.headers,
+                        timeout=self._request_timeout,
+                    )
+                    relay = call.stream and resp.status == 200
+                    first = await (resp.content.readany() if relay else resp.read())
+            except TimeoutError:
+                self._health.mark_down(route, replica, "first byte timeout")
+                return _Failure("timeout", _timeout(call, self._timeouts.first_byte_s))
+            except aiohttp.ClientConnectorError as exc:
+                self._health.mark_down(route, replica, f"connect: {exc.os_error!r}")
+                return _Failure("connect", _no_upstream(route))
+            except (aiohttp.ClientError, OSError) as exc:
+                # The upstream dropped the connection before answering (crash, or a stale
+                # keep-alive socket): retry, and let the health probe judge the replica.
+                self._metrics.upstream_errors.labels(call.model, "disconnect").inc()
+                return _Failure("disconnect", UpstreamError(f"upstream failed: {exc!r}"))
+
+            self._metrics.ttfb_seconds.labels(call.model).observe(time.perf_counter() - started)
+            headers = {**call.reply_headers, "x-orchestra-backend": "vllm"}
+            content_type = resp.headers.get("content-type", "application/json")
+            if relay:
+                if not first:
+                    return _Failure("empty_stream", UpstreamError("upstream closed the stream"))
+                handed_to_stream = True
+                return StreamingResponse(
+                    self._relay(call, route, replica, resp, first, started),
+                    headers=headers,
+                    media_type=content_type,
+                )
+            reply = Response(first, resp.status, headers=headers, media_type=content_type)
+            if resp.status >= 500:
+                retry_after = _retry_after_s(resp.headers.get("retry-after"))
+                if retry_after is not None:
+                    reply.headers["retry-after"] = resp.headers["retry-after"]
+                self._health.mark_down(route, replica, f"HTTP {resp.status}", retry_after)
+                if resp.status in _RETRYABLE_STATUS:
+                    return _Failure(f"http_{resp.status}", Unavailable("upstream error"), reply)
+            elif resp.status == 200:
+                self._count_usage(call.model, first)
+            return reply
+        finally:
+            if not handed_to_stream:
+                replica.outstanding -= 1
+                if resp is not None:
+                    resp.release()
+
+    async def _relay(
+        self,
+        call: UpstreamCall,
+        route: ModelRoute,
+        replica: Replica,
+        resp: aiohttp.ClientResponse,
+        first: bytes,
+        started: float,
+    ) -> AsyncIterator[bytes]:
+        tail = first[-_TAIL_BYTES:]
+        status = 499  # until the stream ends on its own, the client is the one who left
+        finished = False
+        problem = ""
+        try:
+            yield first
+            while True:
+                async with asyncio.timeout(self._timeouts.idle_read_s):
+                    chunk = await resp.content.readany()
+                if not chunk:
+                    break
+                tail = (tail + chunk)[-_TAIL_BYTES:]
+                yield chunk
+            finished = True
+            status = 200
+            sse = resp.headers.get("content-type", "").startswith(_SSE)
+            if sse and b"[DONE]" not in tail[-64:]:
+                problem = "upstream closed the stream before [DONE]"
+        except TimeoutError:
+            problem = f"upstream sent nothing for {self._timeouts.idle_read_s:g}s"
+            self._health.mark_down(route, replica, "idle read timeout")
+        except (aiohttp.ClientError, OSError) as exc:
+            problem = f"upstream connection lost mid-stream: {exc.__class__.__name__}"
+            self._health.mark_down(route, replica, "lost mid-stream")
+        finally:
+            replica.outstanding -= 1
+            if finished:
+                resp.release()
+            else:
+                resp.close()  # drop the connection: the upstream request is cancelled with it
+            self._metrics.count_usage(call.model, _usage_from_tail(tail))
+            if problem:
+                status = 200
+                self._metrics.stream_errors.labels(call.model).inc()
+            self._finish(call.model, status, started)
+        if problem:
+            separator = b"" if tail.endswith(b"\n\n") else b"\n\n"
+            body = error_body(problem, "upstream_error", "stream_interrupted")
+            yield separator + b"data: " + body + b"\n\n"
+
+    def _count_usage(self, model: str, body: bytes) -> None:
+        if b'"usage"' not in body:
+            return
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(payload, dict):
+            self._metrics.count_usage(model, payload.get("usage"))
+
+
+def _usage_from_tail(tail: bytes) -> object:
+    """The `usage` of the stream's last chunk that carries one (include_usage), else None."""
+    at = tail.rfind(b'"usage"')
+    if at < 0:
+        return None
+    start = tail.rfind(b"data:", 0, at)
+    end = tail.find(b"\n", at)
+    if start < 0:
+        return None
+    try:
+        payload = orjson.loads(tail[start + 5 : end if end >= 0 else len(tail)])
+    except orjson.JSONDecodeError:
+        return None
+    return payload.get("usage") if isinstance(payload, dict) else None
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _no_upstream(route: ModelRoute) -> Unavailable:
+    return Unavailable(
+        f"no upstream available for model `{route.name}` ({route.status})",
+        headers={"retry-after": "1"},
+    )
+
+
+def _timeout(call: UpstreamCall, seconds: float) -> UpstreamTimeout:
+    return UpstreamTimeout(f"upstream for `{call.model}` sent nothing within {seconds:g}s")
