@@ -1,0 +1,337 @@
+"""One engine process and the asyncio task that owns its state machine.
+
+Only `Engine._loop` changes `state`; everyone else calls the public coroutines, which queue a
+command and await its reply. A process exit and a backoff timer are commands too, so crashes
+and requests are handled one at a time, in order. `stop()` also interrupts a start in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestra.config import EngineConfig
+from supervisor.errors import EngineError, SupervisorError
+from supervisor.launch import EngineSpec
+from supervisor.logtail import tail_lines
+from supervisor.probe import EngineProbe, Readiness
+from supervisor.procgroup import ProcessGroups, signal_group
+from supervisor.states import EngineState, check_transition
+
+log = logging.getLogger(__name__)
+S = EngineState
+Listener = Callable[["Engine", EngineState, EngineState], None]
+
+
+@dataclass
+class _Command:
+    kind: str  # start | stop | sleep | wake | restart | close | _exited | _retry
+    future: asyncio.Future[None] | None = None
+    gpus: list[int] = field(default_factory=list)
+    reset: bool = False
+    generation: int = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        config: EngineConfig,
+        groups: ProcessGroups,
+        probe: EngineProbe,
+        on_change: Listener,
+    ) -> None:
+        self.spec = spec
+        self._config = config
+        self._groups = groups
+        self._probe = probe
+        self._on_change = on_change
+        self.state = S.COLD
+        self.gpus: list[int] = []
+        self.pid: int | None = None
+        self.restarts = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_startup_s: float | None = None
+        self.ready_since: float | None = None
+        self.start_pending = False  # a start is queued: the manager counts its GPUs as taken
+        self._proc: asyncio.subprocess.Process | None = None
+        self._generation = 0
+        self._interrupt = asyncio.Event()
+        self._stop_requested = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._inbox: asyncio.Queue[_Command] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    # ---- public: queue a command, await the reply ---------------------------------------------
+    def run(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"engine:{self.spec.id}")
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def url(self) -> str:
+        return self.spec.url
+
+    @property
+    def uptime_s(self) -> float | None:
+        return None if self.ready_since is None else time.monotonic() - self.ready_since
+
+    async def start(self, gpus: list[int], reset: bool = False) -> None:
+        """Make the engine READY on `gpus` (kept from before in BACKOFF; woken if SLEEPING)."""
+        self.start_pending = True
+        try:
+            await self._send(_Command("start", gpus=list(gpus), reset=reset))
+        finally:
+            self.start_pending = False
+
+    async def stop(self) -> None:
+        self._stop_requested = True
+        self._interrupt.set()
+        await self._send(_Command("stop"))
+
+    async def sleep(self) -> None:
+        await self._send(_Command("sleep"))
+
+    async def wake(self) -> None:
+        await self._send(_Command("wake"))
+
+    async def restart(self, gpus: list[int]) -> None:
+        """Stop and start again (on the GPUs it holds, else on `gpus`), failures forgotten."""
+        await self._send(_Command("restart", gpus=list(gpus)))
+
+    async def close(self) -> None:
+        """Stop the process and end the task (supervisor shutdown)."""
+        if self._task is None or self._task.done():
+            return
+        self._stop_requested = True
+        self._interrupt.set()
+        await self._send(_Command("close"))
+        await self._task
+
+    async def _send(self, command: _Command) -> None:
+        command.future = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(command)
+        await asyncio.shield(command.future)
+
+    # ---- the owner task -----------------------------------------------------------------------
+    async def _loop(self) -> None:
+        try:
+            while True:
+                cmd = await self._inbox.get()
+                try:
+                    await self._handle(cmd)
+                except SupervisorError as exc:
+                    _reply(cmd, exc)
+                except Exception as exc:
+                    log.exception("engine %s: %s failed", self.id, cmd.kind)
+                    _reply(cmd, EngineError(f"{self.id}: {cmd.kind} failed: {exc}"))
+                else:
+                    _reply(cmd, None)
+                if cmd.kind == "close":
+                    return
+        finally:
+            if self._proc is not None and self._proc.returncode is None:
+                signal_group(self._proc.pid, signal.SIGKILL)  # cancelled: leave no group behind
+
+    async def _handle(self, cmd: _Command) -> None:
+        if cmd.kind in ("stop", "close"):
+            self._stop_requested = False
+            await self._stop()
+        elif cmd.kind == "start":
+            await self._start(cmd.gpus, cmd.reset)
+        elif cmd.kind == "sleep":
+            await self._sleep()
+        elif cmd.kind == "wake":
+            await self._wake()
+        elif cmd.kind == "restart":
+            gpus = list(self.gpus or cmd.gpus)
+            await self._stop()
+            self.restarts += 1
+            await self._start(gpus, reset=True)
+        elif cmd.kind == "_exited" and cmd.generation == self._generation:
+            await self._crashed()
+        elif cmd.kind == "_retry" and cmd.generation == self._generation:
+            if self.state is not S.BACKOFF:
+                return
+            self._retry = None
+            self.restarts += 1
+            with contextlib.suppress(EngineError):  # _launch already recorded the failure
+                await self._launch()
+
+    def _set(self, new: EngineState) -> None:
+        old = self.state
+        check_transition(old, new)
+        self.state = new
+        log.info("engine %s: %s -> %s", self.id, old.value, new.value)
+        self._on_change(self, old, new)
+
+    # ---- transitions --------------------------------------------------------------------------
+    async def _start(self, gpus: list[int], reset: bool) -> None:
+        if self._stop_requested:
+            raise EngineError(f"{self.id}: start cancelled by a stop")
+        if self.state is S.READY:
+            return
+        if self.state is S.SLEEPING:
+            await self._wake()
+            return
+        if self.state is S.FAILED and not reset:
+            raise EngineError(f"{self.id} is FAILED: {self.last_error}")
+        if reset:
+            self.failures = 0
+        if self.state is S.BACKOFF:
+            self._cancel_retry()
+        else:
+            self.gpus = list(gpus)
+        await self._launch()
+
+    async def _launch(self) -> None:
+        """COLD/BACKOFF/FAILED -> STARTING -> READY, or -> BACKOFF/FAILED with the log tail."""
+        self._set(S.STARTING)  # COLD|BACKOFF|FAILED -> STARTING
+        self._generation += 1
+        generation, interrupt = self._generation, asyncio.Event()
+        self._interrupt = interrupt
+        log_path = self.spec.log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as f:
+            since = f.tell()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            f.write(f"--- orchestra: starting {self.id} at {stamp} on gpus {self.gpus}\n".encode())
+            since = f.tell()
+        began = time.monotonic()
+        try:
+            proc = await self._groups.spawn(
+                self.spec.argv(),
+                self.spec.env(self.gpus),
+                log_path,
+                grace_s=self._config.stop_timeout_s,
+            )
+        except OSError as exc:
+            self._fail(f"{self.id}: cannot start: {exc}")
+            raise EngineError(self.last_error or "") from None
+        self._proc, self.pid = proc, proc.pid
+        self._watcher = asyncio.create_task(
+            self._watch(proc, generation, interrupt), name=f"watch:{self.id}"
+        )
+        result = await self._probe.wait_ready(self.url, interrupt, self.spec.startup_timeout_s)
+        if result is Readiness.READY and proc.returncode is None:
+            self.last_startup_s = time.monotonic() - began
+            self.ready_since = time.monotonic()
+            self.last_error = None
+            self._set(S.READY)  # STARTING -> READY
+            return
+        if self._stop_requested and proc.returncode is None:
+            self._set(S.STOPPING)  # STARTING -> STOPPING (a stop interrupted the start)
+            await self._kill()
+            self._set(S.COLD)  # STOPPING -> COLD
+            raise EngineError(f"{self.id}: start interrupted by a stop")
+        if result is Readiness.TIMEOUT:
+            await self._groups.stop(proc, self._config.stop_timeout_s)
+            why = f"not healthy after {self.spec.startup_timeout_s:g}s"
+        else:
+            await proc.wait()
+            why = f"exited with code {proc.returncode} during startup"
+        self._fail(self._error(why, since))
+        raise EngineError(self.last_error or why)
+
+    async def _watch(
+        self, proc: asyncio.subprocess.Process, generation: int, interrupt: asyncio.Event
+    ) -> None:
+        await proc.wait()
+        self._groups.reaped(proc)  # SIGKILL stragglers (workers) left in the group
+        interrupt.set()
+        self._inbox.put_nowait(_Command("_exited", generation=generation))
+
+    async def _crashed(self) -> None:
+        if self.state not in (S.READY, S.SLEEPING):
+            return  # expected exits (stop, failed start) are handled where they happen
+        code = self._proc.returncode if self._proc else None
+        self._fail(self._error(f"exited with code {code} while {self.state.value}", 0))
+
+    def _fail(self, error: str) -> None:
+        """STARTING|READY|SLEEPING -> BACKOFF (retry later) or -> FAILED (too many failures)."""
+        log.warning("engine %s: %s", self.id, error.splitlines()[0])
+        self.last_error = error
+        held = self.uptime_s or 0.0
+        if held >= self._config.stable_after_s:
+            self.failures = 0
+        self.failures += 1
+        self.ready_since = None
+        self._proc, self.pid = None, None
+        if self.failures > self._config.max_restarts:
+            self.gpus = []
+            self._set(S.FAILED)  # -> FAILED
+            return
+        delay = min(
+            self._config.backoff_initial_s * 2 ** (self.failures - 1), self._config.backoff_max_s
+        )
+        self._set(S.BACKOFF)  # -> BACKOFF
+        retry = _Command("_retry", generation=self._generation)
+        self._retry = asyncio.get_running_loop().call_later(delay, self._inbox.put_nowait, retry)
+
+    async def _stop(self) -> None:
+        self._cancel_retry()
+        if self.state in (S.BACKOFF, S.FAILED):
+            self.gpus = []
+            self._set(S.COLD)  # BACKOFF|FAILED -> COLD
+            return
+        if self.state not in (S.READY, S.SLEEPING):
+            return
+        self._set(S.STOPPING)  # READY|SLEEPING -> STOPPING
+        await self._kill()
+        self.gpus = []
+        self._set(S.COLD)  # STOPPING -> COLD
+
+    async def _kill(self) -> None:
+        proc = self._proc
+        self._generation += 1  # its exit is expected now: not a crash
+        if proc is not None:
+            await self._groups.stop(proc, self._config.stop_timeout_s)
+        self._proc, self.pid, self.ready_since = None, None, None
+
+    async def _sleep(self) -> None:
+        if self.state is S.SLEEPING:
+            return
+        if self.state is not S.READY:
+            raise EngineError(f"{self.id}: cannot sleep while {self.state.value}")
+        if not self.spec.sleep_mode:
+            raise EngineError(f"{self.id}: sleep_mode is off for this model")
+        await self._probe.sleep(self.url)
+        self._set(S.SLEEPING)  # READY -> SLEEPING
+
+    async def _wake(self) -> None:
+        if self.state is S.READY:
+            return
+        if self.state is not S.SLEEPING:
+            raise EngineError(f"{self.id}: cannot wake while {self.state.value}")
+        began = time.monotonic()
+        await self._probe.wake(self.url)
+        self.last_startup_s = time.monotonic() - began
+        self._set(S.READY)  # SLEEPING -> READY
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def _error(self, why: str, since: int) -> str:
+        lines = tail_lines(self.spec.log_path, self._config.log_tail_lines, since)
+        tail = "\n".join(lines) if lines else "(log is empty)"
+        return f"{self.id} {why}; last lines of {self.spec.log_path}:\n{tail}"
+
+
+def _reply(cmd: _Command, exc: BaseException | None) -> None:
+    if cmd.future is None or cmd.future.done():
+        return
+    if exc is None:
+        cmd.future.set_result(None)
+    else:
+        cmd.future.set_exception(exc)

@@ -1,0 +1,75 @@
+"""HTTP calls from the supervisor to one engine: health, readiness wait, sleep/wake."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import Enum
+
+import aiohttp
+
+from orchestra.config import EngineConfig
+
+
+class Readiness(Enum):
+    READY = "ready"
+    INTERRUPTED = "interrupted"  # the process exited or a stop was requested
+    TIMEOUT = "timeout"
+
+
+class EngineProbe:
+    """Shares the manager's aiohttp session; every call has an explicit timeout."""
+
+    def __init__(self, session: aiohttp.ClientSession, config: EngineConfig) -> None:
+        self._session = session
+        self._config = config
+        self._probe_timeout = aiohttp.ClientTimeout(total=config.health_probe_timeout_s)
+
+    async def healthy(self, url: str) -> bool:
+        try:
+            async with self._session.get(url + "/health", timeout=self._probe_timeout) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    async def wait_ready(self, url: str, interrupt: asyncio.Event, timeout_s: float) -> Readiness:
+        """Poll /health every `health_poll_interval_s` until 200, `interrupt`, or the deadline."""
+        deadline = time.monotonic() + timeout_s
+        interval = self._config.health_poll_interval_s
+        while True:
+            if interrupt.is_set():
+                return Readiness.INTERRUPTED
+            if await self.healthy(url):
+                return Readiness.READY
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return Readiness.TIMEOUT
+            try:
+                await asyncio.wait_for(interrupt.wait(), min(interval, remaining))
+            except TimeoutError:
+                pass
+
+    async def sleep(self, url: str, level: int = 1) -> None:
+        timeout = aiohttp.ClientTimeout(total=self._config.sleep_timeout_s)
+        await self._post(url + f"/sleep?level={level}", timeout)
+        if not await self.is_sleeping(url):
+            raise RuntimeError("engine answered /sleep but /is_sleeping is false")
+
+    async def wake(self, url: str) -> None:
+        timeout = aiohttp.ClientTimeout(total=self._config.wake_timeout_s)
+        await self._post(url + "/wake_up", timeout)
+        if await self.is_sleeping(url):
+            raise RuntimeError("engine answered /wake_up but /is_sleeping is still true")
+
+    async def is_sleeping(self, url: str) -> bool:
+        async with self._session.get(url + "/is_sleeping", timeout=self._probe_timeout) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"/is_sleeping answered {resp.status}")
+            body = await resp.json(content_type=None)
+            return bool(body.get("is_sleeping"))
+
+    async def _post(self, url: str, limit: aiohttp.ClientTimeout) -> None:
+        async with self._session.post(url, timeout=limit) as resp:
+            if resp.status >= 400:
+                text = (await resp.text())[:500]
+                raise RuntimeError(f"POST {url} answered {resp.status}: {text}")
