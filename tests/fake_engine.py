@@ -1,0 +1,716 @@
+"""A fake vLLM-compatible OpenAI server for tests and benchmarks (aiohttp, run as a subprocess).
+
+    python tests/fake_engine.py [MODEL] [--model PATH] --port P [--host H]
+                                [--served-model-name NAME ...] [switches below]
+
+vLLM's usual flags (--tensor-parallel-size, --max-model-len, --dtype, --gpu-memory-utilization,
+--enforce-eager, --enable-sleep-mode, anything unknown) are accepted and ignored, so a supervisor
+can launch it exactly like `vllm serve`. Routes: /health, /v1/models, /v1/chat/completions and
+/v1/completions (SSE when "stream"), /v1/embeddings, /metrics (vllm: gauges and counters), and
+with --enable-sleep-mode /sleep, /wake_up, /is_sleeping. Output is deterministic: max_tokens
+words "tok0 tok1 ..." (or "The capital of France is Paris." when asked); prompt tokens = words.
+
+Switches:
+  --startup-delay S   bind the port only after S seconds (connection refused while "loading")
+  --fail-start        print a vLLM-like traceback tail to stderr and exit 1 before binding
+  --exit-after S      exit with code 3 S seconds after binding (a crash while READY)
+  --ignore-sigterm    ignore SIGTERM (to exercise SIGKILL escalation); otherwise SIGTERM exits 0
+  --token-rate TPS    per-stream token pacing (0 = as fast as possible)
+  --ttft-ms MS        delay before the first token
+  --max-running N     at most N requests generate at once; the rest queue and count as waiting
+  --sleep-delay S, --wake-delay S   time taken by /sleep and /wake_up (default 0.2)
+  --fault KIND        none | 500 | 503 | 429 | error (with "status") | hang | slow-headers
+                      (waits --fault-delay S) | hang-mid-stream | cut-mid-stream |
+                      crash-mid-stream | crash | no-done | malformed | unhealthy (/health 503)
+  --fail-rate F       every round(1/F)-th inference request answers 500
+
+Test hooks: POST /fake/fault {"kind", "count"?, "status"?, "delay"?} (count = only the next N
+inference requests), GET /fake/stats (counters + last 100 requests), POST /fake/reset,
+POST /fake/config {"token_rate"?, "ttft_ms"?}. `FakeEngineProcess` runs it from pytest or benches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zlib
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+ERROR_TYPES = {
+    400: "BadRequestError",
+    404: "NotFoundError",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    503: "ServiceUnavailableError",
+}
+BREAKS = {"hang-mid-stream", "cut-mid-stream", "crash-mid-stream"}  # after 2 chunks
+MID_STREAM = BREAKS | {"malformed", "no-done"}
+FAULT_KINDS = {"none", "500", "503", "429", "error", "hang", "slow-headers", "crash", "unhealthy"}
+FAULT_KINDS |= MID_STREAM
+PARIS = "The capital of France is Paris.".split(" ")
+DONE = b"data: [DONE]\n\n"
+INFERENCE = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+UNRECORDED = {"/health", "/metrics"}
+
+
+@dataclass
+class Fault:
+    kind: str = "none"
+    count: int | None = None  # remaining requests it applies to; None = until cleared
+    status: int | None = None
+    delay: float = 5.0
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """vLLM's ErrorResponse: {"error": {"message", "type", "param", "code": <http status>}}."""
+    err = {
+        "message": message,
+        "type": ERROR_TYPES.get(status, "APIError"),
+        "param": None,
+        "code": status,
+    }
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": err}),
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def words(text: Any) -> int:
+    """Prompt 'tokens': words of a string, items of a token-id list, or text parts of content."""
+    if isinstance(text, str):
+        return len(text.split())
+    if isinstance(text, list):
+        return sum(
+            1 if isinstance(t, int) else words(t.get("text", "") if isinstance(t, dict) else t)
+            for t in text
+        )
+    return 0
+
+
+def embedding(text: str, dim: int = 8) -> list[float]:
+    raw = [zlib.crc32(f"{i}:{text}".encode()) / 2**31 - 1.0 for i in range(dim)]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [round(x / norm, 6) for x in raw]
+
+
+def usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+        "completion_tokens": completion,
+        "prompt_tokens_details": None,
+    }
+
+
+@dataclass
+class Reply:
+    """One planned generation, rendered the way vLLM's OpenAI server renders it."""
+
+    chat: bool
+    id: str
+    model: str
+    toks: list[str]
+    finish: str
+    usage: dict[str, Any]
+    kind: str  # the fault this request drew ("none" mostly)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def head(self, stream: bool) -> dict[str, Any]:
+        obj = "text_completion" if not self.chat else "chat.completion" + ".chunk" * stream
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+    def whole(self) -> dict[str, Any]:
+        text = "".join(self.toks)
+        choice: dict[str, Any] = {"index": 0}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text, "tool_calls": []}
+        else:
+            choice["text"] = text
+        choice |= {"logprobs": None, "finish_reason": self.finish, "stop_reason": None}
+        return {**self.head(False), "choices": [choice], "usage": self.usage}
+
+    def chunk(self, i: int) -> dict[str, Any]:
+        """Token i's chunk; i = -1 is the chat role chunk; the last token carries finish_reason."""
+        choice: dict[str, Any] = {"index": 0}
+        tok = self.toks[i] if i >= 0 else ""
+        if self.chat:
+            choice["delta"] = {"content": tok} if i >= 0 else {"role": "assistant", "content": ""}
+        else:
+            choice["text"] = tok
+        choice |= {"logprobs": None, "finish_reason": None}
+        if i == len(self.toks) - 1:
+            choice |= {"finish_reason": self.finish, "stop_reason": None}
+        return {**self.head(True), "choices": [choice]}
+
+    def usage_chunk(self) -> dict[str, Any]:
+        return {**self.head(True), "choices": [], "usage": self.usage}
+
+
+class Engine:
+    """All state of one fake engine; its methods are the aiohttp handlers."""
+
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a, self.names = a, a.served_model_name or [a.model]
+        self.name, self.created = self.names[0], int(time.time())
+        self.fault = Fault(a.fault, delay=a.fault_delay)
+        self.fail_every = round(1 / a.fail_rate) if a.fail_rate > 0 else 0
+        self.token_rate, self.ttft = a.token_rate, a.ttft_ms / 1000
+        self.slots = asyncio.Semaphore(a.max_running) if a.max_running else None
+        self.sleeping = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests_total = self.active = self.completed = self.cancelled = 0
+        self.running = self.waiting = self.inference_seen = 0
+        self.prompt_tokens = self.generation_tokens = 0
+        self.by_path: Counter[str] = Counter()
+        self.success: Counter[str] = Counter()
+        self.records: deque[dict[str, Any]] = deque(maxlen=100)
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+    @web.middleware
+    async def track(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        path = request.path
+        self.by_path[path] += 1
+        if path.startswith("/fake/"):
+            return await handler(request)
+        self.requests_total += 1
+        if path not in UNRECORDED:
+            h = request.headers
+            request["rec"] = rec = {
+                "method": request.method,
+                "path": path,
+                "model": None,
+                "x_request_id": h.get("x-request-id"),
+                "authorization": "authorization" in h,
+            }
+            self.records.append(rec)
+        if path not in INFERENCE:
+            return await handler(request)
+        self.active += 1
+        try:
+            resp = await handler(request)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            request["rec"]["outcome"] = "cancelled"
+            raise
+        finally:
+            self.active -= 1
+        outcome = request.get("outcome", "completed")
+        request["rec"].update(outcome=outcome, status=resp.status)
+        if outcome == "cancelled":
+            self.cancelled += 1
+        else:
+            self.completed += 1
+        return resp
+
+    async def echo_request_id(self, request: web.Request, resp: web.StreamResponse) -> None:
+        if rid := request.headers.get("x-request-id"):
+            resp.headers["x-request-id"] = rid
+
+    def take_fault(self) -> Fault | None:
+        self.inference_seen += 1
+        f = self.fault
+        if f.kind not in ("none", "unhealthy"):
+            if f.count is not None:
+                f.count -= 1
+                if f.count <= 0:
+                    self.fault = Fault(delay=f.delay)
+            return f
+        if self.fail_every and self.inference_seen % self.fail_every == 0:
+            return Fault("500")
+        return None
+
+    # ---- inference --------------------------------------------------------------------------
+    async def inference(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = orjson.loads(await request.read())
+            assert isinstance(body, dict)
+        except (orjson.JSONDecodeError, AssertionError):
+            return error(400, "Request body must be a JSON object.")
+        model = body.get("model")
+        request["rec"].update(model=model, stream=bool(body.get("stream")))
+        fault = self.take_fault()
+        kind = fault.kind if fault else "none"
+        if kind in ("500", "503", "429", "error"):
+            status = fault.status if fault and fault.status else int(kind.replace("error", "500"))
+            headers = {"Retry-After": "1"} if status in (429, 503) else None
+            return error(status, f"Injected fault: {kind}", headers)
+        if kind == "hang":
+            await asyncio.Event().wait()
+        if kind == "crash":
+            os._exit(1)
+        if kind == "slow-headers" and fault:
+            await asyncio.sleep(fault.delay)
+        if self.sleeping:
+            return error(503, "The engine is sleeping; call /wake_up first.")
+        if model not in self.names:
+            return error(404, f"The model `{model}` does not exist.")
+        if request.path == "/v1/embeddings":
+            return self.embeddings(body)
+        return await self.generate(request, body, kind)
+
+    async def generate(self, request: web.Request, body: dict[str, Any], kind: str) -> Any:
+        chat = request.path == "/v1/chat/completions"
+        n = body.get("max_completion_tokens") or body.get("max_tokens") or 16
+        if not isinstance(n, int) or n < 1:
+            return error(400, f"max_tokens must be at least 1, got {n}.")
+        if chat:
+            msgs = body.get("messages")
+            if not isinstance(msgs, list) or not msgs:
+                return error(400, "'messages' must be a non-empty list.")
+            prompt_tokens = sum(words(m.get("content", "")) for m in msgs)
+            last_user = next((m for m in reversed(msgs) if m.get("role") == "user"), {})
+            question = str(last_user.get("content", ""))
+        else:
+            prompt_tokens, question = words(body.get("prompt", "")), str(body.get("prompt", ""))
+        if "capital of France" in question:
+            toks, finish = PARIS[:n], "stop" if n >= len(PARIS) else "length"
+        else:
+            toks, finish = [f"tok{i}" for i in range(n)], "length"
+        toks = [t if i == 0 else " " + t for i, t in enumerate(toks)]
+        r = Reply(
+            chat,
+            f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+            self.name,
+            toks,
+            finish,
+            usage(prompt_tokens, len(toks)),
+            kind,
+        )
+        if self.slots:
+            self.waiting += 1
+            try:
+                await self.slots.acquire()
+            finally:
+                self.waiting -= 1
+        self.running += 1
+        self.prompt_tokens += prompt_tokens
+        try:
+            if body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                resp = await self.stream(request, r, include_usage)
+            else:
+                gaps = (len(toks) - 1) / self.token_rate if self.token_rate else 0.0
+                await asyncio.sleep(self.ttft + gaps)
+                out = orjson.dumps(r.whole())
+                if kind == "malformed":  # a complete 200 reply whose JSON is cut in half
+                    out = out[: len(out) // 2]
+                elif kind in MID_STREAM - {"no-done"}:
+                    return await self.partial(request, out, kind)
+                resp = web.Response(body=out, content_type="application/json")
+            if request.get("outcome") is None:
+                self.generation_tokens += len(toks)
+                self.success[finish] += 1
+            return resp
+        finally:
+            self.running -= 1
+            if self.slots:
+                self.slots.release()
+
+    async def stream(self, request: web.Request, r: Reply, include_usage: bool) -> Any:
+        events = [sse(r.chunk(i)) for i in range(-1 if r.chat else 0, len(r.toks))]
+        if include_usage:
+            events.append(sse(r.usage_chunk()))
+        if r.kind != "no-done":
+            events.append(DONE)
+        if r.kind == "malformed":
+            events.insert(2, b'data: {"id": "broken", "choices": [\n\n')
+        gap = 1 / self.token_rate if self.token_rate else 0.0
+        first = 1 if r.chat else 0  # index of the first token event
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await resp.prepare(request)
+        try:
+            if self.ttft:
+                await asyncio.sleep(self.ttft)
+            for i, ev in enumerate(events):
+                if i == 2 and r.kind in BREAKS:
+                    return await self.break_off(request, resp, r.kind)
+                if gap and first < i < first + len(r.toks):
+                    await asyncio.sleep(gap)
+                await resp.write(ev)
+        except ConnectionResetError:
+            request["outcome"] = "cancelled"
+        return resp
+
+    async def partial(self, request: web.Request, out: bytes, kind: str) -> web.StreamResponse:
+        """A non-stream reply that breaks mid-body: headers + half the JSON, then the fault."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = len(out)
+        await resp.prepare(request)
+        await resp.write(out[: len(out) // 2])
+        return await self.break_off(request, resp, kind)
+
+    async def break_off(
+        self, request: web.Request, resp: web.StreamResponse, kind: str
+    ) -> web.StreamResponse:
+        if kind == "crash-mid-stream":
+            await asyncio.sleep(0.02)  # let the bytes already written leave
+            os._exit(1)
+        if kind == "cut-mid-stream" and request.transport is not None:
+            request.transport.abort()
+        else:  # hang-mid-stream
+            await asyncio.Event().wait()
+        request["outcome"] = "cut"
+        return resp
+
+    def embeddings(self, body: dict[str, Any]) -> web.Response:
+        inp = body.get("input", "")
+        items = [inp] if isinstance(inp, str) or (inp and isinstance(inp[0], int)) else inp
+        b64 = body.get("encoding_format") == "base64"
+        data = []
+        for i, item in enumerate(items):
+            vec = embedding(item if isinstance(item, str) else repr(item))
+            emb: Any = base64.b64encode(struct.pack("<8f", *vec)).decode() if b64 else vec
+            data.append({"index": i, "object": "embedding", "embedding": emb})
+        n = sum(words(it) if isinstance(it, str) else len(it) for it in items)
+        self.prompt_tokens += n
+        out = {
+            "id": f"embd-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": self.name,
+            "data": data,
+            "usage": usage(n, 0),
+        }
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    # ---- plain routes -----------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=503 if self.fault.kind == "unhealthy" else 200)
+
+    async def models(self, request: web.Request) -> web.Response:
+        cards = [
+            {
+                "id": n,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "vllm",
+                "root": self.a.model,
+                "parent": None,
+                "max_model_len": self.a.max_model_len,
+                "permission": [],
+            }
+            for n in self.names
+        ]
+        return web.json_response({"object": "list", "data": cards})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        lbl = f'{{model_name="{self.name}"}}'
+        usage = min(1.0, self.running / (self.a.max_running or 256))
+        lines = []
+        for kind, name, value in (
+            ("gauge", "vllm:num_requests_running", self.running),
+            ("gauge", "vllm:num_requests_waiting", self.waiting),
+            ("gauge", "vllm:gpu_cache_usage_perc", usage),
+            ("gauge", "vllm:kv_cache_usage_perc", usage),
+            ("counter", "vllm:prompt_tokens", self.prompt_tokens),
+            ("counter", "vllm:generation_tokens", self.generation_tokens),
+        ):
+            suffix = "_total" if kind == "counter" else ""
+            lines += [f"# TYPE {name} {kind}", f"{name}{suffix}{lbl} {float(value)}"]
+        lines.append("# TYPE vllm:request_success counter")
+        for reason in ("stop", "length"):
+            lines.append(
+                f'vllm:request_success_total{{finished_reason="{reason}",'
+                f'model_name="{self.name}"}} {float(self.success[reason])}'
+            )
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def sleep(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.a.sleep_delay)
+        self.sleeping = True
+        return web.Response()
+
+    async def wake_up(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.a.wake_delay)
+        self.sleeping = False
+        return web.Response()
+
+    async def is_sleeping(self, request: web.Request) -> web.Response:
+        return web.json_response({"is_sleeping": self.sleeping})
+
+    # ---- test hooks -------------------------------------------------------------------------
+    async def set_fault(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            b = await request.json()
+            if b.get("kind") not in FAULT_KINDS:
+                return error(400, f"unknown fault kind {b.get('kind')!r}")
+            self.fault = Fault(
+                str(b["kind"]),
+                b.get("count"),
+                b.get("status"),
+                float(b.get("delay", self.a.fault_delay)),
+            )
+        return web.json_response(asdict(self.fault))
+
+    async def set_config(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        self.token_rate = float(b.get("token_rate", self.token_rate))
+        self.ttft = float(b.get("ttft_ms", self.ttft * 1000)) / 1000
+        return web.json_response({"token_rate": self.token_rate, "ttft_ms": self.ttft * 1000})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        keys = ("requests_total", "active", "completed", "cancelled", "running", "waiting")
+        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        out |= {
+            "by_path": dict(self.by_path),
+            "sleeping": self.sleeping,
+            "fault": asdict(self.fault),
+            "records": list(self.records),
+        }
+        return web.json_response(out)
+
+    async def reset_stats(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.Response()
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.track])
+        app.on_response_prepare.append(self.echo_request_id)
+        r = app.router
+        r.add_get("/health", self.health)
+        r.add_get("/v1/models", self.models)
+        r.add_get("/metrics", self.metrics)
+        for path in INFERENCE:
+            r.add_post(path, self.inference)
+        if self.a.enable_sleep_mode:
+            r.add_post("/sleep", self.sleep)
+            r.add_post("/wake_up", self.wake_up)
+            r.add_get("/is_sleeping", self.is_sleeping)
+        r.add_route("*", "/fake/fault", self.set_fault)
+        r.add_post("/fake/config", self.set_config)
+        r.add_get("/fake/stats", self.stats)
+        r.add_post("/fake/reset", self.reset_stats)
+        return app
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Fake vLLM-compatible OpenAI server.")
+    p.add_argument("model_tag", nargs="?")
+    p.add_argument("--model", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", nargs="+", default=None)
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--enable-sleep-mode", action="store_true")
+    p.add_argument("--startup-delay", type=float, default=0.0)
+    p.add_argument("--fail-start", action="store_true")
+    p.add_argument("--exit-after", type=float, default=0.0)
+    p.add_argument("--ignore-sigterm", action="store_true")
+    p.add_argument("--token-rate", type=float, default=0.0)
+    p.add_argument("--ttft-ms", type=float, default=0.0)
+    p.add_argument("--max-running", type=int, default=0)
+    p.add_argument("--sleep-delay", type=float, default=0.2)
+    p.add_argument("--wake-delay", type=float, default=0.2)
+    p.add_argument("--fault", default="none", choices=sorted(FAULT_KINDS))
+    p.add_argument("--fault-delay", type=float, default=5.0)
+    p.add_argument("--fail-rate", type=float, default=0.0)
+    a, _unknown = p.parse_known_args(argv)
+    a.model = a.model or a.model_tag or "fake-model"
+    return a
+
+
+def die(code: int) -> None:
+    print(f"ERROR: fake engine dying with exit code {code}", flush=True)
+    os._exit(code)
+
+
+async def serve(a: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if a.ignore_sigterm:
+        loop.add_signal_handler(signal.SIGTERM, lambda: print("INFO: ignoring SIGTERM", flush=True))
+    else:
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    engine = Engine(a)
+    runner = web.AppRunner(
+        engine.app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.1
+    )
+    await runner.setup()
+    await web.TCPSite(runner, a.host, a.port, backlog=4096, reuse_address=True).start()
+    print(f"INFO: fake engine {engine.name} listening on {a.host}:{a.port}", flush=True)
+    if a.exit_after > 0:
+        loop.call_later(a.exit_after, die, 3)
+    await stop.wait()
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(a.startup_delay)
+    if a.fail_start:
+        print(
+            "RuntimeError: Engine core initialization failed. See root cause above. "
+            "Failed core proc(s): {}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    try:
+        import uvloop
+
+        return uvloop.run(serve(a))
+    except ImportError:
+        return asyncio.run(serve(a))
+
+
+# ---- test/bench helper (importing this module starts nothing) -----------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeEngineProcess:
+    """The fake engine as a subprocess in its own session: `with FakeEngineProcess(...) as e:`."""
+
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        name: str = "fake-model",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.args, self.name, self.env = args, name, env
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None  # a NamedTemporaryFile: the child's stdout and stderr
+        self._output = ""
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            os.path.abspath(__file__),
+            self.name,
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
+
+    def start(self, wait_ready: bool = True, timeout: float = 15) -> FakeEngineProcess:
+        env = {**os.environ, **(self.env or {})}
+        self._log = tempfile.NamedTemporaryFile(prefix="fake-engine-", suffix=".log")
+        self.proc = subprocess.Popen(
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        if wait_ready:
+            deadline = time.monotonic() + timeout
+            while not self.healthy():
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"fake engine exited {self.proc.returncode}: {self.output()}"
+                    )
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(f"fake engine not ready in {timeout}s: {self.output()}")
+                time.sleep(0.05)
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                return bool(r.status == 200)
+        except urllib.error.HTTPError as e:
+            e.close()
+            return False
+        except OSError:
+            return False
+
+    def output(self) -> str:
+        """Everything the engine printed so far (stdout and stderr); kept after stop()."""
+        if self._log is None or self._log.closed:
+            return self._output
+        with open(self._log.name, errors="replace") as f:
+            return f.read()
+
+    def wait(self, timeout: float | None = None) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                    self.proc.wait(grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+                except ProcessLookupError:
+                    break
+        if self.proc is not None:
+            self.proc.wait()
+        if self._log is not None and not self._log.closed:
+            self._output = self.output()
+            self._log.close()
+
+    def _call(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            raw = r.read()
+        return json.loads(raw) if raw else None
+
+    def set_fault(self, kind: str, **kw: Any) -> None:
+        self._call("/fake/fault", {"kind": kind, **kw})
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._call("/fake/stats"))
+
+    def configure(self, **kw: float) -> None:
+        """Change pacing at runtime: token_rate=TPS, ttft_ms=MS."""
+        self._call("/fake/config", kw)
+
+    def reset_stats(self) -> None:
+        self._call("/fake/reset", {})
+
+    def __enter__(self) -> FakeEngineProcess:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
