@@ -1,0 +1,186 @@
+"""`python -m bench` (`make bench`): gateway vs direct over a concurrency sweep."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench.report import print_report, write_json, write_png
+from bench.run import (
+    BenchOptions,
+    Leg,
+    cpu_plan,
+    fake_upstream,
+    gateway_process,
+    method,
+    sweep,
+    total_rounds,
+)
+from bench.swap import swap_figures
+
+
+def parse_args(argv: list[str] | None = None) -> BenchOptions:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--concurrency", default="1,8,32,64,128,256", help="comma-separated sweep")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per point and leg")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per point")
+    p.add_argument("--modes", default="nonstream,stream")
+    p.add_argument("--base-url", help="an OpenAI-compatible server to bench instead of the fake")
+    p.add_argument("--direct-url", help="with --base-url: the upstream to compare against")
+    p.add_argument("--model", default="bench")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--stream-max-tokens", type=int, default=32)
+    p.add_argument("--token-rate", type=float, default=200.0, help="fake, non-streaming")
+    p.add_argument("--stream-token-rate", type=float, default=20.0, help="fake, streaming")
+    p.add_argument("--ttft-ms", type=float, default=20.0, help="fake upstream's TTFT")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    p.add_argument("--no-wrk", action="store_true", help="python load generator only")
+    p.add_argument("--swap", action="store_true", help="also measure swap figures")
+    p.add_argument("--supervisor-url", default="http://127.0.0.1:8100")
+    p.add_argument("--gateway-url", help="for the on-demand first request (default --base-url)")
+    p.add_argument("--model-path", help="weights to evict/warm for the cold-start figures")
+    p.add_argument("--out-dir", type=Path, default=BenchOptions().out_dir)
+    p.add_argument("--py-spy", help="record the gateway with py-spy into this SVG")
+    p.add_argument("--quick", action="store_true", help="smoke run: c=1,8, 1 s, 1 round")
+    a = p.parse_args(argv)
+    opts = BenchOptions(
+        concurrency=[int(x) for x in a.concurrency.split(",") if x],
+        duration_s=a.duration,
+        rounds=max(1, a.rounds),
+        modes=tuple(m for m in a.modes.split(",") if m in ("nonstream", "stream")),
+        base_url=a.base_url.rstrip("/") if a.base_url else None,
+        direct_url=a.direct_url.rstrip("/") if a.direct_url else None,
+        model=a.model,
+        max_tokens=a.max_tokens,
+        stream_max_tokens=a.stream_max_tokens,
+        token_rate=a.token_rate,
+        stream_token_rate=a.stream_token_rate,
+        ttft_ms=a.ttft_ms,
+        pin=not a.no_pin,
+        use_wrk=not a.no_wrk,
+        swap=a.swap,
+        supervisor_url=a.supervisor_url,
+        gateway_url=a.gateway_url or a.base_url,
+        model_path=a.model_path,
+        out_dir=a.out_dir,
+        py_spy=a.py_spy,
+    )
+    if a.quick:
+        opts.concurrency, opts.duration_s, opts.rounds = [1, 8], 1.0, 1
+        opts.stream_max_tokens, opts.stream_token_rate = 8, 50.0
+    return opts
+
+
+def ensure_wrk(console: Console) -> None:
+    """wrk is the non-streaming load generator; install Debian's when we are root with apt."""
+    if shutil.which("wrk") or not shutil.which("apt-get"):
+        return
+    import os
+
+    if os.geteuid() != 0:
+        console.print("[yellow]wrk not found (not root): using the Python load generator")
+        return
+    console.print("installing wrk (apt-get) ...")
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, timeout=300, check=False
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    console = Console()
+    if not console.is_terminal:  # CI logs: wide enough for the tables
+        console = Console(width=160)
+    if opts.use_wrk:
+        ensure_wrk(console)
+    cpus = cpu_plan(opts.pin and opts.base_url is None)
+    started = time.time()
+    report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with contextlib.ExitStack() as stack:
+        upstream: str | None = None
+        if opts.base_url is None:
+            console.print("starting the fake upstream and the gateway ...")
+            upstream = stack.enter_context(fake_upstream(opts, cpus["upstream"]))
+            gw_url, gw_pid = stack.enter_context(
+                gateway_process(upstream, opts.model, cpus["gateway"])
+            )
+            legs = [Leg("direct", upstream), Leg("gateway", gw_url)]
+            if opts.py_spy:
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "-o", opts.py_spy, "--pid", str(gw_pid), "-r", "200"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+
+                def stop_spy() -> None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
+
+                stack.callback(stop_spy)
+        else:
+            legs = [Leg("gateway", opts.base_url)]
+            if opts.direct_url:
+                legs.insert(0, Leg("direct", opts.direct_url))
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("bench", total=total_rounds(opts, len(legs)))
+
+            def step(what: str) -> None:
+                progress.update(task, description=what)
+                if progress.tasks[task].description != "bench":
+                    progress.advance(task)
+
+            results = sweep(opts, legs, cpus, upstream, step)
+            progress.update(task, description="done")
+        report["results"] = results
+        if opts.swap:
+            console.print("measuring swap figures ...")
+            assert opts.supervisor_url
+            report["swap"] = swap_figures(
+                opts.supervisor_url, opts.model, opts.gateway_url, opts.model_path
+            )
+    report["method"] = method(opts, cpus)
+    report["options"] = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items()
+    }
+    report["ratios"] = {
+        str(row["concurrency"]): row["ratios"]
+        for mode in report["results"].values()
+        for row in mode
+        if "ratios" in row
+    }
+    # one flat dict per concurrency with both modes' ratios
+    flat: dict[str, dict[str, Any]] = {}
+    for mode in report["results"].values():
+        for row in mode:
+            if "ratios" in row:
+                flat.setdefault(str(row["concurrency"]), {}).update(row["ratios"])
+    report["ratios"] = flat
+    report["elapsed_s"] = round(time.time() - started, 1)
+    print_report(report, console)
+    path = write_json(report, opts.out_dir)
+    png = write_png(report, path.with_suffix(".png"))
+    if png is not None:
+        (opts.out_dir / "latest.png").write_bytes(png.read_bytes())
+    console.print(f"wrote {path}" + (f" and {png}" if png else " (no matplotlib: no PNG)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

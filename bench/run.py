@@ -1,0 +1,317 @@
+"""Orchestration: start a fake upstream and the gateway, then sweep concurrency, alternating
+direct and gateway rounds (A B B A ...) so that machine noise and drift hit both legs alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.load import RoundResult, chat_body, have_wrk, run_python_subprocess, run_wrk
+
+REPO = Path(__file__).resolve().parent.parent
+CHAT = "/v1/chat/completions"
+
+
+@dataclass
+class BenchOptions:
+    concurrency: list[int] = field(default_factory=lambda: [1, 8, 32, 64, 128, 256])
+    duration_s: float = 4.0  # per point and leg, split over `rounds`
+    rounds: int = 2
+    modes: tuple[str, ...] = ("nonstream", "stream")
+    base_url: str | None = None  # aim at this server instead of the fake (+ gateway)
+    direct_url: str | None = None  # with base_url: the "direct" leg
+    model: str = "bench"
+    max_tokens: int = 16
+    stream_max_tokens: int = 32
+    token_rate: float = 200.0  # fake upstream, non-streaming (latency = ttft + tokens/rate)
+    ttft_ms: float = 20.0
+    stream_token_rate: float = 20.0  # fake upstream, streaming (inter-token gap = 1/rate)
+    pin: bool = True
+    use_wrk: bool = True
+    swap: bool = False
+    supervisor_url: str | None = None
+    gateway_url: str | None = None  # on-demand first request goes here (default base_url)
+    model_path: str | None = None  # to evict/warm the page cache for cold-start figures
+    out_dir: Path = REPO / "bench" / "results"
+    py_spy: str | None = None  # record the gateway with py-spy into this SVG (fake mode only)
+
+
+@dataclass
+class Leg:
+    name: str  # "direct" | "gateway"
+    url: str  # base URL
+
+
+def _get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        e.close()
+        return int(e.code)
+    except OSError:
+        return 0
+
+
+def _post(url: str, payload: dict[str, Any] | None = None, timeout: float = 900.0) -> Any:
+    data = json.dumps(payload or {}).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        raw = r.read()
+    return json.loads(raw) if raw else None
+
+
+def _pin(pid: int, cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(pid, {cpu})
+        except OSError:
+            pass
+
+
+def cpu_plan(pin: bool) -> dict[str, int | None]:
+    """Gateway alone on one core; upstream + load generator on the other (2+ cores only)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not pin or len(cpus) < 2:
+        return {"gateway": None, "upstream": None, "load": None}
+    return {"gateway": cpus[1], "upstream": cpus[0], "load": cpus[0]}
+
+
+@contextmanager
+def fake_upstream(opts: BenchOptions, cpu: int | None) -> Iterator[str]:
+    sys.path.insert(0, str(REPO))
+    from tests.fake_engine import FakeEngineProcess
+
+    engine = FakeEngineProcess(
+        "--served-model-name",
+        opts.model,
+        "--token-rate",
+        str(opts.token_rate),
+        "--ttft-ms",
+        str(opts.ttft_ms),
+        name=opts.model,
+    )
+    engine.start()
+    assert engine.proc is not None
+    _pin(engine.proc.pid, cpu)
+    try:
+        yield engine.url
+    finally:
+        engine.stop()
+
+
+@contextmanager
+def gateway_process(upstream: str, model: str, cpu: int | None) -> Iterator[tuple[str, int]]:
+    sys.path.insert(0, str(REPO))
+    from tests.fake_engine import free_port
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+        cfg = Path(tmp) / "gateway.yaml"
+        cfg.write_text(
+            json.dumps(  # JSON is YAML
+                {
+                    "servers": [{"name": model, "url": upstream}],
+                    "gateway": {"host": "127.0.0.1", "port": port},
+                }
+            )
+        )
+        log = open(Path(tmp) / "gateway.log", "w+b")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--config", str(cfg)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _pin(proc.pid, cpu)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while _get(url + "/health") != 200:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"gateway did not start: {log.read()[-2000:]!r}")
+                time.sleep(0.1)
+            yield url, proc.pid
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            log.close()
+
+
+def _set_fake(upstream: str, token_rate: float, ttft_ms: float) -> None:
+    _post(upstream + "/fake/config", {"token_rate": token_rate, "ttft_ms": ttft_ms}, 5)
+
+
+def merge(rounds: list[RoundResult]) -> RoundResult:
+    out = RoundResult(window_s=0.0)
+    for r in rounds:
+        out.requests += r.requests
+        out.errors += r.errors
+        out.window_s += r.window_s
+        out.chunks += r.chunks
+        out.ttfts += r.ttfts
+        out.itls += r.itls
+    # wrk rounds carry quantiles standing for `weight` requests each: keep them as pairs
+    out.latencies = [x for r in rounds for x in r.latencies]
+    out.weight = 0.0
+    out.__dict__["_weights"] = [r.weight for r in rounds for _ in r.latencies]
+    return out
+
+
+def percentile(values: list[float], q: float, weights: list[float] | None = None) -> float | None:
+    if not values:
+        return None
+    if weights is None:
+        weights = [1.0] * len(values)
+    pairs = sorted(zip(values, weights, strict=True))
+    total = sum(w for _, w in pairs)
+    target, acc = q / 100 * total, 0.0
+    for v, w in pairs:
+        acc += w
+        if acc >= target:
+            return v
+    return pairs[-1][0]
+
+
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 3)
+
+
+def summarize(mode: str, r: RoundResult) -> dict[str, Any]:
+    window = r.window_s or 1.0
+    out: dict[str, Any] = {"requests": r.requests, "errors": r.errors, "window_s": round(window, 2)}
+    if mode == "nonstream":
+        w = r.__dict__.get("_weights")
+        out |= {
+            "req_per_s": round(r.requests / window, 2),
+            "latency_p50_ms": _ms(percentile(r.latencies, 50, w)),
+            "latency_p95_ms": _ms(percentile(r.latencies, 95, w)),
+            "latency_p99_ms": _ms(percentile(r.latencies, 99, w)),
+        }
+    else:
+        out |= {
+            "streams_per_s": round(r.requests / window, 2),
+            "chunks_per_s": round(r.chunks / window, 1),
+            "ttft_p50_ms": _ms(percentile(r.ttfts, 50)),
+            "ttft_p95_ms": _ms(percentile(r.ttfts, 95)),
+            "ttft_p99_ms": _ms(percentile(r.ttfts, 99)),
+            "itl_p50_ms": _ms(percentile(r.itls, 50)),
+            "itl_p95_ms": _ms(percentile(r.itls, 95)),
+        }
+    return out
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 3)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def ratios(mode: str, direct: dict[str, Any], gw: dict[str, Any]) -> dict[str, Any]:
+    if mode == "nonstream":
+        return {
+            "throughput_ratio_vs_direct": _ratio(gw["req_per_s"], direct["req_per_s"]),
+            "added_latency_p50_ms": _diff(gw["latency_p50_ms"], direct["latency_p50_ms"]),
+            "added_latency_p95_ms": _diff(gw["latency_p95_ms"], direct["latency_p95_ms"]),
+            "added_latency_p99_ms": _diff(gw["latency_p99_ms"], direct["latency_p99_ms"]),
+        }
+    return {
+        "chunk_throughput_ratio_vs_direct": _ratio(gw["chunks_per_s"], direct["chunks_per_s"]),
+        "added_ttft_p50_ms": _diff(gw["ttft_p50_ms"], direct["ttft_p50_ms"]),
+        "added_ttft_p95_ms": _diff(gw["ttft_p95_ms"], direct["ttft_p95_ms"]),
+        "added_itl_p50_ms": _diff(gw["itl_p50_ms"], direct["itl_p50_ms"]),
+    }
+
+
+def run_round(
+    opts: BenchOptions, mode: str, url: str, concurrency: int, seconds: float, cpu: int | None
+) -> RoundResult:
+    stream = mode == "stream"
+    body = chat_body(opts.model, opts.stream_max_tokens if stream else opts.max_tokens, stream)
+    if not stream and opts.use_wrk and have_wrk():
+        return run_wrk(url + CHAT, body, concurrency, seconds, cpu)
+    return run_python_subprocess(url + CHAT, body, concurrency, seconds, stream, cpu)
+
+
+Progress = Callable[[str], None]
+
+
+def sweep(
+    opts: BenchOptions,
+    legs: list[Leg],
+    cpus: dict[str, int | None],
+    upstream: str | None,
+    progress: Progress,
+) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {}
+    per_round = max(1.0, opts.duration_s / opts.rounds)
+    for mode in opts.modes:
+        if upstream is not None:
+            rate = opts.stream_token_rate if mode == "stream" else opts.token_rate
+            _set_fake(upstream, rate, opts.ttft_ms)
+        rows = []
+        for c in opts.concurrency:
+            collected: dict[str, list[RoundResult]] = {leg.name: [] for leg in legs}
+            for i in range(opts.rounds):
+                order = legs if i % 2 == 0 else legs[::-1]  # A B, B A, ...
+                for leg in order:
+                    progress(f"{mode} c={c} {leg.name} round {i + 1}/{opts.rounds}")
+                    collected[leg.name].append(
+                        run_round(opts, mode, leg.url, c, per_round, cpus["load"])
+                    )
+            row: dict[str, Any] = {"concurrency": c}
+            for name, rounds in collected.items():
+                row[name] = summarize(mode, merge(rounds))
+            if "direct" in row and "gateway" in row:
+                row["ratios"] = ratios(mode, row["direct"], row["gateway"])
+            rows.append(row)
+        results[mode] = rows
+    return results
+
+
+def total_rounds(opts: BenchOptions, legs: int) -> int:
+    return len(opts.modes) * len(opts.concurrency) * opts.rounds * legs
+
+
+def method(opts: BenchOptions, cpus: dict[str, int | None]) -> dict[str, Any]:
+    wrk = opts.use_wrk and have_wrk()
+    return {
+        "nonstream_load": "wrk -t1 (C, closed loop, keep-alive; latency quantiles from its HDR "
+        "histogram)"
+        if wrk
+        else "python aiohttp closed loop (wrk not found)",
+        "stream_load": "python aiohttp closed loop in its own process; TTFT = first SSE data "
+        "event; ITL = per-stream mean gap between data events; chunks = data events per second",
+        "alternation": f"{opts.rounds} rounds per point and leg in A-B-B-A order, merged",
+        "window": "only requests completed inside each round's window count",
+        "cpu_pinning": cpus,
+        "upstream": "fake vLLM (tests/fake_engine.py)" if opts.base_url is None else opts.base_url,
+        "nonstream_upstream_latency_ms": round(
+            opts.ttft_ms + (opts.max_tokens - 1) / opts.token_rate * 1000, 1
+        )
+        if opts.base_url is None
+        else None,
+        "stream_token_rate": opts.stream_token_rate if opts.base_url is None else None,
+        "cores": os.cpu_count(),
+    }
