@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 
 import uvicorn
@@ -28,7 +29,7 @@ def run(config_path: str) -> int:
         loop="uvloop",
         http="httptools",
         access_log=False,  # per-request logging is the hot path's biggest avoidable cost
-        timeout_graceful_shutdown=int(config.gateway.drain_timeout_s) or None,
+        timeout_graceful_shutdown=math.ceil(config.gateway.drain_timeout_s),  # 0 = none
         log_level="info",
     )
     return 0

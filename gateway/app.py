@@ -18,11 +18,17 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admin import install_admin_routes
+from gateway.admission import Admission
+from gateway.auth import AuthMiddleware, KeyRing
 from gateway.control import ControlError, SupervisorClient
+from gateway.dispatch import dispatch
 from gateway.errors import BadRequest, PayloadTooLarge, install_error_handlers
+from gateway.fallback import OllamaClient
 from gateway.health import HealthMonitor
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import Proxy, UpstreamCall
+from gateway.ratelimit import RateLimiter
 from gateway.routing import Router, RoutingTable
 from orchestra.config import OrchestraConfig
 
@@ -42,6 +48,10 @@ class Gateway:
     health: HealthMonitor
     proxy: Proxy
     control: SupervisorClient | None
+    keys: KeyRing
+    limiter: RateLimiter
+    admission: Admission
+    fallback: OllamaClient | None
     started: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -71,6 +81,12 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         health=health,
         proxy=Proxy(session, health, metrics, gw),
         control=control,
+        keys=KeyRing(gw),
+        limiter=RateLimiter(gw),
+        admission=Admission(config),
+        fallback=OllamaClient(config.fallback.ollama, session, metrics)
+        if config.fallback.ollama is not None
+        else None,
     )
 
 
@@ -183,6 +199,8 @@ def create_app(config: OrchestraConfig) -> FastAPI:
             if gw.control is not None:
                 loops["supervisor-sync"] = lambda: _sync_with_supervisor(gw)
                 loops["demand-report"] = lambda: _report_demand(gw)
+            if gw.fallback is not None:
+                loops["ollama-health"] = gw.fallback.run
             tasks = [asyncio.create_task(_forever(n, f), name=n) for n, f in loops.items()]
             try:
                 yield
@@ -193,6 +211,7 @@ def create_app(config: OrchestraConfig) -> FastAPI:
 
     app = FastAPI(title="Orchestra gateway", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(AuthMiddleware)  # inside RequestIdMiddleware: a 401 has an id too
     app.add_middleware(RequestIdMiddleware)
 
     async def proxied(request: Request) -> Response:
@@ -201,21 +220,22 @@ def create_app(config: OrchestraConfig) -> FastAPI:
         model = payload.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("you must provide a `model` (a string)", param="model")
-        route = await gw.router.route(model)
         request_id: str = request.state.request_id
         headers = {"content-type": "application/json", "x-request-id": request_id}
         auth = request.headers.get("authorization")
         if auth and not gw.config.gateway.api_keys:
             headers["authorization"] = auth  # no gateway keys: the upstream may want its own
+        key = getattr(request.state, "api_key", None)
+        limits = gw.limiter.admit(key, payload, len(request.state.raw_body)) if key else {}
         call = UpstreamCall(
             path=request.url.path,
             body=request.state.raw_body,
             model=model,
             stream=payload.get("stream") is True,
             headers=headers,
-            reply_headers={},
+            reply_headers=limits,
         )
-        return await gw.proxy.forward(call, route)
+        return await dispatch(gw, call, payload, request.headers.get(gw.admission.priority_header))
 
     for path in PROXIED_PATHS:
         app.add_api_route(path, proxied, methods=["POST"], include_in_schema=True)
@@ -251,4 +271,5 @@ def create_app(config: OrchestraConfig) -> FastAPI:
         gw: Gateway = request.app.state.gateway
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    install_admin_routes(app)
     return app

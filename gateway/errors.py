@@ -7,6 +7,7 @@ to a JSON response, so no traceback ever reaches a client.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 
 import orjson
@@ -82,9 +83,22 @@ class ModelNotFound(GatewayError):
 
 
 class Overloaded(GatewayError):
+    """429 with `Retry-After` (whole seconds, at least 1), which the OpenAI SDK honours."""
+
     status = 429
     type = "rate_limit_error"
     code = "overloaded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float = 1.0,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        retry = {"retry-after": str(max(1, math.ceil(retry_after_s)))}
+        super().__init__(message, code=code, headers={**retry, **(headers or {})})
 
 
 class Unavailable(GatewayError):

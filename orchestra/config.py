@@ -74,6 +74,16 @@ class GatewayConfig(_Strict):
     api_keys: list[ApiKey] = []
     admin_key_sha256: str | None = None
     drain_timeout_s: float = Field(30.0, ge=0)
+    queue_timeout_s: float = Field(
+        30.0, gt=0, description="longest wait in a model's admission queue before 429"
+    )
+    overload_retry_after_s: float = Field(1.0, gt=0, description="Retry-After on a 429")
+    priority_header: str = Field(
+        "x-orchestra-priority", description="request header with an int; lower = served first"
+    )
+    ratelimit_default_completion_tokens: int = Field(
+        256, ge=0, description="tokens/min charge for a request without max_tokens"
+    )
 
 
 class SupervisorConfig(_Strict):
@@ -158,6 +168,15 @@ class OllamaFallback(_Strict):
     url: str = "http://127.0.0.1:11434"
     models: dict[str, str] = Field({}, description="orchestra model name -> ollama tag")
     timeout_s: float = Field(120.0, gt=0)
+    connect_timeout_s: float = Field(2.0, gt=0)
+    first_byte_timeout_s: float = Field(60.0, gt=0)
+    idle_read_timeout_s: float = Field(60.0, gt=0)
+    health_check_interval_s: float = Field(5.0, gt=0, description="GET /api/version period")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_url(value) or value
 
 
 class FallbackConfig(_Strict):
@@ -196,6 +215,10 @@ class ServerConfig(_Strict):
     sleep_mode: bool = False
     preload: bool = True
     startup_timeout_s: float | None = Field(None, gt=0)
+    max_inflight: int | None = Field(
+        None, gt=0, description="admission: requests in flight to this model; None = unlimited"
+    )
+    max_queue: int = Field(0, ge=0, description="admission: requests waiting beyond max_inflight")
 
     @field_validator("url")
     @classmethod

@@ -1,0 +1,44 @@
+"""Admin routes (`/admin/*`, guarded by the admin key in `gateway.auth`): a state snapshot."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+def install_admin_routes(app: FastAPI) -> None:
+    @app.get("/admin/status", include_in_schema=False)
+    async def status(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        models = {
+            route.name: {
+                "state": route.status,
+                "replicas": [
+                    {
+                        "url": r.url,
+                        "healthy": r.healthy,
+                        "outstanding": r.outstanding,
+                        "down_reason": r.down_reason,
+                    }
+                    for r in route.replicas
+                ],
+            }
+            for route in gw.table.routes.values()
+        }
+        admission = {
+            name: {"inflight": g.inflight, "queued": g.queued, "max_inflight": g.max_inflight}
+            for name, g in gw.admission.gates.items()
+        }
+        fallback = (
+            None
+            if gw.fallback is None
+            else {"url": gw.fallback.url, "healthy": gw.fallback.healthy}
+        )
+        body = {"models": models, "admission": admission, "fallback": fallback}
+        return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,71 @@
+"""One proxied request, end to end: route -> admission -> vLLM replicas -> Ollama fallback.
+
+The fallback is taken only for models that `fallback.ollama.models` maps, while Ollama is
+healthy, and only where no vLLM replica could serve: the model is unavailable (down, FAILED, no
+supervisor), its swap timed out, it is overloaded beyond its queue, or every replica answered
+502/503/504 or failed before the first byte. Otherwise the original error stands.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import Response, StreamingResponse
+
+from gateway.admission import release_when_done
+from gateway.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
+from gateway.proxy import UpstreamCall
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+_FALLBACK_STATUS = {502: "upstream_error", 503: "unavailable", 504: "timeout"}
+
+
+async def dispatch(
+    gw: Gateway, call: UpstreamCall, payload: dict[str, Any], priority: str | None
+) -> Response:
+    fallback = gw.fallback if gw.fallback is not None and gw.fallback.covers(call.model) else None
+    try:
+        route = await gw.router.route(call.model)
+    except (Unavailable, UpstreamTimeout) as exc:
+        reason = "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
+        return await _fall_back(gw, call, payload, reason, exc)
+    gate = gw.admission.gate(call.model)
+    if gate is not None:
+        try:
+            await gate.acquire(gw.admission.priority(priority))
+        except Overloaded as exc:
+            if fallback is None:
+                raise
+            return await _fall_back(gw, call, payload, "overloaded", exc)
+    try:
+        response = await gw.proxy.forward(call, route)
+    except BaseException:
+        if gate is not None:
+            gate.release()
+        raise
+    why = _FALLBACK_STATUS.get(response.status_code)
+    if fallback is not None and why and not isinstance(response, StreamingResponse):
+        if gate is not None:
+            gate.release()
+        return await _fall_back(gw, call, payload, why, response)
+    return response if gate is None else release_when_done(response, gate)
+
+
+async def _fall_back(
+    gw: Gateway,
+    call: UpstreamCall,
+    payload: dict[str, Any],
+    reason: str,
+    original: GatewayError | Response,
+) -> Response:
+    fallback = gw.fallback
+    if fallback is not None and fallback.covers(call.model) and fallback.healthy:
+        served = await fallback.forward(call, payload, reason)
+        if served is not None:
+            return served
+    if isinstance(original, Response):
+        return original
+    original.headers.update(call.reply_headers)
+    raise original
