@@ -59,7 +59,7 @@ class Engine:
         self.last_error: str | None = None
         self.last_startup_s: float | None = None
         self.ready_since: float | None = None
-        self.start_pending = False  # a start is queued: the manager counts its GPUs as taken
+        self._pending_starts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._generation = 0
         self._interrupt = asyncio.Event()
@@ -87,11 +87,24 @@ class Engine:
 
     async def start(self, gpus: list[int], reset: bool = False) -> None:
         """Make the engine READY on `gpus` (kept from before in BACKOFF; woken if SLEEPING)."""
-        self.start_pending = True
-        try:
-            await self._send(_Command("start", gpus=list(gpus), reset=reset))
-        finally:
-            self.start_pending = False
+        await asyncio.shield(self.begin_start(gpus, reset))
+
+    def begin_start(self, gpus: list[int], reset: bool = False) -> asyncio.Future[None]:
+        """Queue a start now (its GPUs count as taken from this moment); await the future."""
+        self._pending_starts += 1
+        future = self._queue(_Command("start", gpus=list(gpus), reset=reset))
+        future.add_done_callback(self._start_settled)
+        return future
+
+    def _start_settled(self, future: asyncio.Future[None]) -> None:
+        self._pending_starts -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved: waiters that gave up must not trigger a warning
+
+    @property
+    def start_pending(self) -> bool:
+        """A start is queued or running: the manager counts its GPUs as taken."""
+        return self._pending_starts > 0
 
     async def stop(self) -> None:
         self._stop_requested = True
@@ -106,7 +119,11 @@ class Engine:
 
     async def restart(self, gpus: list[int]) -> None:
         """Stop and start again (on the GPUs it holds, else on `gpus`), failures forgotten."""
-        await self._send(_Command("restart", gpus=list(gpus)))
+        self._pending_starts += 1  # its GPUs stay taken between the stop and the start
+        try:
+            await self._send(_Command("restart", gpus=list(gpus)))
+        finally:
+            self._pending_starts -= 1
 
     async def close(self) -> None:
         """Stop the process and end the task (supervisor shutdown)."""
@@ -118,9 +135,12 @@ class Engine:
         await self._task
 
     async def _send(self, command: _Command) -> None:
+        await asyncio.shield(self._queue(command))
+
+    def _queue(self, command: _Command) -> asyncio.Future[None]:
         command.future = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(command)
-        await asyncio.shield(command.future)
+        return command.future
 
     # ---- the owner task -----------------------------------------------------------------------
     async def _loop(self) -> None:

@@ -154,4 +154,3 @@ class ProcessGroups:
         self._live.discard(pgid)
         with contextlib.suppress(OSError):
             (self._dir / str(pgid)).unlink()
-

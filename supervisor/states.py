@@ -1,7 +1,7 @@
 """Engine and model states, and which engine transitions are legal.
 
-    COLD -> STARTING -> READY -> (SLEEPING <-> READY) -> STOPPING -> COLD
-    STARTING/READY/SLEEPING --(exit)--> BACKOFF -> STARTING ... -> FAILED (after N failures)
+COLD -> STARTING -> READY -> (SLEEPING <-> READY) -> STOPPING -> COLD
+STARTING/READY/SLEEPING --(exit)--> BACKOFF -> STARTING ... -> FAILED (after N failures)
 """
 
 from __future__ import annotations

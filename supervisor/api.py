@@ -1,0 +1,165 @@
+"""The control API (FastAPI). Everything is built in `create_app`'s lifespan; no globals.
+
+Errors share one shape, `{"error": {"message", "type", "param", "code"}}`. When
+`supervisor.admin_token` is set, every route but /health needs `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import aiohttp
+from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orchestra.config import OrchestraConfig
+from supervisor.errors import SupervisorError, Unauthorized, error_body
+from supervisor.gpus import detect_gpus
+from supervisor.manager import Manager
+from supervisor.procgroup import ProcessGroups
+
+Timeout = Annotated[float | None, Query(gt=0, description="seconds; default from config")]
+Force = Annotated[bool, Query(description="evict even models with requests in flight")]
+
+
+def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAPI:
+    """The supervisor app; `gpus` overrides detection (tests, planning on a given layout)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        host_gpus = (
+            gpus if gpus is not None else await asyncio.to_thread(detect_gpus, config.supervisor)
+        )
+        groups = ProcessGroups(config.supervisor.state_dir, uuid.uuid4().hex)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            manager = Manager(config, host_gpus, session, groups)
+            app.state.manager = manager
+            await manager.start()
+            try:
+                yield
+            finally:
+                await manager.close()
+
+    app = FastAPI(title="Orchestra supervisor", lifespan=lifespan, docs_url=None, redoc_url=None)
+    _install_errors(app)
+    _install_routes(app, config)
+    return app
+
+
+def _manager(request: Request) -> Manager:
+    manager: Manager = request.app.state.manager
+    return manager
+
+
+Mgr = Annotated[Manager, Depends(_manager)]
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(SupervisorError)
+    async def supervisor_error(request: Request, exc: SupervisorError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"{loc}: {first.get('msg', 'invalid request')}"
+        body = error_body(400, message, "bad_request", "invalid_request_error")
+        body["error"]["param"] = loc or None
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = error_body(exc.status_code, str(exc.detail), str(exc.status_code), "http_error")
+        return JSONResponse(body, status_code=exc.status_code)
+
+
+def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
+    token = config.supervisor.admin_token
+    default_timeout = config.supervisor.ensure_timeout_s
+
+    def authorized(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            raise Unauthorized("a valid admin token is required (Authorization: Bearer ...)")
+
+    auth = [Depends(authorized)]
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/models", dependencies=auth)
+    async def models(m: Mgr) -> dict[str, Any]:
+        return {"models": m.table()}
+
+    @app.get("/gpus", dependencies=auth)
+    async def gpus(m: Mgr) -> dict[str, Any]:
+        holders = {g: e.id for mod in m.models.values() for e in mod.holding() for g in e.gpus}
+        return {"gpus": [{"index": g, "engine": holders.get(g)} for g in m.gpus]}
+
+    @app.get("/models/{name:path}/logs", dependencies=auth)
+    async def logs(
+        name: str, m: Mgr, lines: Annotated[int, Query(ge=0, le=100_000)] = 100, replica: int = 0
+    ) -> dict[str, Any]:
+        return {"name": name, "lines": m.logs(name, lines, replica)}
+
+    @app.post("/models/{name:path}/ensure", dependencies=auth)
+    async def ensure(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Any:
+        await m.ensure(name, timeout_s or default_timeout, force=force)
+        return m.info(name)
+
+    @app.post("/models/{name:path}/load", dependencies=auth)
+    async def load(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Any:
+        await m.ensure(name, timeout_s or default_timeout, force=force, reset=True)
+        return m.info(name)
+
+    @app.post("/models/{name:path}/unload", dependencies=auth)
+    async def unload(name: str, m: Mgr) -> Any:
+        await m.unload(name)
+        return m.info(name)
+
+    @app.post("/models/{name:path}/sleep", dependencies=auth)
+    async def sleep(name: str, m: Mgr) -> Any:
+        await m.sleep(name)
+        return m.info(name)
+
+    @app.post("/models/{name:path}/wake", dependencies=auth)
+    async def wake(name: str, m: Mgr, timeout_s: Timeout = None) -> Any:
+        await m.wake(name, timeout_s or default_timeout)
+        return m.info(name)
+
+    @app.post("/models/{name:path}/restart", dependencies=auth)
+    async def restart(name: str, m: Mgr, timeout_s: Timeout = None) -> Any:
+        await m.restart(name, timeout_s or default_timeout)
+        return m.info(name)
+
+    @app.get("/models/{name:path}", dependencies=auth)
+    async def model(name: str, m: Mgr) -> Any:
+        return m.info(name)
+
+    @app.post("/demand", dependencies=auth)
+    async def demand(
+        m: Mgr,
+        counts: Annotated[dict[str, int], Body()],
+        inflight: Annotated[dict[str, int] | None, Body()] = None,
+    ) -> dict[str, str]:
+        m.record_demand(counts, inflight)
+        return {"status": "ok"}
+
+    @app.get("/metrics", dependencies=auth)
+    async def metrics(m: Mgr) -> Response:
+        return Response(generate_latest(m.metrics.registry), media_type=CONTENT_TYPE_LATEST)

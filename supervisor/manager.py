@@ -1,0 +1,282 @@
+"""The model table and the only code that places, swaps in and evicts engines.
+
+`ensure(model)` makes a model READY and returns it: concurrent ensures of one model join one
+swap task, and a failed swap raises the same error in every waiter. Placement (plan + evictions
++ queueing the starts) runs under one lock so two swaps never pick the same GPUs or victims;
+waiting for readiness happens outside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from orchestra.config import OrchestraConfig
+from supervisor.demand import Demand
+from supervisor.engine import Engine
+from supervisor.errors import (
+    BadRequest,
+    EngineError,
+    EnsureTimeout,
+    ModelNotFound,
+    SupervisorError,
+)
+from supervisor.launch import build_specs
+from supervisor.logtail import tail_lines
+from supervisor.metrics import ModelSample, SupervisorMetrics
+from supervisor.model import Model
+from supervisor.placement import Placer
+from supervisor.preloader import Preloader
+from supervisor.probe import EngineProbe
+from supervisor.procgroup import ProcessGroups
+from supervisor.rotation import ModelDemand, Rotator
+from supervisor.states import EngineState
+
+log = logging.getLogger(__name__)
+S = EngineState
+
+
+class Manager:
+    def __init__(
+        self,
+        config: OrchestraConfig,
+        gpus: list[int],
+        session: aiohttp.ClientSession,
+        groups: ProcessGroups,
+    ) -> None:
+        self.config = config
+        self.gpus = gpus
+        self.groups = groups
+        self.demand = Demand(config.rotation.window_s, config.supervisor.inflight_ttl_s)
+        probe = EngineProbe(session, config.engine)
+        self.models: dict[str, Model] = {}
+        for name, specs in build_specs(config).items():
+            server = config.server(name)
+            assert server is not None
+            engines = [Engine(s, config.engine, groups, probe, self._on_change) for s in specs]
+            self.models[name] = Model(server, engines)
+        self.preloader = Preloader(
+            config.preload, {n: m.server.model or "" for n, m in self.models.items()}
+        )
+        self.metrics = SupervisorMetrics(self._sample)
+        self.rotator = Rotator(self, config.rotation)
+        self._swaps: dict[str, asyncio.Task[None]] = {}
+        self.placer = Placer(
+            self.models, gpus, config, self.demand, self.metrics, lambda n: n in self._swaps
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.groups.kill_leftovers()
+        for model in self.models.values():
+            for engine in model.engines:
+                engine.run()
+        if self.config.supervisor.start_hot:
+            hot = [s.name for s in self.config.servers if s.name in self.models]
+            for name in hot:
+                self.models[name].hot = True
+            self._spawn(self._start_hot(hot), "start-hot")
+        self._spawn(self._page_cache_loop(self._tasks[-1] if self._tasks else None), "page-cache")
+        if self.config.rotation.enabled:
+            self._spawn(self.rotator.run(), "rotation")
+
+    async def close(self) -> None:
+        """Stop every background task and every engine (each group: SIGTERM, deadline, SIGKILL)."""
+        for task in [*self._tasks, *self._swaps.values()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._swaps.values(), return_exceptions=True)
+        engines = [e for m in self.models.values() for e in m.engines]
+        await asyncio.gather(*(e.close() for e in engines), return_exceptions=True)
+        self.groups.kill_all_now()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _start_hot(self, names: list[str]) -> None:
+        timeout = self.config.supervisor.ensure_timeout_s
+        results = await asyncio.gather(
+            *(self.ensure(n, timeout) for n in names), return_exceptions=True
+        )
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("hot model %s did not start: %s", name, result)
+
+    async def _page_cache_loop(self, after: asyncio.Task[None] | None) -> None:
+        """Measure residency; preload cold models once the hot set is up (no I/O contention)."""
+        await self.preloader.measure()
+        if after is not None:
+            await asyncio.wait([after])
+        while True:
+            try:
+                if self.config.preload.enabled:
+                    await self.preloader.preload(self.cold_models())
+                await self.preloader.measure()
+            except OSError as exc:
+                log.warning("page-cache pass failed: %s", exc)
+            await asyncio.sleep(self.config.preload.interval_s)
+
+    # ---- queries --------------------------------------------------------------------------------
+    def get(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"The model `{name}` is not managed by this supervisor.", "model")
+        return model
+
+    def info(self, name: str) -> dict[str, Any]:
+        model = self.get(name)
+        return model.info(self.demand.seconds_since_use(name), self.preloader.residency[name])
+
+    def table(self) -> list[dict[str, Any]]:
+        return [self.info(name) for name in self.models]
+
+    def logs(self, name: str, lines: int, replica: int = 0) -> list[str]:
+        engines = self.get(name).engines
+        if not 0 <= replica < len(engines):
+            raise BadRequest(
+                f"{name} has {len(engines)} engine(s); no replica {replica}", "replica"
+            )
+        return tail_lines(engines[replica].spec.log_path, lines)
+
+    def cold_models(self) -> list[str]:
+        """Preload candidates: not resident, preload on; busiest first, then config order."""
+        cold = [
+            m.name
+            for m in self.models.values()
+            if m.server.preload and not m.holding() and not m.sleeping() and not m.hot
+        ]
+        return sorted(cold, key=lambda n: -self.demand.count(n))
+
+    def demand_table(self) -> list[ModelDemand]:
+        return [
+            ModelDemand(
+                name=m.name,
+                hot=m.hot or bool(m.holding()) or m.name in self._swaps,
+                count=self.demand.count(m.name),
+                resident_since=m.resident_since,
+                busy=self.placer.busy(m),
+            )
+            for m in self.models.values()
+            if m.state is not S.FAILED
+        ]
+
+    # ---- commands -------------------------------------------------------------------------------
+    async def ensure(
+        self, name: str, timeout_s: float, *, force: bool = False, reset: bool = False
+    ) -> Model:
+        """Make `name` READY (evicting others if needed); joins a swap already under way."""
+        model = self.get(name)
+        self.demand.touch(name)
+        if model.ready():
+            return model
+        task = self._swaps.get(name)
+        if task is None:
+            task = asyncio.create_task(self._swap_in(model, force, reset), name=f"swap:{name}")
+            self._swaps[name] = task
+            task.add_done_callback(functools.partial(self._swap_done, name))
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except TimeoutError:
+            raise EnsureTimeout(
+                f"{name} is not ready after {timeout_s:g}s (state {model.state.value})"
+            ) from None
+        return model
+
+    async def unload(self, name: str) -> Model:
+        model = self.get(name)
+        model.hot = False
+        await asyncio.gather(*(e.stop() for e in model.engines))
+        return model
+
+    async def sleep(self, name: str) -> Model:
+        model = self.get(name)
+        if not model.server.sleep_mode:
+            raise BadRequest(f"{name} does not have sleep_mode enabled", "model")
+        model.hot = False
+        await asyncio.gather(*(e.sleep() for e in model.engines if e.state is S.READY))
+        return model
+
+    async def wake(self, name: str, timeout_s: float) -> Model:
+        model = self.get(name)
+        if not model.sleeping() and not model.ready():
+            raise BadRequest(f"{name} is not sleeping (state {model.state.value})", "model")
+        return await self.ensure(name, timeout_s)
+
+    async def restart(self, name: str, timeout_s: float) -> Model:
+        model = self.get(name)
+        alive = [e for e in model.engines if e.state in (S.READY, S.SLEEPING, S.BACKOFF)]
+        if not alive:
+            return await self.ensure(name, timeout_s, reset=True)
+        model.hot = True
+        await asyncio.gather(*(e.restart(e.gpus) for e in alive))
+        return model
+
+    async def rotate(self, cold: str, hot: str) -> None:
+        """Demand rotation: evict `hot`, then swap `cold` in."""
+        await self.placer.evict_now(self.get(hot), "rotation")
+        self.metrics.rotations.inc()
+        await self.ensure(cold, self.config.supervisor.ensure_timeout_s)
+
+    def record_demand(self, counts: dict[str, int], inflight: dict[str, int] | None) -> None:
+        self.demand.record(counts, inflight)
+
+    # ---- swap in --------------------------------------------------------------------------------
+    def _swap_done(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._swaps.get(name) is task:
+            del self._swaps[name]
+        if not task.cancelled():
+            task.exception()
+
+    async def _swap_in(self, model: Model, force: bool, reset: bool) -> None:
+        began = time.monotonic()
+        model.hot = True
+        try:
+            waits = await self.placer.place(model, force, reset)
+            results = await asyncio.gather(*waits, return_exceptions=True)
+            if not model.ready():
+                errors = [r for r in results if isinstance(r, SupervisorError)]
+                raise errors[0] if errors else EngineError(f"{model.name}: no engine is ready")
+        except SupervisorError:
+            self.metrics.swap_failures.labels(model.name).inc()
+            if not model.holding():
+                model.hot = False
+            raise
+        self.metrics.swaps.labels(model.name).inc()
+        self.metrics.swap_seconds.observe(time.monotonic() - began)
+
+    # ---- state changes and metrics --------------------------------------------------------------
+    def _on_change(self, engine: Engine, old: EngineState, new: EngineState) -> None:
+        model = self.models.get(engine.spec.model)
+        if model is not None:
+            if new is S.READY and model.resident_since is None:
+                model.resident_since = time.monotonic()
+            if not model.ready():
+                model.resident_since = None
+            if new is S.FAILED and not model.holding():
+                model.hot = False
+        self.placer.notify()
+
+    def _sample(self) -> tuple[list[ModelSample], int]:
+        samples = []
+        for m in self.models.values():
+            by_state: dict[EngineState, int] = {}
+            for e in m.engines:
+                by_state[e.state] = by_state.get(e.state, 0) + 1
+            samples.append(
+                ModelSample(
+                    name=m.name,
+                    state=m.state,
+                    restarts=m.restarts(),
+                    engines_by_state=by_state,
+                    cache_total=self.preloader.residency[m.name].bytes_total,
+                    cache_resident=self.preloader.residency[m.name].bytes_resident,
+                    demand=self.demand.count(m.name),
+                    gpus=sum(len(e.gpus) for e in m.holding()),
+                )
+            )
+        return samples, len(self.gpus)

@@ -1,0 +1,70 @@
+"""One managed model: its config, its engines (one per replica) and its place in the hot set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestra.config import ServerConfig
+from supervisor.engine import Engine
+from supervisor.pagecache import Residency
+from supervisor.states import ACTIVE, EngineState, model_state
+
+
+@dataclass
+class Model:
+    server: ServerConfig
+    engines: list[Engine]
+    hot: bool = False  # in the resident/wanted set
+    resident_since: float | None = None  # monotonic time it became READY
+
+    @property
+    def name(self) -> str:
+        return self.server.name
+
+    @property
+    def state(self) -> EngineState:
+        return model_state([e.state for e in self.engines])
+
+    def ready(self) -> list[Engine]:
+        return [e for e in self.engines if e.state is EngineState.READY]
+
+    def holding(self) -> list[Engine]:
+        """Engines that occupy GPUs / a resident slot (or are about to)."""
+        return [e for e in self.engines if e.state in ACTIVE or e.start_pending]
+
+    def sleeping(self) -> list[Engine]:
+        return [e for e in self.engines if e.state is EngineState.SLEEPING]
+
+    def restarts(self) -> int:
+        return sum(e.restarts for e in self.engines)
+
+    def info(self, last_used_s_ago: float | None, page_cache: Residency) -> dict[str, Any]:
+        """The control API's ModelInfo."""
+        return {
+            "name": self.name,
+            "managed": True,
+            "hot": self.hot,
+            "state": self.state.value,
+            "upstreams": [e.url for e in self.ready()],
+            "engines": [engine_info(e) for e in self.engines],
+            "page_cache": page_cache.as_dict(),
+            "last_used_s_ago": None if last_used_s_ago is None else round(last_used_s_ago, 3),
+            "sleep_mode": self.server.sleep_mode,
+        }
+
+
+def engine_info(e: Engine) -> dict[str, Any]:
+    uptime = e.uptime_s
+    return {
+        "id": e.id,
+        "state": e.state.value,
+        "pid": e.pid,
+        "port": e.spec.port,
+        "url": e.url,
+        "gpus": list(e.gpus),
+        "uptime_s": None if uptime is None else round(uptime, 3),
+        "restarts": e.restarts,
+        "last_error": e.last_error,
+        "last_startup_s": None if e.last_startup_s is None else round(e.last_startup_s, 4),
+    }

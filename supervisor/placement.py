@@ -1,0 +1,171 @@
+"""Placement: plan with the allocator, evict victims, queue starts — under one lock.
+
+Two swaps never pick the same GPUs or victims because planning, evicting and queueing the starts
+(which mark the GPUs taken at once) happen under `_lock`; readiness is awaited outside it. When
+the only possible victims are busy, a swap waits (unlocked) for any state change and re-plans,
+up to `supervisor.capacity_wait_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from orchestra.config import OrchestraConfig
+from supervisor import allocator
+from supervisor.demand import Demand
+from supervisor.engine import Engine
+from supervisor.errors import EngineError, NoCapacity, SupervisorError
+from supervisor.metrics import SupervisorMetrics
+from supervisor.model import Model
+from supervisor.states import ACTIVE, EngineState
+
+log = logging.getLogger(__name__)
+S = EngineState
+
+
+class Placer:
+    def __init__(
+        self,
+        models: dict[str, Model],
+        gpus: list[int],
+        config: OrchestraConfig,
+        demand: Demand,
+        metrics: SupervisorMetrics,
+        swapping: Callable[[str], bool],
+    ) -> None:
+        self.models = models
+        self.gpus = gpus
+        self.config = config
+        self.demand = demand
+        self.metrics = metrics
+        self._swapping = swapping
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        """An engine changed state: wake swaps waiting for capacity."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def evict_now(self, model: Model, why: str) -> None:
+        async with self._lock:
+            await self._evict(model, why)
+
+    async def place(self, model: Model, force: bool, reset: bool) -> list[Awaitable[None]]:
+        """Plan, evict and queue the starts under the lock; wait (unlocked) for busy victims."""
+        deadline = time.monotonic() + self.config.supervisor.capacity_wait_s
+        while True:
+            async with self._lock:
+                try:
+                    return await self._place_locked(model, force, reset)
+                except allocator.Unplaceable as exc:
+                    remaining = deadline - time.monotonic()
+                    if exc.permanent or remaining <= 0:
+                        raise NoCapacity(f"cannot place {model.name}: {exc.reason}") from None
+                    changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+
+    async def _place_locked(self, model: Model, force: bool, reset: bool) -> list[Awaitable[None]]:
+        waits: list[Awaitable[None]] = []
+        placing: list[Engine] = []
+        needs: list[allocator.Need] = []
+        for e in model.engines:
+            if e.state is S.READY:
+                continue
+            if e.state is S.STARTING or e.start_pending:
+                waits.append(self._settled(e))
+            elif e.state is S.STOPPING:
+                raise allocator.Unplaceable(f"{e.id} is still stopping", False)
+            elif e.state is S.FAILED and not reset:
+                raise EngineError(f"{e.id} is FAILED (use load to retry): {e.last_error}")
+            elif e.state is S.BACKOFF:
+                waits.append(e.begin_start(e.gpus, reset))  # keeps its GPUs: start it now
+            else:
+                placing.append(e)
+                needs.append(self._need(e))
+        if not placing:
+            return waits
+        plan = allocator.plan(
+            self.gpus,
+            self._holders(exclude=model),
+            needs,
+            max_resident=self.config.supervisor.max_resident,
+            force=force,
+        )
+        if plan.victims:
+            log.info("placing %s on %s: evicting %s", model.name, plan.assignment, plan.victims)
+            await asyncio.gather(*(self._evict(self.models[v], "swap") for v in plan.victims))
+        for engine, gpus in zip(placing, plan.assignment, strict=True):
+            waits.append(engine.begin_start(gpus, reset))
+        return waits
+
+    def _need(self, e: Engine) -> allocator.Need:
+        if not self.gpus:
+            return allocator.Need()  # a CPU host: CPU engines
+        if e.state is S.SLEEPING:
+            return allocator.Need(pins=tuple(e.gpus))  # it can only wake where it sleeps
+        if e.spec.pinned_gpus is not None:
+            return allocator.Need(pins=e.spec.pinned_gpus)
+        return allocator.Need(count=e.spec.tensor_parallel_size)
+
+    def _holders(self, exclude: Model) -> list[allocator.Holder]:
+        holders = []
+        for m in self.models.values():
+            held = m.holding()
+            if m is exclude or not held:
+                continue
+            gpus = frozenset(g for e in held for g in e.gpus)
+            holders.append(
+                allocator.Holder(m.name, gpus, self.demand.last_used(m.name), self.busy(m))
+            )
+        return holders
+
+    def busy(self, m: Model) -> bool:
+        """Not to be evicted: requests in flight, or a start/stop/swap under way."""
+        transitioning = any(
+            e.state in (S.STARTING, S.STOPPING) or e.start_pending for e in m.engines
+        )
+        return transitioning or self._swapping(m.name) or self.demand.inflight(m.name) > 0
+
+    async def _settled(self, e: Engine) -> None:
+        """Wait until an engine started by someone else is READY; raise its error otherwise."""
+        while e.state is S.STARTING or e.start_pending:
+            changed = self._changed
+            await changed.wait()
+        if e.state is not S.READY:
+            raise EngineError(f"{e.id} did not start: {e.last_error}")
+
+    # ---- evict ----------------------------------------------------------------------------------
+    async def _evict(self, model: Model, why: str) -> None:
+        """Free a model's GPUs: sleep engines that can sleep, stop the rest."""
+        model.hot = False
+        await asyncio.gather(*(self._evict_engine(e, why) for e in model.engines))
+        await self._trim_sleeping()
+
+    async def _evict_engine(self, e: Engine, why: str) -> None:
+        if e.state is S.READY and e.spec.sleep_mode:
+            try:
+                await e.sleep()
+                self.metrics.evictions.labels(e.spec.model, "sleep").inc()
+                return
+            except SupervisorError as exc:
+                log.warning("%s could not sleep (%s): stopping it", e.id, exc.message)
+        if e.state in ACTIVE:
+            await e.stop()
+            self.metrics.evictions.labels(e.spec.model, "stop").inc()
+        log.info("evicted %s (%s)", e.id, why)
+
+    async def _trim_sleeping(self) -> None:
+        """Keep at most `max_sleeping` sleeping engines (their weights sit in host RAM)."""
+        limit = self.config.supervisor.max_sleeping
+        if limit is None:
+            return
+        sleeping = [e for m in self.models.values() for e in m.sleeping()]
+        sleeping.sort(key=lambda e: self.demand.last_used(e.spec.model))
+        excess = sleeping[: max(0, len(sleeping) - limit)]
+        await asyncio.gather(*(e.stop() for e in excess))
