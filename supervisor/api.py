@@ -25,6 +25,7 @@ from supervisor.errors import SupervisorError, Unauthorized, error_body
 from supervisor.gpus import detect_gpus
 from supervisor.manager import Manager
 from supervisor.procgroup import ProcessGroups
+from supervisor.service_discovery import sd_router
 
 Timeout = Annotated[float | None, Query(gt=0, description="seconds; default from config")]
 Force = Annotated[bool, Query(description="evict even models with requests in flight")]
@@ -163,3 +164,5 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
     @app.get("/metrics", dependencies=auth)
     async def metrics(m: Mgr) -> Response:
         return Response(generate_latest(m.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(sd_router(lambda: app.state.manager.table()), dependencies=auth)
