@@ -26,6 +26,7 @@ from gateway.health import HealthMonitor
 from gateway.metrics import GatewayMetrics
 from gateway.retry_budget import RetryBudget
 from gateway.routing import ModelRoute
+from gateway.sse_check import MalformedStream, SseCheck
 from orchestra.config import GatewayConfig
 
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -165,8 +166,9 @@ class Proxy:
                 self._health.mark_down(route, replica, f"HTTP {resp.status}", retry_after)
                 if resp.status in _RETRYABLE_STATUS:
                     return _Failure(f"http_{resp.status}", Unavailable("upstream error"), reply)
-            elif resp.status == 200:
-                self._count_usage(call.model, first)
+            elif resp.status == 200 and not self._count_usage(call.model, first, content_type):
+                self._health.mark_down(route, replica, "malformed JSON reply")
+                return _Failure("malformed", UpstreamError("upstream sent malformed JSON"))
             return reply
         finally:
             if not handed_to_stream:
@@ -187,20 +189,29 @@ class Proxy:
         status = 499  # until the stream ends on its own, the client is the one who left
         finished = False
         problem = ""
+        check = SseCheck() if resp.headers.get("content-type", "").startswith(_SSE) else None
         try:
-            yield first
-            while True:
+            chunk = first
+            while chunk:
+                out = chunk if check is None else check.feed(chunk)
+                if out:
+                    yield out
+                if check is not None and check.bad:
+                    raise MalformedStream
                 async with asyncio.timeout(self._timeouts.idle_read_s):
                     chunk = await resp.content.readany()
-                if not chunk:
-                    break
                 tail = (tail + chunk)[-_TAIL_BYTES:]
-                yield chunk
+            if check is not None and check.pending:
+                yield check.flush()
             finished = True
             status = 200
             sse = resp.headers.get("content-type", "").startswith(_SSE)
             if sse and b"[DONE]" not in tail[-64:]:
                 problem = "upstream closed the stream before [DONE]"
+        except MalformedStream:
+            problem = "upstream sent a malformed SSE event"
+            tail = b"\n\n"  # only whole, valid events went out
+            self._health.mark_down(route, replica, "malformed SSE")
         except TimeoutError:
             problem = f"upstream sent nothing for {self._timeouts.idle_read_s:g}s"
             self._health.mark_down(route, replica, "idle read timeout")
@@ -223,15 +234,17 @@ class Proxy:
             body = error_body(problem, "upstream_error", "stream_interrupted")
             yield separator + b"data: " + body + b"\n\n"
 
-    def _count_usage(self, model: str, body: bytes) -> None:
-        if b'"usage"' not in body:
-            return
+    def _count_usage(self, model: str, body: bytes, content_type: str) -> bool:
+        """Count a JSON reply's `usage`; False when the reply is not valid JSON."""
+        if not content_type.startswith("application/json"):
+            return True
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return
+            return False
         if isinstance(payload, dict):
             self._metrics.count_usage(model, payload.get("usage"))
+        return True
 
 
 def _usage_from_tail(tail: bytes) -> object:
