@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class FakeOllamaProcess:
-    """`with FakeOllamaProcess(port, models) as o:` — the fake as a subprocess in its own session."""
+    """`with FakeOllamaProcess(port, models) as o:`: the fake as a subprocess, own session."""
 
     def __init__(self, port: int, models: list[str]) -> None:
         self.port, self.models = port, models
