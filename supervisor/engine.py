@@ -244,8 +244,7 @@ class Engine:
         result = await self._probe.wait_ready(self.url, interrupt, self.spec.startup_timeout_s)
         if result is Readiness.READY and proc.returncode is None:
             self.last_startup_s = time.monotonic() - began
-            self.ready_since = time.monotonic()
-            self.last_error = None
+            self.ready_since = time.monotonic()  # last_error stays: why it last restarted
             self._set(S.READY)  # STARTING -> READY
             return
         if self._stop_requested and proc.returncode is None:
