@@ -1,0 +1,101 @@
+"""Control API surface: admin token, model table shape, logs, demand, metrics names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestra.config import ConfigError
+from supervisor.states import EngineState
+from tests.conftest import parse_metrics
+
+from .helpers import make_config, run, running, server, until
+
+
+def test_admin_token_required_when_set(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path, [], pool=[server("m", tmp_path)], supervisor={"admin_token": "s3"}
+    )
+
+    async def scenario() -> None:
+        async with running(config) as (client, _):
+            assert (await client.get("/health")).json() == {"status": "ok"}
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                r = await client.get("/models", headers=headers)
+                assert r.status_code == 401
+                assert r.json()["error"]["code"] == "invalid_admin_token"
+            r = await client.get("/models", headers={"Authorization": "Bearer s3"})
+            assert r.status_code == 200
+
+    run(scenario())
+
+
+def test_token_is_mandatory_off_loopback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="admin_token is required"):
+        make_config(tmp_path, [], supervisor={"host": "0.0.0.0"})
+
+
+def test_model_table_logs_demand_and_metrics(tmp_path: Path) -> None:
+    config = make_config(tmp_path, [server("m", tmp_path)], pool=[server("c", tmp_path)])
+
+    async def scenario() -> None:
+        async with running(config) as (client, manager):
+            await until(lambda: manager.models["m"].state is EngineState.READY, what="ready")
+            table = (await client.get("/models")).json()["models"]
+            m = table[0]
+            assert set(m) >= {
+                "name",
+                "managed",
+                "hot",
+                "state",
+                "upstreams",
+                "engines",
+                "page_cache",
+                "last_used_s_ago",
+            }
+            assert m["managed"] and m["hot"] and m["state"] == "ready"
+            assert set(m["engines"][0]) >= {
+                "id",
+                "state",
+                "pid",
+                "port",
+                "url",
+                "gpus",
+                "uptime_s",
+                "restarts",
+                "last_error",
+            }
+            assert set(m["page_cache"]) == {"bytes_total", "bytes_resident", "fraction"}
+            assert m["page_cache"]["bytes_total"] == 4096
+            assert table[1]["state"] == "cold" and not table[1]["hot"]
+            logs = (await client.get("/models/m/logs", params={"lines": 5})).json()
+            assert logs["name"] == "m" and any("listening" in line for line in logs["lines"])
+            r = await client.post("/demand", json={"counts": {"c": 4}, "inflight": {"m": 2}})
+            assert r.status_code == 200 and manager.demand.count("c") == 4
+            assert manager.demand.inflight("m") == 2
+            r = await client.post("/demand", json={"counts": {"c": "many"}})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+            text = (await client.get("/metrics")).text
+            metrics = parse_metrics(text)
+            ready = frozenset({("model", "m"), ("state", "ready")})
+            assert metrics["orchestra_supervisor_engine_state", ready] == 1
+            assert (
+                metrics[
+                    "orchestra_supervisor_engine_state",
+                    ready - {("state", "ready")} | {("state", "cold")},
+                ]
+                == 0
+            )
+            for name in (
+                "orchestra_supervisor_restarts_total",
+                "orchestra_supervisor_page_cache_resident_bytes",
+                "orchestra_supervisor_page_cache_fraction",
+                "orchestra_supervisor_swap_seconds_count",
+                "orchestra_supervisor_swaps_total",
+            ):
+                assert name in text, name
+            gpus = (await client.get("/gpus")).json()
+            assert gpus == {"gpus": []}
+
+    run(scenario())
