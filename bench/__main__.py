@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--gateway-url", help="for the on-demand first request (default --base-url)")
     p.add_argument("--model-path", help="weights to evict/warm for the cold-start figures")
     p.add_argument("--out-dir", type=Path, default=BenchOptions().out_dir)
-    p.add_argument("--py-spy", help="record the gateway with py-spy into this SVG")
+    p.add_argument(
+        "--py-spy", help="record the gateway with py-spy (.svg flamegraph, .txt collapsed stacks)"
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: c=1,8, 1 s, 1 round")
     a = p.parse_args(argv)
     opts = BenchOptions(
@@ -117,7 +119,18 @@ def main(argv: list[str] | None = None) -> int:
             legs = [Leg("direct", upstream), Leg("gateway", gw_url)]
             if opts.py_spy:
                 spy = subprocess.Popen(
-                    ["py-spy", "record", "-o", opts.py_spy, "--pid", str(gw_pid), "-r", "200"],
+                    [
+                        "py-spy",
+                        "record",
+                        "-o",
+                        opts.py_spy,
+                        "--pid",
+                        str(gw_pid),
+                        "-r",
+                        "200",
+                        "--format",
+                        "raw" if opts.py_spy.endswith(".txt") else "flamegraph",
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
