@@ -1,0 +1,234 @@
+"""Shared test helpers: paths, polling, and a real gateway (`python -m gateway`) as a subprocess.
+
+Fake engines come from `tests/fake_engine.py` (`FakeEngineProcess`). Nothing here sleeps a
+fixed time to synchronise: every wait polls a condition against a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import yaml
+
+from tests.fake_engine import FakeEngineProcess, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+SEED_CONFIG = SHARED_FIXTURES / "seed_vllm_config.yaml"
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Poll `predicate` until it returns something truthy; return it, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def fast_gateway_section(port: int, **overrides: Any) -> dict[str, Any]:
+    """A `gateway:` config section with small timeouts so failure tests stay fast."""
+    section: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "timeouts": {
+            "connect_s": 1.0,
+            "first_byte_s": 5.0,
+            "idle_read_s": 5.0,
+            "total_s": 30.0,
+            "health_probe_s": 0.5,
+        },
+        "retries": {"max_attempts": 3, "backoff_s": 0.0},
+        "unhealthy_cooldown_s": 0.2,
+        "health_check_interval_s": 0.1,
+        "drain_timeout_s": 1,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(section.get(key), dict):
+            section[key] = {**section[key], **value}
+        else:
+            section[key] = value
+    return section
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Prometheus text -> {(sample name, labels): value}."""
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None or line.startswith("#"):
+            continue
+        name, labels, value = match.groups()
+        out[name, frozenset(_LABEL.findall(labels or ""))] = float(value)
+    return out
+
+
+class GatewayProcess:
+    """`python -m gateway --config FILE` as a subprocess, ready once `/health` answers 200.
+
+    `config` is written to a temporary YAML file (its `gateway.port` is filled with a free port
+    when absent); `config_path` runs an existing file unchanged. `port` is where it is polled
+    (for a port that comes from the environment, `ORCHESTRA_GATEWAY__PORT`).
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        *,
+        config_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        port: int = 0,
+    ) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="orchestra-gw-")
+        self.log_path = Path(self._dir.name) / "gateway.log"
+        self.config: dict[str, Any] | None = None
+        if config_path is None:
+            self.config = dict(config or {})
+            section = dict(self.config.get("gateway") or {})
+            section.setdefault("port", port or free_port())
+            self.config["gateway"] = section
+            port = port or int(section["port"])
+            config_path = Path(self._dir.name) / "config.yaml"
+        self.config_path = config_path
+        assert port, "give the port the gateway will listen on"
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        if self.config is not None:
+            self.config_path.write_text(yaml.safe_dump(self.config))
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "--config", str(self.config_path)],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not self._answers_health():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"gateway not ready in {timeout}s:\n{self.output()}")
+            time.sleep(0.05)
+        return self
+
+    def _answers_health(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def health(self) -> dict[str, Any]:
+        reply = httpx.get(self.url + "/health", timeout=5.0)
+        reply.raise_for_status()
+        return dict(reply.json())
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return parse_metrics(httpx.get(self.url + "/metrics", timeout=5.0).text)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample's value (0.0 when absent: a labelled child not created yet)."""
+        return self.metrics().get((name, frozenset(labels.items())), 0.0)
+
+    def wait_ready(self, *models: str, timeout: float = 10.0) -> None:
+        """Wait until `models` (default: all) report `ready`: replicas probed back after a fault."""
+
+        def ready() -> bool:
+            states = self.health()["models"]
+            return all(states[m] == "ready" for m in models or states)
+
+        wait_until(ready, timeout=timeout, what=f"gateway models {models or 'all'} ready")
+
+    def wait_upstream_healthy(self, model: str, url: str, timeout: float = 10.0) -> None:
+        """Wait until the gateway takes `url` for `model` again (never marked down counts)."""
+        name = "orchestra_upstream_healthy"
+        wait_until(
+            lambda: (
+                self.metrics().get((name, frozenset({"model": model, "upstream": url}.items())))
+                in (None, 1.0)
+            ),
+            timeout=timeout,
+            what=f"{url} healthy for {model}",
+        )
+
+    def stop(self) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        code = self.proc.returncode if self.proc is not None else None
+        self._dir.cleanup()
+        return code
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def reset_engine(engine: FakeEngineProcess) -> None:
+    """Clear faults and counters of a shared fake engine between tests.
+
+    Waits for requests a previous test left behind (a hung stream the gateway just dropped) to
+    finish first, so they cannot push counters like `active` below zero after the reset.
+    """
+    engine.set_fault("none")
+    wait_until(lambda: engine.stats()["active"] == 0, what="fake engine idle")
+    engine._call("/fake/reset", {})
+    engine._call("/fake/config", {"token_rate": 0, "ttft_ms": 0})
+
+
+@pytest.fixture(scope="session")
+def seed_config_path() -> Path:
+    assert SEED_CONFIG.is_file(), f"seed fixture missing at {SEED_CONFIG}"
+    return SEED_CONFIG
+
+
+@pytest.fixture
+def fake_engine_factory() -> Iterator[Callable[..., FakeEngineProcess]]:
+    """Start fake engines for one test; all are stopped at its end."""
+    started: list[FakeEngineProcess] = []
+
+    def make(*args: str, name: str = "fake-model", port: int | None = None) -> FakeEngineProcess:
+        engine = FakeEngineProcess(*args, name=name, port=port).start()
+        started.append(engine)
+        return engine
+
+    yield make
+    for engine in started:
+        engine.stop()
