@@ -79,12 +79,15 @@ class Proxy:
         status = 500
         streaming = False
         tried: list[Replica] = []
+        last: _Failure | None = None
         try:
             while True:
                 replica = route.pick(exclude=tried) or route.pick()
                 failure: _Failure | None = None
                 if replica is None:
-                    failure = _Failure("no_replica", _no_upstream(route))
+                    # Nothing (left) to try. After a real attempt its own failure is the answer:
+                    # a timeout stays a 504, an upstream 503 passes through unchanged.
+                    failure = last or _Failure("no_replica", _no_upstream(route))
                 else:
                     tried.append(replica)
                     outcome = await self._attempt(call, route, replica, started)
@@ -92,7 +95,7 @@ class Proxy:
                         streaming = isinstance(outcome, StreamingResponse)
                         status = outcome.status_code
                         return outcome
-                    failure = outcome
+                    failure = last = outcome
                 out_of_tries = (
                     replica is None
                     or len(tried) >= self._retries.max_attempts
@@ -159,10 +162,10 @@ class Proxy:
                     media_type=content_type,
                 )
             reply = Response(first, resp.status, headers=headers, media_type=content_type)
+            if "retry-after" in resp.headers:  # 429 and 503 alike: the client needs the hint
+                reply.headers["retry-after"] = resp.headers["retry-after"]
             if resp.status >= 500:
                 retry_after = _retry_after_s(resp.headers.get("retry-after"))
-                if retry_after is not None:
-                    reply.headers["retry-after"] = resp.headers["retry-after"]
                 self._health.mark_down(route, replica, f"HTTP {resp.status}", retry_after)
                 if resp.status in _RETRYABLE_STATUS:
                     return _Failure(f"http_{resp.status}", Unavailable("upstream error"), reply)
