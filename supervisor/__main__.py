@@ -1,8 +1,8 @@
 """`orchestra supervisor --config F`: serve the control API; engines die with the supervisor.
 
 uvicorn turns SIGTERM/SIGINT into a graceful shutdown, whose lifespan exit stops every engine
-group (SIGTERM, deadline, SIGKILL). If the process is killed outright, each engine's watchdog
-takes its group down (PR_SET_PDEATHSIG), and the next start kills recorded leftovers.
+group (SIGTERM, deadline, SIGKILL). If the process is killed outright, the reaper process sees
+its pipe close and takes every group down; the next start also kills recorded leftovers.
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
         host_gpus = (
             gpus if gpus is not None else await asyncio.to_thread(detect_gpus, config.supervisor)
         )
-        groups = ProcessGroups(config.supervisor.state_dir, uuid.uuid4().hex)
+        groups = ProcessGroups(
+            config.supervisor.state_dir, uuid.uuid4().hex, config.engine.stop_timeout_s
+        )
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
         async with aiohttp.ClientSession(connector=connector) as session:
             manager = Manager(config, host_gpus, session, groups)

@@ -228,12 +228,7 @@ class Engine:
             since = f.tell()
         began = time.monotonic()
         try:
-            proc = await self._groups.spawn(
-                self.spec.argv(),
-                self.spec.env(self.gpus),
-                log_path,
-                grace_s=self._config.stop_timeout_s,
-            )
+            proc = await self._groups.spawn(self.spec.argv(), self.spec.env(self.gpus), log_path)
         except OSError as exc:
             self._fail(f"{self.id}: cannot start: {exc}")
             raise EngineError(self.last_error or "") from None

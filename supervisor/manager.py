@@ -74,6 +74,7 @@ class Manager:
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.groups.kill_leftovers()
+        self.groups.start_reaper()
         for model in self.models.values():
             for engine in model.engines:
                 engine.run()
@@ -94,6 +95,7 @@ class Manager:
         engines = [e for m in self.models.values() for e in m.engines]
         await asyncio.gather(*(e.close() for e in engines), return_exceptions=True)
         self.groups.kill_all_now()
+        self.groups.stop_reaper(self.config.engine.stop_timeout_s + 5)
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))

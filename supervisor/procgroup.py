@@ -1,10 +1,12 @@
-"""Engine processes as process groups: spawn under the watchdog, stop with a deadline, clean up.
+"""Engine processes as process groups: spawn, stop with a deadline, never leave one behind.
 
-Every engine runs as `watchdog.py -- ENGINE ARGV` in a new session (its own process group, the
-watchdog as leader), so one `killpg` reaches the engine and any workers it forks. The watchdog
-kills the group if the supervisor dies (PR_SET_PDEATHSIG). As a second line, each live group is
-recorded in `state_dir/groups/<pgid>` with this supervisor run's token, and a starting supervisor
-SIGKILLs recorded groups whose processes still carry a matching token in their environment.
+Every engine starts in a new session (its own process group, the engine as leader), so one
+`killpg` reaches the engine and any workers it forks. Three lines of defence:
+1. a normal stop: SIGTERM to the group, `stop_timeout_s`, SIGKILL to the group;
+2. the supervisor dies (even by SIGKILL): the reaper (`reaper.py`, one per supervisor) sees
+   its stdin pipe close and stops every registered group the same way;
+3. each live group is also recorded in `state_dir/groups/<pgid>` with this run's token; a
+   starting supervisor SIGKILLs recorded groups whose processes still carry a matching token.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from supervisor import watchdog
+from supervisor import reaper
 
 log = logging.getLogger(__name__)
 
@@ -49,47 +51,70 @@ def group_members(pgid: int) -> list[psutil.Process]:
 
 
 class ProcessGroups:
-    """Spawns engines, stops their groups, and keeps the on-disk record of live groups."""
+    """Spawns engines, stops their groups, keeps the reaper and the on-disk record informed."""
 
-    def __init__(self, state_dir: Path, run_token: str) -> None:
+    def __init__(self, state_dir: Path, run_token: str, reaper_grace_s: float) -> None:
         self._dir = state_dir / "groups"
         self._token = run_token
+        self._grace = reaper_grace_s
         self._live: set[int] = set()
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     @property
-    def run_token(self) -> str:
-        return self._token
+    def reaper_pid(self) -> int | None:
+        return self._reaper.pid if self._reaper is not None else None
+
+    def start_reaper(self) -> None:
+        """(Re)start the reaper and tell it every live group."""
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-I", "-S", reaper.__file__, "--grace", str(self._grace)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # out of reach of the terminal's Ctrl-C
+        )
+        for pgid in self._live:
+            self._tell(f"+{pgid}")
+
+    def stop_reaper(self, timeout_s: float) -> None:
+        """Clean exit: close the pipe (the reaper kills what is still registered, if any)."""
+        proc, self._reaper = self._reaper, None
+        if proc is None or proc.stdin is None:
+            return
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _tell(self, line: str) -> None:
+        if self._reaper is None or self._reaper.stdin is None:
+            return
+        try:
+            self._reaper.stdin.write(line.encode() + b"\n")
+            self._reaper.stdin.flush()
+        except OSError:  # the reaper died: start a new one, which learns every live group
+            log.warning("engine reaper %s is gone; starting a new one", self._reaper.pid)
+            self._reaper.wait()
+            self.start_reaper()
 
     async def spawn(
-        self,
-        argv: list[str],
-        env: dict[str, str],
-        log_path: Path,
-        grace_s: float,
+        self, argv: list[str], env: dict[str, str], log_path: Path
     ) -> asyncio.subprocess.Process:
-        """Start `argv` under the watchdog; the returned pid is also the group id."""
+        """Start `argv` as a new process group; the returned pid is also the group id."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "-I",
-            "-S",
-            watchdog.__file__,
-            "--parent",
-            str(os.getpid()),
-            "--grace",
-            str(grace_s),
-            "--",
-            *argv,
-        ]
         with log_path.open("ab") as log_file:
             proc = await asyncio.create_subprocess_exec(
-                *command,
+                *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env={**env, RUN_TOKEN_ENV: self._token},
                 start_new_session=True,
             )
+        self._live.add(proc.pid)
+        self._tell(f"+{proc.pid}")
         self._record(proc.pid)
         return proc
 
@@ -108,15 +133,19 @@ class ProcessGroups:
         return proc.returncode if proc.returncode is not None else -1
 
     def reaped(self, proc: asyncio.subprocess.Process) -> None:
-        """The leader has exited: kill stragglers (workers) still in its group, drop the record."""
+        """The leader has exited: kill stragglers (workers) still in its group, forget it."""
+        if proc.pid not in self._live:
+            return
         signal_group(proc.pid, signal.SIGKILL)
-        self._forget(proc.pid)
+        self._live.discard(proc.pid)
+        self._tell(f"-{proc.pid}")
+        with contextlib.suppress(OSError):
+            (self._dir / str(proc.pid)).unlink()
 
     def kill_all_now(self) -> None:
         """Last resort on supervisor exit: SIGKILL every group this run still owns."""
         for pgid in list(self._live):
             signal_group(pgid, signal.SIGKILL)
-            self._forget(pgid)
 
     def kill_leftovers(self) -> list[int]:
         """SIGKILL groups recorded by an earlier supervisor run that are still alive."""
@@ -143,14 +172,8 @@ class ProcessGroups:
         return False
 
     def _record(self, pgid: int) -> None:
-        self._live.add(pgid)
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
             (self._dir / str(pgid)).write_text(self._token)
         except OSError as exc:
             log.warning("cannot record engine group %d in %s: %s", pgid, self._dir, exc)
-
-    def _forget(self, pgid: int) -> None:
-        self._live.discard(pgid)
-        with contextlib.suppress(OSError):
-            (self._dir / str(pgid)).unlink()

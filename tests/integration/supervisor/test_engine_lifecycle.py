@@ -115,7 +115,7 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> No
         async with running(config) as (client, manager):
             assert (await client.post("/models/stubborn/ensure")).status_code == 200
             pgid = manager.models["stubborn"].engines[0].pid
-            assert pgid is not None and len(group_members(pgid)) == 2  # watchdog + engine
+            assert pgid is not None and len(group_members(pgid)) == 1  # the engine leads its group
             began = time.monotonic()
             r = await client.post("/models/stubborn/unload")
             took = time.monotonic() - began

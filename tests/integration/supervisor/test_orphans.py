@@ -45,8 +45,8 @@ def _ready_groups(sup: SupervisorProcess) -> list[int]:
 def _started(tmp: Path) -> tuple[SupervisorProcess, list[int]]:
     sup = SupervisorProcess(_config(tmp), tmp).start()
     groups = _ready_groups(sup)
-    for pgid in groups:  # watchdog + engine + its forked worker
-        assert len(group_members(pgid)) == 3, group_members(pgid)
+    for pgid in groups:  # the engine and its forked worker
+        assert len(group_members(pgid)) == 2, group_members(pgid)
     return sup, groups
 
 
@@ -69,7 +69,7 @@ def test_no_orphans_after_supervisor_sigkill(tmp_path: Path) -> None:
     try:
         sup.signal(signal.SIGKILL)
         assert sup.proc is not None and sup.proc.wait(5) == -signal.SIGKILL
-        # Each watchdog: SIGTERM to its group, `stop_timeout_s` (1 s), then SIGKILL.
+        # The reaper: SIGTERM to each group, `stop_timeout_s` (1 s), then SIGKILL.
         assert wait_groups_empty(groups, 5.0) == []
     finally:
         sup.stop()
@@ -77,15 +77,16 @@ def test_no_orphans_after_supervisor_sigkill(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_restarted_supervisor_kills_leftovers_of_a_dead_one(tmp_path: Path) -> None:
-    """Watchdog gone too (frozen, then killed with the supervisor): the next start cleans up."""
+    """Reaper gone too (frozen, then killed with the supervisor): the next start cleans up."""
     sup, groups = _started(tmp_path)
-    watchdogs = [psutil.Process(g) for g in groups]
-    for w in watchdogs:
-        w.suspend()  # it cannot react to its parent's death
+    assert sup.proc is not None
+    (reaper,) = [
+        p for p in psutil.Process(sup.proc.pid).children() if "reaper.py" in " ".join(p.cmdline())
+    ]
+    reaper.suspend()  # it cannot react to the supervisor's death
     sup.signal(signal.SIGKILL)
-    assert sup.proc is not None and sup.proc.wait(5) == -signal.SIGKILL
-    for w in watchdogs:
-        w.kill()
+    assert sup.proc.wait(5) == -signal.SIGKILL
+    reaper.kill()
     time.sleep(0.2)
     assert all(group_members(g) for g in groups)  # engines and workers orphaned
     sup2 = SupervisorProcess(_config(tmp_path), tmp_path).start()

@@ -17,9 +17,8 @@ from tests.fake_engine import free_port
 from .helpers import FAKE_ENGINE, run, running, until
 
 
-def _engine_env(watchdog_pid: int) -> dict[str, str]:
-    (engine,) = psutil.Process(watchdog_pid).children()
-    return dict(engine.environ())
+def _engine_env(pid: int) -> dict[str, str]:
+    return dict(psutil.Process(pid).environ())
 
 
 def test_seed_fixture_planned_onto_seven_gpus(tmp_path: Path) -> None:
