@@ -230,3 +230,23 @@ def test_many_concurrent_streams_settle(gateway: GatewayProcess, engine: FakeEng
     assert all(b.endswith(b"data: [DONE]\n\n") for b in bodies)
     assert engine.stats()["completed"] == 30
     assert gateway.metric("orchestra_inflight_requests", model="s") == 0
+
+
+def test_client_leaving_before_the_first_token_settles_everything(
+    gateway: GatewayProcess, engine: FakeEngineProcess
+) -> None:
+    """The client gives up while the engine is still before its first token (queued): once the
+    upstream's first byte comes, the gateway finds the client gone, cancels the upstream and
+    settles its counters (no response generator left unstarted, nothing leaked)."""
+    engine._call("/fake/config", {"ttft_ms": 600, "token_rate": 20})
+    left_before = gateway.metric("orchestra_requests_total", model="s", status="499")
+    body = {**STREAM, "max_tokens": 200}
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=gateway.url) as client:
+        client.post("/v1/chat/completions", json=body, timeout=0.2)
+    wait_until(lambda: engine.stats()["cancelled"] == 1, what="upstream request cancelled")
+    wait_until(
+        lambda: gateway.metric("orchestra_inflight_requests", model="s") == 0,
+        what="gateway in-flight back to 0",
+    )
+    assert gateway.metric("orchestra_requests_total", model="s", status="499") == left_before + 1
+    assert engine.stats()["completed"] == 0
