@@ -23,10 +23,10 @@ from gateway.admission import Admission
 from gateway.auth import AuthMiddleware, KeyRing
 from gateway.control import ControlError, SupervisorClient
 from gateway.dispatch import dispatch
-from gateway.errors import BadRequest, PayloadTooLarge, install_error_handlers
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, install_error_handlers
 from gateway.fallback import OllamaClient
 from gateway.health import HealthMonitor
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
 from gateway.proxy import Proxy, UpstreamCall
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Router, RoutingTable
@@ -216,26 +216,38 @@ def create_app(config: OrchestraConfig) -> FastAPI:
 
     async def proxied(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
-        payload = await _read_json_object(request, gw.config.gateway.max_body_bytes)
-        model = payload.get("model")
-        if not isinstance(model, str) or not model:
-            raise BadRequest("you must provide a `model` (a string)", param="model")
-        request_id: str = request.state.request_id
-        headers = {"content-type": "application/json", "x-request-id": request_id}
-        auth = request.headers.get("authorization")
-        if auth and not gw.config.gateway.api_keys:
-            headers["authorization"] = auth  # no gateway keys: the upstream may want its own
-        key = getattr(request.state, "api_key", None)
-        limits = gw.limiter.admit(key, payload, len(request.state.raw_body)) if key else {}
-        call = UpstreamCall(
-            path=request.url.path,
-            body=request.state.raw_body,
-            model=model,
-            stream=payload.get("stream") is True,
-            headers=headers,
-            reply_headers=limits,
-        )
-        return await dispatch(gw, call, payload, request.headers.get(gw.admission.priority_header))
+        label = UNKNOWN_MODEL  # metrics label: a configured model name, never a client string
+        try:
+            payload = await _read_json_object(request, gw.config.gateway.max_body_bytes)
+            model = payload.get("model")
+            if not isinstance(model, str) or not model:
+                raise BadRequest("you must provide a `model` (a string)", param="model")
+            if gw.table.get(model) is not None:
+                label = model
+            request_id: str = request.state.request_id
+            headers = {"content-type": "application/json", "x-request-id": request_id}
+            auth = request.headers.get("authorization")
+            if auth and not gw.config.gateway.api_keys:
+                headers["authorization"] = auth  # no gateway keys: the upstream may want its own
+            key = getattr(request.state, "api_key", None)
+            limits = gw.limiter.admit(key, payload, len(request.state.raw_body)) if key else {}
+            call = UpstreamCall(
+                path=request.url.path,
+                body=request.state.raw_body,
+                model=model,
+                stream=payload.get("stream") is True,
+                headers=headers,
+                reply_headers=limits,
+            )
+            return await dispatch(
+                gw, call, payload, request.headers.get(gw.admission.priority_header)
+            )
+        except GatewayError as exc:
+            # Refused before the proxy (bad body, unknown model, no upstream, overloaded): the
+            # proxy counts the requests it forwards; these are counted here, exactly once.
+            if not exc.counted:
+                gw.metrics.requests.labels(label, str(exc.status)).inc()
+            raise
 
     for path in PROXIED_PATHS:
         app.add_api_route(path, proxied, methods=["POST"], include_in_schema=True)

@@ -110,6 +110,7 @@ class Proxy:
                 await asyncio.sleep(self._retries.backoff_s)
         except GatewayError as exc:
             status = exc.status
+            exc.counted = True  # by `_finish` below
             raise
         finally:
             if not streaming:  # a stream settles these when it ends

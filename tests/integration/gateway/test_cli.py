@@ -98,6 +98,8 @@ def test_seed_file_serves_unchanged() -> None:
         assert reply.status_code == 503
         assert reply.json()["error"]["code"] == "no_upstream_available"
         assert "mistral-7b" in reply.json()["error"]["message"]
+        # Refused before any upstream: still a request the error-rate rules must see.
+        assert gw.metric("orchestra_requests_total", model="mistral-7b", status="503") == 1
 
 
 def test_env_port_override_keeps_the_other_yaml_keys() -> None:

@@ -181,3 +181,32 @@ def test_health_degraded_when_all_replicas_of_a_model_are_down(
     cards = {c["id"]: c for c in http.get("/v1/models").json()["data"]}
     assert cards["dead"]["state"] == "down"
     assert cards["pair"]["state"] == "ready"
+
+
+def test_requests_refused_before_the_proxy_are_counted(
+    http: httpx.Client, gateway: GatewayProcess
+) -> None:
+    """400/404/413 and "no upstream" are requests too: the error-rate rules must see them.
+    Names that are not configured models share the bounded label `_unknown`."""
+
+    def count(model: str, status: str) -> float:
+        return gateway.metric("orchestra_requests_total", model=model, status=status)
+
+    before = {
+        key: count(*key)
+        for key in [("_unknown", "404"), ("_unknown", "400"), ("m1", "400"), ("dead", "503")]
+    }
+    assert http.post("/v1/completions", json={"model": "gpt-9", "prompt": "x"}).status_code == 404
+    assert http.post("/v1/completions", content=b"{oops").status_code == 400
+    assert http.post("/v1/completions", json={"prompt": "x"}).status_code == 400
+    assert http.post("/v1/completions", json={"model": "dead", "prompt": "x"}).status_code == 503
+    assert http.post("/v1/completions", json={"model": "dead", "prompt": "x"}).status_code == 503
+    after = {key: count(*key) for key in before}
+    assert after[("_unknown", "404")] - before[("_unknown", "404")] == 1
+    assert after[("_unknown", "400")] - before[("_unknown", "400")] == 2
+    assert after[("dead", "503")] - before[("dead", "503")] == 2
+    assert after[("m1", "400")] == before[("m1", "400")]
+    assert not any(
+        name == "orchestra_requests_total" and ("model", "gpt-9") in labels
+        for name, labels in gateway.metrics()
+    )
