@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -13,7 +14,7 @@ from tests.fake_engine import FakeEngineProcess, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
-NAMES = ("weighted", "rr", "failover", "retry503", "allbad")
+NAMES = ("weighted", "rr", "failover", "retry503", "allbad", "least", "load")
 PATH = "/v1/completions"
 
 
@@ -55,6 +56,16 @@ def gateway(
             {"name": "failover", "replicas": [{"url": dead_url}, {"url": a.url}]},
             {"name": "retry503", "replicas": [{"url": a.url}, {"url": b.url}]},
             {"name": "allbad", "replicas": [{"url": a.url}, {"url": b.url}]},
+            {
+                "name": "least",
+                "balancing": "least_outstanding",
+                "replicas": [{"url": a.url}, {"url": b.url}],
+            },
+            {
+                "name": "load",
+                "balancing": "load_aware",
+                "replicas": [{"url": a.url}, {"url": b.url}],
+            },
         ],
     }
     with GatewayProcess(config) as gw:
@@ -146,6 +157,66 @@ def test_every_replica_failing_ends_after_max_attempts(
     assert reply.status_code == 503
     assert reply.json()["error"]["message"] == "Injected fault: 503"  # the upstream's own
     assert sum(_served(e) for e in engines) == 2  # each replica once; both are down now
+
+
+def _open_slow_streams(
+    stack: contextlib.ExitStack, base_url: str, model: str, count: int
+) -> list[Iterator[bytes]]:
+    """Streams that stay open (1 token/s) until `stack` closes them. Keep the returned
+    iterators referenced: a dropped httpx iterator closes its response at once."""
+    body = {"model": model, "prompt": "x", "max_tokens": 100, "stream": True}
+    client = stack.enter_context(httpx.Client(base_url=base_url, timeout=10))
+    streams = []
+    for _ in range(count):
+        reply = stack.enter_context(client.stream("POST", PATH, json=body))
+        chunks = reply.iter_raw()
+        assert next(chunks).startswith(b"data: ")
+        streams.append(chunks)
+    return streams
+
+
+def test_least_outstanding_avoids_the_busy_replica(
+    http: httpx.Client,
+    engines: tuple[FakeEngineProcess, FakeEngineProcess],
+    gateway: GatewayProcess,
+) -> None:
+    for engine in engines:
+        engine._call("/fake/config", {"token_rate": 1})
+    with contextlib.ExitStack() as stack:
+        held = _open_slow_streams(stack, gateway.url, "least", 1)  # via the gateway: outstanding 1
+        busy, idle = sorted(engines, key=lambda e: -int(e.stats()["active"]))
+        assert (busy.stats()["active"], idle.stats()["active"]) == (1, 0)
+        for _ in range(6):
+            assert http.post(PATH, json=_body("least")).status_code == 200
+        assert _served(idle) == 6
+        assert _served(busy) == 1  # only the open stream
+        assert len(held) == 1  # (the streams stay referenced, so open, until here)
+
+
+def test_load_aware_follows_the_engines_own_queue(
+    http: httpx.Client, engines: tuple[FakeEngineProcess, FakeEngineProcess]
+) -> None:
+    a, b = engines
+    for engine in engines:
+        engine._call("/fake/config", {"token_rate": 1})
+    with contextlib.ExitStack() as stack:
+        # Other clients load `a` directly, behind the gateway's back: only vLLM's gauges show it.
+        held = _open_slow_streams(stack, a.url, "load", 3)
+        assert "vllm:num_requests_running{" in httpx.get(a.url + "/metrics").text
+        # Once the gateway has scraped a's queue, every new request goes to b.
+        wait_until(lambda: _window_all_to(http, b), timeout=10, what="gateway sees a's queue")
+        served_a = _served(a)
+        for _ in range(10):
+            assert http.post(PATH, json=_body("load")).status_code == 200
+        assert _served(a) == served_a
+        assert a.stats()["running"] == len(held)
+
+
+def _window_all_to(http: httpx.Client, engine: FakeEngineProcess, n: int = 4) -> bool:
+    before = _served(engine)
+    for _ in range(n):
+        http.post(PATH, json=_body("load"))
+    return _served(engine) - before == n
 
 
 def test_replica_taken_out_and_probed_back(
