@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -27,6 +28,13 @@ from supervisor import reaper
 log = logging.getLogger(__name__)
 
 RUN_TOKEN_ENV = "ORCHESTRA_SUPERVISOR_RUN"
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """preexec_fn: have the kernel send `sig` to the child when its parent thread exits
+    (PR_SET_PDEATHSIG); spawn from the main thread. No-op where prctl is unavailable."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 def signal_group(pgid: int, sig: int) -> bool:

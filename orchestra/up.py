@@ -1,0 +1,205 @@
+"""`orchestra up` / `make up`: the supervisor, then the gateway; Ctrl-C or SIGTERM stops both.
+
+Order on the way up: supervisor, its /health, the hot models READY (progress shown), then the
+gateway and its /health; on the way down: gateway first (it drains), then the supervisor (which
+stops every engine). Children get SIGTERM from the kernel if `up` itself is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+from orchestra.config import ConfigError, OrchestraConfig, load_config
+from supervisor.procgroup import die_with_parent
+
+GPU_CONFIG = Path("configs/vllm_config.yaml")
+CPU_CONFIG = Path("configs/cpu.yaml")
+HEALTH_TIMEOUT_S = 60.0
+POLL_S = 0.25
+
+
+def has_gpu() -> bool:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return False
+    try:
+        return subprocess.run([exe, "-L"], capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def pick_config(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    return GPU_CONFIG if has_gpu() else CPU_CONFIG
+
+
+class _Stop(Exception):
+    pass
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _get(url: str, token: str | None = None, timeout_s: float = 2.0) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+        return json.loads(reply.read() or b"null")
+
+
+class Child:
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name, self.log_path = name, log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches `up` only; it stops children in order
+                preexec_fn=die_with_parent,
+            )
+
+    def exited(self) -> int | None:
+        return self.proc.poll()
+
+    def stop(self, timeout_s: float) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+    def tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_health(console: Console, child: Child, url: str) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    with console.status(f"waiting for the {child.name} at {url} ..."):
+        while True:
+            try:
+                if _get(url + "/health").get("status") == "ok":
+                    return
+            except (urllib.error.URLError, OSError, ValueError, AttributeError):
+                pass
+            if child.exited() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {child.name} did not come up:\n{child.tail()}")
+            time.sleep(POLL_S)
+
+
+def _wait_hot(console: Console, config: OrchestraConfig, sup: Child) -> None:
+    hot = [s.name for s in config.servers if s.managed]
+    if not hot or not config.supervisor.start_hot:
+        return
+    token = config.supervisor.admin_token
+    deadline = time.monotonic() + config.supervisor.ensure_timeout_s
+    with console.status("starting the hot models ...") as status:
+        while time.monotonic() < deadline:
+            models = {
+                m["name"]: m for m in _get(config.supervisor_url + "/models", token)["models"]
+            }
+            states = {n: models[n]["state"] for n in hot if n in models}
+            status.update("hot models: " + ", ".join(f"{n} {s}" for n, s in states.items()))
+            settled = [n for n, s in states.items() if s in ("ready", "failed")]
+            if len(settled) == len(hot):
+                for name in hot:
+                    if states.get(name) == "failed":
+                        error = models[name]["engines"][0].get("last_error") or ""
+                        console.print(f"[red]{name} failed:[/] {error}", highlight=False)
+                    else:
+                        console.print(f"[green]{name} ready[/] {models[name]['upstreams']}")
+                return
+            if sup.exited() is not None:
+                raise RuntimeError(f"the supervisor exited:\n{sup.tail()}")
+            time.sleep(POLL_S)
+    console.print("[yellow]hot models still starting; continuing[/]")
+
+
+def _banner(console: Console, config: OrchestraConfig) -> None:
+    base = f"http://localhost:{config.gateway.port}/v1"
+    model = next((s.name for s in config.all_servers), "MODEL")
+    console.print(f"\n[bold]Orchestra is up[/]: OpenAI base_url = [cyan]{base}[/]")
+    console.print(
+        f"  curl {base}/chat/completions -H 'Content-Type: application/json' -d "
+        f"""'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'""",
+        highlight=False,
+    )
+    console.print("  orchestra status | Ctrl-C stops the gateway, then the supervisor\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    console = Console()
+    path = pick_config(getattr(args, "config", None))
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/]", highlight=False)
+        return 2
+    console.print(f"config: {path}")
+    log_dir = config.engine.log_dir
+    children: list[Child] = []
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        python = sys.executable
+        sup = Child(
+            "supervisor",
+            [python, "-m", "supervisor", "--config", str(path)],
+            log_dir / "supervisor.log",
+        )
+        children.append(sup)
+        _wait_health(console, sup, config.supervisor_url)
+        _wait_hot(console, config, sup)
+        if not getattr(args, "hot_only", False):
+            gw = Child(
+                "gateway", [python, "-m", "gateway", "--config", str(path)], log_dir / "gateway.log"
+            )
+            children.append(gw)
+            _wait_health(console, gw, f"http://127.0.0.1:{config.gateway.port}")
+            _banner(console, config)
+        else:
+            console.print("hot set started (no gateway); Ctrl-C stops the supervisor")
+        console.print(f"logs: {log_dir}/supervisor.log, {log_dir}/gateway.log")
+        while all(c.exited() is None for c in children):
+            time.sleep(POLL_S)
+        dead = next(c for c in children if c.exited() is not None)
+        console.print(f"[red]the {dead.name} exited ({dead.exited()}):[/]\n{dead.tail()}")
+        code = 1
+    except _Stop as why:
+        console.print(f"\n{why}: stopping")
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]", highlight=False)
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        deadlines = {
+            "gateway": config.gateway.drain_timeout_s + 5,
+            "supervisor": config.supervisor.shutdown_timeout_s + config.engine.stop_timeout_s + 5,
+        }
+        for child in reversed(children):  # gateway first, then the supervisor
+            with console.status(f"stopping the {child.name} ..."):
+                rc = child.stop(deadlines[child.name])
+            console.print(f"{child.name} stopped ({rc})")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
