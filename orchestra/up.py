@@ -147,7 +147,7 @@ def _banner(console: Console, config: OrchestraConfig) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    console = Console()
+    console = Console(soft_wrap=True)
     path = pick_config(getattr(args, "config", None))
     try:
         config = load_config(path)
@@ -199,7 +199,8 @@ def main(args: argparse.Namespace) -> int:
         for child in reversed(children):  # gateway first, then the supervisor
             with console.status(f"stopping the {child.name} ..."):
                 rc = child.stop(deadlines[child.name])
-            console.print(f"{child.name} stopped ({rc})")
+            clean = rc in (0, -signal.SIGTERM)  # uvicorn re-raises the SIGTERM it handled
+            console.print(f"{child.name} stopped" + ("" if clean else f" (exit status {rc})"))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
