@@ -9,6 +9,7 @@ import pytest
 from orchestra.config import ConfigError
 from supervisor.states import EngineState
 from tests.conftest import parse_metrics
+from tests.fake_engine import free_port
 
 from .helpers import make_config, run, running, server, until
 
@@ -97,5 +98,35 @@ def test_model_table_logs_demand_and_metrics(tmp_path: Path) -> None:
                 assert name in text, name
             gpus = (await client.get("/gpus")).json()
             assert gpus == {"gpus": []}
+
+    run(scenario())
+
+
+def test_replicas_restart_and_unload(tmp_path: Path) -> None:
+    two = server("duo", tmp_path, replicas=[{"port": free_port()}, {"port": free_port()}])
+    del two["port"]
+    config = make_config(tmp_path, [], pool=[two])
+
+    async def scenario() -> None:
+        async with running(config) as (client, manager):
+            r = await client.post("/models/duo/ensure")
+            assert r.status_code == 200
+            await until(lambda: len(manager.models["duo"].ready()) == 2, what="both replicas")
+            info = (await client.get("/models/duo")).json()
+            assert len(info["upstreams"]) == 2 and [e["id"] for e in info["engines"]] == [
+                "duo",
+                "duo#1",
+            ]
+            pids = [e["pid"] for e in info["engines"]]
+            r = await client.post("/models/duo/restart")
+            assert r.status_code == 200
+            after = r.json()["engines"]
+            assert [e["state"] for e in after] == ["ready", "ready"]
+            assert [e["restarts"] for e in after] == [1, 1]
+            assert {e["pid"] for e in after}.isdisjoint(pids)
+            r = await client.post("/models/duo/unload")
+            assert r.json()["state"] == "cold" and r.json()["upstreams"] == []
+            logs = (await client.get("/models/duo/logs", params={"replica": 1})).json()
+            assert logs["lines"] and (tmp_path / "logs" / "duo.1.log").exists()
 
     run(scenario())

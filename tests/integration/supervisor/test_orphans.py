@@ -51,12 +51,13 @@ def _started(tmp: Path) -> tuple[SupervisorProcess, list[int]]:
 
 
 @pytest.mark.slow
-def test_no_orphans_after_supervisor_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_no_orphans_after_supervisor_sigterm_or_ctrl_c(tmp_path: Path, sig: int) -> None:
     sup, groups = _started(tmp_path)
     try:
-        sup.signal(signal.SIGTERM)
+        sup.signal(sig)
         # uvicorn re-raises the signal it handled once shutdown is complete
-        assert sup.proc is not None and sup.proc.wait(15) in (0, -signal.SIGTERM)
+        assert sup.proc is not None and sup.proc.wait(15) in (0, -sig)
         assert wait_groups_empty(groups, 1.0) == []  # gone by the time it exited
     finally:
         sup.stop()
