@@ -110,7 +110,7 @@ class SupervisorConfig(_Strict):
     )
     gpu_detect_timeout_s: float = Field(5.0, gt=0, description="nvidia-smi query timeout")
     shutdown_timeout_s: float = Field(
-        60.0, gt=0, description="uvicorn graceful-shutdown bound (engines stop within it)"
+        10.0, gt=0, description="wait for open control requests before stopping the engines"
     )
 
     @model_validator(mode="after")

@@ -89,6 +89,7 @@ class Manager:
 
     async def close(self) -> None:
         """Stop every background task and every engine (each group: SIGTERM, deadline, SIGKILL)."""
+        self.preloader.close()
         for task in [*self._tasks, *self._swaps.values()]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._swaps.values(), return_exceptions=True)

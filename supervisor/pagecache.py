@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,9 +107,12 @@ def residency(files: list[Path]) -> Residency:
     return total
 
 
-def preload_file(path: Path, method: str, chunk_bytes: int) -> int:
+def preload_file(
+    path: Path, method: str, chunk_bytes: int, stop: Callable[[], bool] = lambda: False
+) -> int:
     """Bring `path` into the page cache; returns its size. `read`: sequential reads (blocking,
-    done when it returns); `mmap`: MADV_WILLNEED on a mapping (the kernel reads ahead)."""
+    done when it returns; `stop()` is checked between chunks); `mmap`: MADV_WILLNEED on a
+    mapping (the kernel reads ahead asynchronously)."""
     with path.open("rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
@@ -120,7 +124,7 @@ def preload_file(path: Path, method: str, chunk_bytes: int) -> int:
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         buf = bytearray(chunk_bytes)
         view = memoryview(buf)
-        while f.readinto(view):
+        while not stop() and f.readinto(view):
             pass
         return size
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 
 from orchestra.config import PreloadConfig
@@ -18,6 +19,10 @@ class Preloader:
         self._paths = model_paths
         self.residency: dict[str, Residency] = {name: Residency() for name in model_paths}
         self.preloaded: set[str] = set()
+        self._stop = threading.Event()  # threads cannot be cancelled: they check this per chunk
+
+    def close(self) -> None:
+        self._stop.set()
 
     def files(self, name: str) -> list[Path]:
         return weight_files(self._paths[name])
@@ -45,9 +50,13 @@ class Preloader:
         for name in self.plan(cold):
             if self.residency[name].fraction >= 0.999:
                 continue
+            if self._stop.is_set():
+                break
             for path in self.files(name):
                 try:
-                    await asyncio.to_thread(preload_file, path, self._config.method, chunk)
+                    await asyncio.to_thread(
+                        preload_file, path, self._config.method, chunk, self._stop.is_set
+                    )
                 except OSError as exc:
                     log.warning("preload of %s (%s) failed: %s", name, path, exc)
             self.preloaded.add(name)
