@@ -120,8 +120,8 @@ class Manager:
                 if self.config.preload.enabled:
                     await self.preloader.preload(self.cold_models())
                 await self.preloader.measure()
-            except OSError as exc:
-                log.warning("page-cache pass failed: %s", exc)
+            except Exception:  # one bad pass must not end preloading for good
+                log.exception("page-cache pass failed")
             await asyncio.sleep(self.config.preload.interval_s)
 
     # ---- queries --------------------------------------------------------------------------------

@@ -86,4 +86,7 @@ class Rotator:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._config.interval_s)
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not end rotation for good
+                log.exception("rotation tick failed")
