@@ -184,12 +184,14 @@ class GatewayProcess:
 
     def stop(self) -> int | None:
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            except ProcessLookupError:
+                pass  # it exited between poll() and killpg()
+            self.proc.wait()
         code = self.proc.returncode if self.proc is not None else None
         self._dir.cleanup()
         return code

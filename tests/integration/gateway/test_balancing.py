@@ -14,7 +14,7 @@ from tests.fake_engine import FakeEngineProcess, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
-NAMES = ("weighted", "rr", "failover", "retry503", "allbad", "least", "load")
+NAMES = ("weighted", "rr", "failover", "retry502", "retry503", "allbad", "least", "load")
 PATH = "/v1/completions"
 
 
@@ -54,6 +54,7 @@ def gateway(
             },
             {"name": "rr", "replicas": [{"url": a.url}, {"url": b.url}]},
             {"name": "failover", "replicas": [{"url": dead_url}, {"url": a.url}]},
+            {"name": "retry502", "replicas": [{"url": a.url}, {"url": b.url}]},
             {"name": "retry503", "replicas": [{"url": a.url}, {"url": b.url}]},
             {"name": "allbad", "replicas": [{"url": a.url}, {"url": b.url}]},
             {
@@ -126,25 +127,29 @@ def test_failover_when_one_replica_is_dead(
     assert gateway.health()["models"]["failover"] == "ready"  # one replica is enough
 
 
-def test_503_is_retried_on_the_other_replica(
+@pytest.mark.parametrize("status", [502, 503])
+def test_502_and_503_are_retried_on_the_other_replica(
     http: httpx.Client,
     engines: tuple[FakeEngineProcess, FakeEngineProcess],
     gateway: GatewayProcess,
+    status: int,
 ) -> None:
     a, b = engines
-    a.set_fault("503", count=1)
-    before = gateway.metric("orchestra_upstream_retries_total", model="retry503", reason="http_503")
-    # Whichever replica the balancer starts with, a's one 503 is met within two requests.
+    model = f"retry{status}"
+    a.set_fault("error", status=status, count=1)
+    reason = f"http_{status}"
+    retries = "orchestra_upstream_retries_total"
+    before = gateway.metric(retries, model=model, reason=reason)
+    # Whichever replica the balancer starts with, a's one failure is met within two requests.
     for i in range(2):
-        reply = http.post(PATH, json=_body("retry503"), headers={"x-request-id": f"r{i}"})
+        reply = http.post(PATH, json=_body(model), headers={"x-request-id": f"r{status}-{i}"})
         assert reply.status_code == 200
-    failed = [r for r in a.stats()["records"] if r["status"] == 503]
+    failed = [r for r in a.stats()["records"] if r["status"] == status]
     assert len(failed) == 1
     rid = failed[0]["x_request_id"]
     served_by_b = [r for r in b.stats()["records"] if r["x_request_id"] == rid]
     assert [r["status"] for r in served_by_b] == [200]  # the same request, on the other replica
-    after = gateway.metric("orchestra_upstream_retries_total", model="retry503", reason="http_503")
-    assert after - before == 1
+    assert gateway.metric(retries, model=model, reason=reason) - before == 1
 
 
 def test_every_replica_failing_ends_after_max_attempts(
