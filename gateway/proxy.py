@@ -74,7 +74,7 @@ class Proxy:
     async def forward(self, call: UpstreamCall, route: ModelRoute) -> Response:
         started = time.perf_counter()
         model = call.model
-        self._metrics.inflight.labels(model).inc()
+        self._metrics.model(model).inflight.inc()
         self._budget.record_request()
         status = 500
         streaming = False
@@ -117,9 +117,10 @@ class Proxy:
                 self._finish(model, status, started)
 
     def _finish(self, model: str, status: int, started: float) -> None:
-        self._metrics.inflight.labels(model).dec()
-        self._metrics.requests.labels(model, str(status)).inc()
-        self._metrics.request_seconds.labels(model).observe(time.perf_counter() - started)
+        bound = self._metrics.model(model)
+        bound.inflight.dec()
+        bound.requests(status).inc()
+        bound.request_seconds.observe(time.perf_counter() - started)
 
     async def _attempt(
         self, call: UpstreamCall, route: ModelRoute, replica: Replica, started: float
@@ -150,7 +151,7 @@ class Proxy:
                 self._metrics.upstream_errors.labels(call.model, "disconnect").inc()
                 return _Failure("disconnect", UpstreamError(f"upstream failed: {exc!r}"))
 
-            self._metrics.ttfb_seconds.labels(call.model).observe(time.perf_counter() - started)
+            self._metrics.model(call.model).ttfb_seconds.observe(time.perf_counter() - started)
             headers = {**call.reply_headers, "x-orchestra-backend": "vllm"}
             content_type = resp.headers.get("content-type", "application/json")
             if relay:
