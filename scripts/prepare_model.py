@@ -81,7 +81,9 @@ def convert(gguf: Path, dest: Path) -> None:
     # Tied embeddings may legitimately be absent from the state dict; anything else is a bug.
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
-        raise PrepareError(f"weights do not fit the config: missing={missing} unexpected={unexpected}")
+        raise PrepareError(
+            f"weights do not fit the config: missing={missing} unexpected={unexpected}"
+        )
     model = model.to(torch.bfloat16)
     log(f"saving bf16 safetensors to {dest}")
     model.save_pretrained(dest, safe_serialization=True)
@@ -112,7 +114,7 @@ def verify(dest: Path, generate: bool) -> None:
     )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=30, do_sample=False)
-    answer = tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tokenizer.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     log(f"{QUESTION!r} -> {answer.strip()!r}")
     if "paris" not in answer.lower():
         raise PrepareError("generation check failed: the answer does not mention Paris")
@@ -129,7 +131,9 @@ def prepare(name: str, out: Path, force: bool, generate: bool) -> None:
             verify(out, generate)
             return
     if out.exists() and any(out.iterdir()) and not force and not marker.is_file():
-        raise PrepareError(f"{out} exists but was not made by this script; remove it or pass --force")
+        raise PrepareError(
+            f"{out} exists but was not made by this script; remove it or pass --force"
+        )
 
     started = time.monotonic()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -162,10 +166,13 @@ def prepare(name: str, out: Path, force: bool, generate: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(MODELS), help="which model to prepare")
-    parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. models/smollm2")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder, e.g. models/smollm2"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if already prepared")
     parser.add_argument(
-        "--verify-generate", action="store_true",
+        "--verify-generate",
+        action="store_true",
         help=f"also answer {QUESTION!r} with transformers and check for 'Paris'",
     )
     args = parser.parse_args(argv)
