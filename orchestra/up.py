@@ -22,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
+from orchestra import models
 from orchestra.config import ConfigError, OrchestraConfig, load_config
 from supervisor.procgroup import die_with_parent
 
@@ -134,6 +135,27 @@ def _wait_hot(console: Console, config: OrchestraConfig, sup: Child) -> None:
     console.print("[yellow]hot models still starting; continuing[/]")
 
 
+def _prepare_local(console: Console, config: OrchestraConfig) -> None:
+    """First run on a fresh clone: the engine venv and the models/ folders the config names.
+
+    Only what this repository can build is touched: an engine command inside .venv-engine and
+    model paths `models/<known name>`. Both steps print their own progress and are skipped
+    when already done.
+    """
+    engine_cmd = Path(config.engine.command[0]).resolve()
+    if engine_cmd.is_relative_to(models.ENGINE_VENV) and not models.engine_installed():
+        console.print("[bold]first run:[/] installing the vLLM engine into .venv-engine")
+        models.install_engine()
+    for server in config.all_servers:
+        if not server.model:
+            continue
+        path = Path(server.model).resolve()
+        if path.parent == models.MODELS_DIR and path.name in models.KNOWN:
+            if not models.model_prepared(path):
+                console.print(f"[bold]first run:[/] building {path} (no hub access)")
+                models.prepare_model(path.name, path)
+
+
 def _banner(console: Console, config: OrchestraConfig) -> None:
     base = f"http://localhost:{config.gateway.port}/v1"
     model = next((s.name for s in config.all_servers), "MODEL")
@@ -155,6 +177,11 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"[red]{exc}[/]", highlight=False)
         return 2
     console.print(f"config: {path}")
+    try:
+        _prepare_local(console, config)
+    except models.PrepareFailed as exc:
+        console.print(f"[red]{exc}[/]", highlight=False)
+        return 1
     log_dir = config.engine.log_dir
     children: list[Child] = []
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
