@@ -1,0 +1,126 @@
+"""End-to-end stack on the real vLLM CPU engine: supervisor + gateway as subprocesses.
+
+One stack per session (a real engine start costs ~40 s on two cores): `smollm2` is hot and
+`smollm2-b` is the same weights under a second name in the rotation pool, with one engine
+resident at a time, so requests for `smollm2-b` force a real on-demand swap. Needs
+`make engine model` (`make test` runs them first); missing pieces fail with that advice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.conftest import REPO_ROOT, GatewayProcess, wait_until
+from tests.fake_engine import free_port
+from tests.integration.supervisor.helpers import SupervisorProcess
+
+ENGINE_PYTHON = REPO_ROOT / ".venv-engine" / "bin" / "python"
+MODEL_DIR = REPO_ROOT / "models" / "smollm2"
+FIGURES = REPO_ROOT / "bench" / "results" / "e2e_figures.json"
+HOT, COLD = "smollm2", "smollm2-b"
+# Generous: two cores, a 40 s engine start, and CI neighbours.
+START_TIMEOUT_S = 420.0
+
+
+def record_figure(name: str, value: Any) -> None:
+    """Measured figures for the closing note; merged into bench/results/e2e_figures.json."""
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    figures = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    figures[name] = value
+    FIGURES.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    print(f"[figure] {name} = {value}")
+
+
+def stack_config(tmp: Path) -> dict[str, Any]:
+    model = {"model": str(MODEL_DIR), "max_model_len": 1024, "dtype": "float32"}
+    return {
+        "servers": [{"name": HOT, "port": free_port(), **model}],
+        "rotation_pool": [{"name": COLD, "port": free_port(), **model}],
+        "gateway": {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "timeouts": {"connect_s": 2, "first_byte_s": 120, "idle_read_s": 60, "ensure_s": 400},
+        },
+        "supervisor": {
+            "port": free_port(),
+            "gpus": [],
+            "max_resident": 1,
+            "state_dir": str(tmp / "run"),
+            "ensure_timeout_s": START_TIMEOUT_S,
+            "capacity_wait_s": 300,
+        },
+        "engine": {
+            "command": [str(ENGINE_PYTHON), "-m", "vllm.entrypoints.openai.api_server"],
+            "model_arg": "--model",
+            "extra_args": ["--enforce-eager"],
+            "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+            "log_dir": str(tmp / "logs"),
+            "startup_timeout_s": START_TIMEOUT_S,
+            "stop_timeout_s": 15,
+            "backoff_initial_s": 0.5,
+            "stable_after_s": 5,
+        },
+        "rotation": {"enabled": False},
+        "preload": {"enabled": True, "interval_s": 3600, "ram_budget_gb": 2},
+    }
+
+
+class Stack:
+    def __init__(self, supervisor: SupervisorProcess, gateway: GatewayProcess) -> None:
+        self.supervisor, self.gateway = supervisor, gateway
+        self.client = OpenAI(
+            base_url=gateway.url + "/v1", api_key="unused", timeout=START_TIMEOUT_S, max_retries=0
+        )
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self.supervisor.models()[name]
+
+    def control(self, name: str, action: str) -> dict[str, Any]:
+        reply = httpx.post(
+            f"{self.supervisor.url}/models/{name}/{action}", timeout=START_TIMEOUT_S + 30
+        )
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json())
+
+    def wait_state(self, name: str, state: str, timeout: float = START_TIMEOUT_S) -> None:
+        wait_until(
+            lambda: self.model(name)["state"] == state,
+            timeout=timeout,
+            interval=0.2,
+            what=f"{name} {state}",
+        )
+
+    def engine_log(self, name: str) -> str:
+        reply = httpx.get(f"{self.supervisor.url}/models/{name}/logs", params={"lines": 40})
+        return "\n".join(reply.json().get("lines", []))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    needed = (ENGINE_PYTHON, MODEL_DIR / "orchestra-model.json")
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        pytest.fail(f"e2e needs the CPU engine and model ({', '.join(missing)}): run `make model`")
+    tmp = tmp_path_factory.mktemp("e2e")
+    config = stack_config(tmp)
+    supervisor = SupervisorProcess(config, tmp)
+    gateway = GatewayProcess(config)
+    started = time.monotonic()
+    supervisor.start()
+    try:
+        stack = Stack(supervisor, gateway)
+        stack.wait_state(HOT, "ready")
+        record_figure("e2e_hot_model_ready_s", round(time.monotonic() - started, 1))
+        gateway.start()
+        yield stack
+    finally:
+        gateway.stop()
+        supervisor.stop()

@@ -1,0 +1,200 @@
+"""The whole path on a real vLLM CPU engine: OpenAI SDK -> gateway -> supervisor-run vLLM.
+
+Tests run in file order on one session stack (see conftest): plain serving first, then the
+tests that kill, swap and evict engines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from supervisor.pagecache import evict_file, preload_file, residency, weight_files
+from tests.conftest import wait_until
+from tests.e2e.conftest import COLD, HOT, MODEL_DIR, Stack, record_figure
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def ask(stack: Stack, model: str = HOT) -> str:
+    reply = stack.client.chat.completions.create(
+        model=model, messages=QUESTION, max_tokens=30, temperature=0
+    )
+    return reply.choices[0].message.content or ""
+
+
+def test_models_lists_both_names_with_states(stack: Stack) -> None:
+    listed = {m.id: m for m in stack.client.models.list().data}
+    assert {HOT, COLD} <= set(listed)
+    assert listed[HOT].model_extra is not None and listed[HOT].model_extra["state"] == "ready"
+
+
+def test_chat_answer_mentions_paris(stack: Stack) -> None:
+    reply = stack.client.chat.completions.create(
+        model=HOT, messages=QUESTION, max_tokens=30, temperature=0
+    )
+    assert reply.model == HOT
+    assert "paris" in (reply.choices[0].message.content or "").lower()
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_streamed_chat_answer_mentions_paris(stack: Stack) -> None:
+    stream = stack.client.chat.completions.create(
+        model=HOT,
+        messages=QUESTION,
+        max_tokens=30,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage = [], None
+    for chunk in stream:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert len(pieces) > 2, "streamed in several chunks"
+    assert "paris" in "".join(pieces).lower()
+    assert usage is not None and usage.completion_tokens > 0
+
+
+def test_completions(stack: Stack) -> None:
+    reply = stack.client.completions.create(
+        model=HOT, prompt="The capital of France is", max_tokens=8, temperature=0
+    )
+    assert reply.object == "text_completion"
+    assert reply.choices[0].text.strip()
+    assert reply.usage is not None and reply.usage.prompt_tokens > 0
+
+
+def test_usage_tokens_are_counted_in_gateway_metrics(stack: Stack) -> None:
+    def tokens(kind: str) -> float:
+        return stack.gateway.metric("orchestra_tokens_total", model=HOT, kind=kind)
+
+    before = {k: tokens(k) for k in ("prompt", "completion")}
+    reply = stack.client.chat.completions.create(model=HOT, messages=QUESTION, max_tokens=12)
+    assert reply.usage is not None
+    assert tokens("prompt") - before["prompt"] == reply.usage.prompt_tokens
+    assert tokens("completion") - before["completion"] == reply.usage.completion_tokens
+
+
+def test_unknown_model_is_404(stack: Stack) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        stack.client.chat.completions.create(model="no-such-model", messages=QUESTION)
+    assert caught.value.code == "model_not_found"
+
+
+def test_tokens_per_second_gateway_vs_direct(stack: Stack) -> None:
+    """Decode speed through the gateway vs straight at the engine, alternating (a figure)."""
+    direct_url = stack.model(HOT)["upstreams"][0]
+    direct = openai.OpenAI(base_url=direct_url + "/v1", api_key="unused", max_retries=0)
+
+    def rate(client: openai.OpenAI) -> float:
+        stream = client.completions.create(
+            model=HOT,
+            prompt="Once upon a time",
+            max_tokens=48,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        stamps = [time.perf_counter() for chunk in stream if chunk.choices]
+        assert len(stamps) >= 40
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+    rates: dict[str, list[float]] = {"direct": [], "gateway": []}
+    for _ in range(2):  # A-B-B-A: neither side always goes first
+        rates["direct"].append(rate(direct))
+        rates["gateway"].append(rate(stack.client))
+        rates["gateway"].append(rate(stack.client))
+        rates["direct"].append(rate(direct))
+    medians = {k: round(statistics.median(v), 2) for k, v in rates.items()}
+    record_figure("e2e_decode_tokens_per_s", medians)
+    ratio = round(medians["gateway"] / medians["direct"], 3)
+    record_figure("e2e_decode_ratio_gateway_vs_direct", ratio)
+    assert medians["gateway"] > 0.5 * medians["direct"]
+
+
+def test_engine_killed_with_sigkill_is_restarted(stack: Stack) -> None:
+    engine = stack.model(HOT)["engines"][0]
+    restarts, pid = engine["restarts"], engine["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(
+        lambda: (
+            stack.model(HOT)["engines"][0]["pid"] not in (pid, None)
+            and stack.model(HOT)["state"] == "ready"
+        ),
+        timeout=420,
+        interval=0.2,
+        what="the killed engine restarted and READY",
+    )
+    assert stack.model(HOT)["engines"][0]["restarts"] == restarts + 1
+    assert "paris" in ask(stack).lower()
+
+
+def test_swap_between_two_names_fails_no_request(stack: Stack) -> None:
+    """max_resident 1: each request for the other name swaps engines; every request succeeds."""
+    started = time.monotonic()
+    assert "paris" in ask(stack, COLD).lower()  # HOT stopped, COLD started, request waited
+    first_swap_s = time.monotonic() - started
+    assert stack.model(COLD)["state"] == "ready" and stack.model(HOT)["state"] == "cold"
+
+    # Both names at once: one is served now, the other after a swap; none fails.
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda m: ask(stack, m), [HOT, COLD, HOT, COLD]))
+    assert all("paris" in a.lower() for a in answers), answers
+    record_figure("e2e_on_demand_swap_first_request_s", round(first_swap_s, 1))
+    assert stack.gateway.metric("orchestra_requests_total", model=COLD, status="200") >= 3
+
+
+def test_cold_start_evicted_vs_warm_page_cache(stack: Stack) -> None:
+    """The same load with the weights evicted from the page cache and with them resident."""
+    files = weight_files(str(MODEL_DIR))
+    assert files, "safetensors found"
+    for name in (HOT, COLD):
+        stack.control(name, "unload")
+
+    def timed_load(evict: bool) -> tuple[float, float]:
+        for path in files:
+            if evict:
+                evict_file(path)
+            else:
+                preload_file(path, "read", 1 << 20)
+        before = residency(files).fraction
+        started = time.monotonic()
+        stack.control(HOT, "load")
+        seconds = time.monotonic() - started
+        stack.control(HOT, "unload")
+        return seconds, before
+
+    evicted_s, evicted_res = timed_load(evict=True)
+    warm_s, warm_res = timed_load(evict=False)
+    assert evicted_res < 0.5 and warm_res > 0.95, (evicted_res, warm_res)
+    record_figure(
+        "e2e_cold_start_s",
+        {
+            "evicted": round(evicted_s, 2),
+            "warm": round(warm_s, 2),
+            "residency_evicted": round(evicted_res, 3),
+            "residency_warm": round(warm_res, 3),
+        },
+    )
+    stack.control(HOT, "load")
+    assert "paris" in ask(stack).lower()
+
+
+def test_gateway_health_reports_engine_states(stack: Stack) -> None:
+    def hot_state() -> str:
+        return str(httpx.get(stack.gateway.url + "/health", timeout=5).json()["models"][HOT])
+
+    wait_until(lambda: hot_state() == "ready", timeout=10, interval=0.2, what="gateway sees HOT")
+    assert httpx.get(stack.gateway.url + "/health", timeout=5).json()["models"][COLD] != "ready"
