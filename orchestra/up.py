@@ -142,7 +142,8 @@ def _prepare_local(console: Console, config: OrchestraConfig) -> None:
     model paths `models/<known name>`. Both steps print their own progress and are skipped
     when already done.
     """
-    engine_cmd = Path(config.engine.command[0]).resolve()
+    # absolute(), not resolve(): the venv's python is a symlink to the base interpreter.
+    engine_cmd = Path(config.engine.command[0]).absolute()
     if engine_cmd.is_relative_to(models.ENGINE_VENV) and not models.engine_installed():
         console.print("[bold]first run:[/] installing the vLLM engine into .venv-engine")
         models.install_engine()
