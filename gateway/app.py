@@ -72,14 +72,15 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         interval_s=gw.health_check_interval_s,
         probe_timeout_s=gw.timeouts.health_probe_s,
     )
+    router = Router(table, control, metrics, gw.timeouts.ensure_s, on_ready=health.mark_up)
     return Gateway(
         config=config,
         session=session,
         metrics=metrics,
         table=table,
-        router=Router(table, control, metrics, gw.timeouts.ensure_s),
+        router=router,
         health=health,
-        proxy=Proxy(session, health, metrics, gw),
+        proxy=Proxy(session, health, metrics, gw, reensure=router.reensure),
         control=control,
         keys=KeyRing(gw),
         limiter=RateLimiter(gw),
@@ -113,11 +114,8 @@ async def _report_demand(gw: Gateway) -> None:
     while True:
         await asyncio.sleep(gw.config.gateway.demand_report_s)
         counts = gw.router.take_demand()
-        inflight = {
-            r.name: sum(x.outstanding for x in r.replicas) for r in gw.table.routes.values()
-        }
         try:
-            await gw.control.report_demand(counts, inflight)
+            await gw.control.report_demand(counts, gw.table.inflight())
         except ControlError:
             gw.router.demand.update(counts)  # keep them for the next report
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -30,6 +30,9 @@ from gateway.sse_check import MalformedStream, SseCheck
 from orchestra.config import GatewayConfig
 
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
+# Failures that mean the engine is not there any more (evicted by a swap, crashed, restarting):
+# for a managed model the supervisor is asked to make it ready again, once per request.
+_ENGINE_GONE = frozenset({"connect", "disconnect", "empty_stream", "no_replica"})
 _TAIL_BYTES = 4096  # enough to hold a stream's final usage chunk and [DONE]
 _SSE = "text/event-stream"
 
@@ -60,8 +63,10 @@ class Proxy:
         health: HealthMonitor,
         metrics: GatewayMetrics,
         config: GatewayConfig,
+        reensure: Callable[[ModelRoute], Awaitable[bool]] | None = None,
     ) -> None:
         self._session = session
+        self._reensure = reensure
         self._health = health
         self._metrics = metrics
         self._timeouts = config.timeouts
@@ -80,6 +85,7 @@ class Proxy:
         streaming = False
         tried: list[Replica] = []
         last: _Failure | None = None
+        reensured = False
         try:
             while True:
                 replica = route.pick(exclude=tried) or route.pick()
@@ -101,6 +107,13 @@ class Proxy:
                     or len(tried) >= self._retries.max_attempts
                     or not self._budget.try_spend()
                 )
+                if out_of_tries and self._may_reensure(route, failure, reensured):
+                    reensured = True
+                    assert self._reensure is not None
+                    if await self._reensure(route):
+                        self._metrics.retries.labels(model, "reensure").inc()
+                        tried.clear()
+                        continue
                 if out_of_tries:
                     final = failure.response or failure.error.response()
                     final.headers.update(call.reply_headers)
@@ -121,6 +134,14 @@ class Proxy:
         bound.inflight.dec()
         bound.requests(status).inc()
         bound.request_seconds.observe(time.perf_counter() - started)
+
+    def _may_reensure(self, route: ModelRoute, failure: _Failure, reensured: bool) -> bool:
+        return (
+            self._reensure is not None
+            and route.managed
+            and not reensured
+            and failure.reason in _ENGINE_GONE
+        )
 
     async def _attempt(
         self, call: UpstreamCall, route: ModelRoute, replica: Replica, started: float

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from gateway.balancer import Balancer, Replica, make_balancer
@@ -76,6 +76,10 @@ class RoutingTable:
     def managed(self) -> list[ModelRoute]:
         return [r for r in self.routes.values() if r.managed]
 
+    def inflight(self) -> dict[str, int]:
+        """Requests this gateway has in flight, per model (reported to the supervisor)."""
+        return {r.name: sum(x.outstanding for x in r.replicas) for r in self.routes.values()}
+
     def apply(self, status: ModelStatus) -> None:
         route = self.routes.get(status.name)
         if route is not None and route.managed:
@@ -91,7 +95,9 @@ class RoutingTable:
 class Router:
     """Finds the route for a request's model; a cold managed model is ensured first.
 
-    Concurrent requests for one cold model share a single ensure call.
+    Concurrent requests for one cold model share a single ensure call. Before asking, the
+    router tells the supervisor what is in flight right now, so the swap does not pick a victim
+    that is serving this gateway's requests (the periodic demand report may be seconds old).
     """
 
     def __init__(
@@ -100,11 +106,13 @@ class Router:
         control: SupervisorClient | None,
         metrics: GatewayMetrics,
         ensure_timeout_s: float,
+        on_ready: Callable[[ModelRoute, Replica], None] = lambda route, replica: None,
     ) -> None:
         self.table = table
         self.control = control
         self.metrics = metrics
         self.ensure_timeout_s = ensure_timeout_s
+        self.on_ready = on_ready
         self.demand: collections.Counter[str] = collections.Counter()
         self._ensuring: dict[str, asyncio.Future[None]] = {}
 
@@ -116,6 +124,16 @@ class Router:
         if route.managed and not any(r.healthy for r in route.replicas):
             await self._ensure(route)
         return route
+
+    async def reensure(self, route: ModelRoute) -> bool:
+        """After every replica of a managed model failed to connect (evicted or crashed since
+        the table was read): make it ready again. False when it cannot be (the caller's own
+        failure then stands)."""
+        try:
+            await self._ensure(route)
+        except (Unavailable, UpstreamTimeout):
+            return False
+        return True
 
     async def _ensure(self, route: ModelRoute) -> None:
         if self.control is None:
@@ -132,6 +150,10 @@ class Router:
         assert self.control is not None
         started = time.perf_counter()
         try:
+            await self.control.report_demand({}, self.table.inflight())
+        except ControlError:
+            pass  # only a hint for victim choice; the ensure below reports real trouble
+        try:
             status = await self.control.ensure(route.name, self.ensure_timeout_s)
         except ControlError as exc:
             if exc.status == 504:
@@ -140,6 +162,8 @@ class Router:
                 ) from None
             raise Unavailable(f"model `{route.name}` is not available: {exc.message}") from None
         self.table.apply(status)
+        for replica in route.replicas:  # the supervisor has just seen them answer /health
+            self.on_ready(route, replica)
         self.metrics.ensure_seconds.labels(route.name).observe(time.perf_counter() - started)
         if not route.replicas:
             raise Unavailable(f"model `{route.name}` is {status.state} with no ready upstream")

@@ -108,6 +108,11 @@ class StubControl:
         self.result = result
         self.calls = 0
         self.release = asyncio.Event()
+        self.reports: list[dict[str, int]] = []
+
+    async def report_demand(self, counts: dict[str, int], inflight: dict[str, int]) -> None:
+        assert counts == {}, "ensure must not count requests twice"
+        self.reports.append(inflight)
 
     async def ensure(self, model: str, timeout_s: float) -> ModelStatus:
         self.calls += 1
@@ -209,3 +214,34 @@ def test_failed_ensure_is_retried_by_the_next_request() -> None:
         with pytest.raises(Unavailable):
             asyncio.run(router.route("cold"))
     assert control.calls == 2
+
+
+def test_ensure_first_tells_the_supervisor_what_is_in_flight() -> None:
+    control = StubControl(ModelStatus(name="cold", state="ready", upstreams=["http://c1"]))
+    control.release.set()
+    router = _router(control)
+    router.table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
+    router.table.routes["hot"].replicas[0].outstanding = 2
+    asyncio.run(router.route("cold"))
+    assert control.reports == [{"single": 0, "pair": 0, "hot": 2, "cold": 0}]
+
+
+def test_reensure_marks_the_new_upstreams_ready_or_reports_false() -> None:
+    control = StubControl(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
+    control.release.set()
+    readied: list[str] = []
+    router = Router(
+        RoutingTable(_config()),
+        control,
+        GatewayMetrics(),
+        ensure_timeout_s=5.0,
+        on_ready=lambda route, replica: readied.append(f"{route.name} {replica.url}"),
+    )
+    route = router.table.routes["hot"]
+    route.set_upstreams(["http://h"])
+    route.replicas[0].healthy = False  # the proxy saw the connection refused
+    assert asyncio.run(router.reensure(route)) is True
+    assert readied == ["hot http://h"] and control.calls == 1
+
+    control.result = ControlError(409, "no room")
+    assert asyncio.run(router.reensure(route)) is False
