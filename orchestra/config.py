@@ -105,6 +105,12 @@ class SupervisorConfig(_Strict):
     capacity_wait_s: float = Field(
         120.0, ge=0, description="how long a swap waits for busy victims to become evictable"
     )
+    ensure_grace_s: float = Field(
+        5.0,
+        ge=0,
+        description="a model just made ready by an ensure is not evicted for this long: the "
+        "requests that waited for it are on their way and not yet reported in flight",
+    )
     inflight_ttl_s: float = Field(
         30.0, gt=0, description="an in-flight report from the gateway counts for this long"
     )

@@ -122,7 +122,7 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
 
     @app.post("/models/{name:path}/ensure", dependencies=auth)
     async def ensure(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Any:
-        await m.ensure(name, timeout_s or default_timeout, force=force)
+        await m.ensure(name, timeout_s or default_timeout, force=force, for_requests=True)
         return m.info(name)
 
     @app.post("/models/{name:path}/load", dependencies=auth)

@@ -20,6 +20,7 @@ class Demand:
         self._events: dict[str, deque[tuple[float, int]]] = defaultdict(deque)
         self._inflight: dict[str, tuple[float, int]] = {}
         self._last_used: dict[str, float] = {}
+        self._ensured: dict[str, float] = {}
 
     def record(self, counts: Mapping[str, int], inflight: Mapping[str, int] | None = None) -> None:
         """Add request-count deltas (and the latest in-flight numbers) reported now."""
@@ -36,6 +37,15 @@ class Demand:
     def touch(self, model: str) -> None:
         """The model was just asked for (an ensure): it counts as recently used."""
         self._last_used[model] = self._clock()
+
+    def ensured(self, model: str) -> None:
+        """An ensure just returned `model` READY to a caller whose requests are on their way."""
+        now = self._clock()
+        self._last_used[model] = now
+        self._ensured[model] = now
+
+    def seconds_since_ensured(self, model: str) -> float:
+        return self._clock() - self._ensured.get(model, float("-inf"))
 
     def count(self, model: str) -> int:
         """Requests for `model` within the window."""

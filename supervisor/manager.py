@@ -170,12 +170,23 @@ class Manager:
 
     # ---- commands -------------------------------------------------------------------------------
     async def ensure(
-        self, name: str, timeout_s: float, *, force: bool = False, reset: bool = False
+        self,
+        name: str,
+        timeout_s: float,
+        *,
+        force: bool = False,
+        reset: bool = False,
+        for_requests: bool = False,
     ) -> Model:
-        """Make `name` READY (evicting others if needed); joins a swap already under way."""
+        """Make `name` READY (evicting others if needed); joins a swap already under way.
+
+        `for_requests`: the caller (the gateway) has requests waiting to be sent to it, so it
+        is kept from eviction for `supervisor.ensure_grace_s`."""
         model = self.get(name)
         self.demand.touch(name)
         if model.ready():
+            if for_requests:
+                self.demand.ensured(name)
             return model
         task = self._swaps.get(name)
         if task is None:
@@ -188,6 +199,8 @@ class Manager:
             raise EnsureTimeout(
                 f"{name} is not ready after {timeout_s:g}s (state {model.state.value})"
             ) from None
+        if for_requests:
+            self.demand.ensured(name)
         return model
 
     async def unload(self, name: str) -> Model:

@@ -25,6 +25,7 @@ from supervisor.states import ACTIVE, EngineState
 
 log = logging.getLogger(__name__)
 S = EngineState
+_REPLAN_S = 0.5
 
 
 class Placer:
@@ -67,8 +68,10 @@ class Placer:
                     if exc.permanent or remaining <= 0:
                         raise NoCapacity(f"cannot place {model.name}: {exc.reason}") from None
                     changed = self._changed
+            # Re-plan on any state change, and at least every _REPLAN_S: victims also become
+            # evictable when an in-flight report or an ensure grace runs out.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+                await asyncio.wait_for(changed.wait(), min(remaining, _REPLAN_S))
 
     async def _place_locked(self, model: Model, force: bool, reset: bool) -> list[Awaitable[None]]:
         waits: list[Awaitable[None]] = []
@@ -126,11 +129,17 @@ class Placer:
         return holders
 
     def busy(self, m: Model) -> bool:
-        """Not to be evicted: requests in flight, or a start/stop/swap under way."""
+        """Not to be evicted: requests in flight (or just ensured and on their way), or a
+        start/stop/swap under way."""
         transitioning = any(
             e.state in (S.STARTING, S.STOPPING) or e.start_pending for e in m.engines
         )
-        return transitioning or self._swapping(m.name) or self.demand.inflight(m.name) > 0
+        return (
+            transitioning
+            or self._swapping(m.name)
+            or self.demand.inflight(m.name) > 0
+            or self.demand.seconds_since_ensured(m.name) < self.config.supervisor.ensure_grace_s
+        )
 
     async def _settled(self, e: Engine) -> None:
         """Wait until an engine started by someone else is READY; raise its error otherwise."""

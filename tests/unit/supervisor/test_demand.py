@@ -31,3 +31,13 @@ def test_inflight_expires_and_marks_use() -> None:
     clock.t += 11
     assert d.inflight("a") == 0
     assert d.seconds_since_use("a") == 11
+
+
+def test_ensured_counts_as_use_and_starts_the_grace_clock() -> None:
+    clock = Clock()
+    d = Demand(window_s=60, inflight_ttl_s=10, clock=clock)
+    assert d.seconds_since_ensured("a") == float("inf")
+    d.ensured("a")
+    clock.t += 2
+    assert d.seconds_since_ensured("a") == 2 and d.seconds_since_use("a") == 2
+    assert d.count("a") == 0  # an ensure is not a request: rotation counts stay the gateway's
