@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from openai import OpenAI
 
 from tests.conftest import REPO_ROOT, GatewayProcess, wait_until
@@ -25,6 +26,7 @@ from tests.integration.supervisor.helpers import SupervisorProcess
 ENGINE_PYTHON = REPO_ROOT / ".venv-engine" / "bin" / "python"
 MODEL_DIR = REPO_ROOT / "models" / "smollm2"
 FIGURES = REPO_ROOT / "bench" / "results" / "e2e_figures.json"
+CPU_DEFAULT: dict[str, Any] = yaml.safe_load((REPO_ROOT / "configs" / "cpu.yaml").read_text())
 HOT, COLD = "smollm2", "smollm2-b"
 # Generous: two cores, a 40 s engine start, and CI neighbours.
 START_TIMEOUT_S = 420.0
@@ -40,7 +42,8 @@ def record_figure(name: str, value: Any) -> None:
 
 
 def stack_config(tmp: Path) -> dict[str, Any]:
-    model = {"model": str(MODEL_DIR), "max_model_len": 1024, "dtype": "float32"}
+    shipped = CPU_DEFAULT["servers"][0]
+    model = {"model": str(MODEL_DIR), "max_model_len": 1024, "dtype": shipped["dtype"]}
     return {
         "servers": [{"name": HOT, "port": free_port(), **model}],
         "rotation_pool": [{"name": COLD, "port": free_port(), **model}],
@@ -58,10 +61,12 @@ def stack_config(tmp: Path) -> dict[str, Any]:
             "capacity_wait_s": 300,
         },
         "engine": {
-            "command": [str(ENGINE_PYTHON), "-m", "vllm.entrypoints.openai.api_server"],
-            "model_arg": "--model",
-            "extra_args": ["--enforce-eager"],
-            "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+            # The shipped CPU default's engine flags and env, so e2e tests what `make up` runs.
+            **CPU_DEFAULT["engine"],
+            "command": [
+                str(REPO_ROOT / CPU_DEFAULT["engine"]["command"][0]),
+                *CPU_DEFAULT["engine"]["command"][1:],
+            ],
             "log_dir": str(tmp / "logs"),
             "startup_timeout_s": START_TIMEOUT_S,
             "stop_timeout_s": 15,
