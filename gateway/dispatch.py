@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 _FALLBACK_STATUS = {502: "upstream_error", 503: "unavailable", 504: "timeout"}
+_FALLBACK_STATUSES = frozenset(_FALLBACK_STATUS)
 
 
 async def dispatch(
@@ -40,7 +41,10 @@ async def dispatch(
                 raise
             return await _fall_back(gw, call, payload, "overloaded", exc)
     try:
-        response = await gw.proxy.forward(call, route)
+        # With a fallback, a failed final answer is counted below, once it is known whether
+        # Ollama served the request instead.
+        uncounted = _FALLBACK_STATUSES if fallback is not None else frozenset()
+        response = await gw.proxy.forward(call, route, uncounted)
     except BaseException:
         if gate is not None:
             gate.release()
@@ -60,12 +64,16 @@ async def _fall_back(
     reason: str,
     original: GatewayError | Response,
 ) -> Response:
+    """Serve from Ollama, else the original answer. Responses returned here are counted in
+    `orchestra_requests_total` here; a raised original is counted by the app's handler."""
     fallback = gw.fallback
     if fallback is not None and fallback.covers(call.model) and fallback.healthy:
         served = await fallback.forward(call, payload, reason)
         if served is not None:
+            gw.metrics.model(call.model).requests(served.status_code).inc()
             return served
     if isinstance(original, Response):
+        gw.metrics.model(call.model).requests(original.status_code).inc()
         return original
     original.headers.update(call.reply_headers)
     raise original

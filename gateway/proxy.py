@@ -76,7 +76,12 @@ class Proxy:
             total=config.timeouts.total_s, sock_connect=config.timeouts.connect_s
         )
 
-    async def forward(self, call: UpstreamCall, route: ModelRoute) -> Response:
+    async def forward(
+        self, call: UpstreamCall, route: ModelRoute, uncounted: frozenset[int] = frozenset()
+    ) -> Response:
+        """`uncounted`: final statuses the caller will count itself (it may still serve the
+        request elsewhere: the Ollama fallback), so `orchestra_requests_total` has each
+        request once, with the status the client got."""
         started = time.perf_counter()
         model = call.model
         self._metrics.model(model).inflight.inc()
@@ -123,16 +128,18 @@ class Proxy:
                 await asyncio.sleep(self._retries.backoff_s)
         except GatewayError as exc:
             status = exc.status
+            uncounted = frozenset()  # a raised error never reaches the fallback
             exc.counted = True  # by `_finish` below
             raise
         finally:
             if not streaming:  # a stream settles these when it ends
-                self._finish(model, status, started)
+                self._finish(model, status, started, count=status not in uncounted)
 
-    def _finish(self, model: str, status: int, started: float) -> None:
+    def _finish(self, model: str, status: int, started: float, count: bool = True) -> None:
         bound = self._metrics.model(model)
         bound.inflight.dec()
-        bound.requests(status).inc()
+        if count:
+            bound.requests(status).inc()
         bound.request_seconds.observe(time.perf_counter() - started)
 
     def _may_reensure(self, route: ModelRoute, failure: _Failure, reensured: bool) -> bool:

@@ -192,3 +192,24 @@ def test_overload_beyond_the_queue_falls_back(ollama_up: FallbackRig) -> None:
     first.join(10)
     assert sorted(backends) == ["ollama", "vllm"]
     assert frig.fallbacks("fb-busy", "overloaded") == before + 1
+
+
+def test_requests_total_counts_each_request_once_with_the_status_the_client_got(
+    down: FallbackRig,
+) -> None:
+    def requests(status: str) -> float:
+        return down.gateway.metric("orchestra_requests_total", model="fb", status=status)
+
+    body = {"model": "fb", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    before = {s: requests(s) for s in ("200", "503")}
+    served = httpx.post(down.gateway.url + "/v1/chat/completions", json=body, timeout=10)
+    assert served.status_code == 200 and served.headers["x-orchestra-backend"] == "ollama"
+    assert requests("200") == before["200"] + 1
+    assert requests("503") == before["503"], "the vLLM 503 that Ollama answered is not counted"
+
+    down.ollama.set_fault("version-down")
+    wait_until(lambda: _ollama_health(down) == 0.0, what="ollama down")
+    refused = httpx.post(down.gateway.url + "/v1/chat/completions", json=body, timeout=10)
+    assert refused.status_code == 503
+    assert requests("503") == before["503"] + 1
+    assert requests("200") == before["200"] + 1
