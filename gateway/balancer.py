@@ -22,6 +22,7 @@ class Replica:
     healthy: bool = True
     retry_at: float = 0.0  # monotonic time of the next health probe while unhealthy
     down_reason: str = ""
+    consecutive_500s: int = 0
     load: float = 0.0  # vLLM's running + waiting requests, scraped (load_aware only)
     smooth_weight: float = field(default=0.0, repr=False)  # weighted policy state
 

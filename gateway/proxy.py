@@ -70,6 +70,7 @@ class Proxy:
         self._health = health
         self._metrics = metrics
         self._timeouts = config.timeouts
+        self._errors_to_mark_down = config.errors_to_mark_down
         self._retries = config.retries
         self._budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_floor)
         self._request_timeout = aiohttp.ClientTimeout(
@@ -182,6 +183,8 @@ class Proxy:
             self._metrics.model(call.model).ttfb_seconds.observe(time.perf_counter() - started)
             headers = {**call.reply_headers, "x-orchestra-backend": "vllm"}
             content_type = resp.headers.get("content-type", "application/json")
+            if resp.status < 500:
+                replica.consecutive_500s = 0
             if relay:
                 if not first:
                     return _Failure("empty_stream", UpstreamError("upstream closed the stream"))
@@ -195,8 +198,11 @@ class Proxy:
             if "retry-after" in resp.headers:  # 429 and 503 alike: the client needs the hint
                 reply.headers["retry-after"] = resp.headers["retry-after"]
             if resp.status >= 500:
-                retry_after = _retry_after_s(resp.headers.get("retry-after"))
-                self._health.mark_down(route, replica, f"HTTP {resp.status}", retry_after)
+                if resp.status == 500:
+                    replica.consecutive_500s += 1
+                if resp.status != 500 or replica.consecutive_500s >= self._errors_to_mark_down:
+                    retry_after = _retry_after_s(resp.headers.get("retry-after"))
+                    self._health.mark_down(route, replica, f"HTTP {resp.status}", retry_after)
                 if resp.status in _RETRYABLE_STATUS:
                     return _Failure(f"http_{resp.status}", Unavailable("upstream error"), reply)
             elif resp.status == 200 and not self._count_usage(call.model, first, content_type):

@@ -61,6 +61,12 @@ class GatewayConfig(_Strict):
     retries: RetryPolicy = RetryPolicy()
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     unhealthy_cooldown_s: float = Field(5.0, gt=0)
+    errors_to_mark_down: int = Field(
+        3,
+        ge=1,
+        description="consecutive HTTP 500 replies that take a replica out of rotation (a 500 "
+        "is usually one request's error; 502/503/504, connect errors and timeouts act at once)",
+    )
     health_check_interval_s: float = Field(2.0, gt=0)
     max_connections_per_upstream: int = Field(512, gt=0)
     supervisor_url: str | None = Field(

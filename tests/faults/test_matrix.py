@@ -79,17 +79,29 @@ def test_connection_refused_fails_over(fresh: Rig) -> None:
     assert_recovers(rig, "pair", "a")
 
 
-def test_500_is_an_openai_error_and_marks_down(fresh: Rig) -> None:
+def test_500_is_an_openai_error_and_repeated_500s_mark_down(fresh: Rig) -> None:
     rig = fresh
     rig.c.set_fault("500")
-    reply = rig.chat("solo")
-    assert reply.status_code == 500  # the engine's own error, passed through unchanged
-    assert_openai_error(reply.json())
+    for _ in range(2):  # one request's 500 must not take a whole model offline
+        reply = rig.chat("solo")
+        assert reply.status_code == 500  # the engine's own error, passed through unchanged
+        assert_openai_error(reply.json())
+        assert not rig.down("solo", rig.c)
+    assert rig.chat("solo").status_code == 500  # the third in a row (errors_to_mark_down)
+    assert rig.down("solo", rig.c)
     assert marked_down(rig, rig.c.url, "HTTP 500")
     again = rig.chat("solo")  # down (503, Retry-After) or probed back and failing again (500)
     assert again.status_code in (500, 503)
     assert_openai_error(again.json())
     assert_recovers(rig, "solo", "c")
+
+
+def test_a_success_between_500s_keeps_the_replica_in(fresh: Rig) -> None:
+    rig = fresh
+    for _ in range(2):
+        rig.c.set_fault("500", count=2)
+        assert [rig.chat("solo").status_code for _ in range(3)] == [500, 500, 200]
+    assert not rig.down("solo", rig.c)
 
 
 def test_503_retry_after_fails_over_and_is_respected(fresh: Rig) -> None:
