@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -276,6 +277,9 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
                 stream=payload.get("stream") is True,
                 headers=headers,
                 reply_headers=limits,
+                on_usage=(
+                    functools.partial(gw.limiter.settle, key, payload, len(body)) if key else None
+                ),
             )
             return await dispatch(
                 gw, call, payload, request.headers.get(gw.admission.priority_header)

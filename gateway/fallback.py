@@ -116,7 +116,7 @@ class OllamaClient:
                 error = UpstreamError(f"fallback backend error: {detail}")
                 return Response(error.body(), 502, headers=headers, media_type="application/json")
             out = ollama.from_ollama(call.path, line, call.model)
-            self._metrics.count_usage(call.model, out.get("usage"))
+            call.usage(self._metrics, out.get("usage"))
             return Response(orjson.dumps(out), headers=headers, media_type="application/json")
         finally:
             if not handed_over:
@@ -165,7 +165,7 @@ class OllamaClient:
                 resp.release()
             else:
                 resp.close()
-            self._metrics.count_usage(call.model, translator.usage)
+            call.usage(self._metrics, translator.usage)
         if problem:
             self._metrics.stream_errors.labels(call.model).inc()
             yield translator.error(problem)

@@ -45,6 +45,13 @@ class UpstreamCall:
     stream: bool
     headers: dict[str, str]  # sent upstream
     reply_headers: dict[str, str]  # sent to the client (x-request-id, ...)
+    on_usage: Callable[[object], None] | None = None  # the reply's `usage` (rate-limit settling)
+
+    def usage(self, metrics: GatewayMetrics, usage: object) -> None:
+        """The reply's `usage` (or None): counted in metrics and handed to `on_usage`."""
+        metrics.count_usage(self.model, usage)
+        if self.on_usage is not None and usage is not None:
+            self.on_usage(usage)
 
 
 @dataclass(slots=True)
@@ -205,7 +212,7 @@ class Proxy:
                     self._health.mark_down(route, replica, f"HTTP {resp.status}", retry_after)
                 if resp.status in _RETRYABLE_STATUS:
                     return _Failure(f"http_{resp.status}", Unavailable("upstream error"), reply)
-            elif resp.status == 200 and not self._count_usage(call.model, first, content_type):
+            elif resp.status == 200 and not self._count_usage(call, first, content_type):
                 self._health.mark_down(route, replica, "malformed JSON reply")
                 return _Failure("malformed", UpstreamError("upstream sent malformed JSON"))
             return reply
@@ -263,7 +270,7 @@ class Proxy:
                 resp.release()
             else:
                 resp.close()  # drop the connection: the upstream request is cancelled with it
-            self._metrics.count_usage(call.model, _usage_from_tail(tail))
+            call.usage(self._metrics, _usage_from_tail(tail))
             if problem:
                 status = 200
                 self._metrics.stream_errors.labels(call.model).inc()
@@ -273,7 +280,7 @@ class Proxy:
             body = error_body(problem, "upstream_error", "stream_interrupted")
             yield separator + b"data: " + body + b"\n\n"
 
-    def _count_usage(self, model: str, body: bytes, content_type: str) -> bool:
+    def _count_usage(self, call: UpstreamCall, body: bytes, content_type: str) -> bool:
         """Count a JSON reply's `usage`; False when the reply is not valid JSON."""
         if not content_type.startswith("application/json"):
             return True
@@ -282,7 +289,7 @@ class Proxy:
         except orjson.JSONDecodeError:
             return False
         if isinstance(payload, dict):
-            self._metrics.count_usage(model, payload.get("usage"))
+            call.usage(self._metrics, payload.get("usage"))
         return True
 
 

@@ -2,8 +2,9 @@
 
 A bucket holds up to a minute's allowance and refills continuously. Tokens are charged up front
 from an estimate (prompt bytes / 4 + `max_tokens`, or `ratelimit_default_completion_tokens` when
-absent) — like OpenAI's own limiter — so a request is judged before it costs anything. Replies
-carry OpenAI's `x-ratelimit-*` headers; a refusal is `Overloaded` (429 + Retry-After).
+absent) — like OpenAI's own limiter — so a request is judged before it costs anything; when the
+reply's `usage` arrives the estimate is replaced by the real count (`settle`). Replies carry
+OpenAI's `x-ratelimit-*` headers; a refusal is `Overloaded` (429 + Retry-After).
 """
 
 from __future__ import annotations
@@ -93,6 +94,22 @@ class RateLimiter:
                 headers=headers,
             )
         return headers
+
+    def settle(
+        self, key: ApiKey, payload: Mapping[str, Any], body_bytes: int, usage: object
+    ) -> None:
+        """Give back (or charge) the difference between the estimate and the reply's usage."""
+        tokens = self._tokens.get(key.name)
+        if tokens is None or not isinstance(usage, dict):
+            return
+        actual = usage.get("total_tokens")
+        if not isinstance(actual, int) or isinstance(actual, bool) or actual < 0:
+            return
+        charged = min(
+            float(estimate_tokens(payload, body_bytes, self.default_completion)), tokens.capacity
+        )  # `take` never charges more than a bucket holds
+        tokens.refill(time.monotonic())
+        tokens.level = min(tokens.capacity, tokens.level + charged - actual)
 
     @staticmethod
     def _headers(requests: Bucket | None, tokens: Bucket | None) -> dict[str, str]:

@@ -81,3 +81,19 @@ def test_estimate_and_bucket() -> None:
     assert bucket.wait_for(1) == pytest.approx(1.0)
     bucket.refill(bucket.stamp + 0.5)
     assert bucket.level == pytest.approx(0.5)
+
+
+def test_usage_settles_the_token_estimate() -> None:
+    config = _config()
+    limiter = RateLimiter(config)
+    bob = config.api_keys[1]
+    payload = {"max_tokens": 50}
+    limiter.admit(bob, payload, 40)  # estimate 60 of 100
+    limiter.settle(bob, payload, 40, {"prompt_tokens": 10, "total_tokens": 15})
+    headers = limiter.admit(bob, payload, 40)  # 45 given back: this one fits now
+    assert int(headers["x-ratelimit-remaining-tokens"]) in (25, 26)  # refill may add a token
+    limiter.settle(bob, payload, 40, {"total_tokens": 90})  # 30 more than estimated
+    with pytest.raises(Overloaded):
+        limiter.admit(bob, {"max_tokens": 1}, 4)
+    limiter.settle(bob, payload, 40, None)  # no usage: the estimate stands
+    limiter.settle(bob, payload, 40, {"total_tokens": "x"})
