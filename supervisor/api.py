@@ -77,13 +77,12 @@ def _install_errors(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()))
         message = f"{loc}: {first.get('msg', 'invalid request')}"
-        body = error_body(400, message, "bad_request", "invalid_request_error")
-        body["error"]["param"] = loc or None
+        body = error_body(message, "invalid_request_error", "bad_request", loc or None)
         return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        body = error_body(exc.status_code, str(exc.detail), str(exc.status_code), "http_error")
+        body = error_body(str(exc.detail), "http_error", str(exc.status_code))
         return JSONResponse(body, status_code=exc.status_code)
 
 

@@ -16,14 +16,7 @@ class SupervisorError(Exception):
         self.param = param
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        return error_body(self.message, self.type, self.code, self.param)
 
 
 class ModelNotFound(SupervisorError):
@@ -66,5 +59,6 @@ class EnsureTimeout(SupervisorError):
     code = "ensure_timeout"
 
 
-def error_body(status: int, message: str, code: str, type_: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+def error_body(message: str, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
+    """The OpenAI error shape, for every error the control API returns."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
