@@ -130,7 +130,7 @@ def gateway_process(upstream: str, model: str, cpu: int | None) -> Iterator[tupl
         )
         log = open(Path(tmp) / "gateway.log", "w+b")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--config", str(cfg)],
+            [sys.executable, "-m", "orchestra.gateway", "--config", str(cfg)],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

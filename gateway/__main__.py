@@ -1,4 +1,4 @@
-"""`python -m gateway --config FILE` (also `orchestra gateway --config FILE`)."""
+"""`python -m orchestra.gateway --config FILE` (also `orchestra gateway --config FILE`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 import uvicorn
 
-from gateway.app import create_app
 from orchestra.config import ConfigError, load_config
+from orchestra.gateway.app import create_app
 
 
 def run(config_path: str) -> int:
@@ -36,7 +36,7 @@ def run(config_path: str) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway")
+    parser = argparse.ArgumentParser(prog="python -m orchestra.gateway")
     parser.add_argument("--config", default="configs/vllm_config.yaml")
     return run(parser.parse_args().config)
 

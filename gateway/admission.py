@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import BadRequest, Overloaded
 from orchestra.config import OrchestraConfig
+from orchestra.gateway.errors import BadRequest, Overloaded
 
 
 @dataclass(order=True)

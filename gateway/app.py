@@ -19,19 +19,24 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.admin import install_admin_routes
-from gateway.admission import Admission
-from gateway.auth import AuthMiddleware, KeyRing
-from gateway.control import ControlError, SupervisorClient
-from gateway.dispatch import dispatch
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, install_error_handlers
-from gateway.fallback import OllamaClient
-from gateway.health import HealthMonitor
-from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
-from gateway.proxy import Proxy, UpstreamCall
-from gateway.ratelimit import RateLimiter
-from gateway.routing import Router, RoutingTable
 from orchestra.config import OrchestraConfig
+from orchestra.gateway.admin import install_admin_routes
+from orchestra.gateway.admission import Admission
+from orchestra.gateway.auth import AuthMiddleware, KeyRing
+from orchestra.gateway.control import ControlError, SupervisorClient
+from orchestra.gateway.dispatch import dispatch
+from orchestra.gateway.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    install_error_handlers,
+)
+from orchestra.gateway.fallback import OllamaClient
+from orchestra.gateway.health import HealthMonitor
+from orchestra.gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
+from orchestra.gateway.proxy import Proxy, UpstreamCall
+from orchestra.gateway.ratelimit import RateLimiter
+from orchestra.gateway.routing import Router, RoutingTable
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response, StreamingResponse
 
-from gateway.admission import release_when_done
-from gateway.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
-from gateway.proxy import UpstreamCall
+from orchestra.gateway.admission import release_when_done
+from orchestra.gateway.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
+from orchestra.gateway.proxy import UpstreamCall
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from orchestra.gateway.app import Gateway
 
 _FALLBACK_STATUS = {502: "upstream_error", 503: "unavailable", 504: "timeout"}
 _FALLBACK_STATUSES = frozenset(_FALLBACK_STATUS)

@@ -16,11 +16,11 @@ import aiohttp
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from gateway import ollama
-from gateway.errors import UpstreamError, error_body
-from gateway.metrics import GatewayMetrics
-from gateway.proxy import UpstreamCall
 from orchestra.config import OllamaFallback
+from orchestra.gateway import ollama
+from orchestra.gateway.errors import UpstreamError, error_body
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.proxy import UpstreamCall
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import time
 
 import aiohttp
 
-from gateway.balancer import Replica
-from gateway.metrics import GatewayMetrics
-from gateway.routing import ModelRoute, RoutingTable
+from orchestra.gateway.balancer import Replica
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.routing import ModelRoute, RoutingTable
 
 log = logging.getLogger(__name__)
 

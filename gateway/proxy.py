@@ -20,14 +20,20 @@ import aiohttp
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from gateway.balancer import Replica
-from gateway.errors import GatewayError, Unavailable, UpstreamError, UpstreamTimeout, error_body
-from gateway.health import HealthMonitor
-from gateway.metrics import GatewayMetrics
-from gateway.retry_budget import RetryBudget
-from gateway.routing import ModelRoute
-from gateway.sse_check import MalformedStream, SseCheck
 from orchestra.config import GatewayConfig
+from orchestra.gateway.balancer import Replica
+from orchestra.gateway.errors import (
+    GatewayError,
+    Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
+    error_body,
+)
+from orchestra.gateway.health import HealthMonitor
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.retry_budget import RetryBudget
+from orchestra.gateway.routing import ModelRoute
+from orchestra.gateway.sse_check import MalformedStream, SseCheck
 
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 # Failures that mean the engine is not there any more (evicted by a swap, crashed, restarting):

@@ -14,8 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.errors import Overloaded
 from orchestra.config import ApiKey, GatewayConfig
+from orchestra.gateway.errors import Overloaded
 
 
 class Bucket:

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from gateway.balancer import Balancer, Replica, make_balancer
-from gateway.control import ControlError, ModelStatus, SupervisorClient
-from gateway.errors import ModelNotFound, Unavailable, UpstreamTimeout
-from gateway.metrics import GatewayMetrics
 from orchestra.config import BalancingPolicy, OrchestraConfig, ServerConfig
+from orchestra.gateway.balancer import Balancer, Replica, make_balancer
+from orchestra.gateway.control import ControlError, ModelStatus, SupervisorClient
+from orchestra.gateway.errors import ModelNotFound, Unavailable, UpstreamTimeout
+from orchestra.gateway.metrics import GatewayMetrics
 
 
 @dataclass(eq=False)

@@ -8,19 +8,19 @@ from collections.abc import Sequence
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from gateway.__main__ import run
+    from orchestra.gateway.__main__ import run
 
     return run(args.config)
 
 
 def _supervisor(args: argparse.Namespace) -> int:
-    from supervisor.__main__ import run
+    from orchestra.supervisor.__main__ import run
 
     return run(args.config)
 
 
 def _ctl(args: argparse.Namespace) -> int:
-    from supervisor.ctl import main as ctl_main
+    from orchestra.supervisor.ctl import main as ctl_main
 
     return ctl_main(args)
 

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from orchestra import models
 from orchestra.config import ConfigError, OrchestraConfig, load_config
-from supervisor.procgroup import die_with_parent
+from orchestra.supervisor.procgroup import die_with_parent
 
 GPU_CONFIG = Path("configs/vllm_config.yaml")
 CPU_CONFIG = Path("configs/cpu.yaml")
@@ -191,7 +191,7 @@ def main(args: argparse.Namespace) -> int:
         python = sys.executable
         sup = Child(
             "supervisor",
-            [python, "-m", "supervisor", "--config", str(path)],
+            [python, "-m", "orchestra.supervisor", "--config", str(path)],
             log_dir / "supervisor.log",
         )
         children.append(sup)
@@ -199,7 +199,9 @@ def main(args: argparse.Namespace) -> int:
         _wait_hot(console, config, sup)
         if not getattr(args, "hot_only", False):
             gw = Child(
-                "gateway", [python, "-m", "gateway", "--config", str(path)], log_dir / "gateway.log"
+                "gateway",
+                [python, "-m", "orchestra.gateway", "--config", str(path)],
+                log_dir / "gateway.log",
             )
             children.append(gw)
             _wait_health(console, gw, f"http://127.0.0.1:{config.gateway.port}")

@@ -13,7 +13,7 @@ import sys
 import uvicorn
 
 from orchestra.config import ConfigError, load_config
-from supervisor.api import create_app
+from orchestra.supervisor.api import create_app
 
 
 def run(config_path: str) -> int:

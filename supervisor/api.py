@@ -21,11 +21,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestra.config import OrchestraConfig
-from supervisor.errors import SupervisorError, Unauthorized, error_body
-from supervisor.gpus import detect_gpus
-from supervisor.manager import Manager
-from supervisor.procgroup import ProcessGroups
-from supervisor.service_discovery import sd_router
+from orchestra.supervisor.errors import SupervisorError, Unauthorized, error_body
+from orchestra.supervisor.gpus import detect_gpus
+from orchestra.supervisor.manager import Manager
+from orchestra.supervisor.procgroup import ProcessGroups
+from orchestra.supervisor.service_discovery import sd_router
 
 Timeout = Annotated[float | None, Query(gt=0, description="seconds; default from config")]
 Force = Annotated[bool, Query(description="evict even models with requests in flight")]

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestra.config import EngineConfig
-from supervisor.errors import EngineError, SupervisorError
-from supervisor.launch import EngineSpec
-from supervisor.logtail import tail_lines
-from supervisor.probe import EngineProbe, Readiness
-from supervisor.procgroup import ProcessGroups, signal_group
-from supervisor.states import EngineState, check_transition
+from orchestra.supervisor.errors import EngineError, SupervisorError
+from orchestra.supervisor.launch import EngineSpec
+from orchestra.supervisor.logtail import tail_lines
+from orchestra.supervisor.probe import EngineProbe, Readiness
+from orchestra.supervisor.procgroup import ProcessGroups, signal_group
+from orchestra.supervisor.states import EngineState, check_transition
 
 log = logging.getLogger(__name__)
 S = EngineState

@@ -17,25 +17,25 @@ from typing import Any
 import aiohttp
 
 from orchestra.config import OrchestraConfig
-from supervisor.demand import Demand
-from supervisor.engine import Engine
-from supervisor.errors import (
+from orchestra.supervisor.demand import Demand
+from orchestra.supervisor.engine import Engine
+from orchestra.supervisor.errors import (
     BadRequest,
     EngineError,
     EnsureTimeout,
     ModelNotFound,
     SupervisorError,
 )
-from supervisor.launch import build_specs
-from supervisor.logtail import tail_lines
-from supervisor.metrics import ModelSample, SupervisorMetrics
-from supervisor.model import Model
-from supervisor.placement import Placer
-from supervisor.preloader import Preloader
-from supervisor.probe import EngineProbe
-from supervisor.procgroup import ProcessGroups
-from supervisor.rotation import ModelDemand, Rotator
-from supervisor.states import EngineState
+from orchestra.supervisor.launch import build_specs
+from orchestra.supervisor.logtail import tail_lines
+from orchestra.supervisor.metrics import ModelSample, SupervisorMetrics
+from orchestra.supervisor.model import Model
+from orchestra.supervisor.placement import Placer
+from orchestra.supervisor.preloader import Preloader
+from orchestra.supervisor.probe import EngineProbe
+from orchestra.supervisor.procgroup import ProcessGroups
+from orchestra.supervisor.rotation import ModelDemand, Rotator
+from orchestra.supervisor.states import EngineState
 
 log = logging.getLogger(__name__)
 S = EngineState

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestra.config import ServerConfig
-from supervisor.engine import Engine
-from supervisor.pagecache import Residency
-from supervisor.states import ACTIVE, EngineState, model_state
+from orchestra.supervisor.engine import Engine
+from orchestra.supervisor.pagecache import Residency
+from orchestra.supervisor.states import ACTIVE, EngineState, model_state
 
 
 @dataclass

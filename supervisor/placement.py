@@ -15,13 +15,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from orchestra.config import OrchestraConfig
-from supervisor import allocator
-from supervisor.demand import Demand
-from supervisor.engine import Engine
-from supervisor.errors import EngineError, NoCapacity, SupervisorError
-from supervisor.metrics import SupervisorMetrics
-from supervisor.model import Model
-from supervisor.states import ACTIVE, EngineState
+from orchestra.supervisor import allocator
+from orchestra.supervisor.demand import Demand
+from orchestra.supervisor.engine import Engine
+from orchestra.supervisor.errors import EngineError, NoCapacity, SupervisorError
+from orchestra.supervisor.metrics import SupervisorMetrics
+from orchestra.supervisor.model import Model
+from orchestra.supervisor.states import ACTIVE, EngineState
 
 log = logging.getLogger(__name__)
 S = EngineState

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from orchestra.config import PreloadConfig
-from supervisor.pagecache import Residency, preload_file, residency, weight_files
+from orchestra.supervisor.pagecache import Residency, preload_file, residency, weight_files
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from supervisor import reaper
+from orchestra.supervisor import reaper
 
 log = logging.getLogger(__name__)
 

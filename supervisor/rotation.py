@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orchestra.config import RotationConfig
-from supervisor.errors import SupervisorError
+from orchestra.supervisor.errors import SupervisorError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Shared test helpers: paths, polling, and a real gateway (`python -m gateway`) as a subprocess.
+"""Shared test helpers: paths, polling, and a real gateway (`python -m orchestra.gateway`)
+as a subprocess.
 
 Fake engines come from `tests/fake_engine.py` (`FakeEngineProcess`). Nothing here sleeps a
 fixed time to synchronise: every wait polls a condition against a deadline.
@@ -24,8 +25,9 @@ import yaml
 from tests.fake_engine import FakeEngineProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
-SEED_CONFIG = SHARED_FIXTURES / "seed_vllm_config.yaml"
+# The user's original config (seed 004), copied here: a clone has nothing beside it.
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+SEED_CONFIG = FIXTURES / "seed_vllm_config.yaml"
 
 T = TypeVar("T")
 
@@ -86,7 +88,8 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 
 
 class GatewayProcess:
-    """`python -m gateway --config FILE` as a subprocess, ready once `/health` answers 200.
+    """`python -m orchestra.gateway --config FILE` as a subprocess, ready once `/health`
+    answers 200.
 
     `config` is written to a temporary YAML file (its `gateway.port` is filled with a free port
     when absent); `config_path` runs an existing file unchanged. `port` is where it is polled
@@ -123,7 +126,7 @@ class GatewayProcess:
             self.config_path.write_text(yaml.safe_dump(self.config))
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "--config", str(self.config_path)],
+                [sys.executable, "-m", "orchestra.gateway", "--config", str(self.config_path)],
                 cwd=REPO_ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from supervisor.pagecache import evict_file, preload_file, residency, weight_files
+from orchestra.supervisor.pagecache import evict_file, preload_file, residency, weight_files
 from tests.conftest import wait_until
 from tests.e2e.conftest import COLD, HOT, MODEL_DIR, Stack, record_figure
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.auth import hash_key
+from orchestra.gateway.auth import hash_key
 from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import FakeEngineProcess, free_port
 

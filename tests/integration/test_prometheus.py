@@ -218,7 +218,9 @@ def stack(prom_bins: None) -> Iterator[dict[str, Any]]:
     cfg.write_text(yaml.safe_dump(config))
     procs: list[_Proc] = []
     try:
-        sup = _Proc("supervisor", [sys.executable, "-m", "supervisor", "--config", str(cfg)], tmp)
+        sup = _Proc(
+            "supervisor", [sys.executable, "-m", "orchestra.supervisor", "--config", str(cfg)], tmp
+        )
         procs.append(sup)
         sup_url = f"http://127.0.0.1:{sup_port}"
         _wait(
@@ -230,7 +232,9 @@ def stack(prom_bins: None) -> Iterator[dict[str, Any]]:
             30,
         )
         assert sup.proc.poll() is None, sup.tail()
-        gw = _Proc("gateway", [sys.executable, "-m", "gateway", "--config", str(cfg)], tmp)
+        gw = _Proc(
+            "gateway", [sys.executable, "-m", "orchestra.gateway", "--config", str(cfg)], tmp
+        )
         procs.append(gw)
         gw_url = f"http://127.0.0.1:{gw_port}"
         _wait("gateway", lambda: _http("GET", gw_url + "/health")[0] == 200, 30)

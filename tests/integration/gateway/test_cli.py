@@ -1,5 +1,6 @@
-"""`python -m gateway --config FILE` as a user runs it: bad configs fail at start (exit 2, the
-YAML path on stderr), the seed file loads unchanged, and `ORCHESTRA_*` overrides apply."""
+"""`python -m orchestra.gateway --config FILE` as a user runs it: bad configs fail at start
+(exit 2, the YAML path on stderr), the seed file loads unchanged, and `ORCHESTRA_*` overrides
+apply."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from gateway import __main__ as gateway_main
+from orchestra.gateway import __main__ as gateway_main
 from tests.conftest import REPO_ROOT, SEED_CONFIG, GatewayProcess, fast_gateway_section
 from tests.fake_engine import FakeEngineProcess, free_port
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 def _run_gateway(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean_env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ORCHESTRA_")}
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "--config", str(config)],
+        [sys.executable, "-m", "orchestra.gateway", "--config", str(config)],
         cwd=REPO_ROOT,
         env={**clean_env, **env},
         capture_output=True,

@@ -20,8 +20,8 @@ import psutil
 import yaml
 
 from orchestra.config import OrchestraConfig, parse_config
-from supervisor.api import create_app
-from supervisor.manager import Manager
+from orchestra.supervisor.api import create_app
+from orchestra.supervisor.manager import Manager
 from tests.conftest import REPO_ROOT
 from tests.fake_engine import free_port
 
@@ -131,7 +131,8 @@ def wait_groups_empty(pgids: list[int], timeout: float) -> list[int]:
 
 
 class SupervisorProcess:
-    """`python -m supervisor --config FILE` as a subprocess (own session), like `orchestra`."""
+    """`python -m orchestra.supervisor --config FILE` as a subprocess (own session), like
+    `orchestra`."""
 
     def __init__(self, config: dict[str, Any], tmp: Path) -> None:
         self.config = config
@@ -144,7 +145,7 @@ class SupervisorProcess:
         self.path.write_text(yaml.safe_dump(self.config))
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervisor", "--config", str(self.path)],
+                [sys.executable, "-m", "orchestra.supervisor", "--config", str(self.path)],
                 cwd=REPO_ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,

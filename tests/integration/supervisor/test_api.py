@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestra.config import ConfigError
-from supervisor.states import EngineState
+from orchestra.supervisor.states import EngineState
 from tests.conftest import parse_metrics
 from tests.fake_engine import free_port
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from supervisor.engine import Engine
-from supervisor.states import EngineState
+from orchestra.supervisor.engine import Engine
+from orchestra.supervisor.states import EngineState
 
 from .helpers import group_members, make_config, run, running, server, until
 

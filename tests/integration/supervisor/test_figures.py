@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from supervisor.pagecache import evict_file, file_residency, preload_file
+from orchestra.supervisor.pagecache import evict_file, file_residency, preload_file
 from tests.fake_engine import free_port
 
 from .helpers import FAKE_ENGINE, SupervisorProcess, config_dict, server

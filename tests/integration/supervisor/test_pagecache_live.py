@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.pagecache import evict_file
+from orchestra.supervisor.pagecache import evict_file
 from tests.conftest import parse_metrics
 
 from .helpers import make_config, run, running, server, until

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor.states import EngineState
+from orchestra.supervisor.states import EngineState
 
 from .helpers import make_config, run, running, server, until
 

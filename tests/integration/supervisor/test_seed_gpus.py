@@ -10,7 +10,7 @@ import psutil
 import yaml
 
 from orchestra.config import parse_config
-from supervisor.states import EngineState
+from orchestra.supervisor.states import EngineState
 from tests.conftest import SEED_CONFIG
 from tests.fake_engine import free_port
 

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from gateway.admission import Admission, ModelGate
-from gateway.errors import BadRequest, Overloaded
 from orchestra.config import parse_config
+from orchestra.gateway.admission import Admission, ModelGate
+from orchestra.gateway.errors import BadRequest, Overloaded
 
 
 def test_under_the_limit_is_a_counter() -> None:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth import Forbidden, KeyRing, bearer, hash_key
-from gateway.errors import Overloaded, Unauthorized
-from gateway.ratelimit import Bucket, RateLimiter, estimate_tokens
 from orchestra.config import ApiKey, GatewayConfig
+from orchestra.gateway.auth import Forbidden, KeyRing, bearer, hash_key
+from orchestra.gateway.errors import Overloaded, Unauthorized
+from orchestra.gateway.ratelimit import Bucket, RateLimiter, estimate_tokens
 
 
 def _config(**kw: object) -> GatewayConfig:

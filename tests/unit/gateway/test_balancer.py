@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from gateway.balancer import (
+from orchestra.gateway.balancer import (
     LeastOutstanding,
     LoadAware,
     Replica,

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from gateway.errors import (
+from orchestra.gateway.errors import (
     BadRequest,
     GatewayError,
     ModelNotFound,

@@ -3,9 +3,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.errors import BadRequest
-from gateway.ollama import StreamTranslator, from_ollama, to_ollama
-from gateway.sse_check import SseCheck
+from orchestra.gateway.errors import BadRequest
+from orchestra.gateway.ollama import StreamTranslator, from_ollama, to_ollama
+from orchestra.gateway.sse_check import SseCheck
 
 FINAL = {
     "model": "t",

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway import retry_budget
-from gateway.retry_budget import RetryBudget
+from orchestra.gateway import retry_budget
+from orchestra.gateway.retry_budget import RetryBudget
 
 
 class Clock:

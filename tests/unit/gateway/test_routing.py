@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from gateway.control import ControlError, ModelStatus
-from gateway.errors import ModelNotFound, Unavailable, UpstreamTimeout
-from gateway.metrics import GatewayMetrics
-from gateway.routing import Router, RoutingTable, build_route
 from orchestra.config import OrchestraConfig, ServerConfig, parse_config
+from orchestra.gateway.control import ControlError, ModelStatus
+from orchestra.gateway.errors import ModelNotFound, Unavailable, UpstreamTimeout
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.routing import Router, RoutingTable, build_route
 
 
 def _config() -> OrchestraConfig:

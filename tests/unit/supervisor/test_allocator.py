@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from orchestra.config import load_config
-from supervisor.allocator import Holder, Need, Unplaceable, plan
+from orchestra.supervisor.allocator import Holder, Need, Unplaceable, plan
+from tests.conftest import SEED_CONFIG
 
-SEED = Path("/work/shared/fixtures/seed_vllm_config.yaml")
+SEED = SEED_CONFIG
 GPUS = list(range(7))
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from supervisor.demand import Demand
+from orchestra.supervisor.demand import Demand
 
 
 class Clock:

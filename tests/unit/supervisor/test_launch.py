@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from orchestra.config import load_config, parse_config
-from supervisor.launch import build_specs
+from orchestra.supervisor.launch import build_specs
+from tests.conftest import SEED_CONFIG
 
-SEED = Path("/work/shared/fixtures/seed_vllm_config.yaml")
+SEED = SEED_CONFIG
 
 
 def test_seed_specs_keep_ports_and_pins() -> None:

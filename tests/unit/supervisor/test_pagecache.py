@@ -3,8 +3,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from supervisor.logtail import tail_lines
-from supervisor.pagecache import evict_file, file_residency, preload_file, weight_files
+from orchestra.supervisor.logtail import tail_lines
+from orchestra.supervisor.pagecache import evict_file, file_residency, preload_file, weight_files
 
 
 def test_weight_files_of_a_folder_or_a_file(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.rotation import ModelDemand, decide
+from orchestra.supervisor.rotation import ModelDemand, decide
 
 
 def models(cold: int, hot: int, since: float = 0.0, busy: bool = False) -> list[ModelDemand]:

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from supervisor.states import EngineState as S
-from supervisor.states import check_transition, model_state
+from orchestra.supervisor.states import EngineState as S
+from orchestra.supervisor.states import check_transition, model_state
 
 
 def test_lifecycle_path_is_legal() -> None:
