@@ -18,7 +18,7 @@ def install_admin_routes(app: FastAPI) -> None:
         gw: Gateway = request.app.state.gateway
         models = {
             route.name: {
-                "state": route.status,
+                "state": route.state,
                 "replicas": [
                     {
                         "url": r.url,

@@ -308,7 +308,7 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
                 "object": "model",
                 "created": gw.started,
                 "owned_by": "orchestra",
-                "state": route.status,
+                "state": route.state,
                 "managed": route.managed,
             }
             for route in gw.table.routes.values()
@@ -320,7 +320,7 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
     @app.get("/health")
     async def health(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
-        models = {route.name: route.status for route in gw.table.routes.values()}
+        models = {route.name: route.state for route in gw.table.routes.values()}
         degraded = any(state in _UNHEALTHY_STATES for state in models.values())
         body = {"status": "degraded" if degraded else "ok", "models": models}
         return Response(orjson.dumps(body), media_type="application/json")

@@ -324,7 +324,7 @@ def _retry_after_s(value: str | None) -> float | None:
 
 def _no_upstream(route: ModelRoute) -> Unavailable:
     return Unavailable(
-        f"no upstream available for model `{route.name}` ({route.status})",
+        f"no upstream available for model `{route.name}` ({route.state})",
         headers={"retry-after": "1"},
     )
 

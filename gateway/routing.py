@@ -26,7 +26,9 @@ class ModelRoute:
     policy: BalancingPolicy
     replicas: list[Replica]
     balancer: Balancer = field(repr=False)
-    state: str = "ready"  # managed: the supervisor's word ("unknown" until it answers)
+    # Managed: the supervisor's word for the model ("unknown" until it answers). What clients
+    # see is `state`, which for unmanaged models is derived from replica health.
+    reported_state: str = "ready"
 
     def pick(self, exclude: Collection[Replica] = ()) -> Replica | None:
         candidates = [r for r in self.replicas if r.healthy and r not in exclude]
@@ -35,9 +37,9 @@ class ModelRoute:
         return candidates[0] if len(candidates) == 1 else self.balancer.pick(candidates)
 
     @property
-    def status(self) -> str:
+    def state(self) -> str:
         if self.managed:
-            return self.state
+            return self.reported_state
         return "ready" if any(r.healthy for r in self.replicas) else "down"
 
     def set_upstreams(self, urls: list[str]) -> None:
@@ -61,7 +63,7 @@ def build_route(server: ServerConfig) -> ModelRoute:
         policy=server.balancing,
         replicas=replicas,
         balancer=make_balancer(server.balancing),
-        state=state,
+        reported_state=state,
     )
 
 
@@ -83,13 +85,13 @@ class RoutingTable:
     def apply(self, status: ModelStatus) -> None:
         route = self.routes.get(status.name)
         if route is not None and route.managed:
-            route.state = status.state
+            route.reported_state = status.state
             route.set_upstreams(status.upstreams)
 
     def supervisor_lost(self) -> None:
         # Keep the last known upstreams: engines may well be serving without their supervisor.
         for route in self.managed:
-            route.state = "unknown"
+            route.reported_state = "unknown"
 
 
 class Router:

@@ -18,7 +18,7 @@ class EngineSpec:
     """Everything needed to launch one engine, except its GPUs (chosen at start time)."""
 
     id: str
-    model: str
+    served_name: str  # the `model` clients send (ServerConfig.name), not the weights path
     index: int
     port: int
     host: str
@@ -105,7 +105,7 @@ def build_specs(config: OrchestraConfig) -> dict[str, list[EngineSpec]]:
             specs.append(
                 EngineSpec(
                     id=engine_id,
-                    model=server.name,
+                    served_name=server.name,
                     index=index,
                     port=port,
                     host=config.engine.host,

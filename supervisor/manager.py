@@ -267,7 +267,7 @@ class Manager:
 
     # ---- state changes and metrics --------------------------------------------------------------
     def _on_change(self, engine: Engine, old: EngineState, new: EngineState) -> None:
-        model = self.models.get(engine.spec.model)
+        model = self.models.get(engine.spec.served_name)
         if model is not None:
             if new is S.READY and model.resident_since is None:
                 model.resident_since = time.monotonic()

@@ -160,13 +160,13 @@ class Placer:
         if e.state is S.READY and e.spec.sleep_mode:
             try:
                 await e.sleep()
-                self.metrics.evictions.labels(e.spec.model, "sleep").inc()
+                self.metrics.evictions.labels(e.spec.served_name, "sleep").inc()
                 return
             except SupervisorError as exc:
                 log.warning("%s could not sleep (%s): stopping it", e.id, exc.message)
         if e.state in ACTIVE:
             await e.stop()
-            self.metrics.evictions.labels(e.spec.model, "stop").inc()
+            self.metrics.evictions.labels(e.spec.served_name, "stop").inc()
         log.info("evicted %s (%s)", e.id, why)
 
     async def _trim_sleeping(self) -> None:
@@ -175,6 +175,6 @@ class Placer:
         if limit is None:
             return
         sleeping = [e for m in self.models.values() for e in m.sleeping()]
-        sleeping.sort(key=lambda e: self.demand.last_used(e.spec.model))
+        sleeping.sort(key=lambda e: self.demand.last_used(e.spec.served_name))
         excess = sleeping[: max(0, len(sleeping) - limit)]
         await asyncio.gather(*(e.stop() for e in excess))

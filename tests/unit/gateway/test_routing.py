@@ -39,7 +39,7 @@ def test_table_is_built_from_config() -> None:
     assert list(table.routes) == ["single", "pair", "hot", "cold"]
     single = table.routes["single"]
     assert [(r.url, r.weight) for r in single.replicas] == [("http://127.0.0.1:9001", 2.0)]
-    assert not single.managed and single.status == "ready"
+    assert not single.managed and single.state == "ready"
     pair = table.routes["pair"]
     assert pair.policy == "weighted"
     assert [(r.url, r.weight) for r in pair.replicas] == [
@@ -47,7 +47,7 @@ def test_table_is_built_from_config() -> None:
         ("http://127.0.0.1:9003", 1.0),
     ]
     assert [r.name for r in table.managed] == ["hot", "cold"]
-    assert table.routes["cold"].status == "unknown"
+    assert table.routes["cold"].state == "unknown"
     assert table.routes["cold"].replicas == []
     assert table.get("nope") is None
 
@@ -61,21 +61,21 @@ def test_pick_skips_unhealthy_and_excluded() -> None:
     assert route.pick(exclude=[first]) is None
     first.healthy = False
     assert route.pick() is None
-    assert route.status == "down"
+    assert route.state == "down"
 
 
 def test_managed_status_is_the_supervisors_word() -> None:
     route = build_route(ServerConfig(name="m", model="/m"))
-    assert route.managed and route.status == "unknown"
-    route.state = "sleeping"
-    assert route.status == "sleeping"
+    assert route.managed and route.state == "unknown"
+    route.reported_state = "sleeping"
+    assert route.state == "sleeping"
 
 
 def test_apply_adopts_upstreams_and_keeps_counters() -> None:
     table = RoutingTable(_config())
     table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://a", "http://b"]))
     hot = table.routes["hot"]
-    assert hot.status == "ready"
+    assert hot.state == "ready"
     kept = hot.replicas[1]
     kept.outstanding = 4
     table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://b", "http://c"]))
@@ -89,16 +89,16 @@ def test_apply_ignores_unknown_and_unmanaged_models() -> None:
     table.apply(ModelStatus(name="single", state="failed", upstreams=[]))
     assert "ghost" not in table.routes
     assert [r.url for r in table.routes["single"].replicas] == ["http://127.0.0.1:9001"]
-    assert table.routes["single"].status == "ready"
+    assert table.routes["single"].state == "ready"
 
 
 def test_supervisor_lost_keeps_last_upstreams() -> None:
     table = RoutingTable(_config())
     table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://a"]))
     table.supervisor_lost()
-    assert table.routes["hot"].status == "unknown"
+    assert table.routes["hot"].state == "unknown"
     assert [r.url for r in table.routes["hot"].replicas] == ["http://a"]
-    assert table.routes["single"].status == "ready"
+    assert table.routes["single"].state == "ready"
 
 
 class StubControl:
