@@ -23,6 +23,7 @@ from orchestra.config import OrchestraConfig
 from orchestra.gateway.admin import install_admin_routes
 from orchestra.gateway.admission import Admission
 from orchestra.gateway.auth import AuthMiddleware, KeyRing
+from orchestra.gateway.balancing.key import RequestKey
 from orchestra.gateway.control import ControlError, SupervisorClient
 from orchestra.gateway.dispatch import dispatch
 from orchestra.gateway.errors import (
@@ -258,6 +259,7 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
     app.add_middleware(RequestIdMiddleware)
 
     async def proxied(request: Request) -> Response:
+        arrived = time.perf_counter()
         gw: Gateway = request.app.state.gateway
         label = UNKNOWN_MODEL  # metrics label: a configured model name, never a client string
         try:
@@ -285,6 +287,8 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
                 on_usage=(
                     functools.partial(gw.limiter.settle, key, payload, len(body)) if key else None
                 ),
+                key=RequestKey(payload, request.scope["headers"]),
+                arrived=arrived,
             )
             return await dispatch(
                 gw, call, payload, request.headers.get(gw.admission.priority_header)

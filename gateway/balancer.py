@@ -1,4 +1,5 @@
-"""Replica choice per model: round-robin, weighted, least-outstanding and load-aware.
+"""Replica choice per model: round-robin, weighted, least-outstanding and load-aware here;
+the request-aware policies (prefix_aware, session) in `gateway/balancing/`.
 
 A balancer only chooses; it never changes a replica's health or counters (the proxy owns
 `outstanding`, the health monitor owns `healthy` and `load`).
@@ -11,7 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from orchestra.config import BalancingPolicy
+from orchestra.config import AffinityConfig, BalancingPolicy
+from orchestra.gateway.balancing.key import NO_KEY, RequestKey
+from orchestra.gateway.balancing.prefix import PrefixAware
+from orchestra.gateway.balancing.session import SessionAffinity
 
 
 @dataclass(eq=False)
@@ -28,21 +32,21 @@ class Replica:
 
 
 class Balancer(Protocol):
-    def pick(self, candidates: Sequence[Replica]) -> Replica: ...
+    def pick(self, candidates: Sequence[Replica], key: RequestKey = NO_KEY) -> Replica: ...
 
 
 class RoundRobin:
     def __init__(self) -> None:
         self._counter = itertools.count()
 
-    def pick(self, candidates: Sequence[Replica]) -> Replica:
+    def pick(self, candidates: Sequence[Replica], key: RequestKey = NO_KEY) -> Replica:
         return candidates[next(self._counter) % len(candidates)]
 
 
 class Weighted:
     """Smooth weighted round-robin (as in nginx): exact proportions, evenly interleaved."""
 
-    def pick(self, candidates: Sequence[Replica]) -> Replica:
+    def pick(self, candidates: Sequence[Replica], key: RequestKey = NO_KEY) -> Replica:
         total = 0.0
         best = candidates[0]
         for replica in candidates:
@@ -63,7 +67,7 @@ class LeastOutstanding:
     def _score(self, replica: Replica) -> float:
         return replica.outstanding / replica.weight
 
-    def pick(self, candidates: Sequence[Replica]) -> Replica:
+    def pick(self, candidates: Sequence[Replica], key: RequestKey = NO_KEY) -> Replica:
         start = next(self._counter) % len(candidates)
         rotated = [*candidates[start:], *candidates[:start]]
         return min(rotated, key=self._score)
@@ -76,7 +80,10 @@ class LoadAware(LeastOutstanding):
         return (replica.outstanding + replica.load) / replica.weight
 
 
-def make_balancer(policy: BalancingPolicy) -> Balancer:
+def make_balancer(policy: BalancingPolicy, affinity: AffinityConfig | None = None) -> Balancer:
+    if policy in ("prefix_aware", "session"):
+        affinity = affinity or AffinityConfig()
+        return PrefixAware(affinity) if policy == "prefix_aware" else SessionAffinity(affinity)
     if policy == "weighted":
         return Weighted()
     if policy == "least_outstanding":

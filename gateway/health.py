@@ -20,6 +20,7 @@ from orchestra.gateway.routing import ModelRoute, RoutingTable
 log = logging.getLogger(__name__)
 
 _QUEUE_GAUGES = (b"vllm:num_requests_running", b"vllm:num_requests_waiting")
+_LOAD_SCRAPED = frozenset({"load_aware", "prefix_aware", "session"})  # policies that read `load`
 
 
 class HealthMonitor:
@@ -70,7 +71,7 @@ class HealthMonitor:
             for replica in route.replicas:
                 if not replica.healthy and now >= replica.retry_at:
                     jobs.append(self._probe(route, replica))
-                elif replica.healthy and route.policy == "load_aware":
+                elif replica.healthy and route.policy in _LOAD_SCRAPED:
                     jobs.append(self._scrape_load(replica))
         if jobs:
             await asyncio.gather(*jobs)

@@ -31,17 +31,29 @@ _LATENCY_BUCKETS = (
 )
 
 
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
+
+
 class ModelMetrics:
     """One model's labelled children, looked up once: `labels()` costs a lock and a tuple
     hash per call, which showed up at several percent of the gateway's CPU under load."""
 
-    __slots__ = ("_model", "_requests", "_statuses", "inflight", "request_seconds", "ttfb_seconds")
+    __slots__ = (
+        "_model",
+        "_requests",
+        "_statuses",
+        "inflight",
+        "overhead_seconds",
+        "request_seconds",
+        "ttfb_seconds",
+    )
 
     def __init__(self, metrics: GatewayMetrics, model: str) -> None:
         self._model = model
         self.inflight = metrics.inflight.labels(model)
         self.request_seconds = metrics.request_seconds.labels(model)
         self.ttfb_seconds = metrics.ttfb_seconds.labels(model)
+        self.overhead_seconds = metrics.overhead_seconds.labels(model)
         self._requests = metrics.requests
         self._statuses: dict[int, Counter] = {}
 
@@ -75,6 +87,14 @@ class GatewayMetrics:
             "Time until the upstream's first body byte (first token for streams).",
             ["model"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead_seconds = Histogram(
+            "orchestra_gateway_overhead_seconds",
+            "Gateway time until the response head, upstream waits excluded "
+            "(x-orchestra-overhead-ms).",
+            ["model"],
+            buckets=_OVERHEAD_BUCKETS,
             registry=r,
         )
         self.inflight = Gauge(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from orchestra.config import GatewayConfig
 from orchestra.gateway.balancer import Replica
+from orchestra.gateway.balancing.key import NO_KEY, RequestKey
 from orchestra.gateway.errors import (
     GatewayError,
     Unavailable,
@@ -52,6 +53,9 @@ class UpstreamCall:
     headers: dict[str, str]  # sent upstream
     reply_headers: dict[str, str]  # sent to the client (x-request-id, ...)
     on_usage: Callable[[object], None] | None = None  # the reply's `usage` (rate-limit settling)
+    key: RequestKey = NO_KEY  # what request-aware balancing looks at
+    arrived: float = field(default_factory=time.perf_counter)  # for x-orchestra-overhead-ms
+    upstream_s: float = 0.0  # time spent waiting on upstreams (excluded from the overhead)
 
     def usage(self, metrics: GatewayMetrics, usage: object) -> None:
         """The reply's `usage` (or None): counted in metrics and handed to `on_usage`."""
@@ -107,7 +111,8 @@ class Proxy:
         reensured = False
         try:
             while True:
-                replica = route.pick(exclude=tried) or route.pick()
+                # Untried replicas first (in panic: even ones marked down), then healthy again.
+                replica = route.pick(tried, call.key) or route.pick(key=call.key, panic=False)
                 failure: _Failure | None = None
                 if replica is None:
                     # Nothing (left) to try. After a real attempt its own failure is the answer:
@@ -119,7 +124,7 @@ class Proxy:
                     if not isinstance(outcome, _Failure):
                         streaming = isinstance(outcome, StreamingResponse)
                         status = outcome.status_code
-                        return outcome
+                        return self._stamp(call, outcome)
                     failure = last = outcome
                 out_of_tries = (
                     replica is None
@@ -137,7 +142,7 @@ class Proxy:
                     final = failure.response or failure.error.response()
                     final.headers.update(call.reply_headers)
                     status = final.status_code
-                    return final
+                    return self._stamp(call, final)
                 self._metrics.retries.labels(model, failure.reason).inc()
                 await asyncio.sleep(self._retries.backoff_s)
         except GatewayError as exc:
@@ -148,6 +153,14 @@ class Proxy:
         finally:
             if not streaming:  # a stream settles these when it ends
                 self._finish(model, status, started, count=status not in uncounted)
+
+    def _stamp(self, call: UpstreamCall, response: Response) -> Response:
+        """x-orchestra-overhead-ms: the gateway's own time until the response head, upstream
+        waits excluded (for a stream, the relay after the first chunk is not in it)."""
+        overhead = time.perf_counter() - call.arrived - call.upstream_s
+        response.headers["x-orchestra-overhead-ms"] = f"{overhead * 1000:.3f}"
+        self._metrics.model(call.model).overhead_seconds.observe(overhead)
+        return response
 
     def _finish(self, model: str, status: int, started: float, count: bool = True) -> None:
         bound = self._metrics.model(model)
@@ -171,6 +184,7 @@ class Proxy:
         resp: aiohttp.ClientResponse | None = None
         handed_to_stream = False
         try:
+            sent = time.perf_counter()
             try:
                 async with asyncio.timeout(self._timeouts.first_byte_s):
                     resp = await self._session.post(
@@ -192,12 +206,16 @@ class Proxy:
                 # keep-alive socket): retry, and let the health probe judge the replica.
                 self._metrics.upstream_errors.labels(call.model, "disconnect").inc()
                 return _Failure("disconnect", UpstreamError(f"upstream failed: {exc!r}"))
+            finally:
+                call.upstream_s += time.perf_counter() - sent
 
             self._metrics.model(call.model).ttfb_seconds.observe(time.perf_counter() - started)
             headers = {**call.reply_headers, "x-orchestra-backend": "vllm"}
             content_type = resp.headers.get("content-type", "application/json")
             if resp.status < 500:
                 replica.consecutive_500s = 0
+                if not replica.healthy:  # tried in panic, and it answered: back at once
+                    self._health.mark_up(route, replica)
             if relay:
                 if not first:
                     return _Failure("empty_stream", UpstreamError("upstream closed the stream"))

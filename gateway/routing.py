@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from orchestra.config import BalancingPolicy, OrchestraConfig, ServerConfig
 from orchestra.gateway.balancer import Balancer, Replica, make_balancer
+from orchestra.gateway.balancing.key import NO_KEY, RequestKey
 from orchestra.gateway.control import ControlError, ModelStatus, SupervisorClient
 from orchestra.gateway.errors import ModelNotFound, Unavailable, UpstreamTimeout
 from orchestra.gateway.metrics import GatewayMetrics
@@ -30,11 +31,20 @@ class ModelRoute:
     # see is `state`, which for unmanaged models is derived from replica health.
     reported_state: str = "ready"
 
-    def pick(self, exclude: Collection[Replica] = ()) -> Replica | None:
+    def pick(
+        self, exclude: Collection[Replica] = (), key: RequestKey = NO_KEY, panic: bool = True
+    ) -> Replica | None:
+        """A healthy replica not in `exclude`. Panic (Envoy's panic threshold at 100%): when
+        no replica of the model is healthy, the untried ones are tried anyway; a cool-down
+        may outlast the fault, and a success puts the replica back at once."""
         candidates = [r for r in self.replicas if r.healthy and r not in exclude]
         if not candidates:
-            return None
-        return candidates[0] if len(candidates) == 1 else self.balancer.pick(candidates)
+            if not panic or any(r.healthy for r in self.replicas):
+                return None
+            candidates = [r for r in self.replicas if r not in exclude]
+            if not candidates:
+                return None
+        return candidates[0] if len(candidates) == 1 else self.balancer.pick(candidates, key)
 
     @property
     def state(self) -> str:
@@ -62,7 +72,7 @@ def build_route(server: ServerConfig) -> ModelRoute:
         managed=server.managed,
         policy=server.balancing,
         replicas=replicas,
-        balancer=make_balancer(server.balancing),
+        balancer=make_balancer(server.balancing, server.affinity),
         reported_state=state,
     )
 

@@ -16,7 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-BalancingPolicy = Literal["round_robin", "weighted", "least_outstanding", "load_aware"]
+BalancingPolicy = Literal[
+    "round_robin", "weighted", "least_outstanding", "load_aware", "prefix_aware", "session"
+]
 
 DEFAULT_CONFIG_PATH = Path("configs/vllm_config.yaml")
 
@@ -195,6 +197,30 @@ class FallbackConfig(_Strict):
     ollama: OllamaFallback | None = None
 
 
+class AffinityConfig(_Strict):
+    """Knobs of the `prefix_aware` and `session` policies (docs/balancing.md)."""
+
+    block_chars: int = Field(
+        128, ge=16, description="prefix_aware: characters per hashed block of the prompt"
+    )
+    max_blocks: int = Field(
+        64, ge=1, description="prefix_aware: leading blocks hashed per request (CPU bound)"
+    )
+    table_size: int = Field(
+        65536, ge=1, description="prefix_aware: block hashes remembered (LRU), all replicas"
+    )
+    load_gate: float = Field(
+        8.0,
+        ge=0,
+        description="prefix_aware: leave the best-matching replica when its running+waiting "
+        "exceeds the least-loaded replica's by more than this",
+    )
+    session_header: str = Field("x-session-id", description="session: the session key header")
+    virtual_nodes: int = Field(
+        160, ge=1, description="session: points per replica on the consistent-hash ring"
+    )
+
+
 class ReplicaConfig(_Strict):
     url: str | None = Field(None, description="an upstream Orchestra does not launch")
     weight: float = Field(1.0, gt=0)
@@ -215,6 +241,7 @@ class ServerConfig(_Strict):
     url: str | None = None
     replicas: list[ReplicaConfig] | None = None
     balancing: BalancingPolicy = "round_robin"
+    affinity: AffinityConfig = AffinityConfig()
     weight: float = Field(1.0, gt=0)
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_ids: list[int] | None = None

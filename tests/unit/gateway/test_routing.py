@@ -60,8 +60,20 @@ def test_pick_skips_unhealthy_and_excluded() -> None:
     assert route.pick() is first
     assert route.pick(exclude=[first]) is None
     first.healthy = False
-    assert route.pick() is None
+    assert route.pick(panic=False) is None
     assert route.state == "down"
+
+
+def test_pick_in_panic_tries_replicas_marked_down_once_each() -> None:
+    route = RoutingTable(_config()).routes["pair"]
+    first, second = route.replicas
+    first.healthy = second.healthy = False
+    tried = [route.pick()]
+    tried.append(route.pick(exclude=tried))
+    assert set(tried) == {first, second}  # every replica is down: each is tried anyway
+    assert route.pick(exclude=tried) is None
+    second.healthy = True
+    assert route.pick(exclude=[second]) is None  # one is healthy again: no panic
 
 
 def test_managed_status_is_the_supervisors_word() -> None:

@@ -1,0 +1,1 @@
+"""Balancing policies that look at the request (prefix-cache affinity, session affinity)."""
