@@ -35,6 +35,7 @@ from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.retry_budget import RetryBudget
 from orchestra.gateway.routing import ModelRoute
 from orchestra.gateway.sse_check import MalformedStream, SseCheck
+from orchestra.gateway.stream_relay import ClientGone, IdleWatch, RelayResponse
 
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 # Failures that mean the engine is not there any more (evicted by a swap, crashed, restarting):
@@ -220,10 +221,12 @@ class Proxy:
                 if not first:
                     return _Failure("empty_stream", UpstreamError("upstream closed the stream"))
                 handed_to_stream = True
-                return StreamingResponse(
+                reader = resp.content
+                return RelayResponse(
                     self._relay(call, route, replica, resp, first, started),
                     headers=headers,
                     media_type=content_type,
+                    on_disconnect=lambda: reader.set_exception(ClientGone()),
                 )
             reply = Response(first, resp.status, headers=headers, media_type=content_type)
             if "retry-after" in resp.headers:  # 429 and 503 alike: the client needs the hint
@@ -255,11 +258,14 @@ class Proxy:
         first: bytes,
         started: float,
     ) -> AsyncIterator[bytes]:
-        tail = first[-_TAIL_BYTES:]
+        recent = [first]  # the last chunks, for the final usage and [DONE] (joined at the end)
         status = 499  # until the stream ends on its own, the client is the one who left
         finished = False
         problem = ""
-        check = SseCheck() if resp.headers.get("content-type", "").startswith(_SSE) else None
+        sse = resp.headers.get("content-type", "").startswith(_SSE)
+        check = SseCheck() if sse else None
+        reader = resp.content
+        watch = IdleWatch(self._timeouts.idle_read_s, reader.set_exception)
         try:
             chunk = first
             while chunk:
@@ -268,19 +274,23 @@ class Proxy:
                     yield out
                 if check is not None and check.bad:
                     raise MalformedStream
-                async with asyncio.timeout(self._timeouts.idle_read_s):
-                    chunk = await resp.content.readany()
-                tail = (tail + chunk)[-_TAIL_BYTES:]
+                watch.reading()
+                chunk = await reader.readany()
+                watch.done()
+                recent.append(chunk)
+                if len(recent) > 32:
+                    recent = [b"".join(recent)[-_TAIL_BYTES:]]
             if check is not None and check.pending:
                 yield check.flush()
             finished = True
             status = 200
-            sse = resp.headers.get("content-type", "").startswith(_SSE)
-            if sse and b"[DONE]" not in tail[-64:]:
+            if sse and b"[DONE]" not in b"".join(recent[-3:])[-64:]:
                 problem = "upstream closed the stream before [DONE]"
+        except ClientGone:
+            pass  # status stays 499; the upstream request is cancelled below
         except MalformedStream:
             problem = "upstream sent a malformed SSE event"
-            tail = b"\n\n"  # only whole, valid events went out
+            recent = [b"\n\n"]  # only whole, valid events went out
             self._health.mark_down(route, replica, "malformed SSE")
         except TimeoutError:
             problem = f"upstream sent nothing for {self._timeouts.idle_read_s:g}s"
@@ -289,6 +299,8 @@ class Proxy:
             problem = f"upstream connection lost mid-stream: {exc.__class__.__name__}"
             self._health.mark_down(route, replica, "lost mid-stream")
         finally:
+            watch.cancel()
+            tail = b"".join(recent)[-_TAIL_BYTES:]
             replica.outstanding -= 1
             if finished:
                 resp.release()

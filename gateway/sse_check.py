@@ -23,6 +23,21 @@ class SseCheck:
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes that may be sent now; on a bad event sets `bad` and returns the good prefix."""
+        if (  # fast path, vLLM's usual chunk: exactly one `data: ...` event, nothing pending
+            not self.pending
+            and chunk.startswith(b"data: ")
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk.endswith(b"\n\n")
+            and not self.off
+        ):
+            payload = chunk[6:-2]
+            if payload != _DONE:
+                try:
+                    orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    self.bad = True
+                    return b""
+            return chunk
         if self.off or b"\r" in chunk:
             self.off = True
             return self.flush() + chunk
