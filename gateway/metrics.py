@@ -6,7 +6,10 @@ Labels stay bounded: `model` is a configured model name (unknown names become `_
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 UNKNOWN_MODEL = "_unknown"
 
@@ -67,6 +70,9 @@ class ModelMetrics:
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        # Set by gateway/workers.py for its workers: samples go to files there and /metrics
+        # renders every worker's (prometheus-client's multiprocess mode).
+        self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         self._models: dict[str, ModelMetrics] = {}
         r = self.registry
         self.requests = Counter(
@@ -98,7 +104,11 @@ class GatewayMetrics:
             registry=r,
         )
         self.inflight = Gauge(
-            "orchestra_inflight_requests", "Requests in progress.", ["model"], registry=r
+            "orchestra_inflight_requests",
+            "Requests in progress.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.retries = Counter(
             "orchestra_upstream_retries",
@@ -114,9 +124,10 @@ class GatewayMetrics:
         )
         self.upstream_healthy = Gauge(
             "orchestra_upstream_healthy",
-            "1 when the replica is taken for new requests.",
+            "1 when the replica is taken for new requests (by every worker).",
             ["model", "upstream"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.upstream_errors = Counter(
             "orchestra_upstream_errors",
@@ -160,4 +171,8 @@ class GatewayMetrics:
                 self.tokens.labels(model, kind).inc(value)
 
     def render(self) -> bytes:
+        if self._multiprocess_dir:
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, self._multiprocess_dir)
+            return generate_latest(merged)
         return generate_latest(self.registry)

@@ -89,6 +89,13 @@ class GatewayConfig(_Strict):
     priority_header: str = Field(
         "x-orchestra-priority", description="request header with an int; lower = served first"
     )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="gateway processes sharing the port (SO_REUSEPORT); None = one per core, "
+        "at most 8. Rate limits and admission caps are divided exactly among them",
+    )
     ratelimit_default_completion_tokens: int = Field(
         256, ge=0, description="tokens/min charge for a request without max_tokens"
     )

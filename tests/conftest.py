@@ -111,6 +111,7 @@ class GatewayProcess:
             self.config = dict(config or {})
             section = dict(self.config.get("gateway") or {})
             section.setdefault("port", port or free_port())
+            section.setdefault("workers", 1)  # tests of several workers say so
             self.config["gateway"] = section
             port = port or int(section["port"])
             config_path = Path(self._dir.name) / "config.yaml"
@@ -119,6 +120,8 @@ class GatewayProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.env = dict(env or {})
+        if self.config is None:  # a file as is: one worker unless the test says otherwise
+            self.env.setdefault("ORCHESTRA_GATEWAY__WORKERS", "1")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:

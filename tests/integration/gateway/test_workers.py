@@ -1,0 +1,62 @@
+"""`gateway.workers: 2`: two processes on one port, merged /metrics, a dead worker restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
+from tests.fake_engine import FakeEngineProcess, free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+PATH = "/v1/completions"
+BODY = {"model": "w", "prompt": "x", "max_tokens": 1}
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(x) for x in text.split()]
+
+
+def test_two_workers_share_the_port_and_the_metrics() -> None:
+    with FakeEngineProcess("--served-model-name", "w", name="w") as engine:
+        config = {
+            "gateway": fast_gateway_section(free_port(), workers=2),
+            "servers": [{"name": "w", "url": engine.url}],
+        }
+        with GatewayProcess(config) as gw:
+            assert gw.proc is not None
+            workers = wait_until(
+                lambda: len(_children(gw.proc.pid)) == 2 and _children(gw.proc.pid)
+            )
+            for _ in range(40):  # a new connection each: the kernel spreads them
+                assert httpx.post(gw.url + PATH, json=BODY, timeout=10).status_code == 200
+            # Request ids carry a per-process prefix: both workers served some.
+            prefixes = {r["x_request_id"][:16] for r in engine.stats()["records"]}
+            assert len(prefixes) == 2
+            # Any worker's /metrics counts every worker's requests.
+            for _ in range(4):
+                assert gw.metric("orchestra_requests_total", model="w", status="200") == 40
+
+            # A worker that dies is replaced; the port keeps answering.
+            os.kill(workers[0], signal.SIGKILL)
+            wait_until(
+                lambda: len(kids := _children(gw.proc.pid)) == 2 and workers[0] not in kids,
+                timeout=20,
+                what="worker restarted",
+            )
+            wait_until(lambda: httpx.get(gw.url + "/health", timeout=5).status_code == 200)
+            for _ in range(10):
+                assert httpx.post(gw.url + PATH, json=BODY, timeout=10).status_code == 200
+            final = _children(gw.proc.pid)
+        assert gw.proc.returncode == 0
+        for pid in final:  # the workers went with the parent
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+            )
