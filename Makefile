@@ -34,6 +34,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+BENCH_ARGS ?= --ceiling --affinity --prefix-engines
 bench: venv $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 $(VENV)/.bench-installed: $(VENV)/.installed

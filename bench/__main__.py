@@ -54,6 +54,11 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         "--py-spy", help="record the gateway with py-spy (.svg flamegraph, .txt collapsed stacks)"
     )
     p.add_argument("--quick", action="store_true", help="smoke run: c=1,8, 1 s, 1 round")
+    p.add_argument("--ceiling", action="store_true", help="req/s ceiling: gateway vs nginx")
+    p.add_argument("--affinity", action="store_true", help="session stickiness (fake engines)")
+    p.add_argument(
+        "--prefix-engines", action="store_true", help="prefix_aware vs round robin, 2 real engines"
+    )
     a = p.parse_args(argv)
     opts = BenchOptions(
         concurrency=[int(x) for x in a.concurrency.split(",") if x],
@@ -77,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         out_dir=a.out_dir,
         py_spy=a.py_spy,
     )
+    opts.extras = tuple(
+        name for name in ("ceiling", "affinity", "prefix_engines") if getattr(a, name)
+    )
     if a.quick:
         opts.concurrency, opts.duration_s, opts.rounds = [1, 8], 1.0, 1
         opts.stream_max_tokens, opts.stream_token_rate = 8, 50.0
@@ -96,6 +104,26 @@ def ensure_wrk(console: Console) -> None:
     subprocess.run(
         ["apt-get", "install", "-y", "-q", "wrk"], capture_output=True, timeout=300, check=False
     )
+
+
+def extra_figures(
+    extras: tuple[str, ...], cpus: dict[str, int | None], console: Console
+) -> dict[str, Any]:
+    """The figures of issue 13 (ceiling vs nginx, workers, session, prefix-cache hits)."""
+    from bench.affinity import prefix_figures, session_figures
+    from bench.ceiling import ceiling_figures
+
+    makers = {
+        "ceiling": lambda: ceiling_figures(cpus),
+        "affinity": session_figures,
+        "prefix_engines": prefix_figures,
+    }
+    out: dict[str, Any] = {}
+    for name in extras:
+        console.print(f"measuring {name} ...")
+        out[name] = makers[name]()
+        console.print_json(data=out[name])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             report["swap"] = swap_figures(
                 opts.supervisor_url, opts.model, opts.gateway_url, opts.model_path
             )
+    report |= extra_figures(opts.extras, cpus, console)
     report["method"] = method(opts, cpus)
     report["options"] = {
         k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items()

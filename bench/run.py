@@ -46,6 +46,7 @@ class BenchOptions:
     model_path: str | None = None  # to evict/warm the page cache for cold-start figures
     out_dir: Path = REPO / "bench" / "results"
     py_spy: str | None = None  # record the gateway with py-spy into this SVG (fake mode only)
+    extras: tuple[str, ...] = ()  # ceiling, affinity, prefix_engines (bench/ceiling, affinity)
 
 
 @dataclass
@@ -113,7 +114,9 @@ def fake_upstream(opts: BenchOptions, cpu: int | None) -> Iterator[str]:
 
 
 @contextmanager
-def gateway_process(upstream: str, model: str, cpu: int | None) -> Iterator[tuple[str, int]]:
+def gateway_process(
+    upstream: str, model: str, cpu: int | None, workers: int = 1
+) -> Iterator[tuple[str, int]]:
     sys.path.insert(0, str(REPO))
     from tests.fake_engine import free_port
 
@@ -124,7 +127,7 @@ def gateway_process(upstream: str, model: str, cpu: int | None) -> Iterator[tupl
             json.dumps(  # JSON is YAML
                 {
                     "servers": [{"name": model, "url": upstream}],
-                    "gateway": {"host": "127.0.0.1", "port": port},
+                    "gateway": {"host": "127.0.0.1", "port": port, "workers": workers},
                 }
             )
         )

@@ -1,0 +1,151 @@
+"""The gateway's ceiling: req/s at saturation against an upstream that answers at once.
+
+Legs, alternated round by round (A B C, C B A, ...) so noise hits all alike:
+- direct: wrk -> fake upstream;
+- nginx: Debian's nginx (one worker, `proxy_pass` with upstream keepalive) pinned to the
+  gateway's core;
+- gateway: `python -m orchestra.gateway` with one worker, pinned to the same core.
+Then `workers`: the gateway unpinned with 1 and with 2 workers (on a 2-core machine the load
+generator and upstream share the cores, so expect little; a 16-core host scales ~linearly until
+the upstream or the NIC is the limit).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.load import chat_body, have_wrk, run_wrk
+from bench.run import CHAT, BenchOptions, _get, _set_fake, fake_upstream, gateway_process
+
+_NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  upstream up {{ server {upstream}; keepalive 512; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+
+
+def ensure_nginx() -> str | None:
+    """Debian's nginx (nginx-light), installed with apt-get when missing and we are root."""
+    found = shutil.which("nginx") or (Path("/usr/sbin/nginx").exists() and "/usr/sbin/nginx")
+    if not found and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "nginx-light"],
+            capture_output=True,
+            timeout=300,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        found = shutil.which("nginx") or (Path("/usr/sbin/nginx").exists() and "/usr/sbin/nginx")
+    return found or None
+
+
+@contextmanager
+def nginx_proxy(binary: str, upstream: str, cpu: int | None) -> Iterator[str]:
+    from tests.fake_engine import free_port
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        host = upstream.removeprefix("http://")
+        conf.write_text(_NGINX_CONF.format(dir=tmp, upstream=host, port=port))
+        cmd = [binary, "-c", str(conf), "-p", tmp]
+        if cpu is not None and shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 10
+            while _get(url + "/health") != 200:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not start: {(Path(tmp) / 'error.log')}")
+                time.sleep(0.05)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+
+
+def _rps(url: str, body: bytes, concurrency: int, seconds: float, cpu: int | None) -> float:
+    result = run_wrk(url + CHAT, body, concurrency, seconds, cpu)
+    return result.requests / (result.window_s or 1.0)
+
+
+def _alternate(
+    legs: dict[str, str], body: bytes, c: int, seconds: float, rounds: int, cpu: int | None
+) -> dict[str, float]:
+    totals: dict[str, list[float]] = {name: [] for name in legs}
+    names = list(legs)
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            totals[name].append(_rps(legs[name], body, c, seconds, cpu))
+    return {name: round(sum(v) / len(v), 1) for name, v in totals.items()}
+
+
+def ceiling_figures(
+    cpus: dict[str, int | None], concurrency: int = 64, seconds: float = 4.0, rounds: int = 2
+) -> dict[str, Any]:
+    if not have_wrk():
+        return {"skipped": "wrk not found"}
+    opts = BenchOptions(model="bench")
+    body = chat_body("bench", 1, False)
+    out: dict[str, Any] = {"concurrency": concurrency, "seconds_per_round": seconds}
+    with ExitStack() as stack:
+        upstream = stack.enter_context(fake_upstream(opts, cpus["upstream"]))
+        _set_fake(upstream, 0.0, 0.0)  # answers at once
+        legs = {"direct": upstream}
+        nginx = ensure_nginx()
+        if nginx:
+            legs["nginx"] = stack.enter_context(nginx_proxy(nginx, upstream, cpus["gateway"]))
+        gw_url, _ = stack.enter_context(gateway_process(upstream, "bench", cpus["gateway"]))
+        legs["gateway"] = gw_url
+        _rps(gw_url, body, concurrency, 1, cpus["load"])  # warm the pools
+        rps = _alternate(legs, body, concurrency, seconds, rounds, cpus["load"])
+        out["req_per_s_one_core"] = rps
+        out["gateway_vs_direct"] = round(rps["gateway"] / rps["direct"], 3)
+        if "nginx" in rps:
+            out["gateway_vs_nginx"] = round(rps["gateway"] / rps["nginx"], 3)
+        with ExitStack() as gws:
+            one, _ = gws.enter_context(gateway_process(upstream, "bench", None, workers=1))
+            two, _ = gws.enter_context(gateway_process(upstream, "bench", None, workers=2))
+            for url in (one, two):
+                _rps(url, body, concurrency, 1, None)
+            workers = _alternate({"1": one, "2": two}, body, concurrency, seconds, rounds, None)
+        out["workers_req_per_s_unpinned"] = workers
+        out["two_vs_one_worker"] = round(workers["2"] / workers["1"], 3)
+    return out
+
+
+if __name__ == "__main__":
+    import json
+
+    from bench.run import cpu_plan
+
+    print(json.dumps(ceiling_figures(cpu_plan(True)), indent=2))
