@@ -36,7 +36,7 @@ from orchestra.gateway.fallback import OllamaClient
 from orchestra.gateway.health import HealthMonitor
 from orchestra.gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
 from orchestra.gateway.proxy import Proxy, UpstreamCall
-from orchestra.gateway.ratelimit import RateLimiter
+from orchestra.gateway.ratelimit import RateLimiter, make_limiter
 from orchestra.gateway.routing import Router, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         proxy=Proxy(session, health, metrics, gw, reensure=router.reensure),
         control=control,
         keys=KeyRing(gw),
-        limiter=RateLimiter(gw),
+        limiter=make_limiter(gw),
         admission=Admission(config),
         fallback=OllamaClient(config.fallback.ollama, session, metrics)
         if config.fallback.ollama is not None
@@ -252,6 +252,7 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await gw.limiter.close()
 
     app = FastAPI(title="Orchestra gateway", lifespan=lifespan)
     install_error_handlers(app)
@@ -276,7 +277,7 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
             if auth and not gw.config.gateway.api_keys:
                 headers["authorization"] = auth  # no gateway keys: the upstream may want its own
             key = state.get("api_key")
-            limits = gw.limiter.admit(key, payload, len(body)) if key else {}
+            limits = await gw.limiter.admit_async(key, payload, len(body)) if key else {}
             call = UpstreamCall(
                 path=request.scope["path"],
                 body=body,

@@ -55,6 +55,9 @@ def _duration(seconds: float) -> str:
 
 
 class RateLimiter:
+    """Local buckets (this process). With workers, each has its exact share of every limit;
+    `make_limiter` returns the Redis-backed one when `gateway.redis_url` is set."""
+
     def __init__(self, config: GatewayConfig) -> None:
         self.default_completion = config.ratelimit_default_completion_tokens
         self._requests: dict[str, Bucket] = {}
@@ -95,6 +98,15 @@ class RateLimiter:
             )
         return headers
 
+    async def admit_async(
+        self, key: ApiKey, payload: Mapping[str, Any], body_bytes: int
+    ) -> dict[str, str]:
+        """`admit` for the request path; the Redis-backed limiter overrides it."""
+        return self.admit(key, payload, body_bytes)
+
+    async def close(self) -> None:
+        """Nothing to close here; the Redis-backed limiter closes its client."""
+
     def settle(
         self, key: ApiKey, payload: Mapping[str, Any], body_bytes: int, usage: object
     ) -> None:
@@ -121,3 +133,11 @@ class RateLimiter:
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(bucket.level)))
             headers[f"x-ratelimit-reset-{kind}"] = _duration(bucket.reset_s())
         return headers
+
+
+def make_limiter(config: GatewayConfig) -> RateLimiter:
+    if config.redis_url is None:
+        return RateLimiter(config)
+    from orchestra.gateway.shared_ratelimit import RedisRateLimiter  # the `redis` extra
+
+    return RedisRateLimiter(config, config.redis_url)

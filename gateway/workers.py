@@ -5,8 +5,9 @@ What must stay correct across processes is divided exactly: worker i of N gets
 `total // N (+1 for the first total % N)` of every API key's requests/tokens per minute and of
 every model's `max_inflight`/`max_queue`, so the sums are the configured limits. (The kernel
 spreads connections, not requests: a client on one keep-alive connection meets one worker's
-share.) Metrics are aggregated with prometheus-client's multiprocess mode: every worker writes
-its samples to a shared directory and `/metrics` on any worker renders all of them.
+share.) With `gateway.redis_url` the rate limits live whole in Redis instead
+(`shared_ratelimit.py`). Metrics are aggregated with prometheus-client's multiprocess mode:
+every worker writes its samples to a shared directory and `/metrics` on any worker renders all.
 
 The parent only starts, watches and stops the workers: SIGTERM/SIGINT is passed on (each
 drains), a worker that dies is restarted, and one that cannot start (port taken) ends the lot.
@@ -44,7 +45,8 @@ def cores() -> int:
 
 def _limits(config: OrchestraConfig) -> Iterator[tuple[str, int]]:
     """(YAML path, value) of every limit that is divided among workers (zero shares refused)."""
-    for i, key in enumerate(config.gateway.api_keys):
+    shared = config.gateway.redis_url is not None  # rate limits held in Redis, not divided
+    for i, key in enumerate([] if shared else config.gateway.api_keys):
         for field in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(key, field)
             if value is not None:
@@ -82,15 +84,19 @@ def divide(config: OrchestraConfig, index: int, count: int) -> OrchestraConfig:
     def part(value: int | None) -> int | None:
         return None if value is None else share(value, index, count)
 
-    keys = [
-        key.model_copy(
-            update={
-                "requests_per_minute": part(key.requests_per_minute),
-                "tokens_per_minute": part(key.tokens_per_minute),
-            }
-        )
-        for key in config.gateway.api_keys
-    ]
+    keys = (
+        config.gateway.api_keys
+        if config.gateway.redis_url
+        else [
+            key.model_copy(
+                update={
+                    "requests_per_minute": part(key.requests_per_minute),
+                    "tokens_per_minute": part(key.tokens_per_minute),
+                }
+            )
+            for key in config.gateway.api_keys
+        ]
+    )
 
     def servers(section: list[ServerConfig]) -> list[ServerConfig]:
         return [

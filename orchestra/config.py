@@ -96,6 +96,12 @@ class GatewayConfig(_Strict):
         description="gateway processes sharing the port (SO_REUSEPORT); None = one per core, "
         "at most 8. Rate limits and admission caps are divided exactly among them",
     )
+    redis_url: str | None = Field(
+        None,
+        description="rate limits shared in Redis (redis://host:port/db) by every worker; "
+        "None = each worker holds its exact share",
+    )
+    redis_timeout_s: float = Field(0.5, gt=0, description="one Redis call (connect included)")
     ratelimit_default_completion_tokens: int = Field(
         256, ge=0, description="tokens/min charge for a request without max_tokens"
     )

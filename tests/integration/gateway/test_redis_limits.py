@@ -1,0 +1,120 @@
+"""`gateway.redis_url`: a key's rate limit holds across two workers, kept in a real Debian
+`redis-server` (installed with apt-get when missing); without Redis each worker falls back to
+its local buckets."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestra.gateway.auth import hash_key
+from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
+from tests.fake_engine import FakeEngineProcess, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+PATH = "/v1/completions"
+BODY = {"model": "r", "prompt": "x", "max_tokens": 1}
+KEY = "sk-shared"
+
+
+def _install_redis() -> str | None:
+    """None when redis-server is there (installed if needed), else why not."""
+    if shutil.which("redis-server"):
+        return None
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return "redis-server is not installed and apt-get as root is not available"
+    policy = subprocess.run(
+        ["apt-cache", "policy", "redis-server"], capture_output=True, text=True, check=False
+    )
+    if "Candidate: (none)" in policy.stdout or "Candidate" not in policy.stdout:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=False)
+    rc_d = Path("/usr/sbin/policy-rc.d")  # keep the package's own service from starting
+    created = not rc_d.exists()
+    if created:
+        rc_d.write_text("#!/bin/sh\nexit 101\n")
+        rc_d.chmod(0o755)
+    try:
+        out = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            check=False,
+        )
+    finally:
+        if created:
+            rc_d.unlink()
+    return None if shutil.which("redis-server") else f"apt-get failed: {out.stderr[-500:]}"
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    why = _install_redis()
+    if why:
+        pytest.skip(why)
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no"]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+    def answers() -> bool:
+        probe = subprocess.run(
+            ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, check=False
+        )
+        return probe.stdout.strip() == "PONG"
+
+    try:
+        wait_until(answers, what="redis-server up")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+def _gateway(engine: FakeEngineProcess, redis_url: str, rpm: int) -> GatewayProcess:
+    key = {"name": "team", "sha256": hash_key(KEY), "requests_per_minute": rpm}
+    section = fast_gateway_section(free_port(), workers=2, api_keys=[key], redis_url=redis_url)
+    return GatewayProcess({"gateway": section, "servers": [{"name": "r", "url": engine.url}]})
+
+
+def _statuses(url: str, n: int) -> collections.Counter[int]:
+    headers = {"authorization": f"Bearer {KEY}"}
+    return collections.Counter(  # a new connection each: both workers take some
+        httpx.post(url + PATH, json=BODY, headers=headers, timeout=10).status_code for _ in range(n)
+    )
+
+
+def test_a_keys_limit_holds_across_workers(redis_url: str) -> None:
+    with FakeEngineProcess("--served-model-name", "r", name="r") as engine:
+        with _gateway(engine, redis_url, rpm=7) as gw:
+            statuses = _statuses(gw.url, 12)
+            assert statuses == {200: 7, 429: 5}  # exactly the limit, whichever worker served
+            prefixes = {r["x_request_id"][:16] for r in engine.stats()["records"]}
+            assert len(prefixes) == 2  # (and both workers did serve)
+            refused = httpx.post(
+                gw.url + PATH, json=BODY, headers={"authorization": f"Bearer {KEY}"}, timeout=10
+            )
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+            assert refused.headers["x-ratelimit-limit-requests"] == "7"
+            assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_without_redis_each_worker_keeps_serving() -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with FakeEngineProcess("--served-model-name", "r", name="r") as engine:
+        with _gateway(engine, dead, rpm=100) as gw:
+            assert _statuses(gw.url, 6) == {200: 6}
+            assert "redis unreachable" in gw.output()
