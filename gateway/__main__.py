@@ -15,7 +15,13 @@ import uvicorn
 
 from orchestra.config import ConfigError, OrchestraConfig, load_config
 from orchestra.gateway.app import create_app
-from orchestra.gateway.workers import Workers, divide, reuseport_socket, worker_count
+from orchestra.gateway.workers import (
+    Workers,
+    divide,
+    exit_with_parent,
+    reuseport_socket,
+    worker_count,
+)
 
 
 def _serve(config: OrchestraConfig, worker: tuple[int, int] | None) -> None:
@@ -31,6 +37,8 @@ def _serve(config: OrchestraConfig, worker: tuple[int, int] | None) -> None:
         log_level="info",
     )
     server = uvicorn.Server(settings)
+    if worker is not None:
+        exit_with_parent()
     server.run(sockets=None if worker is None else [reuseport_socket(gw.host, gw.port)])
 
 

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 MAX_DEFAULT_WORKERS = 8
 _QUICK_EXIT_S = 5.0  # a worker dead this soon after its start did not come up
 _RESTART_DELAY_S = 0.5
-_STOP_TIMEOUT_PAD_S = 5.0
+_STOP_TIMEOUT_PAD_S = 2.0  # within `orchestra up`'s drain_timeout_s + 5 for the gateway
+_PARENT_POLL_S = 1.0
 
 
 def cores() -> int:
@@ -122,6 +124,18 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock
+
+
+def exit_with_parent() -> None:
+    """In a worker: drain and exit (SIGTERM to itself) if the parent dies, even by SIGKILL."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class Workers:

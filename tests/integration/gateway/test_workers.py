@@ -55,8 +55,24 @@ def test_two_workers_share_the_port_and_the_metrics() -> None:
                 assert httpx.post(gw.url + PATH, json=BODY, timeout=10).status_code == 200
             final = _children(gw.proc.pid)
         assert gw.proc.returncode == 0
-        for pid in final:  # the workers went with the parent
-            assert (
-                not Path(f"/proc/{pid}").exists()
-                or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-            )
+        assert all(_gone(pid) for pid in final)  # the workers went with the parent
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_leave_when_the_parent_is_killed() -> None:
+    config = {
+        "gateway": fast_gateway_section(free_port(), workers=2),
+        "servers": [{"name": "w", "url": f"http://127.0.0.1:{free_port()}"}],
+    }
+    with GatewayProcess(config) as gw:
+        assert gw.proc is not None
+        workers = wait_until(lambda: len(_children(gw.proc.pid)) == 2 and _children(gw.proc.pid))
+        gw.proc.send_signal(signal.SIGKILL)  # the parent only: no chance to stop them
+        gw.proc.wait()
+        wait_until(lambda: all(_gone(pid) for pid in workers), timeout=20, what="workers gone")
