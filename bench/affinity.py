@@ -149,7 +149,8 @@ async def _phase(gateway: str, model: str) -> list[float]:
                 ttfts.append(ttft)
 
         for _ in range(TURNS):
-            await asyncio.gather(*(turn(chat) for chat in chats))
+            rng.shuffle(chats)  # users come back in any order (a fixed order would let round
+            await asyncio.gather(*(turn(chat) for chat in chats))  # robin stick by accident)
     return ttfts
 
 

@@ -6,7 +6,8 @@ Invariants:
   still retried.
 - Bytes are relayed as they arrive, never re-encoded. After the first byte a failure becomes one
   final `data: {"error": ...}` event.
-- `outstanding`, metrics and the upstream connection are settled exactly once, in `finally`.
+- `outstanding`, the in-flight gauge and the upstream connection are settled exactly once, in
+  `finally`. Answers are counted elsewhere, once (`middleware.ResponseCounter`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class UpstreamCall:
     headers: dict[str, str]  # sent upstream
     reply_headers: dict[str, str]  # sent to the client (x-request-id, ...)
     on_usage: Callable[[object], None] | None = None  # the reply's `usage` (rate-limit settling)
-    key: RequestKey = NO_KEY  # what request-aware balancing looks at
+    route_key: RequestKey = NO_KEY  # what request-aware balancing looks at
     arrived: float = field(default_factory=time.perf_counter)  # for x-orchestra-overhead-ms
     upstream_s: float = 0.0  # time spent waiting on upstreams (excluded from the overhead)
 
@@ -95,17 +96,12 @@ class Proxy:
             total=config.timeouts.total_s, sock_connect=config.timeouts.connect_s
         )
 
-    async def forward(
-        self, call: UpstreamCall, route: ModelRoute, uncounted: frozenset[int] = frozenset()
-    ) -> Response:
-        """`uncounted`: final statuses the caller will count itself (it may still serve the
-        request elsewhere: the Ollama fallback), so `orchestra_requests_total` has each
-        request once, with the status the client got."""
+    async def forward(self, call: UpstreamCall, route: ModelRoute) -> Response:
         started = time.perf_counter()
         model = call.model
-        self._metrics.model(model).inflight.inc()
+        inflight = self._metrics.model(model).inflight
+        inflight.inc()
         self._budget.record_request()
-        status = 500
         streaming = False
         tried: list[Replica] = []
         last: _Failure | None = None
@@ -113,7 +109,8 @@ class Proxy:
         try:
             while True:
                 # Untried replicas first (in panic: even ones marked down), then healthy again.
-                replica = route.pick(tried, call.key) or route.pick(key=call.key, panic=False)
+                key = call.route_key
+                replica = route.pick(tried, key) or route.pick(key=key, panic=False)
                 failure: _Failure | None = None
                 if replica is None:
                     # Nothing (left) to try. After a real attempt its own failure is the answer:
@@ -124,7 +121,6 @@ class Proxy:
                     outcome = await self._attempt(call, route, replica, started)
                     if not isinstance(outcome, _Failure):
                         streaming = isinstance(outcome, StreamingResponse)
-                        status = outcome.status_code
                         return self._stamp(call, outcome)
                     failure = last = outcome
                 out_of_tries = (
@@ -142,18 +138,12 @@ class Proxy:
                 if out_of_tries:
                     final = failure.response or failure.error.response()
                     final.headers.update(call.reply_headers)
-                    status = final.status_code
                     return self._stamp(call, final)
                 self._metrics.retries.labels(model, failure.reason).inc()
                 await asyncio.sleep(self._retries.backoff_s)
-        except GatewayError as exc:
-            status = exc.status
-            uncounted = frozenset()  # a raised error never reaches the fallback
-            exc.counted = True  # by `_finish` below
-            raise
         finally:
-            if not streaming:  # a stream settles these when it ends
-                self._finish(model, status, started, count=status not in uncounted)
+            if not streaming:  # a stream settles it when it ends
+                inflight.dec()
 
     def _stamp(self, call: UpstreamCall, response: Response) -> Response:
         """x-orchestra-overhead-ms: the gateway's own time until the response head, upstream
@@ -162,13 +152,6 @@ class Proxy:
         response.headers["x-orchestra-overhead-ms"] = f"{overhead * 1000:.3f}"
         self._metrics.model(call.model).overhead_seconds.observe(overhead)
         return response
-
-    def _finish(self, model: str, status: int, started: float, count: bool = True) -> None:
-        bound = self._metrics.model(model)
-        bound.inflight.dec()
-        if count:
-            bound.requests(status).inc()
-        bound.request_seconds.observe(time.perf_counter() - started)
 
     def _may_reensure(self, route: ModelRoute, failure: _Failure, reensured: bool) -> bool:
         return (
@@ -223,7 +206,7 @@ class Proxy:
                 handed_to_stream = True
                 reader = resp.content
                 return RelayResponse(
-                    self._relay(call, route, replica, resp, first, started),
+                    self._relay(call, route, replica, resp, first),
                     headers=headers,
                     media_type=content_type,
                     on_disconnect=lambda: reader.set_exception(ClientGone()),
@@ -256,10 +239,8 @@ class Proxy:
         replica: Replica,
         resp: aiohttp.ClientResponse,
         first: bytes,
-        started: float,
     ) -> AsyncIterator[bytes]:
         recent = [first]  # the last chunks, for the final usage and [DONE] (joined at the end)
-        status = 499  # until the stream ends on its own, the client is the one who left
         finished = False
         problem = ""
         sse = resp.headers.get("content-type", "").startswith(_SSE)
@@ -283,11 +264,10 @@ class Proxy:
             if check is not None and check.pending:
                 yield check.flush()
             finished = True
-            status = 200
             if sse and b"[DONE]" not in b"".join(recent[-3:])[-64:]:
                 problem = "upstream closed the stream before [DONE]"
         except ClientGone:
-            pass  # status stays 499; the upstream request is cancelled below
+            pass  # the upstream request is cancelled below, with its connection
         except MalformedStream:
             problem = "upstream sent a malformed SSE event"
             recent = [b"\n\n"]  # only whole, valid events went out
@@ -308,9 +288,8 @@ class Proxy:
                 resp.close()  # drop the connection: the upstream request is cancelled with it
             call.usage(self._metrics, _usage_from_tail(tail))
             if problem:
-                status = 200
                 self._metrics.stream_errors.labels(call.model).inc()
-            self._finish(call.model, status, started)
+            self._metrics.model(call.model).inflight.dec()
         if problem:
             separator = b"" if tail.endswith(b"\n\n") else b"\n\n"
             body = error_body(problem, "upstream_error", "stream_interrupted")

@@ -61,8 +61,10 @@ class RelayResponse(StreamingResponse):
     def __init__(self, *args: Any, on_disconnect: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_disconnect = on_disconnect
+        self._gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._gone = False
         listener = asyncio.ensure_future(self._listen(receive))
         try:
             start = {"type": "http.response.start", "status": self.status_code}
@@ -71,11 +73,13 @@ class RelayResponse(StreamingResponse):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
             listener.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not self._gone:  # a client that left gets no end (and is counted as gone)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _listen(self, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                self._gone = True
                 self.on_disconnect()
                 return

@@ -126,9 +126,13 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+_PARENT_ENV = "ORCHESTRA_GATEWAY_PARENT"  # the parent's pid, for its workers
+
+
 def exit_with_parent() -> None:
-    """In a worker: drain and exit (SIGTERM to itself) if the parent dies, even by SIGKILL."""
-    parent = os.getppid()
+    """In a worker: drain and exit (SIGTERM to itself) if the parent dies, even by SIGKILL,
+    even before this worker got here (then its parent is no longer the pid it was given)."""
+    parent = int(os.environ.get(_PARENT_ENV) or os.getppid())
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -151,7 +155,11 @@ class Workers:
         self._metrics_dir = tempfile.mkdtemp(prefix="orchestra-gw-metrics-")
 
     def _start(self, index: int) -> None:
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir,
+            _PARENT_ENV: str(os.getpid()),
+        }
         argv = [sys.executable, "-m", "orchestra.gateway", "--config", self.config_path]
         argv += ["--worker", f"{index}/{self.count}"]
         self._procs[index] = subprocess.Popen(argv, env=env)

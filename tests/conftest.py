@@ -123,6 +123,7 @@ class GatewayProcess:
         if self.config is None:  # a file as is: one worker unless the test says otherwise
             self.env.setdefault("ORCHESTRA_GATEWAY__WORKERS", "1")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.start_timeout = 20.0  # for `with`; several workers on a busy machine need more
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
         if self.config is not None:
@@ -167,6 +168,14 @@ class GatewayProcess:
         """One sample's value (0.0 when absent: a labelled child not created yet)."""
         return self.metrics().get((name, frozenset(labels.items())), 0.0)
 
+    def wait_workers(self, count: int, timeout: float = 90.0) -> None:
+        """Wait until `count` gateway workers (`gateway.workers`) have started serving."""
+        wait_until(
+            lambda: self.output().count("Application startup complete.") >= count,
+            timeout=timeout,
+            what=f"{count} gateway workers started",
+        )
+
     def wait_ready(self, *models: str, timeout: float = 10.0) -> None:
         """Wait until `models` (default: all) report `ready`: replicas probed back after a fault."""
 
@@ -203,7 +212,7 @@ class GatewayProcess:
         return code
 
     def __enter__(self) -> GatewayProcess:
-        return self.start()
+        return self.start(self.start_timeout)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

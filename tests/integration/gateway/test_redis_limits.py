@@ -86,7 +86,9 @@ def redis_url() -> Iterator[str]:
 def _gateway(engine: FakeEngineProcess, redis_url: str, rpm: int) -> GatewayProcess:
     key = {"name": "team", "sha256": hash_key(KEY), "requests_per_minute": rpm}
     section = fast_gateway_section(free_port(), workers=2, api_keys=[key], redis_url=redis_url)
-    return GatewayProcess({"gateway": section, "servers": [{"name": "r", "url": engine.url}]})
+    gw = GatewayProcess({"gateway": section, "servers": [{"name": "r", "url": engine.url}]})
+    gw.start_timeout = 90.0
+    return gw
 
 
 def _statuses(url: str, n: int) -> collections.Counter[int]:
@@ -99,6 +101,7 @@ def _statuses(url: str, n: int) -> collections.Counter[int]:
 def test_a_keys_limit_holds_across_workers(redis_url: str) -> None:
     with FakeEngineProcess("--served-model-name", "r", name="r") as engine:
         with _gateway(engine, redis_url, rpm=7) as gw:
+            gw.wait_workers(2)
             statuses = _statuses(gw.url, 12)
             assert statuses == {200: 7, 429: 5}  # exactly the limit, whichever worker served
             prefixes = {r["x_request_id"][:16] for r in engine.stats()["records"]}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,10 +14,21 @@ import pytest
 from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import FakeEngineProcess, free_port
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(240)
 
 PATH = "/v1/completions"
 BODY = {"model": "w", "prompt": "x", "max_tokens": 1}
+
+
+@contextlib.contextmanager
+def _started(gw: GatewayProcess) -> Iterator[GatewayProcess]:
+    """Three processes to start on a busy 2-core machine: a longer start deadline."""
+    gw.start(timeout=90.0)
+    try:
+        gw.wait_workers(2)
+        yield gw
+    finally:
+        gw.stop()
 
 
 def _children(pid: int) -> list[int]:
@@ -47,10 +60,10 @@ def test_two_workers_share_the_port_and_the_metrics() -> None:
             os.kill(workers[0], signal.SIGKILL)
             wait_until(
                 lambda: len(kids := _children(gw.proc.pid)) == 2 and workers[0] not in kids,
-                timeout=20,
+                timeout=90,
                 what="worker restarted",
             )
-            wait_until(lambda: httpx.get(gw.url + "/health", timeout=5).status_code == 200)
+            gw.wait_workers(3)  # the replacement is serving too
             for _ in range(10):
                 assert httpx.post(gw.url + PATH, json=BODY, timeout=10).status_code == 200
             final = _children(gw.proc.pid)
@@ -70,9 +83,9 @@ def test_workers_leave_when_the_parent_is_killed() -> None:
         "gateway": fast_gateway_section(free_port(), workers=2),
         "servers": [{"name": "w", "url": f"http://127.0.0.1:{free_port()}"}],
     }
-    with GatewayProcess(config) as gw:
+    with _started(GatewayProcess(config)) as gw:
         assert gw.proc is not None
         workers = wait_until(lambda: len(_children(gw.proc.pid)) == 2 and _children(gw.proc.pid))
         gw.proc.send_signal(signal.SIGKILL)  # the parent only: no chance to stop them
         gw.proc.wait()
-        wait_until(lambda: all(_gone(pid) for pid in workers), timeout=20, what="workers gone")
+        wait_until(lambda: all(_gone(pid) for pid in workers), timeout=60, what="workers gone")
