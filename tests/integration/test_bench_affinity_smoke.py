@@ -1,0 +1,33 @@
+"""The issue-13 bench pieces run: session stickiness through two workers, and the nginx leg
+of the ceiling comparison relaying to a fake upstream (Debian nginx, installed when missing)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from bench.affinity import session_figures
+from bench.ceiling import ensure_nginx, nginx_proxy
+from tests.fake_engine import FakeEngineProcess
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_session_figures_report_full_stickiness() -> None:
+    figures = session_figures(sessions=6, per_session=3)
+    assert figures["sessions"] == 6
+    assert figures["mean_share_on_one_replica"] == 1.0
+    assert sum(figures["sessions_per_replica"].values()) == 6
+
+
+def test_nginx_leg_proxies_to_the_upstream() -> None:
+    binary = ensure_nginx()
+    if binary is None:
+        pytest.skip("nginx is not installed and apt-get as root is not available")
+    with FakeEngineProcess("--served-model-name", "bench", name="bench") as upstream:
+        with nginx_proxy(binary, upstream.url, None) as url:
+            body = {"model": "bench", "prompt": "x", "max_tokens": 2}
+            reply = httpx.post(url + "/v1/completions", json=body, timeout=10)
+            assert reply.status_code == 200
+            assert reply.json()["usage"]["completion_tokens"] == 2
+        assert upstream.stats()["by_path"]["/v1/completions"] == 1
