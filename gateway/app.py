@@ -23,6 +23,7 @@ from orchestra.config import OrchestraConfig
 from orchestra.gateway.admin import install_admin_routes
 from orchestra.gateway.admission import Admission
 from orchestra.gateway.auth import AuthMiddleware, KeyRing
+from orchestra.gateway.console import install_console
 from orchestra.gateway.control import ControlError, SupervisorClient
 from orchestra.gateway.dispatch import dispatch
 from orchestra.gateway.errors import (
@@ -331,4 +332,6 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
     install_admin_routes(app)
+    if config.gateway.console.enabled:
+        install_console(app)
     return FastProxyPaths(app, proxied)

@@ -54,6 +54,17 @@ class ApiKey(_Strict):
     tokens_per_minute: int | None = Field(None, gt=0)
 
 
+class ConsoleConfig(_Strict):
+    """The web console at `/console` (admin key, or loopback only without one)."""
+
+    enabled: bool = True
+    refresh_s: float = Field(1.0, gt=0, description="how often the page's live feed updates")
+    rate_window_s: float = Field(30.0, gt=0, description="request/token rates span this long")
+    supervisor_timeout_s: float = Field(
+        5.0, gt=0, description="reading the supervisor's model table for the page"
+    )
+
+
 class GatewayConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -90,6 +101,7 @@ class GatewayConfig(_Strict):
     ratelimit_default_completion_tokens: int = Field(
         256, ge=0, description="tokens/min charge for a request without max_tokens"
     )
+    console: ConsoleConfig = ConsoleConfig()
 
 
 class SupervisorConfig(_Strict):

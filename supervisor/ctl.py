@@ -1,4 +1,5 @@
-"""`orchestra status|load|unload|sleep|wake|restart|ensure|logs`: the control API as tables."""
+"""`orchestra status|top|load|unload|sleep|wake|restart|ensure|logs`: the control API as
+tables (rendered by `orchestra.status_view`; `top` and `logs -f` loop in `orchestra.live`)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,11 @@ import urllib.request
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from orchestra.config import ConfigError, load_config
+from orchestra.live import Unreachable, follow_logs, run_top
+from orchestra.status_view import as_json, compact_table, wide_table
 
-STATE_STYLE = {
-    "ready": "green",
-    "starting": "yellow",
-    "sleeping": "cyan",
-    "stopping": "yellow",
-    "backoff": "magenta",
-    "failed": "bold red",
-    "cold": "dim",
-}
 QUERY_TIMEOUT_S = 10.0
 
 
@@ -45,7 +38,19 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None, float]:
     return (args.url or url).rstrip("/"), token, action_timeout + 10
 
 
-def _call(method: str, url: str, token: str | None, timeout_s: float) -> Any:
+def gateway_url(args: argparse.Namespace) -> str:
+    """The gateway's base URL (for `top`'s rates) from --gateway-url / the config / default."""
+    if getattr(args, "gateway_url", None):
+        return str(args.gateway_url).rstrip("/")
+    try:
+        gw = load_config(args.config).gateway
+    except ConfigError:
+        return "http://127.0.0.1:8000"
+    host = "127.0.0.1" if gw.host in ("0.0.0.0", "::") else gw.host
+    return f"http://{host}:{gw.port}"
+
+
+def call(method: str, url: str, token: str | None, timeout_s: float) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(url, method=method, headers=headers)
     try:
@@ -61,43 +66,28 @@ def _call(method: str, url: str, token: str | None, timeout_s: float) -> Any:
         raise CtlError(f"cannot reach the supervisor at {url}: {exc}") from None
 
 
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+def _top(
+    console: Console, url: str, token: str | None, gateway: str, args: argparse.Namespace
+) -> int:
+    def models() -> list[dict[str, Any]]:
+        return list(call("GET", url + "/models", token, QUERY_TIMEOUT_S)["models"])
+
+    def metrics() -> str:
+        try:
+            with urllib.request.urlopen(gateway + "/metrics", timeout=QUERY_TIMEOUT_S) as reply:
+                return str(reply.read().decode())
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unreachable(f"{gateway}: {exc}") from None
+
+    return run_top(console, models, metrics, args.interval, args.count)
 
 
-def model_table(models: list[dict[str, Any]]) -> Table:
-    table = Table(title="Orchestra models", header_style="bold")
-    for column in ("model", "state", "hot", "engine", "pid", "port", "gpus", "uptime"):
-        table.add_column(column)
-    for column in ("restarts", "page cache", "last used", "last error"):
-        table.add_column(column, overflow="fold", max_width=60 if column == "last error" else None)
-    for m in models:
-        cache = m.get("page_cache") or {}
-        cached = f"{cache.get('fraction', 0) * 100:.0f}% of {cache.get('bytes_total', 0) >> 20} MiB"
-        for i, e in enumerate(m.get("engines") or [{}]):
-            state = e.get("state", m["state"])
-            error = (e.get("last_error") or "").splitlines()
-            table.add_row(
-                m["name"] if i == 0 else "",
-                f"[{STATE_STYLE.get(state, '')}]{state}[/]",
-                ("yes" if m.get("hot") else "") if i == 0 else "",
-                str(e.get("id", "")),
-                str(e.get("pid") or "-"),
-                str(e.get("port", "")),
-                ",".join(str(g) for g in e.get("gpus") or []) or "-",
-                _ago(e.get("uptime_s")),
-                str(e.get("restarts", 0)),
-                cached if i == 0 else "",
-                _ago(m.get("last_used_s_ago")) if i == 0 else "",
-                error[0] if error else "",
-            )
-    return table
+def _follow(console: Console, url: str, token: str | None, lines: int) -> int:
+    def logs(offset: int | None) -> dict[str, Any]:
+        query = {"lines": str(lines)} if offset is None else {"since": str(offset)}
+        return dict(call("GET", f"{url}?{urllib.parse.urlencode(query)}", token, QUERY_TIMEOUT_S))
+
+    return follow_logs(console, logs, lines)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -106,19 +96,28 @@ def main(args: argparse.Namespace) -> int:
     action = args.action
     try:
         if action == "status":
-            reply = _call("GET", url + "/models", token, QUERY_TIMEOUT_S)
-            console.print(model_table(reply["models"]))
+            models = call("GET", url + "/models", token, QUERY_TIMEOUT_S)["models"]
+            if args.output == "json":
+                console.out(as_json(models), highlight=False)
+            elif args.output == "wide":
+                console.print(wide_table(models))
+            else:
+                console.print(compact_table(models, console.width))
             return 0
+        if action == "top":
+            return _top(console, url, token, gateway_url(args), args)
         name = urllib.parse.quote(args.model, safe="/")
         if action == "logs":
+            if args.follow:
+                return _follow(console, f"{url}/models/{name}/logs", token, args.lines)
             query = urllib.parse.urlencode({"lines": args.lines})
-            reply = _call("GET", f"{url}/models/{name}/logs?{query}", token, QUERY_TIMEOUT_S)
+            reply = call("GET", f"{url}/models/{name}/logs?{query}", token, QUERY_TIMEOUT_S)
             for line in reply["lines"]:
                 console.out(line, highlight=False)
             return 0
         with console.status(f"{action} {args.model} ..."):
-            reply = _call("POST", f"{url}/models/{name}/{action}", token, action_timeout)
-        console.print(model_table([reply]))
+            reply = call("POST", f"{url}/models/{name}/{action}", token, action_timeout)
+        console.print(compact_table([reply], console.width))
         return 0
     except CtlError as exc:
         console.print(f"[bold red]{action} failed:[/] {exc}", highlight=False)
