@@ -122,8 +122,9 @@ def compact_table(
     places = [r.where if r.gpus == "-" else f"{r.where} gpu{r.gpus}" for r in rows]
     fixed = {"STATE": 8, "UP": 4, "RST": 3, "CACHE": 5}
     free = max(width - sum(fixed.values()) - 2 * 6, 24)  # 7 columns: 6 gaps of 2
-    where_w = min(max([5, *map(len, places)]), 16)
-    name_w = min(max([5, *(len(r.name) for r in rows)]), max((free - where_w) * 3 // 5, 8))
+    # The name first, then the place; the error marker keeps at least 14 columns.
+    where_w = min(max([5, *map(len, places)]), 32 if free > 80 else 16)
+    name_w = min(max([5, *(len(r.name) for r in rows)]), max(free - where_w - 14, 8))
     error_w = max(free - where_w - name_w, 5)
     table = Table(title=title, header_style="bold", box=None, pad_edge=False, expand=False)
     table.add_column("MODEL", no_wrap=True, overflow="ellipsis", width=name_w)
@@ -151,7 +152,8 @@ def compact_table(
 def wide_table(models: Sequence[Mapping[str, Any]]) -> Table:
     """Every column, one row per engine; the last error folds over several lines."""
     table = Table(title="Orchestra models", header_style="bold")
-    for column in ("model", "state", "hot", "engine", "pid", "port", "gpus", "uptime"):
+    table.add_column("model", overflow="fold")
+    for column in ("state", "hot", "engine", "pid", "port", "gpus", "uptime"):
         table.add_column(column)
     for column in ("restarts", "page cache", "last used", "last start"):
         table.add_column(column)
