@@ -34,6 +34,7 @@ from orchestra.gateway.errors import (
 )
 from orchestra.gateway.fallback import OllamaClient
 from orchestra.gateway.health import HealthMonitor
+from orchestra.gateway.loading import LoadingStream, loading_info, wants_comments
 from orchestra.gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
 from orchestra.gateway.proxy import Proxy, UpstreamCall
 from orchestra.gateway.ratelimit import RateLimiter
@@ -287,9 +288,11 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
                     functools.partial(gw.limiter.settle, key, payload, len(body)) if key else None
                 ),
             )
-            return await dispatch(
-                gw, call, payload, request.headers.get(gw.admission.priority_header)
-            )
+            priority = request.headers.get(gw.admission.priority_header)
+            if wants_comments(gw, model, call.stream):  # a visible swap (gateway/loading.py)
+                work = functools.partial(dispatch, gw, call, payload, priority)
+                return LoadingStream(gw, model, work, call.reply_headers)
+            return await dispatch(gw, call, payload, priority)
         except GatewayError as exc:
             # Refused before the proxy (bad body, unknown model, no upstream, overloaded): the
             # proxy counts the requests it forwards; these are counted here, exactly once.
@@ -303,6 +306,7 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
+        loading = await loading_info(gw)  # a starting model: elapsed, expected, remaining
         data = [
             {
                 "id": route.name,
@@ -311,6 +315,7 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
                 "owned_by": "orchestra",
                 "state": route.state,
                 "managed": route.managed,
+                **({"loading": loading[route.name]} if route.name in loading else {}),
             }
             for route in gw.table.routes.values()
         ]

@@ -102,6 +102,13 @@ class GatewayConfig(_Strict):
         256, ge=0, description="tokens/min charge for a request without max_tokens"
     )
     console: ConsoleConfig = ConsoleConfig()
+    loading_comments: bool = Field(
+        False,
+        description="streamed requests for a model that is loading get `: loading MODEL, N s` "
+        "SSE comments while they wait (the 200 is sent at once: a failed load becomes an error "
+        "event, not a retryable 503); per model: servers[].loading_comments",
+    )
+    loading_comment_interval_s: float = Field(5.0, gt=0, description="between loading comments")
 
 
 class SupervisorConfig(_Strict):
@@ -243,6 +250,9 @@ class ServerConfig(_Strict):
         None, gt=0, description="admission: requests in flight to this model; None = unlimited"
     )
     max_queue: int = Field(0, ge=0, description="admission: requests waiting beyond max_inflight")
+    loading_comments: bool | None = Field(
+        None, description="SSE comments while a streamed request waits; None = gateway's"
+    )
 
     @field_validator("url")
     @classmethod
