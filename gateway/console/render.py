@@ -71,7 +71,7 @@ def model_rows_html(
     for model in models:
         row = model_row(model)
         name = escape(row.name)
-        hot = "hot" if row.hot else "cold"
+        hot = ("hot" if row.hot else "cold") if model.get("managed", True) else "-"
         cache = "-" if row.cache_pct is None else f"{row.cache_pct:.0f}%"
         out.append(
             f'<tr data-model="{name}" data-state="{escape(row.state)}">'
