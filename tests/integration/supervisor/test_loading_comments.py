@@ -49,9 +49,7 @@ def _config(tmp: Path) -> dict[str, Any]:
 
 def _stream(gateway: GatewayProcess, model: str) -> tuple[int, str]:
     body = {**CHAT, "model": model, "stream": True}
-    with httpx.stream(
-        "POST", gateway.url + "/v1/chat/completions", json=body, timeout=60
-    ) as reply:
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=60) as reply:
         return reply.status_code, reply.read().decode()
 
 
