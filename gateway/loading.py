@@ -24,11 +24,14 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from orchestra.gateway.console.supervisor import ConsoleSupervisor, SupervisorUnavailable
+from orchestra.config import OrchestraConfig
+from orchestra.control import ControlError
 from orchestra.gateway.errors import GatewayError, error_body
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.routing import RoutingTable
 
 if TYPE_CHECKING:
-    from orchestra.gateway.app import Gateway
+    from orchestra.gateway.container import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +42,32 @@ _HEADERS = [
 ]
 
 
-def wants_comments(gw: Gateway, model: str, stream: bool) -> bool:
-    """True for a streamed request to a managed model that has no ready replica (it will wait
-    for a load) and has loading comments on."""
-    if not stream:
-        return False
-    route = gw.table.get(model)
-    server = gw.config.server(model)
-    if route is None or server is None or not route.managed:
-        return False
-    enabled = server.loading_comments
-    if enabled is None:
-        enabled = gw.config.gateway.loading_comments
-    return enabled and not any(r.healthy for r in route.replicas)
+class LoadingComments:
+    """Which requests get loading comments, and the stream that sends them."""
+
+    def __init__(self, config: OrchestraConfig, table: RoutingTable, metrics: GatewayMetrics):
+        default = config.gateway.loading_comments
+        self.models = frozenset(
+            s.name
+            for s in config.all_servers
+            if (default if s.loading_comments is None else s.loading_comments)
+        )
+        self.interval_s = config.gateway.loading_comment_interval_s
+        self._table = table
+        self._metrics = metrics
+
+    def wants(self, model: str, stream: bool) -> bool:
+        """A streamed request to a managed model with comments on and no ready replica (it
+        will wait for a load)."""
+        if not stream or model not in self.models:
+            return False
+        route = self._table.get(model)
+        return route is not None and route.managed and not route.serving
+
+    def stream(
+        self, model: str, work: Callable[[], Awaitable[Response]], reply_headers: dict[str, str]
+    ) -> Response:
+        return LoadingStream(self, model, work, reply_headers)
 
 
 class LoadingStream(Response):
@@ -60,21 +76,18 @@ class LoadingStream(Response):
 
     def __init__(
         self,
-        gw: Gateway,
+        owner: LoadingComments,
         model: str,
         work: Callable[[], Awaitable[Response]],
         reply_headers: dict[str, str],
     ) -> None:
-        self.gw = gw
+        self.owner = owner
         self.model = model
         self.work = work
         self.status_code = 200
         self.background = None
-        extra = [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply_headers.items()
-        ]
-        self.raw_headers = [*_HEADERS, *extra]
-        self.interval_s = gw.config.gateway.loading_comment_interval_s
+        latin = {k.lower().encode("latin-1"): v.encode("latin-1") for k, v in reply_headers.items()}
+        self.raw_headers = [*_HEADERS, *latin.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
@@ -85,22 +98,24 @@ class LoadingStream(Response):
                 elapsed = time.monotonic() - started
                 comment = f": loading {self.model}, {elapsed:.0f} s\n\n".encode()
                 await send({"type": "http.response.body", "body": comment, "more_body": True})
-                done, _ = await asyncio.wait({task}, timeout=self.interval_s)
+                done, _ = await asyncio.wait({task}, timeout=self.owner.interval_s)
                 if done:
                     break
             try:
                 response = task.result()
             except GatewayError as exc:
-                if not exc.counted:
-                    self.gw.metrics.model(self.model).requests(exc.status).inc()
-                await _end(send, b"data: " + exc.body() + b"\n\n")
-                return
+                body = exc.body()
             except Exception:
                 log.exception("loading stream for %s failed", self.model)
                 body = error_body("internal gateway error", "server_error", None)
+            else:
+                if await _relay(response, scope, receive, send):
+                    return
+                body = b""
+            # The 200 is out: the failure is the stream's last event (counted as a cut stream).
+            self.owner._metrics.stream_errors.labels(self.model).inc()
+            if body:
                 await _end(send, b"data: " + body + b"\n\n")
-                return
-            await _relay(response, scope, receive, send)
         finally:
             if not task.done():
                 task.cancel()  # the client left while waiting (the load itself goes on)
@@ -111,9 +126,9 @@ async def _end(send: Send, last: bytes) -> None:
     await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
-async def _relay(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+async def _relay(response: Response, scope: Scope, receive: Receive, send: Send) -> bool:
     """Run `response` as the ASGI app it is, into our already started stream: a 200 stream's
-    bytes pass through; any other answer becomes one error event."""
+    bytes pass through (True); any other answer becomes one error event (False)."""
     status = 200
     held: list[bytes] = []
 
@@ -131,7 +146,7 @@ async def _relay(response: Response, scope: Scope, receive: Receive, send: Send)
     await response(scope, receive, inner_send)
     if status == 200:
         await _end(send, b"")
-        return
+        return True
     payload = b"".join(held)
     try:
         parsed = orjson.loads(payload)
@@ -140,6 +155,7 @@ async def _relay(response: Response, scope: Scope, receive: Receive, send: Send)
     if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
         payload = error_body(f"upstream answered HTTP {status}", "upstream_error", status)
     await _end(send, b"data: " + payload + b"\n\n")
+    return False
 
 
 async def loading_info(gw: Gateway) -> dict[str, dict[str, float | None]]:
@@ -147,15 +163,11 @@ async def loading_info(gw: Gateway) -> dict[str, dict[str, float | None]]:
     from its last start; None when it never started). Asks the supervisor only when the
     routing table shows a model starting."""
     starting = [r.name for r in gw.table.managed if r.state == "starting"]
-    if not starting:
+    if not starting or gw.link is None:
         return {}
-    timeout = gw.config.gateway.timeouts.health_probe_s
-    client = ConsoleSupervisor(
-        gw.config.supervisor_url, gw.session, gw.config.supervisor.admin_token, timeout, timeout
-    )
     try:
-        table = {str(m.get("name")): m for m in await client.table()}
-    except SupervisorUnavailable:
+        table = {str(m.get("name")): m for m in await gw.link.client.table()}
+    except ControlError:
         return {}
     return {name: _eta(table[name]) for name in starting if name in table}
 

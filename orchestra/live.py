@@ -57,24 +57,23 @@ def run_top(
 
 def follow_logs(
     console: Console,
-    get_logs: Callable[[int | None], Mapping[str, Any]],
+    get_logs: Callable[[int | None], tuple[list[str], int]],
     lines: int,
     interval_s: float = 0.5,
     stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Print the last `lines` lines, then every new line as it is written, until Ctrl-C.
-    `get_logs(None)` is the tail; `get_logs(offset)` the lines after `offset`."""
+    `get_logs(None)` is the tail; `get_logs(offset)` the lines after `offset`; both return the
+    offset to read from next."""
     try:
-        reply = get_logs(None)
-        for line in list(reply["lines"])[-lines:] if lines else []:
+        tail, offset = get_logs(None)
+        for line in tail[-lines:] if lines else []:
             console.out(line, highlight=False)
-        offset = int(reply.get("offset") or 0)
         while not stop():
             time.sleep(interval_s)
-            reply = get_logs(offset)
-            for line in reply["lines"]:
+            new, offset = get_logs(offset)
+            for line in new:
                 console.out(line, highlight=False)
-            offset = int(reply.get("offset") or 0)
     except KeyboardInterrupt:
         pass
     return 0

@@ -5,7 +5,7 @@ playground, served by the gateway (server-rendered HTML, a little JavaScript, up
 - `feed.py`: what a page shows, gathered once per tick; the SSE stream.
 - `stats.py`: per-model rates from the gateway's own counters.
 - `render.py`: the HTML; `static/`: the page template, script and style sheet.
-- `supervisor.py`: the calls to the supervisor's control API.
+The supervisor is reached through the gateway's control client (`orchestra.control`).
 """
 
 from orchestra.gateway.console.routes import install_console

@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from orchestra.control import ControlClient, ControlError
 from orchestra.gateway.console.render import model_rows_html, swaps_html
 from orchestra.gateway.console.stats import RateWindow, from_registry
-from orchestra.gateway.console.supervisor import ConsoleSupervisor, SupervisorUnavailable
 from orchestra.status_view import TRANSITIONAL, model_row
 
 if TYPE_CHECKING:
-    from orchestra.gateway.app import Gateway
-
-_ACTION_MARGIN_S = 10.0  # an action's HTTP wait beyond the supervisor's own ensure timeout
+    from orchestra.gateway.container import Gateway
 
 
 class ConsoleState:
@@ -29,17 +27,9 @@ class ConsoleState:
         cfg = gw.config.gateway.console
         self.refresh_s = cfg.refresh_s
         self.window = RateWindow(cfg.rate_window_s)
-        self.supervisor = (
-            ConsoleSupervisor(
-                gw.config.supervisor_url,
-                gw.session,
-                gw.config.supervisor.admin_token,
-                cfg.supervisor_timeout_s,
-                gw.config.supervisor.ensure_timeout_s + _ACTION_MARGIN_S,
-            )
-            if gw.table.managed
-            else None
-        )
+        # the gateway's control client (sends the admin token); None without a supervisor
+        self.supervisor: ControlClient | None = gw.link.client if gw.link is not None else None
+        self.action_timeout_s = gw.config.supervisor.ensure_timeout_s
         self.pending: dict[str, tuple[str, float]] = {}  # model -> (action, started), from here
         self._transitional_since: dict[str, float] = {}
         self._lock = asyncio.Lock()
@@ -53,7 +43,7 @@ class ConsoleState:
         if self.supervisor is not None:
             try:
                 managed = {str(m.get("name")): m for m in await self.supervisor.table()}
-            except SupervisorUnavailable as exc:
+            except ControlError as exc:
                 notice = f"model table unavailable: {exc.message}"
         out = []
         for route in self.gw.table.routes.values():

@@ -11,15 +11,16 @@ import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
+from orchestra.control import ControlError
 from orchestra.gateway.console.feed import ConsoleState
 from orchestra.gateway.console.render import STATIC_TYPES, page_html, static_file
-from orchestra.gateway.console.supervisor import ACTIONS, SupervisorUnavailable
 from orchestra.gateway.errors import BadRequest, GatewayError, ModelNotFound, Unavailable
 
 if TYPE_CHECKING:
-    from orchestra.gateway.app import Gateway
+    from orchestra.gateway.container import Gateway
 
 _NO_CACHE = {"cache-control": "no-store"}
+ACTIONS = frozenset({"load", "unload", "sleep", "wake", "restart"})
 
 
 def console_state(request: Request) -> ConsoleState:
@@ -80,8 +81,8 @@ def install_console(app: FastAPI) -> None:
         state.pending[name] = (action, time.monotonic())
         state.invalidate()
         try:
-            info = await state.supervisor.action(name, action)
-        except SupervisorUnavailable as exc:
+            info = await state.supervisor.action(name, action, state.action_timeout_s)
+        except ControlError as exc:
             raise _ActionFailed(exc.status, exc.message) from None
         finally:
             state.pending.pop(name, None)
