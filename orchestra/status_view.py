@@ -27,10 +27,11 @@ STATE_STYLE = {
     "cold": "dim",
     "down": "bold red",
     "unknown": "dim",
+    "draining": "yellow",
 }
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 # States in which a model is changing: "swaps in progress".
-TRANSITIONAL = frozenset({"starting", "stopping", "backoff"})
+TRANSITIONAL = frozenset({"starting", "stopping", "backoff", "draining"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -114,7 +114,7 @@ class ConsoleState:
     def invalidate(self) -> None:
         self._last = None
 
-    async def events(self, disconnected: Any) -> AsyncIterator[bytes]:
+    async def events(self, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
         """SSE: an `update` event every tick until the page goes away."""
         yield b"retry: 2000\n\n"
         while not await disconnected():

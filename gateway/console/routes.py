@@ -31,6 +31,12 @@ def console_state(request: Request) -> ConsoleState:
     return state
 
 
+class _NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class _ActionFailed(GatewayError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message, code="supervisor_error")
@@ -51,7 +57,7 @@ def install_console(app: FastAPI) -> None:
     async def static(name: str) -> Response:
         media = STATIC_TYPES.get(name)
         if media is None:
-            raise ModelNotFound(name)  # any 404 will do; only known names are served
+            raise _NotFound(f"no console file `{name}`")  # only the known names are served
         body = await asyncio.to_thread(static_file, name)
         return Response(body, media_type=media, headers=_NO_CACHE)
 
