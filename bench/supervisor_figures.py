@@ -153,6 +153,8 @@ async def _runs(url: str, token: str, port: int, opts: SupervisorBenchOptions) -
         "readiness_detection_ms_median": round(statistics.median(detection) * 1000, 1),
         "readiness_detection_ms_max": round(max(detection) * 1000, 1),
         "readiness_detection_ms": [round(d * 1000, 1) for d in detection],
+        "direct_spawn_to_served_s_runs": [round(d, 3) for d in directs],  # the spread: noise
+        "ensure_to_served_s_runs": [round(r[0], 3) for r in runs],
     }
 
 
