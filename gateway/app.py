@@ -22,8 +22,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orchestra.config import OrchestraConfig
 from orchestra.gateway.admin import install_admin_routes
 from orchestra.gateway.auth import AuthMiddleware
+from orchestra.gateway.console import install_console
 from orchestra.gateway.container import Gateway, build_gateway, run_forever
 from orchestra.gateway.errors import GatewayError, install_error_handlers
+from orchestra.gateway.loading import loading_info
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.middleware import RequestIdMiddleware, ResponseCounter
 
@@ -91,6 +93,8 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
     app.add_middleware(AuthMiddleware)
     _install_routes(app)
     install_admin_routes(app)
+    if config.gateway.console.enabled:
+        install_console(app)
 
     def metrics() -> GatewayMetrics | None:
         gw: Gateway | None = getattr(app.state, "gateway", None)
@@ -103,6 +107,7 @@ def _install_routes(app: FastAPI) -> None:
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
+        loading = await loading_info(gw)  # a starting model: elapsed, expected, remaining
         data = [
             {
                 "id": route.name,
@@ -111,6 +116,7 @@ def _install_routes(app: FastAPI) -> None:
                 "owned_by": "orchestra",
                 "state": route.state,
                 "managed": route.managed,
+                **({"loading": loading[route.name]} if route.name in loading else {}),
             }
             for route in gw.table.routes.values()
         ]

@@ -19,6 +19,7 @@ from orchestra.gateway.control import SupervisorLink
 from orchestra.gateway.dispatch import Dispatcher
 from orchestra.gateway.fallback import OllamaClient
 from orchestra.gateway.health import HealthMonitor
+from orchestra.gateway.loading import LoadingComments
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.proxy import Proxy
 from orchestra.gateway.ratelimit import RateLimiter, make_limiter
@@ -89,6 +90,9 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         else None
     )
     proxy = Proxy(session, health, metrics, gw, reensure=link.reensure if link else None)
+    dispatcher = Dispatcher(gw, table, router, admission, proxy, limiter, fallback)
+    loading = LoadingComments(config, table, metrics)
+    dispatcher.loading = loading if loading.models else None
     return Gateway(
         config=config,
         metrics=metrics,
@@ -98,7 +102,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         keys=KeyRing(gw),
         admission=admission,
         fallback=fallback,
-        dispatcher=Dispatcher(gw, table, router, admission, proxy, limiter, fallback),
+        dispatcher=dispatcher,
         limiter=limiter,
     )
 

@@ -35,6 +35,7 @@ from orchestra.gateway.errors import (
     UpstreamTimeout,
 )
 from orchestra.gateway.fallback import OllamaClient
+from orchestra.gateway.loading import LoadingComments
 from orchestra.gateway.proxy import Proxy, UpstreamCall
 from orchestra.gateway.ratelimit import RateLimiter
 from orchestra.gateway.routing import Router, RoutingTable
@@ -60,6 +61,7 @@ class Dispatcher:
         self._proxy = proxy
         self._limiter = limiter
         self._fallback = fallback
+        self.loading: LoadingComments | None = None  # SSE comments while a model loads
 
     # ---- request shaping ------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -92,9 +94,11 @@ class Dispatcher:
             route_key=RequestKey(payload, request.scope["headers"]),
             arrived=arrived,
         )
-        return await self.dispatch(
-            call, payload, request.headers.get(self._admission.priority_header)
-        )
+        priority = request.headers.get(self._admission.priority_header)
+        if self.loading is not None and self.loading.wants(model, call.stream):
+            work = functools.partial(self.dispatch, call, payload, priority)  # gateway/loading.py
+            return self.loading.stream(model, work, call.reply_headers)
+        return await self.dispatch(call, payload, priority)
 
     # ---- routing, admission, proxy, fallback ----------------------------------------------------
     async def dispatch(
