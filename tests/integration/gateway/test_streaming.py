@@ -29,7 +29,10 @@ class Engine:
         self.fake = FakeEngineProcess(name="s").start()
 
     def revive(self) -> None:
-        if self.fake.proc is not None and self.fake.proc.poll() is not None:
+        # A crash may still be under way (its sockets closed, the process not yet reaped):
+        # an engine that does not answer /health counts as crashed too.
+        crashed = self.fake.proc is not None and self.fake.proc.poll() is not None
+        if crashed or not self.fake.healthy():
             self.fake.stop()
             self.fake = FakeEngineProcess(name="s", port=self.fake.port).start()
 
