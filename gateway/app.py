@@ -22,9 +22,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orchestra.config import OrchestraConfig
 from orchestra.gateway.admin import install_admin_routes
 from orchestra.gateway.admission import Admission
+from orchestra.gateway.aliases import ModelMap
 from orchestra.gateway.auth import AuthMiddleware, KeyRing
 from orchestra.gateway.control import ControlError, SupervisorClient
-from orchestra.gateway.dispatch import dispatch
 from orchestra.gateway.errors import (
     BadRequest,
     GatewayError,
@@ -37,6 +37,7 @@ from orchestra.gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
 from orchestra.gateway.proxy import Proxy, UpstreamCall
 from orchestra.gateway.ratelimit import RateLimiter
 from orchestra.gateway.routing import Router, RoutingTable
+from orchestra.gateway.workloads import serve
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Gateway:
     limiter: RateLimiter
     admission: Admission
     fallback: OllamaClient | None
+    models: ModelMap  # aliases, fallback chains, adapters, ensembles
     started: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -94,6 +96,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         fallback=OllamaClient(config.fallback.ollama, session, metrics)
         if config.fallback.ollama is not None
         else None,
+        models=ModelMap(config, metrics.registry),
     )
 
 
@@ -286,9 +289,7 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
                     functools.partial(gw.limiter.settle, key, payload, len(body)) if key else None
                 ),
             )
-            return await dispatch(
-                gw, call, payload, request.headers.get(gw.admission.priority_header)
-            )
+            return await serve(gw, call, payload, request.headers.get(gw.admission.priority_header))
         except GatewayError as exc:
             # Refused before the proxy (bad body, unknown model, no upstream, overloaded): the
             # proxy counts the requests it forwards; these are counted here, exactly once.
@@ -313,6 +314,7 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
             }
             for route in gw.table.routes.values()
         ]
+        data += gw.models.cards(gw.started)
         return Response(
             orjson.dumps({"object": "list", "data": data}), media_type="application/json"
         )

@@ -24,12 +24,19 @@ _FALLBACK_STATUSES = frozenset(_FALLBACK_STATUS)
 
 
 async def dispatch(
-    gw: Gateway, call: UpstreamCall, payload: dict[str, Any], priority: str | None
+    gw: Gateway,
+    call: UpstreamCall,
+    payload: dict[str, Any],
+    priority: str | None,
+    ollama: bool = True,  # False: a fallback chain (gateway/chains.py) decides on Ollama
 ) -> Response:
     fallback = gw.fallback if gw.fallback is not None and gw.fallback.covers(call.model) else None
+    fallback = fallback if ollama else None
     try:
         route = await gw.router.route(call.model)
     except (Unavailable, UpstreamTimeout) as exc:
+        if not ollama:
+            raise
         reason = "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
         return await _fall_back(gw, call, payload, reason, exc)
     gate = gw.admission.gate(call.model)

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from orchestra.workload_config import AdapterConfig, EnsembleConfig, UploadConfig, check_workloads
+
 BalancingPolicy = Literal["round_robin", "weighted", "least_outstanding", "load_aware"]
 
 DEFAULT_CONFIG_PATH = Path("configs/vllm_config.yaml")
@@ -90,6 +92,7 @@ class GatewayConfig(_Strict):
     ratelimit_default_completion_tokens: int = Field(
         256, ge=0, description="tokens/min charge for a request without max_tokens"
     )
+    uploads: UploadConfig = UploadConfig()
 
 
 class SupervisorConfig(_Strict):
@@ -231,6 +234,9 @@ class ServerConfig(_Strict):
         None, gt=0, description="admission: requests in flight to this model; None = unlimited"
     )
     max_queue: int = Field(0, ge=0, description="admission: requests waiting beyond max_inflight")
+    adapters: list[AdapterConfig] = Field([], description="LoRA adapters on this model's engine")
+    max_loras: int | None = Field(None, ge=1, description="--max-loras (adapters in one batch)")
+    max_lora_rank: int | None = Field(None, ge=1, description="--max-lora-rank")
 
     @field_validator("url")
     @classmethod
@@ -295,6 +301,9 @@ class OrchestraConfig(BaseSettings):
     rotation: RotationConfig = RotationConfig()
     preload: PreloadConfig = PreloadConfig()
     fallback: FallbackConfig = FallbackConfig()
+    ensembles: list[EnsembleConfig] = []
+    aliases: dict[str, str] = Field({}, description="client model name -> served name")
+    fallbacks: dict[str, list[str]] = Field({}, description="model -> models that serve instead")
 
     @classmethod
     def settings_customise_sources(
@@ -325,6 +334,12 @@ class OrchestraConfig(BaseSettings):
                 if port in ports:
                     raise ValueError(f"{where}.port: {port} is already used by {ports[port]}")
                 ports[port] = where
+        adapters = [
+            (adapter.name, f"{section}[{index}].adapters[{a}].name")
+            for section, index, server in self.iter_servers_with_path()
+            for a, adapter in enumerate(server.adapters)
+        ]
+        check_workloads(seen, adapters, self.aliases, self.fallbacks, self.ensembles)
         return self
 
     def iter_servers_with_path(self) -> Iterator[tuple[str, int, ServerConfig]]:

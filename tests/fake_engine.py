@@ -23,6 +23,10 @@ Switches:
                       (waits --fault-delay S) | hang-mid-stream | cut-mid-stream |
                       crash-mid-stream | crash | no-done | malformed | unhealthy (/health 503)
   --fail-rate F       every round(1/F)-th inference request answers 500
+  --reply TEXT        answer every generation with TEXT (models that disagree, for votes)
+
+Also /tokenize, /detokenize, /v1/rerank, /v1/score, /pooling (small deterministic replies) and
+multipart /v1/audio/transcriptions|translations (the reply names the file's size and sha256).
 
 Test hooks: POST /fake/fault {"kind", "count"?, "status"?, "delay"?} (count = only the next N
 inference requests), GET /fake/stats (counters + last 100 requests), POST /fake/reset,
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -52,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 ERROR_TYPES = {
     400: "BadRequestError",
@@ -67,7 +72,9 @@ FAULT_KINDS = {"none", "500", "503", "429", "error", "hang", "slow-headers", "cr
 FAULT_KINDS |= MID_STREAM
 PARIS = "The capital of France is Paris.".split(" ")
 DONE = b"data: [DONE]\n\n"
-INFERENCE = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+EXTRA = {"/tokenize", "/detokenize", "/v1/rerank", "/rerank", "/v1/score", "/score", "/pooling"}
+AUDIO = {"/v1/audio/transcriptions", "/v1/audio/translations"}
+INFERENCE = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", *EXTRA, *AUDIO}
 UNRECORDED = {"/health", "/metrics"}
 
 
@@ -115,6 +122,32 @@ def embedding(text: str, dim: int = 8) -> list[float]:
     raw = [zlib.crc32(f"{i}:{text}".encode()) / 2**31 - 1.0 for i in range(dim)]
     norm = sum(x * x for x in raw) ** 0.5 or 1.0
     return [round(x / norm, 6) for x in raw]
+
+
+def extra_reply(path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
+    """vLLM's tokenize, detokenize, rerank, score and pooling replies (deterministic)."""
+    head = {"id": f"x-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+    if path == "/tokenize":
+        text = str(body.get("prompt") or body.get("messages") or "").split()
+        ids = [zlib.crc32(w.encode()) % 50000 for w in text]
+        return {"count": len(ids), "max_model_len": 2048, "tokens": ids, "token_strs": None}
+    if path == "/detokenize":
+        return {"prompt": " ".join(f"tok{t}" for t in body.get("tokens") or [])}
+    if path.endswith("rerank"):
+        docs = [str(d) for d in body.get("documents") or []]
+        scored = [(embedding(str(body.get("query")) + d, 1)[0], i, d) for i, d in enumerate(docs)]
+        results = [
+            {"index": i, "document": {"text": d}, "relevance_score": score}
+            for score, i, d in sorted(scored, reverse=True)
+        ]
+        return head | {"usage": {"total_tokens": len(docs)}, "results": results}
+    if path.endswith("score"):
+        score = abs(embedding(f"{body.get('text_1')}|{body.get('text_2')}", 1)[0])
+        data = [{"index": 0, "object": "score", "score": score}]
+        return head | {"object": "list", "data": data, "usage": usage(2, 0)}
+    vec = embedding(str(body.get("input")))
+    data = [{"index": 0, "object": "pooling", "data": vec}]
+    return head | {"object": "list", "data": data, "usage": usage(1, 0)}
 
 
 def usage(prompt: int, completion: int) -> dict[str, Any]:
@@ -247,6 +280,8 @@ class Engine:
 
     # ---- inference --------------------------------------------------------------------------
     async def inference(self, request: web.Request) -> web.StreamResponse:
+        if request.path in AUDIO:
+            return await self.audio(request)
         try:
             body = orjson.loads(await request.read())
             assert isinstance(body, dict)
@@ -272,6 +307,8 @@ class Engine:
             return error(404, f"The model `{model}` does not exist.")
         if request.path == "/v1/embeddings":
             return self.embeddings(body)
+        if request.path in EXTRA:
+            return web.json_response(extra_reply(request.path, body, self.name))
         return await self.generate(request, body, kind)
 
     async def generate(self, request: web.Request, body: dict[str, Any], kind: str) -> Any:
@@ -288,7 +325,9 @@ class Engine:
             question = str(last_user.get("content", ""))
         else:
             prompt_tokens, question = words(body.get("prompt", "")), str(body.get("prompt", ""))
-        if "capital of France" in question:
+        if self.a.reply:
+            toks, finish = self.a.reply.split(" ")[:n], "stop"
+        elif "capital of France" in question:
             toks, finish = PARIS[:n], "stop" if n >= len(PARIS) else "length"
         else:
             toks, finish = [f"tok{i}" for i in range(n)], "length"
@@ -398,6 +437,31 @@ class Engine:
             "usage": usage(n, 0),
         }
         return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    async def audio(self, request: web.Request) -> web.Response:
+        """Multipart like OpenAI's audio API: `file` and `model` parts (any order)."""
+        if not request.content_type.startswith("multipart/form-data"):
+            return error(400, "Expected multipart/form-data.")
+        fields: dict[str, str] = {}
+        digest, size, filename = hashlib.sha256(), 0, ""
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "file":
+                filename = part.filename or ""
+                while chunk := await part.read_chunk():
+                    digest.update(chunk)
+                    size += len(chunk)
+            elif part.name:
+                fields[part.name] = await part.text()
+        model = fields.get("model")
+        request["rec"].update(model=model, fields=fields, size=size)
+        if model not in self.names:
+            return error(404, f"The model `{model}` does not exist.")
+        kind = "translation" if request.path.endswith("translations") else "transcription"
+        text = f"{kind} of {filename}: {size} bytes sha256 {digest.hexdigest()}"
+        return web.json_response({"text": text})
 
     # ---- plain routes -----------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
@@ -534,6 +598,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault", default="none", choices=sorted(FAULT_KINDS))
     p.add_argument("--fault-delay", type=float, default=5.0)
     p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--reply", default="", help="answer every generation with this text")
     a, _unknown = p.parse_known_args(argv)
     a.model = a.model or a.model_tag or "fake-model"
     return a
