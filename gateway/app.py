@@ -37,11 +37,12 @@ from orchestra.gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
 from orchestra.gateway.proxy import Proxy, UpstreamCall
 from orchestra.gateway.ratelimit import RateLimiter
 from orchestra.gateway.routing import Router, RoutingTable
-from orchestra.gateway.workloads import serve
+from orchestra.gateway.workloads import EXTRA_PATHS, serve
 
 log = logging.getLogger(__name__)
 
 PROXIED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+PROXIED_PATHS |= EXTRA_PATHS  # vLLM's tokenize, rerank, score, pooling: by model, like chat
 _UNHEALTHY_STATES = frozenset({"down", "failed", "unknown", "backoff"})
 
 

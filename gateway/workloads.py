@@ -18,6 +18,21 @@ from orchestra.gateway.proxy import UpstreamCall
 if TYPE_CHECKING:
     from orchestra.gateway.app import Gateway
 
+# vLLM's other JSON endpoints that name a `model`: proxied to its engine like chat.
+EXTRA_PATHS = frozenset(
+    {
+        "/tokenize",
+        "/detokenize",
+        "/v1/rerank",
+        "/rerank",
+        "/v2/rerank",
+        "/v1/score",
+        "/score",
+        "/pooling",
+        "/classify",
+    }
+)
+
 
 async def serve(
     gw: Gateway, call: UpstreamCall, payload: dict[str, Any], priority: str | None
