@@ -23,6 +23,7 @@ from orchestra.config import OrchestraConfig
 from orchestra.gateway.admin import install_admin_routes
 from orchestra.gateway.admission import Admission
 from orchestra.gateway.aliases import ModelMap
+from orchestra.gateway.audio import install_audio_routes
 from orchestra.gateway.auth import AuthMiddleware, KeyRing
 from orchestra.gateway.control import ControlError, SupervisorClient
 from orchestra.gateway.errors import (
@@ -334,4 +335,5 @@ def create_app(config: OrchestraConfig) -> FastProxyPaths:
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
     install_admin_routes(app)
+    install_audio_routes(app)
     return FastProxyPaths(app, proxied)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import orjson
 from starlette.responses import Response
 
+from orchestra.gateway import ollama
 from orchestra.gateway.aliases import Target
 from orchestra.gateway.dispatch import dispatch
 from orchestra.gateway.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
@@ -62,7 +63,8 @@ async def serve_chain(
     """Serve `name` (resolved: not an alias, not an ensemble) from its chain."""
     chain = gw.models.chain(name)
     if len(chain) == 1:
-        response = await dispatch(gw, retarget(call, payload, chain[0]), payload, priority)
+        attempt = retarget(call, payload, chain[0])
+        response = await dispatch(gw, attempt, payload, priority, call.path in ollama.PATHS)
         response.headers[SERVED_BY] = chain[0].upstream_name
         return response
     failure: GatewayError | Response | None = None
@@ -95,7 +97,7 @@ async def _ollama(
     gw: Gateway, call: UpstreamCall, payload: dict[str, Any], chain: list[Target], reason: str
 ) -> Response | None:
     fallback = gw.fallback
-    if fallback is None or not fallback.healthy:
+    if fallback is None or not fallback.healthy or call.path not in ollama.PATHS:
         return None
     for target in chain:
         if fallback.covers(target.route):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
+from orchestra.gateway import ollama
 from orchestra.gateway.chains import serve_chain
 from orchestra.gateway.dispatch import dispatch
 from orchestra.gateway.ensembles import serve_ensemble
@@ -39,7 +40,8 @@ async def serve(
 ) -> Response:
     models = gw.models
     if models.empty:
-        return await dispatch(gw, call, payload, priority)
+        # Ollama speaks chat, completions and embeddings only.
+        return await dispatch(gw, call, payload, priority, ollama=call.path in ollama.PATHS)
     name = models.resolve(call.model)
     ensemble = models.ensembles.get(name)
     if ensemble is not None:

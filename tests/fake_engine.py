@@ -457,6 +457,10 @@ class Engine:
                 fields[part.name] = await part.text()
         model = fields.get("model")
         request["rec"].update(model=model, fields=fields, size=size)
+        fault = self.take_fault()
+        if fault is not None and fault.kind in ("500", "503", "429", "error"):
+            status = fault.status or int(fault.kind.replace("error", "500"))
+            return error(status, f"Injected fault: {fault.kind}")
         if model not in self.names:
             return error(404, f"The model `{model}` does not exist.")
         kind = "translation" if request.path.endswith("translations") else "transcription"

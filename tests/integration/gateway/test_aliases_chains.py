@@ -98,9 +98,7 @@ def test_streams_fall_back_before_the_first_byte(
 ) -> None:
     engines["llama"].set_fault("500", count=1)
     chunks = list(
-        client.chat.completions.create(
-            model="llama", messages=MESSAGES, max_tokens=3, stream=True
-        )
+        client.chat.completions.create(model="llama", messages=MESSAGES, max_tokens=3, stream=True)
     )
     assert {c.model for c in chunks} == {"qwen"}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
