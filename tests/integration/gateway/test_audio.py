@@ -27,8 +27,12 @@ def _expected(kind: str, name: str, data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def engines() -> Iterator[dict[str, FakeEngineProcess]]:
-    with FakeEngineProcess(name="whisper") as one, FakeEngineProcess(name="whisper-b") as two:
-        yield {"whisper": one, "whisper-b": two}
+    with (
+        FakeEngineProcess(name="whisper") as one,
+        FakeEngineProcess(name="whisper") as replica,
+        FakeEngineProcess(name="whisper-b") as two,
+    ):
+        yield {"whisper": one, "whisper#1": replica, "whisper-b": two}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,13 @@ def gateway(engines: dict[str, FakeEngineProcess]) -> Iterator[GatewayProcess]:
     )
     config = {
         "gateway": section,
-        "servers": [{"name": n, "url": e.url} for n, e in engines.items()],
+        "servers": [
+            {
+                "name": "whisper",
+                "replicas": [{"url": engines["whisper"].url}, {"url": engines["whisper#1"].url}],
+            },
+            {"name": "whisper-b", "url": engines["whisper-b"].url},
+        ],
         "aliases": {"whisper-1": "whisper"},
         "fallbacks": {"whisper": ["whisper-b"]},
     }
@@ -52,7 +62,7 @@ def gateway(engines: dict[str, FakeEngineProcess]) -> Iterator[GatewayProcess]:
 def _clean(engines: dict[str, FakeEngineProcess], gateway: GatewayProcess) -> None:
     for engine in engines.values():
         reset_engine(engine)
-    gateway.wait_ready(*engines)
+    gateway.wait_ready("whisper", "whisper-b")
 
 
 @pytest.fixture
@@ -70,8 +80,8 @@ def test_transcription_reaches_the_engine_intact(
         model="whisper", file=("talk.wav", AUDIO), language="en"
     )
     assert reply.text == _expected("transcription", "talk.wav", AUDIO)
-    record = engines["whisper"].stats()["records"][-1]
-    assert record["fields"] == {"model": "whisper", "language": "en"}
+    records = [r for n in ("whisper", "whisper#1") for r in engines[n].stats()["records"]]
+    assert [r["fields"] for r in records] == [{"model": "whisper", "language": "en"}]
 
 
 def test_translation_through_an_alias(
@@ -79,19 +89,21 @@ def test_translation_through_an_alias(
 ) -> None:
     reply = client.audio.translations.create(model="whisper-1", file=("talk.mp3", AUDIO))
     assert reply.text == _expected("translation", "talk.mp3", AUDIO)
-    assert engines["whisper"].stats()["records"][-1]["model"] == "whisper"
+    records = [r for n in ("whisper", "whisper#1") for r in engines[n].stats()["records"]]
+    assert [r["model"] for r in records] == ["whisper"]
 
 
 def test_fallback_renames_the_model_and_retries_send_it_again(
     client: openai.OpenAI, engines: dict[str, FakeEngineProcess]
 ) -> None:
-    engines["whisper"].set_fault("503", count=2)  # both attempts on `whisper` fail
+    for name in ("whisper", "whisper#1"):  # both replicas (attempts) of `whisper` fail
+        engines[name].set_fault("503", count=1)
     raw = client.audio.transcriptions.with_raw_response.create(
         model="whisper", file=("a.wav", AUDIO)
     )
     assert raw.headers["x-orchestra-served-by"] == "whisper-b"
     assert raw.parse().text == _expected("transcription", "a.wav", AUDIO)
-    sizes = [r["size"] for r in engines["whisper"].stats()["records"]]
+    sizes = [r["size"] for n in ("whisper", "whisper#1") for r in engines[n].stats()["records"]]
     assert sizes == [len(AUDIO), len(AUDIO)]  # the spooled body, whole, on each attempt
 
 
