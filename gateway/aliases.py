@@ -68,13 +68,15 @@ class ModelMap:
     def adapter_base(self, name: str) -> str | None:
         return self.adapters.get(name)
 
-    def add_adapter(self, name: str, base: str) -> None:
-        """An adapter loaded at run time (`orchestra adapters load`)."""
-        self.adapters[name] = base
-        self._chains.clear()
-
-    def remove_adapter(self, name: str) -> None:
-        self.adapters.pop(name, None)
+    def sync_adapters(self, base: str, names: list[str]) -> None:
+        """The supervisor's word on `base`'s adapters (config and loaded at run time)."""
+        current = {n for n, b in self.adapters.items() if b == base}
+        if current == set(names):
+            return
+        for name in current - set(names):
+            del self.adapters[name]
+        for name in names:
+            self.adapters.setdefault(name, base)
         self._chains.clear()
 
     def cards(self, created: int | None = None) -> list[dict[str, Any]]:

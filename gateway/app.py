@@ -109,6 +109,7 @@ async def _sync_with_supervisor(gw: Gateway) -> None:
         try:
             for status in await gw.control.list_models():
                 gw.table.apply(status)
+                gw.models.sync_adapters(status.name, status.adapters)
             if not reachable:
                 log.info("supervisor at %s is reachable again", gw.control.base_url)
             reachable = True

@@ -20,6 +20,7 @@ class ModelStatus(BaseModel):
     name: str
     state: str
     upstreams: list[str] = []
+    adapters: list[str] = []  # LoRA adapters its engines serve (config and runtime)
 
 
 class ControlError(Exception):

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--out", default=None)
     models.set_defaults(func=_models)
 
+    from orchestra.adapters_cli import add_parser as add_adapters
+
+    add_adapters(sub)
+
     for name in ("status", "load", "unload", "sleep", "wake", "restart", "ensure", "logs"):
         cmd = sub.add_parser(name, help=f"control API: {name}")
         if name != "status":

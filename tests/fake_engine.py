@@ -24,6 +24,8 @@ Switches:
                       crash-mid-stream | crash | no-done | malformed | unhealthy (/health 503)
   --fail-rate F       every round(1/F)-th inference request answers 500
   --reply TEXT        answer every generation with TEXT (models that disagree, for votes)
+  --enable-lora, --lora-modules NAME=PATH ...   adapters answer "NAME-tok0 ..."; with
+                      --enable-lora, /v1/load_lora_adapter and /v1/unload_lora_adapter
 
 Also /tokenize, /detokenize, /v1/rerank, /v1/score, /pooling (small deterministic replies) and
 multipart /v1/audio/transcriptions|translations (the reply names the file's size and sha256).
@@ -207,8 +209,10 @@ class Engine:
     """All state of one fake engine; its methods are the aiohttp handlers."""
 
     def __init__(self, a: argparse.Namespace) -> None:
-        self.a, self.names = a, a.served_model_name or [a.model]
+        self.a, self.names = a, list(a.served_model_name or [a.model])
         self.name, self.created = self.names[0], int(time.time())
+        # LoRA adapters (--lora-modules NAME=PATH, or loaded at run time): name -> path
+        self.loras = dict(m.split("=", 1) for m in a.lora_modules or [] if "=" in m)
         self.fault = Fault(a.fault, delay=a.fault_delay)
         self.fail_every = round(1 / a.fail_rate) if a.fail_rate > 0 else 0
         self.token_rate, self.ttft = a.token_rate, a.ttft_ms / 1000
@@ -303,7 +307,7 @@ class Engine:
             await asyncio.sleep(fault.delay)
         if self.sleeping:
             return error(503, "The engine is sleeping; call /wake_up first.")
-        if model not in self.names:
+        if model not in self.names and model not in self.loras:
             return error(404, f"The model `{model}` does not exist.")
         if request.path == "/v1/embeddings":
             return self.embeddings(body)
@@ -325,7 +329,10 @@ class Engine:
             question = str(last_user.get("content", ""))
         else:
             prompt_tokens, question = words(body.get("prompt", "")), str(body.get("prompt", ""))
-        if self.a.reply:
+        model = str(body.get("model"))
+        if model in self.loras:  # an adapter answers differently from its base
+            toks, finish = [f"{model}-tok{i}" for i in range(n)], "length"
+        elif self.a.reply:
             toks, finish = self.a.reply.split(" ")[:n], "stop"
         elif "capital of France" in question:
             toks, finish = PARIS[:n], "stop" if n >= len(PARIS) else "length"
@@ -335,7 +342,7 @@ class Engine:
         r = Reply(
             chat,
             f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-            self.name,
+            model if model in self.loras else self.name,
             toks,
             finish,
             usage(prompt_tokens, len(toks)),
@@ -485,6 +492,19 @@ class Engine:
             }
             for n in self.names
         ]
+        cards += [
+            {
+                "id": n,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "vllm",
+                "root": path,
+                "parent": self.name,
+                "max_model_len": None,
+                "permission": [],
+            }
+            for n, path in self.loras.items()
+        ]
         return web.json_response({"object": "list", "data": cards})
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -521,6 +541,22 @@ class Engine:
 
     async def is_sleeping(self, request: web.Request) -> web.Response:
         return web.json_response({"is_sleeping": self.sleeping})
+
+    async def load_lora(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        name, path = b.get("lora_name"), b.get("lora_path")
+        if not name or not path:
+            return error(400, "lora_name and lora_path are required.")
+        if name in self.loras:
+            return error(400, f"The lora adapter '{name}' has already been loaded.")
+        self.loras[name] = path
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_lora(self, request: web.Request) -> web.Response:
+        name = (await request.json()).get("lora_name")
+        if self.loras.pop(name, None) is None:
+            return error(404, f"The lora adapter '{name}' cannot be found.")
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     # ---- test hooks -------------------------------------------------------------------------
     async def set_fault(self, request: web.Request) -> web.Response:
@@ -566,6 +602,9 @@ class Engine:
         r.add_get("/metrics", self.metrics)
         for path in INFERENCE:
             r.add_post(path, self.inference)
+        if self.a.enable_lora:
+            r.add_post("/v1/load_lora_adapter", self.load_lora)
+            r.add_post("/v1/unload_lora_adapter", self.unload_lora)
         if self.a.enable_sleep_mode:
             r.add_post("/sleep", self.sleep)
             r.add_post("/wake_up", self.wake_up)
@@ -602,6 +641,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault", default="none", choices=sorted(FAULT_KINDS))
     p.add_argument("--fault-delay", type=float, default=5.0)
     p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--enable-lora", action="store_true")
+    p.add_argument("--lora-modules", nargs="+", default=None)
     p.add_argument("--reply", default="", help="answer every generation with this text")
     a, _unknown = p.parse_known_args(argv)
     a.model = a.model or a.model_tag or "fake-model"
