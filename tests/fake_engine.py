@@ -24,6 +24,7 @@ Switches:
                       crash-mid-stream | crash | no-done | malformed | unhealthy (/health 503)
   --fail-rate F       every round(1/F)-th inference request answers 500
   --reply TEXT        answer every generation with TEXT (models that disagree, for votes)
+  --slow-rate F, --slow-ms MS   a fraction F of inference requests waits MS first (a tail)
   --enable-lora, --lora-modules NAME=PATH ...   adapters answer "NAME-tok0 ..."; with
                       --enable-lora, /v1/load_lora_adapter and /v1/unload_lora_adapter
 
@@ -43,6 +44,7 @@ import base64
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -218,6 +220,7 @@ class Engine:
         self.token_rate, self.ttft = a.token_rate, a.ttft_ms / 1000
         self.slots = asyncio.Semaphore(a.max_running) if a.max_running else None
         self.sleeping = False
+        self.rng = random.Random(a.port)  # --slow-rate draws, reproducible per engine
         self.reset()
 
     def reset(self) -> None:
@@ -309,6 +312,8 @@ class Engine:
             return error(503, "The engine is sleeping; call /wake_up first.")
         if model not in self.names and model not in self.loras:
             return error(404, f"The model `{model}` does not exist.")
+        if self.a.slow_rate and self.rng.random() < self.a.slow_rate:
+            await asyncio.sleep(self.a.slow_ms / 1000)  # a tail: this request is slow
         if request.path == "/v1/embeddings":
             return self.embeddings(body)
         if request.path in EXTRA:
@@ -641,6 +646,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault", default="none", choices=sorted(FAULT_KINDS))
     p.add_argument("--fault-delay", type=float, default=5.0)
     p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--slow-rate", type=float, default=0.0)
+    p.add_argument("--slow-ms", type=float, default=1000.0)
     p.add_argument("--enable-lora", action="store_true")
     p.add_argument("--lora-modules", nargs="+", default=None)
     p.add_argument("--reply", default="", help="answer every generation with this text")
