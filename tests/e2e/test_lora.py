@@ -1,5 +1,5 @@
 """LoRA on the real vLLM CPU engine: an adapter this test trains with `peft` on SmolLM2 (r=8,
-q_proj/v_proj, 30 steps on one chat example) is served beside its base by one engine started
+q_proj/v_proj, 20 steps on one chat example) is served beside its base by one engine started
 with --enable-lora; a request naming the adapter is routed to the base's engine and answers
 the adapter's way, the base does not; `orchestra adapters load|unload` adds and removes one at
 run time and the gateway follows."""
