@@ -1,9 +1,12 @@
-"""`python -m bench` (`make bench`): gateway vs direct over a concurrency sweep."""
+"""`python -m bench` (`make bench`): gateway vs direct over a concurrency sweep; `--swap` and
+`--supervisor` add swap and supervisor figures."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import os
 import shutil
 import signal
 import subprocess
@@ -26,6 +29,7 @@ from bench.run import (
     sweep,
     total_rounds,
 )
+from bench.supervisor_figures import SupervisorBenchOptions, supervisor_figures
 from bench.swap import swap_figures
 
 
@@ -47,13 +51,34 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--no-wrk", action="store_true", help="python load generator only")
     p.add_argument("--swap", action="store_true", help="also measure swap figures")
     p.add_argument("--supervisor-url", default="http://127.0.0.1:8100")
+    p.add_argument(
+        "--admin-token",
+        default=os.environ.get("ORCHESTRA_ADMIN_TOKEN"),
+        help="--swap: the supervisor's admin token (default $ORCHESTRA_ADMIN_TOKEN)",
+    )
     p.add_argument("--gateway-url", help="for the on-demand first request (default --base-url)")
     p.add_argument("--model-path", help="weights to evict/warm for the cold-start figures")
     p.add_argument("--out-dir", type=Path, default=BenchOptions().out_dir)
     p.add_argument(
         "--py-spy", help="record the gateway with py-spy (.svg flamegraph, .txt collapsed stacks)"
     )
-    p.add_argument("--quick", action="store_true", help="smoke run: c=1,8, 1 s, 1 round")
+    p.add_argument(
+        "--supervisor",
+        action="store_true",
+        help="also measure supervisor figures (ensure-to-served, readiness detection, page cache)",
+    )
+    p.add_argument("--supervisor-only", action="store_true", help="--supervisor without the sweep")
+    p.add_argument("--supervisor-runs", type=int, default=5, help="runs per poll interval")
+    p.add_argument("--page-cache-mb", type=int, default=256, help="page-cache figure's file size")
+    p.add_argument(
+        "--scratch-dir", type=Path, help="where the page-cache file goes (default: system temp)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: c=1,8, 1 s, 1 round; supervisor: 1 run at poll 0.1 s, 0.5 s startup, "
+        "16 MB file",
+    )
     a = p.parse_args(argv)
     opts = BenchOptions(
         concurrency=[int(x) for x in a.concurrency.split(",") if x],
@@ -72,15 +97,35 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         use_wrk=not a.no_wrk,
         swap=a.swap,
         supervisor_url=a.supervisor_url,
+        admin_token=a.admin_token,
         gateway_url=a.gateway_url or a.base_url,
         model_path=a.model_path,
         out_dir=a.out_dir,
         py_spy=a.py_spy,
+        sweep=not a.supervisor_only,
     )
+    if a.supervisor or a.supervisor_only:
+        opts.supervisor = SupervisorBenchOptions(
+            runs=max(1, a.supervisor_runs), page_cache_mb=a.page_cache_mb, scratch_dir=a.scratch_dir
+        )
     if a.quick:
         opts.concurrency, opts.duration_s, opts.rounds = [1, 8], 1.0, 1
         opts.stream_max_tokens, opts.stream_token_rate = 8, 50.0
+        if opts.supervisor:
+            opts.supervisor.runs, opts.supervisor.startup_s = 1, 0.5
+            opts.supervisor.poll_intervals = (0.1,)
+            opts.supervisor.page_cache_mb = min(opts.supervisor.page_cache_mb, 16)
     return opts
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def ensure_wrk(console: Console) -> None:
@@ -98,16 +143,10 @@ def ensure_wrk(console: Console) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    opts = parse_args(argv)
-    console = Console()
-    if not console.is_terminal:  # CI logs: wide enough for the tables
-        console = Console(width=160)
-    if opts.use_wrk:
-        ensure_wrk(console)
-    cpus = cpu_plan(opts.pin and opts.base_url is None)
-    started = time.time()
-    report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def run_sweep(
+    opts: BenchOptions, cpus: dict[str, int | None], console: Console
+) -> dict[str, list[dict[str, Any]]]:
+    """Start the fake upstream and the gateway (unless aimed at real servers), then sweep."""
     with contextlib.ExitStack() as stack:
         upstream: str | None = None
         if opts.base_url is None:
@@ -161,23 +200,32 @@ def main(argv: list[str] | None = None) -> int:
 
             results = sweep(opts, legs, cpus, upstream, step)
             progress.update(task, description="done")
-        report["results"] = results
-        if opts.swap:
-            console.print("measuring swap figures ...")
-            assert opts.supervisor_url
-            report["swap"] = swap_figures(
-                opts.supervisor_url, opts.model, opts.gateway_url, opts.model_path
-            )
-    report["method"] = method(opts, cpus)
-    report["options"] = {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items()
-    }
-    report["ratios"] = {
-        str(row["concurrency"]): row["ratios"]
-        for mode in report["results"].values()
-        for row in mode
-        if "ratios" in row
-    }
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    console = Console()
+    if not console.is_terminal:  # CI logs: wide enough for the tables
+        console = Console(width=160)
+    if opts.use_wrk and opts.sweep:
+        ensure_wrk(console)
+    cpus = cpu_plan(opts.pin and opts.base_url is None)
+    started = time.time()
+    report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    report["results"] = run_sweep(opts, cpus, console) if opts.sweep else {}
+    if opts.swap:
+        console.print("measuring swap figures ...")
+        assert opts.supervisor_url
+        report["swap"] = swap_figures(
+            opts.supervisor_url, opts.model, opts.gateway_url, opts.model_path, opts.admin_token
+        )
+    if opts.supervisor:
+        console.print("measuring supervisor figures (fake engine, real supervisor) ...")
+        report["supervisor"] = supervisor_figures(opts.supervisor)
+    if opts.sweep:
+        report["method"] = method(opts, cpus)
+    report["options"] = _jsonable(dataclasses.asdict(opts))
     # one flat dict per concurrency with both modes' ratios
     flat: dict[str, dict[str, Any]] = {}
     for mode in report["results"].values():
@@ -188,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     report["elapsed_s"] = round(time.time() - started, 1)
     print_report(report, console)
     path = write_json(report, opts.out_dir)
-    png = write_png(report, path.with_suffix(".png"))
+    png = write_png(report, path.with_suffix(".png")) if report["results"] else None
     if png is not None:
         (opts.out_dir / "latest.png").write_bytes(png.read_bytes())
-    console.print(f"wrote {path}" + (f" and {png}" if png else " (no matplotlib: no PNG)"))
+    no_png = " (no sweep: no PNG)" if not report["results"] else " (no matplotlib: no PNG)"
+    console.print(f"wrote {path}" + (f" and {png}" if png else no_png))
     return 0
 
 

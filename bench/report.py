@@ -21,7 +21,7 @@ def _f(x: Any, nd: int = 1) -> str:
 
 def tables(report: dict[str, Any]) -> list[Table]:
     out = []
-    rows = report["results"].get("nonstream", [])
+    rows = report.get("results", {}).get("nonstream", [])
     if rows:
         t = Table(title="Non-streaming: direct vs gateway", title_justify="left")
         for col in (
@@ -54,7 +54,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
                 f"{d.get('errors', '-')}/{g.get('errors', '-')}",
             )
         out.append(t)
-    rows = report["results"].get("stream", [])
+    rows = report.get("results", {}).get("stream", [])
     if rows:
         t = Table(title="Streaming: direct vs gateway", title_justify="left")
         for col in (
@@ -90,7 +90,49 @@ def tables(report: dict[str, Any]) -> list[Table]:
         for k, v in report["swap"].items():
             t.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
         out.append(t)
+    if report.get("supervisor"):
+        out.extend(supervisor_tables(report["supervisor"]))
     return out
+
+
+def supervisor_tables(figures: dict[str, Any]) -> list[Table]:
+    t = Table(title="Supervisor: cold fake engine, direct vs ensure", title_justify="left")
+    for col in (
+        "health poll s",
+        "runs",
+        "direct spawn->served s",
+        "ensure->served s",
+        "overhead ms",
+        "detection ms p50/max",
+    ):
+        t.add_column(col, justify="right")
+    for row in figures.get("ensure_to_served", {}).values():
+        t.add_row(
+            _f(row.get("health_poll_interval_s"), 2),
+            _f(row.get("runs")),
+            _f(row.get("direct_spawn_to_served_s"), 3),
+            _f(row.get("ensure_to_served_s"), 3),
+            _f(row.get("supervisor_overhead_ms")),
+            f"{_f(row.get('readiness_detection_ms_median'))}"
+            f"/{_f(row.get('readiness_detection_ms_max'))}",
+        )
+    pc = figures.get("page_cache", {})
+    p = Table(title=f"Page cache: {pc.get('file_mb', '?')} MB read", title_justify="left")
+    for col in ("", "resident before", "read s", "MB/s"):
+        p.add_column(col, justify="right")
+    p.add_row(
+        "evicted",
+        _f(pc.get("fraction_evicted"), 3),
+        _f(pc.get("read_evicted_s"), 3),
+        _f(pc.get("read_evicted_mb_per_s")),
+    )
+    p.add_row(
+        "warm",
+        _f(pc.get("fraction_after_preload"), 3),
+        _f(pc.get("read_warm_s"), 3),
+        _f(pc.get("read_warm_mb_per_s")),
+    )
+    return [t, p]
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:

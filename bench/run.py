@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import RoundResult, chat_body, have_wrk, run_python_subprocess, run_wrk
+from bench.supervisor_figures import SupervisorBenchOptions
 
 REPO = Path(__file__).resolve().parent.parent
 CHAT = "/v1/chat/completions"
@@ -42,10 +43,13 @@ class BenchOptions:
     use_wrk: bool = True
     swap: bool = False
     supervisor_url: str | None = None
+    admin_token: str | None = None  # for --swap's control API calls
     gateway_url: str | None = None  # on-demand first request goes here (default base_url)
     model_path: str | None = None  # to evict/warm the page cache for cold-start figures
     out_dir: Path = REPO / "bench" / "results"
     py_spy: str | None = None  # record the gateway with py-spy into this SVG (fake mode only)
+    supervisor: SupervisorBenchOptions | None = None  # --supervisor: measure supervisor figures
+    sweep: bool = True  # False with --supervisor-only
 
 
 @dataclass

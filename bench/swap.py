@@ -1,5 +1,6 @@
-"""Swap figures through the supervisor's control API: cold start with the page cache evicted
-vs warm, wake from sleep, and the first request to an unloaded model through the gateway."""
+"""Swap figures through the supervisor's control API (`orchestra.control.ControlClient`, with the
+admin token): cold start with the page cache evicted vs warm, wake from sleep, and the first
+request to an unloaded model through the gateway (plain HTTP, as a client would send it)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,29 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestra.control import ControlClient, ControlError, call_sync
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+ACTION_TIMEOUT_S = 900.0  # a real engine's cold start can take minutes
 
 
-def _call(method: str, url: str, payload: Any = None, timeout: float = 900.0) -> Any:
-    data = None if payload is None else json.dumps(payload).encode()
+def _post(url: str, payload: Any, timeout: float = ACTION_TIMEOUT_S) -> Any:
+    """Plain HTTP to the gateway (what a client would send)."""
     req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         raw = r.read()
     return json.loads(raw) if raw else None
 
 
-def _timed(method: str, url: str, payload: Any = None) -> float:
+def _timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
-    _call(method, url, payload)
+    fn()
     return round(time.perf_counter() - t0, 3)
 
 
@@ -55,24 +60,32 @@ def warm_page_cache(files: list[Path]) -> None:
 
 
 def swap_figures(
-    supervisor_url: str, model: str, gateway_url: str | None, model_path: str | None
+    supervisor_url: str,
+    model: str,
+    gateway_url: str | None,
+    model_path: str | None,
+    admin_token: str | None = None,
+    action_timeout_s: float = ACTION_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Each figure in seconds, or {"error": ...} when the server refuses it."""
-    sup = supervisor_url.rstrip("/") + f"/models/{model}"
+    client = ControlClient(supervisor_url, admin_token, timeout_s=30.0)
     out: dict[str, Any] = {"model": model}
     files = _weight_files(model_path)
 
-    def figure(name: str, fn: Any) -> None:
+    def act(action: str) -> None:
+        call_sync(client, lambda c: c.action(model, action, action_timeout_s))
+
+    def figure(name: str, fn: Callable[[], float]) -> None:
         try:
             out[name] = fn()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (ControlError, urllib.error.URLError, OSError, ValueError) as exc:
             out[name] = {"error": repr(exc)[:300]}
 
     def cold(evict: bool) -> float:
-        _call("POST", sup + "/unload")
+        act("unload")
         if files:
             (evict_page_cache if evict else warm_page_cache)(files)
-        return _timed("POST", sup + "/ensure")
+        return _timed(lambda: act("ensure"))
 
     if files:
         figure("cold_start_evicted_s", lambda: cold(True))
@@ -80,26 +93,27 @@ def swap_figures(
     out["page_cache_controlled"] = bool(files)
 
     def wake() -> float:
-        _call("POST", sup + "/ensure")
-        _call("POST", sup + "/sleep")
-        return _timed("POST", sup + "/wake")
+        act("ensure")
+        act("sleep")
+        return _timed(lambda: act("wake"))
 
     figure("wake_from_sleep_s", wake)
 
     if gateway_url:
 
         def first_request() -> float:
-            _call("POST", sup + "/unload")
+            act("unload")
             body = {
                 "model": model,
                 "messages": [{"role": "user", "content": "hi"}],
                 "max_tokens": 4,
             }
-            return _timed("POST", gateway_url.rstrip("/") + "/v1/chat/completions", body)
+            url = gateway_url.rstrip("/") + "/v1/chat/completions"
+            return _timed(lambda: _post(url, body))
 
         figure("on_demand_first_request_s", first_request)
     try:  # leave the model loaded
-        _call("POST", sup + "/ensure")
-    except (urllib.error.URLError, OSError):
+        act("ensure")
+    except ControlError:
         pass
     return out

@@ -16,12 +16,11 @@ from starlette.responses import Response
 from orchestra.gateway.errors import BadRequest
 from orchestra.gateway.multipart import SpooledBody, read_upload
 from orchestra.gateway.proxy import UpstreamCall
-from orchestra.gateway.workloads import serve
 
 if TYPE_CHECKING:
-    from orchestra.gateway.app import Gateway
+    from orchestra.gateway.container import Gateway
 
-AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
+AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
 
 
 async def audio(request: Request) -> Response:
@@ -39,6 +38,8 @@ async def audio(request: Request) -> Response:
         if not model:
             raise BadRequest("you must provide a `model` form field", param="model")
         state = request.scope["state"]
+        if gw.table.get(model) is not None:
+            state["model"] = model  # the metrics label (a configured name only)
         request_id: str = state["request_id"]
         headers = {
             "content-type": request.headers["content-type"],
@@ -59,12 +60,12 @@ async def audio(request: Request) -> Response:
             reply_headers=limit_headers,
         )
         priority = request.headers.get(gw.admission.priority_header)
-        return await serve(gw, call, payload, priority)
+        return await gw.workloads.serve(call, payload, priority)
     finally:
         # The upstream has answered (first byte) by now, so it has read the whole body.
         upload.close()
 
 
 def install_audio_routes(app: FastAPI) -> None:
-    for path in AUDIO_PATHS:
+    for path in sorted(AUDIO_PATHS):
         app.add_api_route(path, audio, methods=["POST"], include_in_schema=True)

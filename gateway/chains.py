@@ -18,12 +18,11 @@ from starlette.responses import Response
 
 from orchestra.gateway import ollama
 from orchestra.gateway.aliases import Target
-from orchestra.gateway.dispatch import dispatch
 from orchestra.gateway.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
 from orchestra.gateway.proxy import UpstreamCall
 
 if TYPE_CHECKING:
-    from orchestra.gateway.app import Gateway
+    from orchestra.gateway.workloads import Workloads
 
 SERVED_BY = "x-orchestra-served-by"
 _NEXT_ERRORS = (Unavailable, UpstreamTimeout, Overloaded)
@@ -58,20 +57,20 @@ def _reason(failure: GatewayError | Response) -> str:
 
 
 async def serve_chain(
-    gw: Gateway, call: UpstreamCall, payload: dict[str, Any], priority: str | None, name: str
+    wl: Workloads, call: UpstreamCall, payload: dict[str, Any], priority: str | None, name: str
 ) -> Response:
     """Serve `name` (resolved: not an alias, not an ensemble) from its chain."""
-    chain = gw.models.chain(name)
+    chain = wl.models.chain(name)
     if len(chain) == 1:
         attempt = retarget(call, payload, chain[0])
-        response = await dispatch(gw, attempt, payload, priority, call.path in ollama.PATHS)
+        response = await wl.dispatch(attempt, payload, priority, call.path in ollama.PATHS)
         response.headers[SERVED_BY] = chain[0].upstream_name
         return response
     failure: GatewayError | Response | None = None
     for target in chain:
         attempt = retarget(call, payload, target)
         try:
-            response = await dispatch(gw, attempt, payload, priority, ollama=False)
+            response = await wl.dispatch(attempt, payload, priority, ollama=False)
         except _NEXT_ERRORS as exc:
             failure = exc
             continue
@@ -79,13 +78,13 @@ async def serve_chain(
             failure = response
             continue
         if target is not chain[0] and failure is not None:
-            gw.models.fallback_pairs.labels(
+            wl.models.fallback_pairs.labels(
                 chain[0].upstream_name, target.upstream_name, _reason(failure)
             ).inc()
         response.headers[SERVED_BY] = target.upstream_name
         return response
     assert failure is not None
-    served = await _ollama(gw, call, payload, chain, _reason(failure))
+    served = await _ollama(wl, call, payload, chain, _reason(failure))
     if served is not None:
         return served
     if isinstance(failure, Response):
@@ -94,9 +93,9 @@ async def serve_chain(
 
 
 async def _ollama(
-    gw: Gateway, call: UpstreamCall, payload: dict[str, Any], chain: list[Target], reason: str
+    wl: Workloads, call: UpstreamCall, payload: dict[str, Any], chain: list[Target], reason: str
 ) -> Response | None:
-    fallback = gw.fallback
+    fallback = wl.fallback
     if fallback is None or not fallback.healthy or call.path not in ollama.PATHS:
         return None
     for target in chain:
@@ -104,7 +103,6 @@ async def _ollama(
             attempt = retarget(call, payload, target)
             served = await fallback.forward(attempt, payload, reason)
             if served is not None:
-                gw.metrics.model(target.route).requests(served.status_code).inc()
                 served.headers[SERVED_BY] = f"ollama:{target.route}"
                 return served
             return None

@@ -34,14 +34,14 @@ from orchestra.gateway.proxy import UpstreamCall
 from orchestra.workload_config import EnsembleConfig
 
 if TYPE_CHECKING:
-    from orchestra.gateway.app import Gateway
+    from orchestra.gateway.workloads import Workloads
 
 # queue items: (member index, chunk dict) | (member index, Outcome when it ended)
 _Item = tuple[int, dict[str, Any] | Outcome]
 
 
 async def _pump(
-    gw: Gateway,
+    wl: Workloads,
     call: UpstreamCall,
     payload: dict[str, Any],
     priority: str | None,
@@ -49,13 +49,13 @@ async def _pump(
     member: str,
     queue: asyncio.Queue[_Item],
 ) -> None:
-    sub, body, name = member_call(gw, call, payload, member, stream=True)
+    sub, body, name = member_call(wl, call, payload, member, stream=True)
     drain: Drain | None = None
     usage: Any = None
     outcome: Outcome
     try:
         try:
-            response = await serve_chain(gw, sub, body, priority, name)
+            response = await serve_chain(wl, sub, body, priority, name)
         except GatewayError as exc:
             error = {"message": exc.message, "type": exc.type, "code": exc.code}
             await queue.put((index, Outcome(member, exc.status, error=error)))
@@ -92,7 +92,7 @@ async def _pump(
 
 
 async def stream_all(
-    gw: Gateway,
+    wl: Workloads,
     call: UpstreamCall,
     payload: dict[str, Any],
     priority: str | None,
@@ -101,7 +101,7 @@ async def stream_all(
 ) -> Response:
     queue: asyncio.Queue[_Item] = asyncio.Queue()
     tasks = [
-        asyncio.create_task(_pump(gw, call, payload, priority, i, member, queue))
+        asyncio.create_task(_pump(wl, call, payload, priority, i, member, queue))
         for i, member in enumerate(ensemble.models)
     ]
     deadline = time.monotonic() + ensemble.timeout_s

@@ -32,7 +32,7 @@ from orchestra.gateway.proxy import UpstreamCall
 from orchestra.workload_config import EnsembleConfig
 
 if TYPE_CHECKING:
-    from orchestra.gateway.app import Gateway
+    from orchestra.gateway.workloads import Workloads
 
 ENSEMBLE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _JSON = "application/json"
@@ -60,9 +60,9 @@ class Outcome:
 
 
 def member_call(
-    gw: Gateway, call: UpstreamCall, payload: dict[str, Any], member: str, stream: bool
+    wl: Workloads, call: UpstreamCall, payload: dict[str, Any], member: str, stream: bool
 ) -> tuple[UpstreamCall, dict[str, Any], str]:
-    name = gw.models.resolve(member)
+    name = wl.models.resolve(member)
     body = {**payload, "model": name, "stream": stream}
     if stream:
         body["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
@@ -90,7 +90,7 @@ def error_of(status: int, raw: bytes) -> dict[str, Any]:
 
 
 async def run_member(
-    gw: Gateway,
+    wl: Workloads,
     call: UpstreamCall,
     payload: dict[str, Any],
     priority: str | None,
@@ -98,9 +98,9 @@ async def run_member(
     live: bool = False,
 ) -> Outcome:
     """One member, non-streaming (or `live`: streaming, returned once its first byte is in)."""
-    sub, body, name = member_call(gw, call, payload, member, stream=live)
+    sub, body, name = member_call(wl, call, payload, member, stream=live)
     try:
-        response = await serve_chain(gw, sub, body, priority, name)
+        response = await serve_chain(wl, sub, body, priority, name)
     except GatewayError as exc:
         error = {"message": exc.message, "type": exc.type, "code": exc.code}
         return Outcome(member, exc.status, error=error | {"status": exc.status})
@@ -139,7 +139,7 @@ async def _discard(outcome: Outcome) -> None:
 
 
 async def gather_members(
-    gw: Gateway,
+    wl: Workloads,
     call: UpstreamCall,
     payload: dict[str, Any],
     priority: str | None,
@@ -149,7 +149,7 @@ async def gather_members(
 ) -> list[Outcome]:
     """Run every member; with `first`, stop at the first success and cancel the others."""
     tasks = {
-        asyncio.ensure_future(run_member(gw, call, payload, priority, m, live)): i
+        asyncio.ensure_future(run_member(wl, call, payload, priority, m, live)): i
         for i, m in enumerate(ensemble.models)
     }
     outcomes: list[Outcome | None] = [None] * len(tasks)
@@ -276,7 +276,7 @@ def merge_vote(ensemble: EnsembleConfig, outcomes: list[Outcome]) -> dict[str, A
 
 
 async def serve_ensemble(
-    gw: Gateway,
+    wl: Workloads,
     call: UpstreamCall,
     payload: dict[str, Any],
     priority: str | None,
@@ -290,16 +290,16 @@ async def serve_ensemble(
     if call.stream and ensemble.strategy == "all":
         from orchestra.gateway.ensemble_stream import stream_all
 
-        return await stream_all(gw, call, payload, priority, ensemble, headers)
+        return await stream_all(wl, call, payload, priority, ensemble, headers)
     if call.stream and ensemble.strategy == "vote":
         raise BadRequest("a `vote` ensemble does not stream; send stream=false", param="stream")
     first = ensemble.strategy == "first"
-    outcomes = await gather_members(gw, call, payload, priority, ensemble, first, call.stream)
+    outcomes = await gather_members(wl, call, payload, priority, ensemble, first, call.stream)
     if not any(o.ok for o in outcomes):
         return all_failed(ensemble, outcomes, headers)
     if first:
         winner = next(o for o in outcomes if o.ok)
-        headers[SERVED_BY] = gw.models.resolve(winner.model)
+        headers[SERVED_BY] = wl.models.resolve(winner.model)
         if winner.response is not None:
             winner.response.headers.update(headers)
             return winner.response

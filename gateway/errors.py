@@ -29,7 +29,6 @@ class GatewayError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
-    counted = False  # True once `orchestra_requests_total` has this request (the proxy's own)
 
     def __init__(
         self,

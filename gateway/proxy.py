@@ -6,7 +6,8 @@ Invariants:
   still retried.
 - Bytes are relayed as they arrive, never re-encoded. After the first byte a failure becomes one
   final `data: {"error": ...}` event.
-- `outstanding`, metrics and the upstream connection are settled exactly once, in `finally`.
+- `outstanding`, the in-flight gauge and the upstream connection are settled exactly once, in
+  `finally`. Answers are counted elsewhere, once (`middleware.ResponseCounter`).
 """
 
 from __future__ import annotations
@@ -90,17 +91,12 @@ class Proxy:
             total=config.timeouts.total_s, sock_connect=config.timeouts.connect_s
         )
 
-    async def forward(
-        self, call: UpstreamCall, route: ModelRoute, uncounted: frozenset[int] = frozenset()
-    ) -> Response:
-        """`uncounted`: final statuses the caller will count itself (it may still serve the
-        request elsewhere: the Ollama fallback), so `orchestra_requests_total` has each
-        request once, with the status the client got."""
+    async def forward(self, call: UpstreamCall, route: ModelRoute) -> Response:
         started = time.perf_counter()
         model = call.model
-        self._metrics.model(model).inflight.inc()
+        inflight = self._metrics.model(model).inflight
+        inflight.inc()
         self._budget.record_request()
-        status = 500
         streaming = False
         tried: list[Replica] = []
         last: _Failure | None = None
@@ -118,7 +114,6 @@ class Proxy:
                     outcome = await self._attempt(call, route, replica, started)
                     if not isinstance(outcome, _Failure):
                         streaming = isinstance(outcome, StreamingResponse)
-                        status = outcome.status_code
                         return outcome
                     failure = last = outcome
                 out_of_tries = (
@@ -136,25 +131,12 @@ class Proxy:
                 if out_of_tries:
                     final = failure.response or failure.error.response()
                     final.headers.update(call.reply_headers)
-                    status = final.status_code
                     return final
                 self._metrics.retries.labels(model, failure.reason).inc()
                 await asyncio.sleep(self._retries.backoff_s)
-        except GatewayError as exc:
-            status = exc.status
-            uncounted = frozenset()  # a raised error never reaches the fallback
-            exc.counted = True  # by `_finish` below
-            raise
         finally:
-            if not streaming:  # a stream settles these when it ends
-                self._finish(model, status, started, count=status not in uncounted)
-
-    def _finish(self, model: str, status: int, started: float, count: bool = True) -> None:
-        bound = self._metrics.model(model)
-        bound.inflight.dec()
-        if count:
-            bound.requests(status).inc()
-        bound.request_seconds.observe(time.perf_counter() - started)
+            if not streaming:  # a stream settles it when it ends
+                inflight.dec()
 
     def _may_reensure(self, route: ModelRoute, failure: _Failure, reensured: bool) -> bool:
         return (
@@ -203,7 +185,7 @@ class Proxy:
                     return _Failure("empty_stream", UpstreamError("upstream closed the stream"))
                 handed_to_stream = True
                 return StreamingResponse(
-                    self._relay(call, route, replica, resp, first, started),
+                    self._relay(call, route, replica, resp, first),
                     headers=headers,
                     media_type=content_type,
                 )
@@ -235,10 +217,8 @@ class Proxy:
         replica: Replica,
         resp: aiohttp.ClientResponse,
         first: bytes,
-        started: float,
     ) -> AsyncIterator[bytes]:
         tail = first[-_TAIL_BYTES:]
-        status = 499  # until the stream ends on its own, the client is the one who left
         finished = False
         problem = ""
         check = SseCheck() if resp.headers.get("content-type", "").startswith(_SSE) else None
@@ -256,7 +236,6 @@ class Proxy:
             if check is not None and check.pending:
                 yield check.flush()
             finished = True
-            status = 200
             sse = resp.headers.get("content-type", "").startswith(_SSE)
             if sse and b"[DONE]" not in tail[-64:]:
                 problem = "upstream closed the stream before [DONE]"
@@ -278,9 +257,8 @@ class Proxy:
                 resp.close()  # drop the connection: the upstream request is cancelled with it
             call.usage(self._metrics, _usage_from_tail(tail))
             if problem:
-                status = 200
                 self._metrics.stream_errors.labels(call.model).inc()
-            self._finish(call.model, status, started)
+            self._metrics.model(call.model).inflight.dec()
         if problem:
             separator = b"" if tail.endswith(b"\n\n") else b"\n\n"
             body = error_body(problem, "upstream_error", "stream_interrupted")

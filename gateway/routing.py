@@ -1,22 +1,20 @@
 """Model -> replicas: the routing table, and the router that makes a cold model ready first.
 
 The table is built from config. Unmanaged models (`url:`/`replicas:` with URLs) keep their
-replicas for life; managed models get theirs from the supervisor's model table (READY upstreams).
+replicas for life; managed models get theirs from the supervisor's model table: READY upstreams
+take new requests, draining ones (being evicted) only finish what they have.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from orchestra.config import BalancingPolicy, OrchestraConfig, ServerConfig
+from orchestra.control import GatewayReport, ModelStatus
 from orchestra.gateway.balancer import Balancer, Replica, make_balancer
-from orchestra.gateway.control import ControlError, ModelStatus, SupervisorClient
-from orchestra.gateway.errors import ModelNotFound, Unavailable, UpstreamTimeout
-from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.errors import ModelNotFound, Unavailable
 
 
 @dataclass(eq=False)
@@ -24,11 +22,14 @@ class ModelRoute:
     name: str
     managed: bool
     policy: BalancingPolicy
-    replicas: list[Replica]
+    replicas: list[Replica]  # take new requests
     balancer: Balancer = field(repr=False)
     # Managed: the supervisor's word for the model ("unknown" until it answers). What clients
     # see is `state`, which for unmanaged models is derived from replica health.
     reported_state: str = "ready"
+    # Engines the supervisor is evicting: out of rotation, kept here until it drops them so
+    # their `outstanding` counts still reach it.
+    draining: list[Replica] = field(default_factory=list)
 
     def pick(self, exclude: Collection[Replica] = ()) -> Replica | None:
         candidates = [r for r in self.replicas if r.healthy and r not in exclude]
@@ -37,15 +38,20 @@ class ModelRoute:
         return candidates[0] if len(candidates) == 1 else self.balancer.pick(candidates)
 
     @property
+    def serving(self) -> bool:
+        return any(r.healthy for r in self.replicas)
+
+    @property
     def state(self) -> str:
         if self.managed:
             return self.reported_state
-        return "ready" if any(r.healthy for r in self.replicas) else "down"
+        return "ready" if self.serving else "down"
 
-    def set_upstreams(self, urls: list[str]) -> None:
-        """Adopt the supervisor's READY upstreams, keeping counters of replicas that stay."""
-        known = {r.url: r for r in self.replicas}
+    def set_upstreams(self, urls: Sequence[str], draining: Sequence[str] = ()) -> None:
+        """Adopt the supervisor's upstreams, keeping counters of replicas that stay."""
+        known = {r.url: r for r in (*self.replicas, *self.draining)}
         self.replicas = [known.get(url) or Replica(url=url) for url in urls]
+        self.draining = [known.get(url) or Replica(url=url) for url in draining]
 
 
 def build_route(server: ServerConfig) -> ModelRoute:
@@ -78,15 +84,31 @@ class RoutingTable:
     def managed(self) -> list[ModelRoute]:
         return [r for r in self.routes.values() if r.managed]
 
-    def inflight(self) -> dict[str, int]:
-        """Requests this gateway has in flight, per model (reported to the supervisor)."""
-        return {r.name: sum(x.outstanding for x in r.replicas) for r in self.routes.values()}
+    def report(self) -> GatewayReport:
+        """In-flight requests per engine URL, and the draining engines out of rotation here.
+
+        Built synchronously from one view of the table: a request picks a replica (and counts
+        in `outstanding`) only from `replicas`, so once an engine is in `draining` its count here
+        can only fall, and a 0 reported with it is final."""
+        inflight: dict[str, int] = {}
+        draining: list[str] = []
+        for route in self.managed:
+            for replica in route.replicas:
+                inflight[replica.url] = inflight.get(replica.url, 0) + replica.outstanding
+            for replica in route.draining:
+                inflight[replica.url] = inflight.get(replica.url, 0) + replica.outstanding
+                draining.append(replica.url)
+        return GatewayReport(inflight=inflight, draining_seen=draining)
+
+    @property
+    def draining(self) -> bool:
+        return any(route.draining for route in self.managed)
 
     def apply(self, status: ModelStatus) -> None:
         route = self.routes.get(status.name)
         if route is not None and route.managed:
             route.reported_state = status.state
-            route.set_upstreams(status.upstreams)
+            route.set_upstreams(status.upstreams, status.draining)
 
     def supervisor_lost(self) -> None:
         # Keep the last known upstreams: engines may well be serving without their supervisor.
@@ -94,82 +116,43 @@ class RoutingTable:
             route.reported_state = "unknown"
 
 
-class Router:
-    """Finds the route for a request's model; a cold managed model is ensured first.
+Ensure = Callable[[ModelRoute], Awaitable[None]]
 
-    Concurrent requests for one cold model share a single ensure call. Before asking, the
-    router tells the supervisor what is in flight right now, so the swap does not pick a victim
-    that is serving this gateway's requests (the periodic demand report may be seconds old).
-    """
+
+class Router:
+    """Finds the route for a request's model; a managed model with no serving replica is
+    ensured first (through the supervisor link), until it serves or `ensure_timeout_s` ends."""
 
     def __init__(
         self,
         table: RoutingTable,
-        control: SupervisorClient | None,
-        metrics: GatewayMetrics,
+        ensure: Ensure | None,
+        count: Callable[[str], None],
         ensure_timeout_s: float,
-        on_ready: Callable[[ModelRoute, Replica], None] = lambda route, replica: None,
     ) -> None:
         self.table = table
-        self.control = control
-        self.metrics = metrics
-        self.ensure_timeout_s = ensure_timeout_s
-        self.on_ready = on_ready
-        self.demand: collections.Counter[str] = collections.Counter()
-        self._ensuring: dict[str, asyncio.Future[None]] = {}
+        self._ensure = ensure
+        self._count = count
+        self._ensure_timeout_s = ensure_timeout_s
 
     async def route(self, model: str) -> ModelRoute:
         route = self.table.get(model)
         if route is None:
             raise ModelNotFound(model)
-        self.demand[model] += 1
-        if route.managed and not any(r.healthy for r in route.replicas):
-            await self._ensure(route)
+        self._count(model)
+        if route.managed and not route.serving:
+            await self.make_serving(route)
         return route
 
-    async def reensure(self, route: ModelRoute) -> bool:
-        """After every replica of a managed model failed to connect (evicted or crashed since
-        the table was read): make it ready again. False when it cannot be (the caller's own
-        failure then stands)."""
-        try:
-            await self._ensure(route)
-        except (Unavailable, UpstreamTimeout):
-            return False
-        return True
-
-    async def _ensure(self, route: ModelRoute) -> None:
-        if self.control is None:
+    async def make_serving(self, route: ModelRoute) -> None:
+        """Ensure until the route has a serving replica. More than one round happens when the
+        model was drained again (another model's swap) before this request could use it."""
+        if self._ensure is None:
             raise Unavailable(f"model `{route.name}` is managed but no supervisor is configured")
-        pending = self._ensuring.get(route.name)
-        if pending is None:
-            pending = asyncio.ensure_future(self._do_ensure(route))
-            self._ensuring[route.name] = pending
-            pending.add_done_callback(lambda _: self._ensuring.pop(route.name, None))
-        # shield: one waiter leaving (client gone) must not cancel the swap for the others.
-        await asyncio.shield(pending)
-
-    async def _do_ensure(self, route: ModelRoute) -> None:
-        assert self.control is not None
-        started = time.perf_counter()
-        try:
-            await self.control.report_demand({}, self.table.inflight())
-        except ControlError:
-            pass  # only a hint for victim choice; the ensure below reports real trouble
-        try:
-            status = await self.control.ensure(route.name, self.ensure_timeout_s)
-        except ControlError as exc:
-            if exc.status == 504:
-                raise UpstreamTimeout(
-                    f"model `{route.name}` did not become ready: {exc.message}"
-                ) from None
-            raise Unavailable(f"model `{route.name}` is not available: {exc.message}") from None
-        self.table.apply(status)
-        for replica in route.replicas:  # the supervisor has just seen them answer /health
-            self.on_ready(route, replica)
-        self.metrics.ensure_seconds.labels(route.name).observe(time.perf_counter() - started)
-        if not route.replicas:
-            raise Unavailable(f"model `{route.name}` is {status.state} with no ready upstream")
-
-    def take_demand(self) -> dict[str, int]:
-        counts, self.demand = dict(self.demand), collections.Counter()
-        return counts
+        deadline = time.monotonic() + self._ensure_timeout_s
+        while True:
+            await self._ensure(route)
+            if route.serving:
+                return
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"model `{route.name}` is {route.state} with no ready upstream")

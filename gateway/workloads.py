@@ -1,23 +1,20 @@
-"""The one entry for a proxied request's `model`: alias -> ensemble, or a fallback chain.
+"""The one entry for a shaped request's `model`: alias -> ensemble, or a fallback chain.
 
-Hooked into the app in place of `dispatch`: with no aliases, ensembles, adapters or fallbacks
-configured it is `dispatch` itself, unchanged.
+`Workloads.serve` is what the dispatcher hands a request to (`Dispatcher.serve`). With no
+aliases, ensembles, adapters or fallbacks configured it is `Dispatcher.dispatch`, unchanged.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from starlette.responses import Response
 
 from orchestra.gateway import ollama
-from orchestra.gateway.chains import serve_chain
-from orchestra.gateway.dispatch import dispatch
-from orchestra.gateway.ensembles import serve_ensemble
+from orchestra.gateway.aliases import ModelMap
+from orchestra.gateway.fallback import OllamaClient
 from orchestra.gateway.proxy import UpstreamCall
-
-if TYPE_CHECKING:
-    from orchestra.gateway.app import Gateway
 
 # vLLM's other JSON endpoints that name a `model`: proxied to its engine like chat.
 EXTRA_PATHS = frozenset(
@@ -35,15 +32,38 @@ EXTRA_PATHS = frozenset(
 )
 
 
-async def serve(
-    gw: Gateway, call: UpstreamCall, payload: dict[str, Any], priority: str | None
-) -> Response:
-    models = gw.models
-    if models.empty:
-        # Ollama speaks chat, completions and embeddings only.
-        return await dispatch(gw, call, payload, priority, ollama=call.path in ollama.PATHS)
-    name = models.resolve(call.model)
-    ensemble = models.ensembles.get(name)
-    if ensemble is not None:
-        return await serve_ensemble(gw, call, payload, priority, ensemble)
-    return await serve_chain(gw, call, payload, priority, name)
+class DispatchFn(Protocol):
+    """`Dispatcher.dispatch`: route, admission, proxy (and Ollama unless told not to)."""
+
+    def __call__(
+        self,
+        call: UpstreamCall,
+        payload: dict[str, Any],
+        priority: str | None,
+        ollama: bool = True,
+    ) -> Awaitable[Response]: ...
+
+
+class Workloads:
+    def __init__(
+        self, models: ModelMap, dispatch: DispatchFn, fallback: OllamaClient | None
+    ) -> None:
+        self.models = models
+        self.dispatch = dispatch
+        self.fallback = fallback
+
+    async def serve(
+        self, call: UpstreamCall, payload: dict[str, Any], priority: str | None
+    ) -> Response:
+        from orchestra.gateway.chains import serve_chain
+        from orchestra.gateway.ensembles import serve_ensemble
+
+        if self.models.empty:
+            # Ollama speaks chat, completions and embeddings only.
+            ollama_ok = call.path in ollama.PATHS
+            return await self.dispatch(call, payload, priority, ollama=ollama_ok)
+        name = self.models.resolve(call.model)
+        ensemble = self.models.ensembles.get(name)
+        if ensemble is not None:
+            return await serve_ensemble(self, call, payload, priority, ensemble)
+        return await serve_chain(self, call, payload, priority, name)

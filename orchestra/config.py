@@ -74,8 +74,9 @@ class GatewayConfig(_Strict):
     supervisor_url: str | None = Field(
         None, description="control API of the supervisor; None = derived from supervisor section"
     )
-    routing_refresh_s: float = Field(1.0, gt=0)
-    demand_report_s: float = Field(5.0, gt=0, description="how often request counts go to rotation")
+    routing_refresh_s: float = Field(
+        1.0, gt=0, description="how often the gateway syncs with the supervisor (table, demand)"
+    )
     upstream_keepalive_s: float = Field(
         4.0, gt=0, description="below uvicorn's 5 s so we never reuse a socket vLLM is closing"
     )
@@ -114,14 +115,15 @@ class SupervisorConfig(_Strict):
     capacity_wait_s: float = Field(
         120.0, ge=0, description="how long a swap waits for busy victims to become evictable"
     )
-    ensure_grace_s: float = Field(
-        5.0,
+    drain_timeout_s: float = Field(
+        60.0,
         ge=0,
-        description="a model just made ready by an ensure is not evicted for this long: the "
-        "requests that waited for it are on their way and not yet reported in flight",
+        description="longest wait for the gateways' in-flight requests on an evicted model",
     )
-    inflight_ttl_s: float = Field(
-        30.0, gt=0, description="an in-flight report from the gateway counts for this long"
+    gateway_ttl_s: float = Field(
+        10.0,
+        gt=0,
+        description="a gateway that has not synced for this long no longer holds up a drain",
     )
     gpu_detect_timeout_s: float = Field(5.0, gt=0, description="nvidia-smi query timeout")
     shutdown_timeout_s: float = Field(

@@ -16,14 +16,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from rich.console import Console
 
 from orchestra import models
 from orchestra.config import ConfigError, OrchestraConfig, load_config
+from orchestra.control import ControlClient, ControlError, call_sync
 from orchestra.supervisor.procgroup import die_with_parent
 
 GPU_CONFIG = Path("configs/vllm_config.yaml")
@@ -56,11 +57,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def _get(url: str, token: str | None = None, timeout_s: float = 2.0) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout_s) as reply:
-        return json.loads(reply.read() or b"null")
+def _gateway_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2.0) as reply:
+            return bool(json.loads(reply.read() or b"null").get("status") == "ok")
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return False
 
 
 class Child:
@@ -93,15 +95,12 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _wait_health(console: Console, child: Child, url: str) -> None:
+def _wait_health(console: Console, child: Child, url: str, healthy: Callable[[], bool]) -> None:
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
     with console.status(f"waiting for the {child.name} at {url} ..."):
         while True:
-            try:
-                if _get(url + "/health").get("status") == "ok":
-                    return
-            except (urllib.error.URLError, OSError, ValueError, AttributeError):
-                pass
+            if healthy():
+                return
             if child.exited() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the {child.name} did not come up:\n{child.tail()}")
             time.sleep(POLL_S)
@@ -111,13 +110,15 @@ def _wait_hot(console: Console, config: OrchestraConfig, sup: Child) -> None:
     hot = [s.name for s in config.servers if s.managed]
     if not hot or not config.supervisor.start_hot:
         return
-    token = config.supervisor.admin_token
+    client = ControlClient.from_config(config, timeout_s=2.0)
     deadline = time.monotonic() + config.supervisor.ensure_timeout_s
     with console.status("starting the hot models ...") as status:
         while time.monotonic() < deadline:
-            models = {
-                m["name"]: m for m in _get(config.supervisor_url + "/models", token)["models"]
-            }
+            try:
+                table = call_sync(client, lambda c: c.table())
+            except ControlError as exc:
+                raise RuntimeError(f"cannot read the model table: {exc.message}") from None
+            models = {m["name"]: m for m in table}
             states = {n: models[n]["state"] for n in hot if n in models}
             status.update("hot models: " + ", ".join(f"{n} {s}" for n, s in states.items()))
             settled = [n for n, s in states.items() if s in ("ready", "failed")]
@@ -195,7 +196,10 @@ def main(args: argparse.Namespace) -> int:
             log_dir / "supervisor.log",
         )
         children.append(sup)
-        _wait_health(console, sup, config.supervisor_url)
+        client = ControlClient.from_config(config, timeout_s=2.0)
+        _wait_health(
+            console, sup, config.supervisor_url, lambda: call_sync(client, lambda c: c.health())
+        )
         _wait_hot(console, config, sup)
         if not getattr(args, "hot_only", False):
             gw = Child(
@@ -204,7 +208,8 @@ def main(args: argparse.Namespace) -> int:
                 log_dir / "gateway.log",
             )
             children.append(gw)
-            _wait_health(console, gw, f"http://127.0.0.1:{config.gateway.port}")
+            gw_url = f"http://127.0.0.1:{config.gateway.port}"
+            _wait_health(console, gw, gw_url, lambda: _gateway_healthy(gw_url))
             _banner(console, config)
         else:
             console.print("hot set started (no gateway); Ctrl-C stops the supervisor")

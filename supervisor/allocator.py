@@ -3,7 +3,8 @@
 Rules: pinned GPUs (`gpu_ids`) are honoured exactly, so whoever holds them is a victim; unpinned
 engines take free GPUs (lowest ids first); when free GPUs are short, the least recently used
 holders are chosen, then any victim not needed after all is spared (most recently used first).
-A busy holder (in-flight requests, or starting) is never chosen unless `force`. With
+A busy holder (starting, stopping, swapping) is never chosen unless `force`; one serving
+requests is chosen only after every idle one (it is drained before it stops). With
 `max_resident`, the least recently used resident models also make room for one more.
 """
 
@@ -20,6 +21,7 @@ class Holder:
     gpus: frozenset[int]
     last_used: float
     busy: bool = False
+    serving: bool = False  # a gateway has requests in flight on it
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def _lru_victims(
         return []
     candidates = sorted(
         (h for h in holders if h not in chosen and h.gpus - pinned),
-        key=lambda h: (h.busy, h.last_used),
+        key=lambda h: (h.busy, h.serving, h.last_used),
     )
     picked: list[Holder] = []
     for holder in candidates:
@@ -131,7 +133,9 @@ def _resident_victims(
     """Least recently used models to stop so that one more fits under `max_resident`."""
     if max_resident is None:
         return []
-    remaining = sorted((h for h in holders if h not in chosen), key=lambda h: h.last_used)
+    remaining = sorted(
+        (h for h in holders if h not in chosen), key=lambda h: (h.serving, h.last_used)
+    )
     excess = len(remaining) + 1 - max_resident
     if excess <= 0:
         return []

@@ -14,13 +14,14 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import aiohttp
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestra.config import OrchestraConfig
+from orchestra.control import GatewayReport
 from orchestra.supervisor.adapters import (
     ADAPTER_CALL_TIMEOUT_S,
     Adapters,
@@ -127,7 +128,7 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
 
     @app.post("/models/{name:path}/ensure", dependencies=auth)
     async def ensure(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Any:
-        await m.ensure(name, timeout_s or default_timeout, force=force, for_requests=True)
+        await m.ensure(name, timeout_s or default_timeout, force=force)
         return m.info(name)
 
     @app.post("/models/{name:path}/load", dependencies=auth)
@@ -159,14 +160,10 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
     async def model(name: str, m: Mgr) -> Any:
         return m.info(name)
 
-    @app.post("/demand", dependencies=auth)
-    async def demand(
-        m: Mgr,
-        counts: Annotated[dict[str, int], Body()],
-        inflight: Annotated[dict[str, int] | None, Body()] = None,
-    ) -> dict[str, str]:
-        m.record_demand(counts, inflight)
-        return {"status": "ok"}
+    @app.post("/gateways/{gateway_id}/sync", dependencies=auth)
+    async def sync(gateway_id: str, m: Mgr, report: GatewayReport) -> dict[str, Any]:
+        """A gateway's report (demand, in-flight per engine, drains it has seen); the table."""
+        return {"models": m.sync(gateway_id, report)}
 
     @app.get("/metrics", dependencies=auth)
     async def metrics(m: Mgr) -> Response:

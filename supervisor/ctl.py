@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from orchestra.config import ConfigError, load_config
+from orchestra.control import ControlClient, ControlError, call_sync
 
 STATE_STYLE = {
     "ready": "green",
@@ -27,12 +24,9 @@ STATE_STYLE = {
 QUERY_TIMEOUT_S = 10.0
 
 
-class CtlError(Exception):
-    pass
-
-
-def _target(args: argparse.Namespace) -> tuple[str, str | None, float]:
-    """(control API URL, admin token, action timeout) from --url / the config / defaults."""
+def _client(args: argparse.Namespace) -> tuple[ControlClient, float]:
+    """The control client (URL and admin token from --url / env / the config) and the timeout
+    for actions that wait for a model."""
     token = os.environ.get("ORCHESTRA_ADMIN_TOKEN")
     url, action_timeout = "http://127.0.0.1:8100", 900.0
     try:
@@ -42,23 +36,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None, float]:
         action_timeout = config.supervisor.ensure_timeout_s
     except ConfigError:
         pass  # no readable config: defaults (or --url) still work
-    return (args.url or url).rstrip("/"), token, action_timeout + 10
-
-
-def _call(method: str, url: str, token: str | None, timeout_s: float) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(url, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
-            return json.loads(reply.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        raise CtlError(f"HTTP {exc.code}: {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise CtlError(f"cannot reach the supervisor at {url}: {exc}") from None
+    return ControlClient(args.url or url, token, timeout_s=QUERY_TIMEOUT_S), action_timeout
 
 
 def _ago(seconds: float | None) -> str:
@@ -102,24 +80,22 @@ def model_table(models: list[dict[str, Any]]) -> Table:
 
 def main(args: argparse.Namespace) -> int:
     console = Console()
-    url, token, action_timeout = _target(args)
+    client, action_timeout = _client(args)
     action = args.action
     try:
         if action == "status":
-            reply = _call("GET", url + "/models", token, QUERY_TIMEOUT_S)
-            console.print(model_table(reply["models"]))
+            console.print(model_table(call_sync(client, lambda c: c.table())))
             return 0
-        name = urllib.parse.quote(args.model, safe="/")
         if action == "logs":
-            query = urllib.parse.urlencode({"lines": args.lines})
-            reply = _call("GET", f"{url}/models/{name}/logs?{query}", token, QUERY_TIMEOUT_S)
-            for line in reply["lines"]:
+            lines = call_sync(client, lambda c: c.logs(args.model, args.lines))
+            for line in lines:
                 console.out(line, highlight=False)
             return 0
         with console.status(f"{action} {args.model} ..."):
-            reply = _call("POST", f"{url}/models/{name}/{action}", token, action_timeout)
+            reply = call_sync(client, lambda c: c.action(args.model, action, action_timeout))
         console.print(model_table([reply]))
         return 0
-    except CtlError as exc:
-        console.print(f"[bold red]{action} failed:[/] {exc}", highlight=False)
+    except ControlError as exc:
+        why = f"HTTP {exc.status}: {exc.message}" if exc.status else exc.message
+        console.print(f"[bold red]{action} failed:[/] {why}", highlight=False)
         return 1

@@ -183,7 +183,6 @@ class Engine:
             if self.state is not S.BACKOFF:
                 return
             self._retry = None
-            self.restarts += 1
             with contextlib.suppress(EngineError):  # _launch already recorded the failure
                 await self._launch()
 
@@ -215,6 +214,9 @@ class Engine:
 
     async def _launch(self) -> None:
         """COLD/BACKOFF/FAILED -> STARTING -> READY, or -> BACKOFF/FAILED with the log tail."""
+        if self.state is S.BACKOFF:
+            # A restart after a failure, whether the backoff timer or an ensure started it.
+            self.restarts += 1
         self._set(S.STARTING)  # COLD|BACKOFF|FAILED -> STARTING
         self._generation += 1
         generation, interrupt = self._generation, asyncio.Event()

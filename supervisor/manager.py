@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from orchestra.config import OrchestraConfig
+from orchestra.control import GatewayReport
 from orchestra.supervisor.demand import Demand
 from orchestra.supervisor.engine import Engine
 from orchestra.supervisor.errors import (
@@ -26,6 +27,7 @@ from orchestra.supervisor.errors import (
     ModelNotFound,
     SupervisorError,
 )
+from orchestra.supervisor.gateways import GatewayReports
 from orchestra.supervisor.launch import build_specs
 from orchestra.supervisor.logtail import tail_lines
 from orchestra.supervisor.metrics import ModelSample, SupervisorMetrics
@@ -52,7 +54,8 @@ class Manager:
         self.config = config
         self.gpus = gpus
         self.groups = groups
-        self.demand = Demand(config.rotation.window_s, config.supervisor.inflight_ttl_s)
+        self.demand = Demand(config.rotation.window_s)
+        self.reports = GatewayReports(config.supervisor.gateway_ttl_s)
         probe = EngineProbe(session, config.engine)
         self.models: dict[str, Model] = {}
         for name, specs in build_specs(config).items():
@@ -67,7 +70,13 @@ class Manager:
         self.rotator = Rotator(self, config.rotation)
         self._swaps: dict[str, asyncio.Task[None]] = {}
         self.placer = Placer(
-            self.models, gpus, config, self.demand, self.metrics, lambda n: n in self._swaps
+            self.models,
+            gpus,
+            config,
+            self.demand,
+            self.reports,
+            self.metrics,
+            lambda n: n in self._swaps,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -81,7 +90,7 @@ class Manager:
         if self.config.supervisor.start_hot:
             hot = [s.name for s in self.config.servers if s.name in self.models]
             for name in hot:
-                self.models[name].hot = True
+                self.placer.set_hot(self.models[name], True)
             self._spawn(self._start_hot(hot), "start-hot")
         self._spawn(self._page_cache_loop(self._tasks[-1] if self._tasks else None), "page-cache")
         if self.config.rotation.enabled:
@@ -176,17 +185,12 @@ class Manager:
         *,
         force: bool = False,
         reset: bool = False,
-        for_requests: bool = False,
     ) -> Model:
-        """Make `name` READY (evicting others if needed); joins a swap already under way.
-
-        `for_requests`: the caller (the gateway) has requests waiting to be sent to it, so it
-        is kept from eviction for `supervisor.ensure_grace_s`."""
+        """Make `name` READY and serving (evicting others if needed); joins a swap already under
+        way. A model being drained is swapped in again once its eviction is done."""
         model = self.get(name)
         self.demand.touch(name)
-        if model.ready():
-            if for_requests:
-                self.demand.ensured(name)
+        if model.serving():
             return model
         task = self._swaps.get(name)
         if task is None:
@@ -199,22 +203,19 @@ class Manager:
             raise EnsureTimeout(
                 f"{name} is not ready after {timeout_s:g}s (state {model.state.value})"
             ) from None
-        if for_requests:
-            self.demand.ensured(name)
         return model
 
     async def unload(self, name: str) -> Model:
         model = self.get(name)
-        model.hot = False
-        await asyncio.gather(*(e.stop() for e in model.engines))
+        await self.placer.evict_now(model, "unload")
+        await asyncio.gather(*(e.stop() for e in model.engines))  # BACKOFF/FAILED -> COLD too
         return model
 
     async def sleep(self, name: str) -> Model:
         model = self.get(name)
         if not model.server.sleep_mode:
             raise BadRequest(f"{name} does not have sleep_mode enabled", "model")
-        model.hot = False
-        await asyncio.gather(*(e.sleep() for e in model.engines if e.state is S.READY))
+        await self.placer.evict_now(model, "sleep", sleep_only=True)
         return model
 
     async def wake(self, name: str, timeout_s: float) -> Model:
@@ -228,7 +229,7 @@ class Manager:
         alive = [e for e in model.engines if e.state in (S.READY, S.SLEEPING, S.BACKOFF)]
         if not alive:
             return await self.ensure(name, timeout_s, reset=True)
-        model.hot = True
+        self.placer.set_hot(model, True)
         await asyncio.gather(*(e.restart(e.gpus) for e in alive))
         return model
 
@@ -238,8 +239,15 @@ class Manager:
         self.metrics.rotations.inc()
         await self.ensure(cold, self.config.supervisor.ensure_timeout_s)
 
-    def record_demand(self, counts: dict[str, int], inflight: dict[str, int] | None) -> None:
-        self.demand.record(counts, inflight)
+    def sync(self, gateway_id: str, report: GatewayReport) -> list[dict[str, Any]]:
+        """A gateway's periodic report (demand, in-flight per engine); the model table back."""
+        self.demand.record(report.demand)
+        self.reports.record(gateway_id, report)
+        busy_urls = {url for url, n in report.inflight.items() if n > 0}
+        for model in self.models.values():
+            if any(e.url in busy_urls for e in model.engines):
+                self.demand.touch(model.name)  # serving requests: recently used
+        return self.table()
 
     # ---- swap in --------------------------------------------------------------------------------
     def _swap_done(self, name: str, task: asyncio.Task[None]) -> None:
@@ -250,7 +258,7 @@ class Manager:
 
     async def _swap_in(self, model: Model, force: bool, reset: bool) -> None:
         began = time.monotonic()
-        model.hot = True
+        self.placer.set_hot(model, True)
         try:
             waits = await self.placer.place(model, force, reset)
             results = await asyncio.gather(*waits, return_exceptions=True)
@@ -260,7 +268,7 @@ class Manager:
         except SupervisorError:
             self.metrics.swap_failures.labels(model.name).inc()
             if not model.holding():
-                model.hot = False
+                self.placer.set_hot(model, False)
             raise
         self.metrics.swaps.labels(model.name).inc()
         self.metrics.swap_seconds.observe(time.monotonic() - began)
@@ -274,7 +282,7 @@ class Manager:
             if not model.ready():
                 model.resident_since = None
             if new is S.FAILED and not model.holding():
-                model.hot = False
+                self.placer.set_hot(model, False)
         self.placer.notify()
 
     def _sample(self) -> tuple[list[ModelSample], int]:

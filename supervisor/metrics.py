@@ -82,6 +82,12 @@ class SupervisorMetrics:
             buckets=SWAP_BUCKETS,
             registry=self.registry,
         )
+        self.drain_seconds = Histogram(
+            p + "drain_seconds",
+            "time an evicted model waited for the gateways' in-flight requests to finish",
+            buckets=SWAP_BUCKETS,
+            registry=self.registry,
+        )
         self.evictions = Counter(
             p + "evictions", "models evicted", ["model", "how"], registry=self.registry
         )

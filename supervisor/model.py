@@ -15,7 +15,10 @@ from orchestra.supervisor.states import ACTIVE, EngineState, model_state
 class Model:
     server: ServerConfig
     engines: list[Engine]
-    hot: bool = False  # in the resident/wanted set
+    # `hot` (in the resident/wanted set) and `draining` (being evicted: no new requests) are
+    # written by `placement.Placer` only, which owns residency.
+    hot: bool = False
+    draining: bool = False
     resident_since: float | None = None  # monotonic time it became READY
     runtime_adapters: dict[str, str] = field(default_factory=dict)  # LoRA loaded at run time
 
@@ -29,6 +32,10 @@ class Model:
 
     def ready(self) -> list[Engine]:
         return [e for e in self.engines if e.state is EngineState.READY]
+
+    def serving(self) -> list[Engine]:
+        """READY engines that take new requests (none while the model drains)."""
+        return [] if self.draining else self.ready()
 
     def holding(self) -> list[Engine]:
         """Engines that occupy GPUs / a resident slot (or are about to)."""
@@ -46,8 +53,9 @@ class Model:
             "name": self.name,
             "managed": True,
             "hot": self.hot,
-            "state": self.state.value,
-            "upstreams": [e.url for e in self.ready()],
+            "state": "draining" if self.draining and self.ready() else self.state.value,
+            "upstreams": [e.url for e in self.serving()],
+            "draining": [e.url for e in self.ready()] if self.draining else [],
             "engines": [engine_info(e) for e in self.engines],
             "page_cache": page_cache.as_dict(),
             "last_used_s_ago": None if last_used_s_ago is None else round(last_used_s_ago, 3),

@@ -2,8 +2,13 @@
 
 Two swaps never pick the same GPUs or victims because planning, evicting and queueing the starts
 (which mark the GPUs taken at once) happen under `_lock`; readiness is awaited outside it. When
-the only possible victims are busy, a swap waits (unlocked) for any state change and re-plans,
-up to `supervisor.capacity_wait_s`.
+the only possible victims are busy (starting, stopping, swapping), a swap waits (unlocked) for
+any state change and re-plans, up to `supervisor.capacity_wait_s`.
+
+Eviction asks the gateways first: the victim is marked draining (the model table stops listing
+its engines as upstreams), and it is stopped or put to sleep only once every live gateway says it
+has taken it out of rotation and has no request left on it, or after `supervisor.drain_timeout_s`
+(`gateways.GatewayReports`). The placer is the only writer of `Model.hot` and `Model.draining`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from orchestra.supervisor import allocator
 from orchestra.supervisor.demand import Demand
 from orchestra.supervisor.engine import Engine
 from orchestra.supervisor.errors import EngineError, NoCapacity, SupervisorError
+from orchestra.supervisor.gateways import GatewayReports
 from orchestra.supervisor.metrics import SupervisorMetrics
 from orchestra.supervisor.model import Model
 from orchestra.supervisor.states import ACTIVE, EngineState
@@ -35,6 +41,7 @@ class Placer:
         gpus: list[int],
         config: OrchestraConfig,
         demand: Demand,
+        reports: GatewayReports,
         metrics: SupervisorMetrics,
         swapping: Callable[[str], bool],
     ) -> None:
@@ -42,6 +49,7 @@ class Placer:
         self.gpus = gpus
         self.config = config
         self.demand = demand
+        self.reports = reports
         self.metrics = metrics
         self._swapping = swapping
         self._lock = asyncio.Lock()
@@ -52,9 +60,14 @@ class Placer:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def evict_now(self, model: Model, why: str) -> None:
+    def set_hot(self, model: Model, hot: bool) -> None:
+        """Add to or drop from the wanted set (start-up, explicit load/unload, swaps)."""
+        model.hot = hot
+
+    async def evict_now(self, model: Model, why: str, *, sleep_only: bool = False) -> None:
+        """Drain, then sleep or stop `model` (`sleep_only`: sleep its READY engines, stop none)."""
         async with self._lock:
-            await self._evict(model, why)
+            await self._evict(model, why, sleep_only=sleep_only)
 
     async def place(self, model: Model, force: bool, reset: bool) -> list[Awaitable[None]]:
         """Plan, evict and queue the starts under the lock; wait (unlocked) for busy victims."""
@@ -68,8 +81,7 @@ class Placer:
                     if exc.permanent or remaining <= 0:
                         raise NoCapacity(f"cannot place {model.name}: {exc.reason}") from None
                     changed = self._changed
-            # Re-plan on any state change, and at least every _REPLAN_S: victims also become
-            # evictable when an in-flight report or an ensure grace runs out.
+            # Re-plan on any state change, and at least every _REPLAN_S.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(remaining, _REPLAN_S))
 
@@ -123,23 +135,19 @@ class Placer:
             if m is exclude or not held:
                 continue
             gpus = frozenset(g for e in held for g in e.gpus)
+            serving = self.reports.inflight(e.url for e in held) > 0
             holders.append(
-                allocator.Holder(m.name, gpus, self.demand.last_used(m.name), self.busy(m))
+                allocator.Holder(m.name, gpus, self.demand.last_used(m.name), self.busy(m), serving)
             )
         return holders
 
     def busy(self, m: Model) -> bool:
-        """Not to be evicted: requests in flight (or just ensured and on their way), or a
-        start/stop/swap under way."""
+        """Not to be evicted now: a start, stop or swap is under way. (Requests in flight do
+        not make a model busy: eviction drains them first.)"""
         transitioning = any(
             e.state in (S.STARTING, S.STOPPING) or e.start_pending for e in m.engines
         )
-        return (
-            transitioning
-            or self._swapping(m.name)
-            or self.demand.inflight(m.name) > 0
-            or self.demand.seconds_since_ensured(m.name) < self.config.supervisor.ensure_grace_s
-        )
+        return transitioning or self._swapping(m.name)
 
     async def _settled(self, e: Engine) -> None:
         """Wait until an engine started by someone else is READY; raise its error otherwise."""
@@ -150,11 +158,38 @@ class Placer:
             raise EngineError(f"{e.id} did not start: {e.last_error}")
 
     # ---- evict ----------------------------------------------------------------------------------
-    async def _evict(self, model: Model, why: str) -> None:
-        """Free a model's GPUs: sleep engines that can sleep, stop the rest."""
+    async def _evict(self, model: Model, why: str, *, sleep_only: bool = False) -> None:
+        """Free a model's GPUs: drain it, then sleep engines that can sleep, stop the rest."""
         model.hot = False
-        await asyncio.gather(*(self._evict_engine(e, why) for e in model.engines))
+        try:
+            await self._drain(model, why)
+            if sleep_only:
+                await asyncio.gather(*(e.sleep() for e in model.ready()))
+            else:
+                await asyncio.gather(*(self._evict_engine(e, why) for e in model.engines))
+        finally:
+            model.draining = False
         await self._trim_sleeping()
+
+    async def _drain(self, model: Model, why: str) -> None:
+        urls = [e.url for e in model.ready()]
+        if not urls:
+            return
+        model.draining = True
+        self.notify()
+        began = time.monotonic()
+        timeout = self.config.supervisor.drain_timeout_s
+        drained = await self.reports.wait_drained(urls, timeout)
+        waited = time.monotonic() - began
+        self.metrics.drain_seconds.observe(waited)
+        if drained:
+            log.info("%s drained in %.2fs (%s)", model.name, waited, why)
+        else:
+            log.warning(
+                "%s still has requests in flight after drain_timeout_s=%gs: evicting anyway",
+                model.name,
+                timeout,
+            )
 
     async def _evict_engine(self, e: Engine, why: str) -> None:
         if e.state is S.READY and e.spec.sleep_mode:

@@ -221,10 +221,12 @@ class Engine:
         self.slots = asyncio.Semaphore(a.max_running) if a.max_running else None
         self.sleeping = False
         self.rng = random.Random(a.port)  # --slow-rate draws, reproducible per engine
+        self.stopping = False  # SIGTERM received: a request arriving now was sent too late
         self.reset()
 
     def reset(self) -> None:
         self.requests_total = self.active = self.completed = self.cancelled = 0
+        self.after_stop = 0
         self.running = self.waiting = self.inference_seen = 0
         self.prompt_tokens = self.generation_tokens = 0
         self.by_path: Counter[str] = Counter()
@@ -251,6 +253,9 @@ class Engine:
             self.records.append(rec)
         if path not in INFERENCE:
             return await handler(request)
+        if self.stopping:
+            self.after_stop += 1
+            print(f"WARNING: fake engine got {path} while stopping", flush=True)
         self.active += 1
         try:
             resp = await handler(request)
@@ -679,7 +684,15 @@ async def serve(a: argparse.Namespace) -> int:
     if a.exit_after > 0:
         loop.call_later(a.exit_after, die, 3)
     await stop.wait()
+    # Summary lines that tests read from the engine log (a supervisor captures stdout there).
+    engine.stopping = True
+    print(f"INFO: fake engine stopping with {engine.active} request(s) in flight", flush=True)
     await runner.cleanup()
+    print(
+        f"INFO: fake engine stopped: {engine.completed} completed, "
+        f"{engine.after_stop} arrived while stopping",
+        flush=True,
+    )
     return 0
 
 

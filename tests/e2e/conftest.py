@@ -9,6 +9,7 @@ resident at a time, so requests for `smollm2-b` force a real on-demand swap. Nee
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,9 +79,25 @@ def stack_config(tmp: Path) -> dict[str, Any]:
     }
 
 
+def requests_after_shutdown(log_dir: Path) -> dict[str, int]:
+    """Per engine log: HTTP requests vLLM logged after its server began shutting down (a
+    request that reached, or was still running on, an engine being stopped). Each engine start
+    begins a new section of the log ("--- orchestra: starting ...")."""
+    late: dict[str, int] = {}
+    for log in sorted(log_dir.glob("*.log")):
+        for section in log.read_text(errors="replace").split("--- orchestra: starting"):
+            at = section.find("Shutting down")
+            if at >= 0:
+                n = len(re.findall(r'"POST /v1/\S+ HTTP', section[at:]))
+                if n:
+                    late[log.name] = late.get(log.name, 0) + n
+    return late
+
+
 class Stack:
     def __init__(self, supervisor: SupervisorProcess, gateway: GatewayProcess) -> None:
         self.supervisor, self.gateway = supervisor, gateway
+        self.log_dir = Path(supervisor.config["engine"]["log_dir"])
         self.client = OpenAI(
             base_url=gateway.url + "/v1", api_key="unused", timeout=START_TIMEOUT_S, max_retries=0
         )

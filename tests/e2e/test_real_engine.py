@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +19,14 @@ import pytest
 
 from orchestra.supervisor.pagecache import evict_file, preload_file, residency, weight_files
 from tests.conftest import wait_until
-from tests.e2e.conftest import COLD, HOT, MODEL_DIR, Stack, record_figure
+from tests.e2e.conftest import (
+    COLD,
+    HOT,
+    MODEL_DIR,
+    Stack,
+    record_figure,
+    requests_after_shutdown,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -147,13 +155,48 @@ def test_swap_between_two_names_fails_no_request(stack: Stack) -> None:
     assert "paris" in ask(stack, COLD).lower()  # HOT stopped, COLD started, request waited
     first_swap_s = time.monotonic() - started
     assert stack.model(COLD)["state"] == "ready" and stack.model(HOT)["state"] == "cold"
-
-    # Both names at once: one is served now, the other after a swap; none fails.
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda m: ask(stack, m), [HOT, COLD, HOT, COLD]))
-    assert all("paris" in a.lower() for a in answers), answers
     record_figure("e2e_on_demand_swap_first_request_s", round(first_swap_s, 1))
-    assert stack.gateway.metric("orchestra_requests_total", model=COLD, status="200") >= 3
+    assert stack.gateway.metric("orchestra_requests_total", model=COLD, status="200") >= 1
+
+
+def test_swaps_under_steady_load_fail_nothing_and_reach_no_stopping_engine(stack: Stack) -> None:
+    """Clients keep asking for both names (one resident slot) until the engines have swapped
+    twice more: every request succeeds, and the engines' own logs show no request served
+    after their stop began (eviction drains the gateway's requests first)."""
+    swaps_before = stack.supervisor.metric("orchestra_supervisor_swaps_total")
+    stop = threading.Event()
+    answers: list[tuple[str, str]] = []
+    errors: list[str] = []
+
+    def client(model: str) -> None:
+        while not stop.is_set():
+            try:
+                answers.append((model, ask(stack, model)))
+            except openai.APIError as exc:
+                errors.append(f"{model}: {exc!r}")
+
+    deadline = time.monotonic() + 600
+    with ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(client, m) for m in (HOT, COLD, HOT, COLD)]
+        wait_until(
+            lambda: (
+                stack.supervisor.metric("orchestra_supervisor_swaps_total") >= swaps_before + 2
+                or time.monotonic() > deadline
+            ),
+            timeout=660,
+            interval=1.0,
+            what="two swaps under load",
+        )
+        stop.set()
+        for done in running:
+            done.result()
+    assert stack.supervisor.metric("orchestra_supervisor_swaps_total") >= swaps_before + 2
+    assert not errors, errors[:3]
+    assert {m for m, _ in answers} == {HOT, COLD}
+    assert all("paris" in a.lower() for _, a in answers), answers[:3]
+    late = requests_after_shutdown(stack.log_dir)
+    record_figure("e2e_steady_swap_requests", len(answers))
+    assert late == {}, f"requests reached an engine after its shutdown began: {late}"
 
 
 def test_cold_start_evicted_vs_warm_page_cache(stack: Stack) -> None:

@@ -20,7 +20,9 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_toke
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[FakeEngineProcess]:
-    with FakeEngineProcess("--ttft-ms", "600", name="m") as e:
+    # 1.5 s per request: long enough that a third request reaches admission while the first
+    # two hold the slot and the queue, even on a loaded two-core machine.
+    with FakeEngineProcess("--ttft-ms", "1500", name="m") as e:
         yield e
 
 
@@ -49,10 +51,14 @@ def _post(gw: GatewayProcess, key: str | None, **headers: str) -> httpx.Response
 
 
 def test_keys_required_on_v1(guarded: GatewayProcess, engine: FakeEngineProcess) -> None:
+    refused_before = guarded.metric("orchestra_requests_total", model="_unknown", status="401")
     for key in (None, "sk-wrong"):
         reply = _post(guarded, key)
         assert reply.status_code == 401
         assert reply.json()["error"]["code"] == "invalid_api_key"
+    # Refused by auth before the body is read: counted once each, model unknown at that point.
+    refused = guarded.metric("orchestra_requests_total", model="_unknown", status="401")
+    assert refused == refused_before + 2
     assert httpx.get(guarded.url + "/v1/models", timeout=5).status_code == 401
     ok = _post(guarded, KEY)
     assert ok.status_code == 200

@@ -13,6 +13,7 @@ two packages under test is installed.
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -24,6 +25,9 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv*", "models", "logs", "run", "build", "*.egg-info", "__pycache__", ".*_cache"
+)
 
 _CHECK = """
 import json, supervisor, supervisor.supervisord
@@ -53,9 +57,11 @@ def test_orchestra_and_pypi_supervisor_import_side_by_side(tmp_path: Path) -> No
     python = venv / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     _run([*pip, "supervisor"], tmp_path)
-    # A regular (not editable) install of this checkout: what a user's `pip install` puts in
-    # site-packages. Dependencies are left out here and supplied below.
-    _run([*pip, "--no-deps", str(REPO_ROOT)], tmp_path)
+    # A regular (not editable) install of a copy of this checkout (pip builds in the source
+    # tree): what a user's `pip install` puts in site-packages. Dependencies come below.
+    source = tmp_path / "src"
+    shutil.copytree(REPO_ROOT, source, symlinks=True, ignore=_NOT_SOURCE)
+    _run([*pip, "--no-deps", str(source)], tmp_path)
 
     # Orchestra's dependencies (fastapi, aiohttp, ...) from the runner's site-packages, searched
     # after the venv's own: a plain path line, so the runner's editable install is not loaded.

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ MON = REPO / "monitoring"
 DASHBOARD = MON / "grafana" / "dashboards" / "orchestra.json"
 RULES = MON / "rules" / "orchestra.rules.yml"
 FAKE = str(REPO / "tests" / "fake_engine.py")
+TOKEN = "prometheus-test-admin-token"
 
 # Expressions that are empty unless an event happened that this test cannot cause here.
 ALLOW_EMPTY = {
@@ -102,11 +104,14 @@ def test_promtool_checks(prom_bins: None) -> None:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def _http(method: str, url: str, body: Any = None, timeout: float = 30) -> tuple[int, bytes]:
+def _http(
+    method: str, url: str, body: Any = None, timeout: float = 30, token: str | None = None
+) -> tuple[int, bytes]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return int(r.status), r.read()
@@ -123,6 +128,32 @@ def _wait(what: str, cond: Any, timeout: float = 30.0, every: float = 0.2) -> No
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(every)
+
+
+def _wait_replicas_healthy(gw: str, model: str) -> None:
+    def healthy() -> bool:
+        status = json.loads(_http("GET", gw + "/admin/status")[1] or b"{}")
+        replicas = status.get("models", {}).get(model, {}).get("replicas", [])
+        return bool(replicas) and all(r["healthy"] for r in replicas)
+
+    _wait(f"{model}'s replicas back in rotation", healthy, 30, every=0.05)
+
+
+def _wait_scraped_and_evaluated_after(prom: str, since: float) -> None:
+    """Every target scraped, and every rule group evaluated, twice after `since` (Unix time):
+    the last events are in the TSDB and the alert rules have seen them."""
+
+    def stamp(value: str) -> float:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+    def done() -> bool:
+        targets = json.loads(_http("GET", prom + "/api/v1/targets")[1])["data"]["activeTargets"]
+        groups = json.loads(_http("GET", prom + "/api/v1/rules")[1])["data"]["groups"]
+        scraped = all(stamp(t["lastScrape"]) > since + 1.0 for t in targets if t["health"] == "up")
+        evaluated = all(stamp(g["lastEvaluation"]) > since + 1.0 for g in groups)
+        return bool(targets) and scraped and evaluated
+
+    _wait("scrapes and rule evaluations after the last event", done, 30, every=0.2)
 
 
 class _Proc:
@@ -202,7 +233,14 @@ def stack(prom_bins: None) -> Iterator[dict[str, Any]]:
             "retries": {"backoff_s": 0.0},
             "unhealthy_cooldown_s": 0.5,
         },
-        "supervisor": {"port": sup_port, "gpus": [], "state_dir": str(tmp / "run")},
+        # With an admin token, as a supervisor reachable off loopback must have: the gateway
+        # and Prometheus (scrape and engine discovery) have to send it.
+        "supervisor": {
+            "port": sup_port,
+            "gpus": [],
+            "state_dir": str(tmp / "run"),
+            "admin_token": TOKEN,
+        },
         "engine": {
             "command": [sys.executable, FAKE],
             "model_arg": "--model",
@@ -226,7 +264,7 @@ def stack(prom_bins: None) -> Iterator[dict[str, Any]]:
         _wait(
             "supervisor with alpha ready",
             lambda: (
-                b'"ready"' in _http("GET", sup_url + "/models/alpha")[1]
+                b'"ready"' in _http("GET", sup_url + "/models/alpha", token=TOKEN)[1]
                 or sup.proc.poll() is not None
             ),
             30,
@@ -254,6 +292,7 @@ def stack(prom_bins: None) -> Iterator[dict[str, Any]]:
                 sd["url"] = sd["url"].replace("127.0.0.1:8100", f"127.0.0.1:{sup_port}")
                 sd["refresh_interval"] = "1s"
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(prom_cfg))
+        (tmp / "supervisor_token").write_text(TOKEN + "\n")  # credentials_file, beside it
         prom_url = f"http://127.0.0.1:{prom_port}"
         prom = _Proc(
             "prometheus",
@@ -300,17 +339,21 @@ def _drive(s: dict[str, Any]) -> None:
         assert _chat(gw, "alpha", stream=True) == 200
     # on demand: beta is cold, the first request makes the supervisor swap it in
     assert _chat(gw, "beta") == 200
-    # errors answered by the upstreams (500 passes through)
-    for engine in static:
-        engine.set_fault("500", count=2)
-    for _ in range(3):
-        assert _chat(gw, "static") >= 500
-    time.sleep(1.0)  # past the gateway's unhealthy cooldown (0.5 s here)
+    # errors answered by the upstreams (500 passes through), in two bursts with scrapes
+    # between: rate() sees an increase only once Prometheus has the 5xx series already
+    for burst in range(2):
+        for engine in static:
+            engine.set_fault("500", count=2)
+        for _ in range(3):
+            assert _chat(gw, "static") >= 500
+        if burst == 0:
+            _wait_scraped_and_evaluated_after(s["prom"], time.time())
+        _wait_replicas_healthy(gw, "static")
     # a 503 from one replica: retried on the other before the first byte
     static[0].set_fault("503", count=1)
     for _ in range(2):
         _chat(gw, "static")
-    time.sleep(1.5)  # Retry-After: 1
+    _wait_replicas_healthy(gw, "static")  # back after its Retry-After: 1
     # the connection dropped mid-reply (upstream error), then a stream cut after the first byte
     for engine in static:
         engine.set_fault("cut-mid-stream", count=1)
@@ -320,10 +363,10 @@ def _drive(s: dict[str, Any]) -> None:
     _chat(gw, "static", stream=True)
     # swap storm: beta in and out five more times
     for _ in range(5):
-        assert _http("POST", sup + "/models/beta/unload")[0] == 200
-        assert _http("POST", sup + "/models/beta/ensure", timeout=60)[0] == 200
+        assert _http("POST", sup + "/models/beta/unload", token=TOKEN)[0] == 200
+        assert _http("POST", sup + "/models/beta/ensure", timeout=60, token=TOKEN)[0] == 200
     # a model that cannot start: FAILED (max_restarts 0)
-    _http("POST", sup + "/models/broken/ensure?timeout_s=20", timeout=60)
+    _http("POST", sup + "/models/broken/ensure?timeout_s=20", timeout=60, token=TOKEN)
     for _ in range(5):
         assert _chat(gw, "alpha") == 200
 
@@ -336,7 +379,7 @@ def test_every_dashboard_and_rule_expression_returns_data(stack: dict[str, Any])
         30,
     )
     _drive(stack)
-    time.sleep(4)  # a few scrapes and rule evaluations after the last event
+    _wait_scraped_and_evaluated_after(prom, time.time())
 
     problems: list[str] = []
     allowed: list[str] = []

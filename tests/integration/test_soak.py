@@ -50,6 +50,13 @@ def _code(body: bytes) -> str:
         return "non-json"
 
 
+def _upstream_sockets(pid: int, ports: set[int]) -> int:
+    """The gateway's open connections to the upstreams (kept alive until they idle out)."""
+    return sum(
+        1 for c in psutil.Process(pid).net_connections("tcp") if c.raddr and c.raddr.port in ports
+    )
+
+
 def _gateway_figures(pid: int) -> tuple[int, float]:
     return len(os.listdir(f"/proc/{pid}/fd")), psutil.Process(pid).memory_info().rss / 2**20
 
@@ -119,7 +126,9 @@ def test_soak(capsys: pytest.CaptureFixture[str]) -> None:
             pid = gateway.proc.pid
             outcomes: collections.Counter[str] = collections.Counter()
             asyncio.run(_run(gateway.url, 0, WARMUP, outcomes))
-            time.sleep(1.0)  # idle upstream sockets expire (keep-alive 0.5 s)
+            ports = {a.port, b.port}
+            # Measure with no pooled upstream socket open (keep-alive 0.5 s here).
+            wait_until(lambda: _upstream_sockets(pid, ports) == 0, timeout=10, what="idle")
             fds_before, rss_before = _gateway_figures(pid)
             outcomes.clear()
 
@@ -138,7 +147,7 @@ def test_soak(capsys: pytest.CaptureFixture[str]) -> None:
             for engine in (a, b):
                 engine.set_fault("none")
             wait_until(lambda: a.stats()["active"] == 0 and b.stats()["active"] == 0, timeout=5)
-            time.sleep(1.5)
+            wait_until(lambda: _upstream_sockets(pid, ports) == 0, timeout=10, what="idle")
             fds_after, rss_after = _gateway_figures(pid)
     report = {
         "requests": sum(outcomes.values()),

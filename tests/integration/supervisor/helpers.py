@@ -22,7 +22,7 @@ import yaml
 from orchestra.config import OrchestraConfig, parse_config
 from orchestra.supervisor.api import create_app
 from orchestra.supervisor.manager import Manager
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, parse_metrics
 from tests.fake_engine import free_port
 
 FAKE_ENGINE = REPO_ROOT / "tests" / "fake_engine.py"
@@ -163,6 +163,11 @@ class SupervisorProcess:
     def models(self) -> dict[str, dict[str, Any]]:
         reply = httpx.get(self.url + "/models", timeout=5).json()
         return {m["name"]: m for m in reply["models"]}
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples over all labels."""
+        text = httpx.get(self.url + "/metrics", timeout=5).text
+        return sum(v for (n, _), v in parse_metrics(text).items() if n == name)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -72,10 +72,13 @@ def test_model_table_logs_demand_and_metrics(tmp_path: Path) -> None:
             assert table[1]["state"] == "cold" and not table[1]["hot"]
             logs = (await client.get("/models/m/logs", params={"lines": 5})).json()
             assert logs["name"] == "m" and any("listening" in line for line in logs["lines"])
-            r = await client.post("/demand", json={"counts": {"c": 4}, "inflight": {"m": 2}})
+            url = table[0]["upstreams"][0]
+            report = {"demand": {"c": 4}, "inflight": {url: 2}, "draining_seen": []}
+            r = await client.post("/gateways/gw-1/sync", json=report)
             assert r.status_code == 200 and manager.demand.count("c") == 4
-            assert manager.demand.inflight("m") == 2
-            r = await client.post("/demand", json={"counts": {"c": "many"}})
+            assert [m["name"] for m in r.json()["models"]] == ["m", "c"]
+            assert manager.reports.inflight([url]) == 2 and set(manager.reports.live()) == {"gw-1"}
+            r = await client.post("/gateways/gw-1/sync", json={"demand": {"c": "many"}})
             assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
             text = (await client.get("/metrics")).text
             metrics = parse_metrics(text)

@@ -23,7 +23,7 @@ def test_rotation_swaps_after_threshold_and_not_before(tmp_path: Path) -> None:
             await until(lambda: manager.models["a"].state is EngineState.READY, what="a ready")
 
             async def report(counts: dict[str, int]) -> None:
-                r = await client.post("/demand", json={"counts": counts, "inflight": {}})
+                r = await client.post("/gateways/gw/sync", json={"demand": counts})
                 assert r.status_code == 200
 
             await report({"a": 3, "b": 5})

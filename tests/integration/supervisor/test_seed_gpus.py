@@ -3,9 +3,11 @@ onto 7 configured GPUs: the hot set lands on GPUs 0-6 as pinned; the 70B (tp 6) 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
 import yaml
 
@@ -55,7 +57,8 @@ def test_seed_fixture_planned_onto_seven_gpus(tmp_path: Path) -> None:
             gpus = (await client.get("/gpus")).json()["gpus"]
             assert [g["engine"] for g in gpus] == [hot[0]] * 3 + [hot[1]] * 3 + [hot[2]]
             # Requests in flight on mistral: the 70B must take deepseek's and codellama's GPUs.
-            await client.post("/demand", json={"counts": {}, "inflight": {"mistral-7b": 3}})
+            mistral = table["mistral-7b"]["upstreams"][0]
+            gateway = asyncio.create_task(_gateway_serving(client, {mistral: 3}))
             r = await client.post("/models/llama-3.1-70b/ensure", params={"timeout_s": 30})
             assert r.status_code == 200, r.text
             llama = r.json()["engines"][0]
@@ -64,10 +67,22 @@ def test_seed_fixture_planned_onto_seven_gpus(tmp_path: Path) -> None:
             assert manager.models["mistral-7b"].state is EngineState.READY
             for victim in ("deepseek-coder-33b", "codellama-34b"):
                 assert manager.models[victim].state is EngineState.COLD
-            # phi-3-mini (tp 1): no free GPU, mistral is busy, so idle llama makes room.
+            # phi-3-mini (tp 1): no free GPU; mistral serves requests, so idle llama makes room.
             r = await client.post("/models/phi-3-mini/ensure")
             assert r.status_code == 200
             assert r.json()["engines"][0]["gpus"] == [0]
+            gateway.cancel()
             assert manager.models["llama-3.1-70b"].state is EngineState.COLD
 
     run(scenario(), timeout=90)
+
+
+async def _gateway_serving(client: httpx.AsyncClient, inflight: dict[str, int]) -> None:
+    """A gateway's sync loop: requests stay in flight on `inflight`'s engines; draining
+    engines are taken out of rotation at once (none of its requests are on them)."""
+    draining: list[str] = []
+    while True:
+        report = {"inflight": inflight, "draining_seen": draining}
+        reply = await client.post("/gateways/gw/sync", json=report)
+        draining = [url for m in reply.json()["models"] for url in m["draining"]]
+        await asyncio.sleep(0.05)

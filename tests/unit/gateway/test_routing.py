@@ -1,4 +1,5 @@
-"""The routing table (from config, then the supervisor's word) and the router's ensure."""
+"""The routing table (from config, then the supervisor's word), the router, and the supervisor
+link's ensure, sync and drain reports."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 import pytest
 
 from orchestra.config import OrchestraConfig, ServerConfig, parse_config
-from orchestra.gateway.control import ControlError, ModelStatus
+from orchestra.control import ControlError, GatewayReport, ModelStatus
+from orchestra.gateway.control import SupervisorLink
 from orchestra.gateway.errors import ModelNotFound, Unavailable, UpstreamTimeout
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.routing import Router, RoutingTable, build_route
@@ -102,17 +104,21 @@ def test_supervisor_lost_keeps_last_upstreams() -> None:
 
 
 class StubControl:
-    """Stands in for SupervisorClient.ensure: counts calls, answers after `release` is set."""
+    """Stands in for ControlClient: counts ensure calls (answered once `release` is set) and
+    records sync reports, answering them with `table`."""
+
+    base_url = "http://supervisor"
 
     def __init__(self, result: ModelStatus | ControlError) -> None:
         self.result = result
         self.calls = 0
         self.release = asyncio.Event()
-        self.reports: list[dict[str, int]] = []
+        self.reports: list[GatewayReport] = []
+        self.table: list[ModelStatus] = []
 
-    async def report_demand(self, counts: dict[str, int], inflight: dict[str, int]) -> None:
-        assert counts == {}, "ensure must not count requests twice"
-        self.reports.append(inflight)
+    async def sync(self, gateway_id: str, report: GatewayReport) -> list[ModelStatus]:
+        self.reports.append(report.model_copy(deep=True))
+        return self.table
 
     async def ensure(self, model: str, timeout_s: float) -> ModelStatus:
         self.calls += 1
@@ -122,37 +128,78 @@ class StubControl:
         return self.result
 
 
-def _router(control: Any) -> Router:
-    return Router(RoutingTable(_config()), control, GatewayMetrics(), ensure_timeout_s=5.0)
+def _link(control: Any, table: RoutingTable | None = None, **kw: Any) -> SupervisorLink:
+    return SupervisorLink(
+        control,
+        table or RoutingTable(_config()),
+        GatewayMetrics(),
+        refresh_s=1.0,
+        ensure_timeout_s=5.0,
+        **kw,
+    )
+
+
+def _router(control: Any) -> tuple[Router, SupervisorLink | None]:
+    table = RoutingTable(_config())
+    if control is None:
+        return Router(table, None, lambda model: None, 5.0), None
+    link = _link(control, table)
+    return Router(table, link.ensure, link.count, 5.0), link
 
 
 def test_unknown_model_is_model_not_found() -> None:
-    router = _router(None)
+    router, _ = _router(None)
     with pytest.raises(ModelNotFound):
         asyncio.run(router.route("gpt-9"))
-    assert router.take_demand() == {}
 
 
-def test_demand_is_counted_and_taken() -> None:
-    router = _router(None)
+def test_demand_is_counted_and_sent_with_the_next_sync() -> None:
+    control = StubControl(ControlError(500, "unused"))
+    router, link = _router(control)
+    assert link is not None
+    router.table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
 
-    async def three() -> None:
-        for name in ("single", "single", "pair"):
+    async def scenario() -> None:
+        for name in ("single", "single", "pair", "hot"):
             await router.route(name)
+        await link.sync_once()
+        await link.sync_once()
 
-    asyncio.run(three())
-    assert router.take_demand() == {"single": 2, "pair": 1}
-    assert router.take_demand() == {}
+    asyncio.run(scenario())
+    assert [r.demand for r in control.reports] == [{"single": 2, "pair": 1, "hot": 1}, {}]
+
+
+def test_demand_survives_an_unreachable_supervisor() -> None:
+    control = StubControl(ControlError(500, "unused"))
+    link = _link(control)
+    calls = 0
+
+    async def failing_sync(gateway_id: str, report: GatewayReport) -> list[ModelStatus]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ControlError(0, "unreachable")
+        return await StubControl.sync(control, gateway_id, report)
+
+    control.sync = failing_sync  # type: ignore[method-assign]
+    link.count("hot")
+    link.table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
+    asyncio.run(link.sync_once())
+    assert link.table.routes["hot"].state == "unknown"  # supervisor lost, upstreams kept
+    assert [r.url for r in link.table.routes["hot"].replicas] == ["http://h"]
+    asyncio.run(link.sync_once())
+    assert control.reports[0].demand == {"hot": 1}
 
 
 def test_managed_model_without_supervisor_is_unavailable() -> None:
     with pytest.raises(Unavailable, match="no supervisor"):
-        asyncio.run(_router(None).route("cold"))
+        asyncio.run(_router(None)[0].route("cold"))
 
 
 def test_concurrent_requests_share_one_ensure() -> None:
     control = StubControl(ModelStatus(name="cold", state="ready", upstreams=["http://c1"]))
-    router = _router(control)
+    router, link = _router(control)
+    assert link is not None
 
     async def scenario() -> list[str]:
         waiters = [asyncio.create_task(router.route("cold")) for _ in range(5)]
@@ -167,7 +214,7 @@ def test_concurrent_requests_share_one_ensure() -> None:
     assert control.calls == 1
     route = router.table.routes["cold"]
     assert [r.url for r in route.replicas] == ["http://c1"]
-    registry = router.metrics.registry
+    registry = link._metrics.registry
     assert registry.get_sample_value("orchestra_ensure_seconds_count", {"model": "cold"}) == 1
     # Ready now: the next request does not ensure again.
     asyncio.run(router.route("cold"))
@@ -176,7 +223,7 @@ def test_concurrent_requests_share_one_ensure() -> None:
 
 def test_ready_model_with_healthy_replica_skips_ensure() -> None:
     control = StubControl(ControlError(500, "must not be called"))
-    router = _router(control)
+    router, _ = _router(control)
     router.table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
     assert asyncio.run(router.route("hot")).name == "hot"
     assert control.calls == 0
@@ -196,52 +243,85 @@ def test_ensure_failures_map_to_gateway_errors(
     control = StubControl(error)
     control.release.set()
     with pytest.raises(expected, match=error.message):
-        asyncio.run(_router(control).route("cold"))
+        asyncio.run(_router(control)[0].route("cold"))
 
 
 def test_ensure_without_upstreams_is_unavailable() -> None:
     control = StubControl(ModelStatus(name="cold", state="failed", upstreams=[]))
     control.release.set()
     with pytest.raises(Unavailable, match="failed with no ready upstream"):
-        asyncio.run(_router(control).route("cold"))
+        asyncio.run(_router(control)[0].route("cold"))
 
 
 def test_failed_ensure_is_retried_by_the_next_request() -> None:
     control = StubControl(ControlError(0, "unreachable"))
     control.release.set()
-    router = _router(control)
+    router, _ = _router(control)
     for _ in range(2):
         with pytest.raises(Unavailable):
             asyncio.run(router.route("cold"))
     assert control.calls == 2
 
 
-def test_ensure_first_tells_the_supervisor_what_is_in_flight() -> None:
-    control = StubControl(ModelStatus(name="cold", state="ready", upstreams=["http://c1"]))
-    control.release.set()
-    router = _router(control)
-    router.table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
-    router.table.routes["hot"].replicas[0].outstanding = 2
-    asyncio.run(router.route("cold"))
-    assert control.reports == [{"single": 0, "pair": 0, "hot": 2, "cold": 0}]
+def test_draining_engine_leaves_rotation_and_its_inflight_is_reported_until_dropped() -> None:
+    table = RoutingTable(_config())
+    table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
+    route = table.routes["hot"]
+    replica = route.pick()
+    assert replica is not None
+    replica.outstanding = 2  # two requests in flight on it
+    report = table.report()
+    assert report.inflight["http://h"] == 2 and report.draining_seen == []
+
+    # The supervisor marks it draining: no new request picks it, its count is still reported.
+    table.apply(ModelStatus(name="hot", state="draining", upstreams=[], draining=["http://h"]))
+    assert route.pick() is None and not route.serving and table.draining
+    report = table.report()
+    assert report.inflight["http://h"] == 2 and report.draining_seen == ["http://h"]
+    replica.outstanding = 0
+    assert table.report().inflight["http://h"] == 0
+
+    # Stopped: the supervisor drops it; a restart on the same URL is a fresh rotation member.
+    table.apply(ModelStatus(name="hot", state="cold"))
+    assert route.replicas == [] and route.draining == [] and not table.draining
+    table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
+    assert route.pick() is not None
+
+
+def test_a_model_drained_again_before_use_is_ensured_again() -> None:
+    """Two models sharing one slot: right after an ensure answers, the other model's swap may
+    mark this one draining before the request picks a replica. The router ensures again."""
+    table = RoutingTable(_config())
+    answers = [
+        ModelStatus(name="cold", state="ready", upstreams=["http://c1"]),
+        ModelStatus(name="cold", state="ready", upstreams=["http://c2"]),
+    ]
+    calls = 0
+
+    async def ensure(route: Any) -> None:
+        nonlocal calls
+        calls += 1
+        table.apply(answers.pop(0))
+        if calls == 1:  # a sync lands before the request could pick: drained again
+            table.apply(ModelStatus(name="cold", state="draining", draining=["http://c1"]))
+
+    router = Router(table, ensure, lambda model: None, 5.0)
+    route = asyncio.run(router.route("cold"))
+    assert calls == 2 and [r.url for r in route.replicas] == ["http://c2"]
 
 
 def test_reensure_marks_the_new_upstreams_ready_or_reports_false() -> None:
     control = StubControl(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
     control.release.set()
     readied: list[str] = []
-    router = Router(
-        RoutingTable(_config()),
-        control,
-        GatewayMetrics(),
-        ensure_timeout_s=5.0,
-        on_ready=lambda route, replica: readied.append(f"{route.name} {replica.url}"),
+    link = _link(
+        control, on_ready=lambda route, replica: readied.append(f"{route.name} {replica.url}")
     )
-    route = router.table.routes["hot"]
+    route = link.table.routes["hot"]
     route.set_upstreams(["http://h"])
     route.replicas[0].healthy = False  # the proxy saw the connection refused
-    assert asyncio.run(router.reensure(route)) is True
+    assert asyncio.run(link.reensure(route)) is True
     assert readied == ["hot http://h"] and control.calls == 1
 
     control.result = ControlError(409, "no room")
-    assert asyncio.run(router.reensure(route)) is False
+    assert asyncio.run(link.reensure(route)) is False

@@ -1,6 +1,12 @@
+"""Demand windows, last use, and the gateways' reports that drains wait on."""
+
 from __future__ import annotations
 
+import asyncio
+
+from orchestra.control import GatewayReport
 from orchestra.supervisor.demand import Demand
+from orchestra.supervisor.gateways import GatewayReports
 
 
 class Clock:
@@ -13,7 +19,7 @@ class Clock:
 
 def test_counts_slide_out_of_the_window() -> None:
     clock = Clock()
-    d = Demand(window_s=60, inflight_ttl_s=10, clock=clock)
+    d = Demand(window_s=60, clock=clock)
     d.record({"a": 5})
     clock.t += 30
     d.record({"a": 3, "b": 0})
@@ -22,22 +28,52 @@ def test_counts_slide_out_of_the_window() -> None:
     assert d.count("a") == 3
 
 
-def test_inflight_expires_and_marks_use() -> None:
+def test_requests_and_touches_mark_use() -> None:
     clock = Clock()
-    d = Demand(window_s=60, inflight_ttl_s=10, clock=clock)
+    d = Demand(window_s=60, clock=clock)
     assert d.last_used("a") == float("-inf") and d.seconds_since_use("a") is None
-    d.record({}, {"a": 2})
-    assert d.inflight("a") == 2 and d.last_used("a") == clock.t
+    d.record({"a": 2})
     clock.t += 11
-    assert d.inflight("a") == 0
     assert d.seconds_since_use("a") == 11
+    d.touch("a")
+    assert d.last_used("a") == clock.t and d.count("a") == 2  # a touch is not a request
 
 
-def test_ensured_counts_as_use_and_starts_the_grace_clock() -> None:
+def test_drained_needs_every_live_gateway_to_have_seen_the_drain_with_nothing_in_flight() -> None:
     clock = Clock()
-    d = Demand(window_s=60, inflight_ttl_s=10, clock=clock)
-    assert d.seconds_since_ensured("a") == float("inf")
-    d.ensured("a")
-    clock.t += 2
-    assert d.seconds_since_ensured("a") == 2 and d.seconds_since_use("a") == 2
-    assert d.count("a") == 0  # an ensure is not a request: rotation counts stay the gateway's
+    reports = GatewayReports(ttl_s=10, clock=clock)
+    url = "http://127.0.0.1:8001"
+    assert reports.drained([url])  # no gateway at all: nothing can be in flight here
+    reports.record("g1", GatewayReport(inflight={url: 0}))
+    assert not reports.drained([url])  # g1 has not taken it out of rotation yet
+    reports.record("g1", GatewayReport(inflight={url: 2}, draining_seen=[url]))
+    reports.record("g2", GatewayReport(inflight={}, draining_seen=[url]))
+    assert not reports.drained([url]) and reports.inflight([url]) == 2
+    reports.record("g1", GatewayReport(inflight={url: 0}, draining_seen=[url]))
+    assert reports.drained([url])
+
+    # A gateway that stops syncing stops counting after ttl_s.
+    reports.record("g3", GatewayReport(inflight={url: 1}, draining_seen=[url]))
+    assert not reports.drained([url])
+    clock.t += 11
+    reports.record("g1", GatewayReport(inflight={url: 0}, draining_seen=[url]))
+    reports.record("g2", GatewayReport(draining_seen=[url]))
+    assert reports.drained([url]) and set(reports.live()) == {"g1", "g2"}
+
+
+def test_wait_drained_wakes_on_a_report_and_gives_up_at_the_deadline() -> None:
+    url = "http://127.0.0.1:8001"
+
+    async def scenario() -> tuple[bool, bool]:
+        reports = GatewayReports(ttl_s=10)
+        reports.record("g1", GatewayReport(inflight={url: 1}, draining_seen=[url]))
+        waiter = asyncio.create_task(reports.wait_drained([url], timeout_s=5))
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        reports.record("g1", GatewayReport(inflight={url: 0}, draining_seen=[url]))
+        drained = await asyncio.wait_for(waiter, 1)
+        reports.record("g1", GatewayReport(inflight={url: 1}, draining_seen=[url]))
+        gave_up = await reports.wait_drained([url], timeout_s=0.05)
+        return drained, gave_up
+
+    assert asyncio.run(scenario()) == (True, False)

@@ -1,0 +1,126 @@
+"""Everything stateful the gateway holds, built once in the app's lifespan (no module globals),
+and the background loops that keep it fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from orchestra.config import OrchestraConfig
+from orchestra.control import ControlClient
+from orchestra.gateway.admission import Admission
+from orchestra.gateway.aliases import ModelMap
+from orchestra.gateway.auth import KeyRing
+from orchestra.gateway.control import SupervisorLink
+from orchestra.gateway.dispatch import Dispatcher
+from orchestra.gateway.fallback import OllamaClient
+from orchestra.gateway.health import HealthMonitor
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.proxy import Proxy
+from orchestra.gateway.ratelimit import RateLimiter
+from orchestra.gateway.routing import Router, RoutingTable
+from orchestra.gateway.workloads import Workloads
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gateway:
+    config: OrchestraConfig
+    metrics: GatewayMetrics
+    table: RoutingTable
+    health: HealthMonitor
+    link: SupervisorLink | None  # None when no model is managed by a supervisor
+    keys: KeyRing
+    admission: Admission
+    fallback: OllamaClient | None
+    dispatcher: Dispatcher
+    models: ModelMap  # aliases, fallback chains, adapters, ensembles
+    workloads: Workloads
+    limiter: RateLimiter
+    started: int = field(default_factory=lambda: int(time.time()))
+
+    def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The background loops to run while the app serves."""
+        loops: dict[str, Callable[[], Awaitable[None]]] = {"health": self.health.run}
+        if self.link is not None:
+            loops["supervisor-sync"] = self.link.run
+        if self.fallback is not None:
+            loops["ollama-health"] = self.fallback.run
+        return loops
+
+
+def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Gateway:
+    gw = config.gateway
+    metrics = GatewayMetrics()
+    table = RoutingTable(config)
+    models = ModelMap(config, metrics.registry)
+    health = HealthMonitor(
+        table,
+        session,
+        metrics,
+        cooldown_s=gw.unhealthy_cooldown_s,
+        interval_s=gw.health_check_interval_s,
+        probe_timeout_s=gw.timeouts.health_probe_s,
+    )
+    link = (
+        SupervisorLink(
+            ControlClient.from_config(config, session, gw.timeouts.health_probe_s),
+            table,
+            metrics,
+            refresh_s=gw.routing_refresh_s,
+            ensure_timeout_s=gw.timeouts.ensure_s,
+            on_ready=health.mark_up,
+            on_status=lambda status: models.sync_adapters(status.name, status.adapters),
+        )
+        if table.managed
+        else None
+    )
+    router = Router(
+        table,
+        link.ensure if link else None,
+        link.count if link else lambda model: None,
+        gw.timeouts.ensure_s,
+    )
+    admission = Admission(config)
+    limiter = RateLimiter(gw)
+    fallback = (
+        OllamaClient(config.fallback.ollama, session, metrics)
+        if config.fallback.ollama is not None
+        else None
+    )
+    proxy = Proxy(session, health, metrics, gw, reensure=link.reensure if link else None)
+    dispatcher = Dispatcher(gw, table, router, admission, proxy, limiter, fallback)
+    workloads = Workloads(models, dispatcher.dispatch, fallback)
+    dispatcher.serve = workloads.serve
+    return Gateway(
+        config=config,
+        metrics=metrics,
+        table=table,
+        health=health,
+        link=link,
+        keys=KeyRing(gw),
+        admission=admission,
+        fallback=fallback,
+        dispatcher=dispatcher,
+        models=models,
+        workloads=workloads,
+        limiter=limiter,
+    )
+
+
+async def run_forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run a background loop; an unexpected error is logged and the loop restarted."""
+    while True:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task %s failed; restarting it", name)
+            await asyncio.sleep(1.0)

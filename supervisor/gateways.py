@@ -1,0 +1,76 @@
+"""What each gateway last reported: its in-flight requests per engine, and which draining
+engines it has taken out of rotation. The drain of an evicted engine waits on this.
+
+An engine being evicted is first marked draining in the model table. Each gateway, on its next
+sync, stops sending it new requests and from then on lists it in `draining_seen`; its
+`inflight` count for that engine can then only fall. The engine is drained when every live
+gateway (one that synced within `ttl_s`) has listed it and reports 0 for it. A gateway that
+stops syncing stops counting after `ttl_s`, so a dead gateway never blocks a drain for longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from orchestra.control import GatewayReport
+
+
+@dataclass
+class _Seen:
+    at: float
+    inflight: dict[str, int] = field(default_factory=dict)
+    draining_seen: frozenset[str] = frozenset()
+
+
+class GatewayReports:
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_s
+        self._clock = clock
+        self._by_gateway: dict[str, _Seen] = {}
+        self._changed = asyncio.Event()
+
+    def record(self, gateway_id: str, report: GatewayReport) -> None:
+        self._by_gateway[gateway_id] = _Seen(
+            self._clock(),
+            {url: max(0, n) for url, n in report.inflight.items()},
+            frozenset(report.draining_seen),
+        )
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def live(self) -> dict[str, _Seen]:
+        horizon = self._clock() - self._ttl
+        return {g: s for g, s in self._by_gateway.items() if s.at >= horizon}
+
+    def inflight(self, urls: Iterable[str]) -> int:
+        """Requests the live gateways have in flight on these engines."""
+        wanted = set(urls)
+        return sum(n for s in self.live().values() for u, n in s.inflight.items() if u in wanted)
+
+    def drained(self, urls: Iterable[str]) -> bool:
+        """Every live gateway has taken these engines out of rotation and has none in flight."""
+        wanted = set(urls)
+        return all(
+            wanted <= s.draining_seen and not any(s.inflight.get(u, 0) for u in wanted)
+            for s in self.live().values()
+        )
+
+    async def wait_drained(self, urls: Iterable[str], timeout_s: float) -> bool:
+        """True once drained; False when `timeout_s` passed first (or a live gateway stopped
+        syncing and its report aged out, which re-checks here on the next poll)."""
+        wanted = list(urls)
+        deadline = self._clock() + timeout_s
+        while not self.drained(wanted):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return False
+            changed = self._changed
+            try:
+                # Wake on every report; at least every second so an aged-out gateway is noticed.
+                await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                pass
+        return True
