@@ -303,6 +303,9 @@ async def serve_ensemble(
         if winner.response is not None:
             winner.response.headers.update(headers)
             return winner.response
+        usage = (winner.body or {}).get("usage")
+        if call.on_usage is not None and usage is not None:
+            call.on_usage(usage)  # rate limits: the answer the client got (the others were cut)
         return Response(orjson.dumps(winner.body), headers=headers, media_type=_JSON)
     merged = (
         merge_all(ensemble, outcomes)
