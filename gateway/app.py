@@ -23,8 +23,10 @@ from orchestra.config import OrchestraConfig
 from orchestra.gateway.admin import install_admin_routes
 from orchestra.gateway.audio import AUDIO_PATHS, install_audio_routes
 from orchestra.gateway.auth import AuthMiddleware
+from orchestra.gateway.console import install_console
 from orchestra.gateway.container import Gateway, build_gateway, run_forever
 from orchestra.gateway.errors import GatewayError, install_error_handlers
+from orchestra.gateway.loading import loading_info
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.middleware import RequestIdMiddleware, ResponseCounter
 from orchestra.gateway.workloads import EXTRA_PATHS
@@ -94,6 +96,8 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
     _install_routes(app)
     install_admin_routes(app)
     install_audio_routes(app)
+    if config.gateway.console.enabled:
+        install_console(app)
 
     def metrics() -> GatewayMetrics | None:
         gw: Gateway | None = getattr(app.state, "gateway", None)
@@ -107,6 +111,7 @@ def _install_routes(app: FastAPI) -> None:
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
+        loading = await loading_info(gw)  # a starting model: elapsed, expected, remaining
         data = [
             {
                 "id": route.name,
@@ -115,6 +120,7 @@ def _install_routes(app: FastAPI) -> None:
                 "owned_by": "orchestra",
                 "state": route.state,
                 "managed": route.managed,
+                **({"loading": loading[route.name]} if route.name in loading else {}),
             }
             for route in gw.table.routes.values()
         ]

@@ -1,4 +1,5 @@
-"""API keys for `/v1/*` and a separate admin key for `/admin/*`.
+"""API keys for `/v1/*` and a separate admin key for `/admin/*` and the web console (`/console`,
+where a browser sends it as the password of HTTP Basic auth; any user name).
 
 Keys live in config only as hex sha256 (`gateway.api_keys[].sha256`, `gateway.admin_key_sha256`;
 env overrides work too: `ORCHESTRA_GATEWAY__ADMIN_KEY_SHA256=...`). A request's bearer key is
@@ -9,6 +10,8 @@ loopback clients only. The Authorization header is never logged nor echoed.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 
@@ -40,6 +43,22 @@ def bearer(value: bytes | None) -> str | None:
     return key if scheme.lower() == "bearer" and key else None
 
 
+def basic_password(value: bytes | None) -> str | None:
+    """The password of `Authorization: Basic <base64 user:password>` (how a browser sends the
+    admin key to the console), or None."""
+    if not value:
+        return None
+    scheme, _, encoded = value.decode("latin-1").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    password = decoded.partition(":")[2]
+    return password or None
+
+
 class KeyRing:
     def __init__(self, config: GatewayConfig) -> None:
         self.keys: dict[str, ApiKey] = {k.sha256.strip().lower(): k for k in config.api_keys}
@@ -65,7 +84,7 @@ class KeyRing:
             if client_host not in _LOOPBACK:
                 raise Forbidden("admin routes are loopback-only until an admin key is configured")
             return
-        key = bearer(authorization)
+        key = bearer(authorization) or basic_password(authorization)
         if key is None or not hmac.compare_digest(hash_key(key), self.admin_sha256):
             raise Unauthorized("admin routes need the admin key", code="invalid_admin_key")
 
@@ -82,7 +101,8 @@ class AuthMiddleware:
             return
         path: str = scope["path"]
         is_api = path.startswith("/v1/")
-        if is_api or path.startswith("/admin"):
+        console = path == "/console" or path.startswith("/console/")
+        if is_api or console or path.startswith("/admin"):
             gateway = getattr(scope["app"].state, "gateway", None)
             ring: KeyRing | None = getattr(gateway, "keys", None)
             if ring is not None and (ring.enabled or not is_api):
@@ -94,6 +114,8 @@ class AuthMiddleware:
                         client = scope.get("client")
                         ring.check_admin(authorization, client[0] if client else None)
                 except GatewayError as exc:
+                    if console and exc.status == 401:  # let the browser ask for the key
+                        exc.headers["www-authenticate"] = 'Basic realm="Orchestra console"'
                     await exc.response()(scope, receive, send)
                     return
         await self.app(scope, receive, send)

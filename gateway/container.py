@@ -20,6 +20,7 @@ from orchestra.gateway.control import SupervisorLink
 from orchestra.gateway.dispatch import Dispatcher
 from orchestra.gateway.fallback import OllamaClient
 from orchestra.gateway.health import HealthMonitor
+from orchestra.gateway.loading import LoadingComments
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.proxy import Proxy
 from orchestra.gateway.ratelimit import RateLimiter
@@ -98,6 +99,8 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
     dispatcher = Dispatcher(gw, table, router, admission, proxy, limiter, fallback)
     workloads = Workloads(models, dispatcher.dispatch, fallback)
     dispatcher.serve = workloads.serve
+    loading = LoadingComments(config, table, metrics)
+    dispatcher.loading = loading if loading.models else None
     return Gateway(
         config=config,
         metrics=metrics,

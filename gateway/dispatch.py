@@ -34,6 +34,7 @@ from orchestra.gateway.errors import (
     UpstreamTimeout,
 )
 from orchestra.gateway.fallback import OllamaClient
+from orchestra.gateway.loading import LoadingComments
 from orchestra.gateway.proxy import Proxy, UpstreamCall
 from orchestra.gateway.ratelimit import RateLimiter
 from orchestra.gateway.routing import Router, RoutingTable
@@ -63,6 +64,7 @@ class Dispatcher:
         # chains, ensembles: gateway/workloads.py), set by the container.
         self.serve: Callable[[UpstreamCall, dict[str, Any], str | None], Awaitable[Response]]
         self.serve = self.dispatch
+        self.loading: LoadingComments | None = None  # SSE comments while a model loads
 
     # ---- request shaping ------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -92,7 +94,11 @@ class Dispatcher:
                 functools.partial(self._limiter.settle, key, payload, len(body)) if key else None
             ),
         )
-        return await self.serve(call, payload, request.headers.get(self._admission.priority_header))
+        priority = request.headers.get(self._admission.priority_header)
+        if self.loading is not None and self.loading.wants(model, call.stream):
+            work = functools.partial(self.serve, call, payload, priority)  # gateway/loading.py
+            return self.loading.stream(model, work, call.reply_headers)
+        return await self.serve(call, payload, priority)
 
     # ---- routing, admission, proxy, fallback ----------------------------------------------------
     async def dispatch(

@@ -64,12 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_adapters(sub)
 
-    for name in ("status", "load", "unload", "sleep", "wake", "restart", "ensure", "logs"):
+    names = ("status", "top", "load", "unload", "sleep", "wake", "restart", "ensure", "logs")
+    for name in names:
         cmd = sub.add_parser(name, help=f"control API: {name}")
-        if name != "status":
+        if name not in ("status", "top"):
             cmd.add_argument("model")
+        if name == "status":
+            choices = ["compact", "wide", "json"]
+            cmd.add_argument("-o", "--output", choices=choices, default="compact")
+        if name == "top":
+            cmd.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
+            cmd.add_argument("--count", type=int, default=0, help="stop after N redraws (0: never)")
+            cmd.add_argument("--gateway-url", default=None, help="gateway (default from config)")
         if name == "logs":
             cmd.add_argument("-n", "--lines", type=int, default=50)
+            cmd.add_argument("-f", "--follow", action="store_true", help="print new lines too")
         cmd.add_argument("--url", default=None, help="control API (default from config)")
         cmd.add_argument("--config", default="configs/vllm_config.yaml")
         cmd.set_defaults(func=_ctl, action=name)

@@ -56,6 +56,14 @@ class ApiKey(_Strict):
     tokens_per_minute: int | None = Field(None, gt=0)
 
 
+class ConsoleConfig(_Strict):
+    """The web console at `/console` (admin key, or loopback only without one)."""
+
+    enabled: bool = True
+    refresh_s: float = Field(1.0, gt=0, description="how often the page's live feed updates")
+    rate_window_s: float = Field(30.0, gt=0, description="request/token rates span this long")
+
+
 class GatewayConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -94,6 +102,14 @@ class GatewayConfig(_Strict):
         256, ge=0, description="tokens/min charge for a request without max_tokens"
     )
     uploads: UploadConfig = UploadConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    loading_comments: bool = Field(
+        False,
+        description="streamed requests for a model that is loading get `: loading MODEL, N s` "
+        "SSE comments while they wait (the 200 is sent at once: a failed load becomes an error "
+        "event, not a retryable 503); per model: servers[].loading_comments",
+    )
+    loading_comment_interval_s: float = Field(5.0, gt=0, description="between loading comments")
 
 
 class SupervisorConfig(_Strict):
@@ -239,6 +255,9 @@ class ServerConfig(_Strict):
     adapters: list[AdapterConfig] = Field([], description="LoRA adapters on this model's engine")
     max_loras: int | None = Field(None, ge=1, description="--max-loras (adapters in one batch)")
     max_lora_rank: int | None = Field(None, ge=1, description="--max-lora-rank")
+    loading_comments: bool | None = Field(
+        None, description="SSE comments while a streamed request waits; None = gateway's"
+    )
 
     @field_validator("url")
     @classmethod

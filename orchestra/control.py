@@ -152,6 +152,19 @@ class ControlClient:
         payload = await self._call("GET", f"/models/{_name(model)}/logs", params=params)
         return list(payload.get("lines", [])) if isinstance(payload, dict) else []
 
+    async def follow(
+        self, model: str, since: int | None, lines: int = 100, replica: int = 0
+    ) -> tuple[list[str], int]:
+        """`logs -f`: the last `lines` lines (`since` None) or the lines written after byte
+        `since`; and the offset to ask from next time."""
+        params = {"lines": str(lines), "replica": str(replica)}
+        if since is not None:
+            params["since"] = str(since)
+        payload = await self._call("GET", f"/models/{_name(model)}/logs", params=params)
+        if not isinstance(payload, dict):
+            raise ControlError(0, "supervisor sent an unexpected log reply")
+        return list(payload.get("lines", [])), int(payload.get("offset") or 0)
+
     # ---- the gateway's calls --------------------------------------------------------------------
     async def sync(self, gateway_id: str, report: GatewayReport) -> list[ModelStatus]:
         """Report demand and in-flight counts; get the model table back."""

@@ -11,6 +11,7 @@ import hmac
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import aiohttp
@@ -29,10 +30,12 @@ from orchestra.supervisor.adapters import (
 )
 from orchestra.supervisor.errors import SupervisorError, Unauthorized, error_body
 from orchestra.supervisor.gpus import detect_gpus
+from orchestra.supervisor.logtail import read_since
 from orchestra.supervisor.manager import Manager
 from orchestra.supervisor.procgroup import ProcessGroups
 from orchestra.supervisor.service_discovery import sd_router
 
+_FOLLOW_MAX_BYTES = 1 << 20  # one follow read; the client asks again from the new offset
 Timeout = Annotated[float | None, Query(gt=0, description="seconds; default from config")]
 Force = Annotated[bool, Query(description="evict even models with requests in flight")]
 
@@ -63,6 +66,13 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
     _install_errors(app)
     _install_routes(app, config)
     return app
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _manager(request: Request) -> Manager:
@@ -122,9 +132,21 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
 
     @app.get("/models/{name:path}/logs", dependencies=auth)
     async def logs(
-        name: str, m: Mgr, lines: Annotated[int, Query(ge=0, le=100_000)] = 100, replica: int = 0
+        name: str,
+        m: Mgr,
+        lines: Annotated[int, Query(ge=0, le=100_000)] = 100,
+        replica: int = 0,
+        since: Annotated[int | None, Query(ge=0, description="byte offset: follow")] = None,
     ) -> dict[str, Any]:
-        return {"name": name, "lines": m.logs(name, lines, replica)}
+        """The last `lines` lines; with `since` (the `offset` of the previous reply), the lines
+        written after it instead. `offset` is where the next follow read starts."""
+        path = m.log_path(name, replica)
+        if since is None:
+            offset = _size(path)  # before the read: a line written meanwhile shows twice, not never
+            text = m.logs(name, lines, replica)
+        else:
+            text, offset = read_since(path, since, _FOLLOW_MAX_BYTES)
+        return {"name": name, "lines": text, "offset": offset}
 
     @app.post("/models/{name:path}/ensure", dependencies=auth)
     async def ensure(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Any:

@@ -1,26 +1,20 @@
-"""`orchestra status|load|unload|sleep|wake|restart|ensure|logs`: the control API as tables."""
+"""`orchestra status|top|load|unload|sleep|wake|restart|ensure|logs`: the control API as
+tables (rendered by `orchestra.status_view`; `top` and `logs -f` loop in `orchestra.live`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+import urllib.error
+import urllib.request
 
 from rich.console import Console
-from rich.table import Table
 
 from orchestra.config import ConfigError, load_config
 from orchestra.control import ControlClient, ControlError, call_sync
+from orchestra.live import Unreachable, follow_logs, run_top
+from orchestra.status_view import as_json, compact_table, wide_table
 
-STATE_STYLE = {
-    "ready": "green",
-    "starting": "yellow",
-    "sleeping": "cyan",
-    "stopping": "yellow",
-    "backoff": "magenta",
-    "failed": "bold red",
-    "cold": "dim",
-}
 QUERY_TIMEOUT_S = 10.0
 
 
@@ -39,43 +33,38 @@ def _client(args: argparse.Namespace) -> tuple[ControlClient, float]:
     return ControlClient(args.url or url, token, timeout_s=QUERY_TIMEOUT_S), action_timeout
 
 
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+def _gateway_url(args: argparse.Namespace) -> str:
+    """The gateway's base URL (for `top`'s rates) from --gateway-url / the config / default."""
+    if getattr(args, "gateway_url", None):
+        return str(args.gateway_url).rstrip("/")
+    try:
+        gw = load_config(args.config).gateway
+    except ConfigError:
+        return "http://127.0.0.1:8000"
+    host = "127.0.0.1" if gw.host in ("0.0.0.0", "::") else gw.host
+    return f"http://{host}:{gw.port}"
 
 
-def model_table(models: list[dict[str, Any]]) -> Table:
-    table = Table(title="Orchestra models", header_style="bold")
-    for column in ("model", "state", "hot", "engine", "pid", "port", "gpus", "uptime"):
-        table.add_column(column)
-    for column in ("restarts", "page cache", "last used", "last error"):
-        table.add_column(column, overflow="fold", max_width=60 if column == "last error" else None)
-    for m in models:
-        cache = m.get("page_cache") or {}
-        cached = f"{cache.get('fraction', 0) * 100:.0f}% of {cache.get('bytes_total', 0) >> 20} MiB"
-        for i, e in enumerate(m.get("engines") or [{}]):
-            state = e.get("state", m["state"])
-            error = (e.get("last_error") or "").splitlines()
-            table.add_row(
-                m["name"] if i == 0 else "",
-                f"[{STATE_STYLE.get(state, '')}]{state}[/]",
-                ("yes" if m.get("hot") else "") if i == 0 else "",
-                str(e.get("id", "")),
-                str(e.get("pid") or "-"),
-                str(e.get("port", "")),
-                ",".join(str(g) for g in e.get("gpus") or []) or "-",
-                _ago(e.get("uptime_s")),
-                str(e.get("restarts", 0)),
-                cached if i == 0 else "",
-                _ago(m.get("last_used_s_ago")) if i == 0 else "",
-                error[0] if error else "",
-            )
-    return table
+def _top(console: Console, client: ControlClient, args: argparse.Namespace) -> int:
+    gateway = _gateway_url(args)
+
+    def metrics() -> str:
+        try:
+            with urllib.request.urlopen(gateway + "/metrics", timeout=QUERY_TIMEOUT_S) as reply:
+                return str(reply.read().decode())
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unreachable(f"{gateway}: {exc}") from None
+
+    return run_top(
+        console, lambda: call_sync(client, lambda c: c.table()), metrics, args.interval, args.count
+    )
+
+
+def _follow(console: Console, client: ControlClient, args: argparse.Namespace) -> int:
+    def logs(offset: int | None) -> tuple[list[str], int]:
+        return call_sync(client, lambda c: c.follow(args.model, offset, args.lines))
+
+    return follow_logs(console, logs, args.lines)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -84,16 +73,26 @@ def main(args: argparse.Namespace) -> int:
     action = args.action
     try:
         if action == "status":
-            console.print(model_table(call_sync(client, lambda c: c.table())))
+            models = call_sync(client, lambda c: c.table())
+            if args.output == "json":
+                console.out(as_json(models), highlight=False)
+            elif args.output == "wide":
+                console.print(wide_table(models))
+            else:
+                console.print(compact_table(models, console.width))
             return 0
+        if action == "top":
+            return _top(console, client, args)
         if action == "logs":
+            if args.follow:
+                return _follow(console, client, args)
             lines = call_sync(client, lambda c: c.logs(args.model, args.lines))
             for line in lines:
                 console.out(line, highlight=False)
             return 0
         with console.status(f"{action} {args.model} ..."):
             reply = call_sync(client, lambda c: c.action(args.model, action, action_timeout))
-        console.print(model_table([reply]))
+        console.print(compact_table([reply], console.width))
         return 0
     except ControlError as exc:
         why = f"HTTP {exc.status}: {exc.message}" if exc.status else exc.message

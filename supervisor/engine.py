@@ -59,6 +59,7 @@ class Engine:
         self.last_error: str | None = None
         self.last_startup_s: float | None = None
         self.ready_since: float | None = None
+        self.starting_since: float | None = None  # monotonic time the current start began
         self._pending_starts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._generation = 0
@@ -228,7 +229,7 @@ class Engine:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             f.write(f"--- orchestra: starting {self.id} at {stamp} on gpus {self.gpus}\n".encode())
             since = f.tell()
-        began = time.monotonic()
+        began = self.starting_since = time.monotonic()
         try:
             proc = await self._groups.spawn(self.spec.argv(), self.spec.env(self.gpus), log_path)
         except OSError as exc:

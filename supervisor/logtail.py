@@ -25,3 +25,20 @@ def tail_lines(path: Path, lines: int, since: int = 0) -> list[str]:
         return []
     text = data.decode("utf-8", errors="replace")
     return text.splitlines()[-lines:]
+
+
+def read_since(path: Path, offset: int, max_bytes: int) -> tuple[list[str], int]:
+    """Whole lines written at or after byte `offset` (at most `max_bytes` of them), and the
+    offset to ask from next time. A file shorter than `offset` was replaced: read from 0."""
+    try:
+        with path.open("rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            if offset > end:
+                offset = 0
+            f.seek(offset)
+            data = f.read(min(end - offset, max_bytes))
+    except OSError:
+        return [], 0
+    cut = data.rfind(b"\n") + 1  # a half-written last line waits for the next read
+    text = data[:cut].decode("utf-8", errors="replace")
+    return text.splitlines(), offset + cut

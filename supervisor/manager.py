@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -148,12 +149,15 @@ class Manager:
         return [self.info(name) for name in self.models]
 
     def logs(self, name: str, lines: int, replica: int = 0) -> list[str]:
+        return tail_lines(self.log_path(name, replica), lines)
+
+    def log_path(self, name: str, replica: int = 0) -> Path:
         engines = self.get(name).engines
         if not 0 <= replica < len(engines):
             raise BadRequest(
                 f"{name} has {len(engines)} engine(s); no replica {replica}", "replica"
             )
-        return tail_lines(engines[replica].spec.log_path, lines)
+        return engines[replica].spec.log_path
 
     def cold_models(self) -> list[str]:
         """Preload candidates: not resident, preload on; busiest first, then config order."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ class Model:
 
 def engine_info(e: Engine) -> dict[str, Any]:
     uptime = e.uptime_s
+    starting = e.starting_since if e.state is EngineState.STARTING else None
     return {
         "id": e.id,
         "state": e.state.value,
@@ -77,4 +79,7 @@ def engine_info(e: Engine) -> dict[str, Any]:
         "restarts": e.restarts,
         "last_error": e.last_error,
         "last_startup_s": None if e.last_startup_s is None else round(e.last_startup_s, 4),
+        # how long the start in progress has run (None unless STARTING): with last_startup_s,
+        # the time a loading model has left
+        "starting_for_s": None if starting is None else round(time.monotonic() - starting, 3),
     }

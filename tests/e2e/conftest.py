@@ -47,11 +47,13 @@ def stack_config(tmp: Path) -> dict[str, Any]:
     model = {"model": str(MODEL_DIR), "max_model_len": 1024, "dtype": shipped["dtype"]}
     return {
         "servers": [{"name": HOT, "port": free_port(), **model}],
-        "rotation_pool": [{"name": COLD, "port": free_port(), **model}],
+        # A streamed request for COLD waits for a real engine start: loading comments show it.
+        "rotation_pool": [{"name": COLD, "port": free_port(), "loading_comments": True, **model}],
         "gateway": {
             "host": "127.0.0.1",
             "port": free_port(),
             "timeouts": {"connect_s": 2, "first_byte_s": 120, "idle_read_s": 60, "ensure_s": 400},
+            "loading_comment_interval_s": 2,
         },
         "supervisor": {
             "port": free_port(),

@@ -1,0 +1,183 @@
+"""A visible swap: SSE comments while a streamed request waits for its model to load.
+
+With `loading_comments` on (gateway-wide or per model), a streamed request for a managed model
+with no ready replica is answered at once: 200, `text/event-stream`, then `: loading MODEL, N s`
+comment lines every `loading_comment_interval_s` (OpenAI clients ignore comments; proxies see
+bytes and keep the connection). When the model is ready the request goes on as usual and its
+stream follows. The status is committed before the load is done, so a load (or anything else
+before the first byte) that fails ends the stream with one `data: {"error": ...}` event instead
+of a retryable 503. Non-streamed requests are never answered this way.
+
+`loading_info` adds, for `/v1/models`, how long a loading model has been starting and how long
+its last start took (the supervisor's `starting_for_s` and `last_startup_s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from orchestra.config import OrchestraConfig
+from orchestra.control import ControlError
+from orchestra.gateway.errors import GatewayError, error_body
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.routing import RoutingTable
+
+if TYPE_CHECKING:
+    from orchestra.gateway.container import Gateway
+
+log = logging.getLogger(__name__)
+
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class LoadingComments:
+    """Which requests get loading comments, and the stream that sends them."""
+
+    def __init__(self, config: OrchestraConfig, table: RoutingTable, metrics: GatewayMetrics):
+        default = config.gateway.loading_comments
+        self.models = frozenset(
+            s.name
+            for s in config.all_servers
+            if (default if s.loading_comments is None else s.loading_comments)
+        )
+        self.interval_s = config.gateway.loading_comment_interval_s
+        self._table = table
+        self._metrics = metrics
+
+    def wants(self, model: str, stream: bool) -> bool:
+        """A streamed request to a managed model with comments on and no ready replica (it
+        will wait for a load)."""
+        if not stream or model not in self.models:
+            return False
+        route = self._table.get(model)
+        return route is not None and route.managed and not route.serving
+
+    def stream(
+        self, model: str, work: Callable[[], Awaitable[Response]], reply_headers: dict[str, str]
+    ) -> Response:
+        return LoadingStream(self, model, work, reply_headers)
+
+
+class LoadingStream(Response):
+    """Sends the 200 and loading comments while `work` (routing, the load, the proxied call)
+    runs, then relays the response `work` produced, or ends with an error event."""
+
+    def __init__(
+        self,
+        owner: LoadingComments,
+        model: str,
+        work: Callable[[], Awaitable[Response]],
+        reply_headers: dict[str, str],
+    ) -> None:
+        self.owner = owner
+        self.model = model
+        self.work = work
+        self.status_code = 200
+        self.background = None
+        latin = {k.lower().encode("latin-1"): v.encode("latin-1") for k, v in reply_headers.items()}
+        self.raw_headers = [*_HEADERS, *latin.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.monotonic()
+        task = asyncio.ensure_future(self.work())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            while True:
+                elapsed = time.monotonic() - started
+                comment = f": loading {self.model}, {elapsed:.0f} s\n\n".encode()
+                await send({"type": "http.response.body", "body": comment, "more_body": True})
+                done, _ = await asyncio.wait({task}, timeout=self.owner.interval_s)
+                if done:
+                    break
+            try:
+                response = task.result()
+            except GatewayError as exc:
+                body = exc.body()
+            except Exception:
+                log.exception("loading stream for %s failed", self.model)
+                body = error_body("internal gateway error", "server_error", None)
+            else:
+                if await _relay(response, scope, receive, send):
+                    return
+                body = b""
+            # The 200 is out: the failure is the stream's last event (counted as a cut stream).
+            self.owner._metrics.stream_errors.labels(self.model).inc()
+            if body:
+                await _end(send, b"data: " + body + b"\n\n")
+        finally:
+            if not task.done():
+                task.cancel()  # the client left while waiting (the load itself goes on)
+                await asyncio.gather(task, return_exceptions=True)
+
+
+async def _end(send: Send, last: bytes) -> None:
+    await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+async def _relay(response: Response, scope: Scope, receive: Receive, send: Send) -> bool:
+    """Run `response` as the ASGI app it is, into our already started stream: a 200 stream's
+    bytes pass through (True); any other answer becomes one error event (False)."""
+    status = 200
+    held: list[bytes] = []
+
+    async def inner_send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+        elif message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if status != 200:
+                held.append(body)
+            elif body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    await response(scope, receive, inner_send)
+    if status == 200:
+        await _end(send, b"")
+        return True
+    payload = b"".join(held)
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
+        payload = error_body(f"upstream answered HTTP {status}", "upstream_error", status)
+    await _end(send, b"data: " + payload + b"\n\n")
+    return False
+
+
+async def loading_info(gw: Gateway) -> dict[str, dict[str, float | None]]:
+    """For each managed model that is starting: {elapsed_s, expected_s, remaining_s} (expected
+    from its last start; None when it never started). Asks the supervisor only when the
+    routing table shows a model starting."""
+    starting = [r.name for r in gw.table.managed if r.state == "starting"]
+    if not starting or gw.link is None:
+        return {}
+    try:
+        table = {str(m.get("name")): m for m in await gw.link.client.table()}
+    except ControlError:
+        return {}
+    return {name: _eta(table[name]) for name in starting if name in table}
+
+
+def _eta(model: dict[str, Any]) -> dict[str, float | None]:
+    engines = [e for e in model.get("engines") or [] if e.get("starting_for_s") is not None]
+    elapsed = max((float(e["starting_for_s"]) for e in engines), default=None)
+    lasts = [float(e["last_startup_s"]) for e in engines if e.get("last_startup_s") is not None]
+    expected = max(lasts) if lasts else None
+    remaining = None
+    if expected is not None and elapsed is not None:
+        remaining = round(max(expected - elapsed, 0.0), 1)
+    return {"elapsed_s": elapsed, "expected_s": expected, "remaining_s": remaining}
