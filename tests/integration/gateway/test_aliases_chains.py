@@ -4,12 +4,13 @@ kept, the next model of the chain serves when one cannot, and the answer says wh
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import GatewayProcess, fast_gateway_section, reset_engine
+from tests.conftest import GatewayProcess, fast_gateway_section, reset_engine, wait_until
 from tests.fake_engine import FakeEngineProcess, free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -28,7 +29,7 @@ def gateway(engines: dict[str, FakeEngineProcess]) -> Iterator[GatewayProcess]:
     config = {
         "gateway": fast_gateway_section(free_port(), retries={"max_attempts": 1}),
         "servers": [
-            {"name": "llama", "url": engines["llama"].url},
+            {"name": "llama", "url": engines["llama"].url, "max_inflight": 1},
             {"name": "qwen", "url": engines["qwen"].url},
             {"name": "dead", "url": f"http://127.0.0.1:{free_port()}"},
             {"name": "gone", "url": f"http://127.0.0.1:{free_port()}"},
@@ -82,6 +83,26 @@ def test_next_in_chain_serves_when_the_model_fails(
     assert raw.headers["x-orchestra-served-by"] == "qwen"
     assert [r["model"] for r in engines["qwen"].stats()["records"]] == ["qwen"]
     assert _fallbacks(gateway, "llama", "qwen", "http_503") == before + 1
+
+
+def test_overloaded_model_falls_back(
+    client: openai.OpenAI, gateway: GatewayProcess, engines: dict[str, FakeEngineProcess]
+) -> None:
+    # llama admits one request at a time and queues none: while one is in flight, the next
+    # request for it is served by qwen.
+    before = _fallbacks(gateway, "llama", "qwen", "overloaded")
+    engines["llama"].configure(ttft_ms=3000)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(
+            client.chat.completions.create, model="llama", messages=MESSAGES, max_tokens=2
+        )
+        wait_until(lambda: engines["llama"].stats()["active"] == 1, what="llama busy")
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES, max_tokens=2
+        )
+        assert raw.headers["x-orchestra-served-by"] == "qwen"
+        assert slow.result(timeout=30).model == "llama"
+    assert _fallbacks(gateway, "llama", "qwen", "overloaded") == before + 1
 
 
 def test_chain_is_followed_depth_first(client: openai.OpenAI, gateway: GatewayProcess) -> None:
