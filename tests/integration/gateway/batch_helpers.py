@@ -52,7 +52,10 @@ def jsonl(lines: list[dict[str, Any]]) -> bytes:
 
 
 def submit(
-    client: openai.OpenAI, content: bytes, window: str = "24h", endpoint: str = "/v1/chat/completions"
+    client: openai.OpenAI,
+    content: bytes,
+    window: str = "24h",
+    endpoint: str = "/v1/chat/completions",
 ) -> Any:
     uploaded = client.files.create(file=("input.jsonl", content), purpose="batch")
     return client.batches.create(

@@ -129,9 +129,15 @@ def test_every_validation_error_is_reported_and_nothing_runs(
     no_method = {k: v for k, v in chat_line(2).items() if k != "method"}
     streaming = chat_line(4, stream=True)
     unknown = chat_line(5, model="no-such-model")
-    raw = [json.dumps(good).encode(), b"{not json", json.dumps(no_method).encode(),
-           json.dumps(wrong_url).encode(), json.dumps(streaming).encode(),
-           json.dumps(unknown).encode(), json.dumps(good).encode()]
+    raw = [
+        json.dumps(good).encode(),
+        b"{not json",
+        json.dumps(no_method).encode(),
+        json.dumps(wrong_url).encode(),
+        json.dumps(streaming).encode(),
+        json.dumps(unknown).encode(),
+        json.dumps(good).encode(),
+    ]
     batch = submit(client, b"\n".join(raw) + b"\n")
     failed = wait_status(client, batch.id)
     assert failed.status == "failed" and failed.failed_at
