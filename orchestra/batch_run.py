@@ -101,7 +101,7 @@ async def _send_all(
 
             async def worker() -> None:
                 for custom_id, row in rows:
-                    result = await _one(session, options, builder, custom_id, row)
+                    result = await send_row(session, options, builder, custom_id, row)
                     writer.write(result)
                     summary.rows += 1
                     summary.failed += result["error"] is not None
@@ -116,7 +116,7 @@ async def _send_all(
     summary.seconds = time.monotonic() - started
 
 
-async def _one(
+async def send_row(
     session: aiohttp.ClientSession,
     options: RunOptions,
     builder: RequestBuilder,
