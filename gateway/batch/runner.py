@@ -21,7 +21,7 @@ import orjson
 from orchestra.config import BatchConfig
 from orchestra.gateway.batch.concurrency import ModelLimit, Pacer
 from orchestra.gateway.batch.send import Send
-from orchestra.gateway.batch.shapes import file_object, now, response_line
+from orchestra.gateway.batch.shapes import error_line, file_object, now, response_line
 from orchestra.gateway.batch.store import Row, Store
 from orchestra.gateway.batch.validation import validate
 
@@ -219,6 +219,11 @@ class BatchRunner:
     async def _row(self, batch: dict[str, Any], row: Row, limit: ModelLimit) -> None:
         try:
             status, body, request_id = await self._attempts(batch, row, limit)
+        except Exception as exc:  # a bug must not make a row run forever: it ends as an error
+            log.exception("batch %s line %d failed in the gateway", batch["id"], row.line)
+            failure = error_line(row.custom_id, "internal_error", f"gateway error: {exc!r}")
+            await self.store.record(batch["id"], row.line, False, failure, (0, 0))
+            return
         finally:
             await limit.release()
         try:
