@@ -196,22 +196,30 @@ class BatchRunner:
     async def _work(self, batch: dict[str, Any], halt: asyncio.Event) -> None:
         bid = batch["id"]
         running: set[asyncio.Task[None]] = set()
+        started: list[asyncio.Task[None]] = []
         for row in await self.store.pending_rows(bid):
             limit = self._pacer.limit(row.model)
             if not await _acquire_unless(limit, halt):
                 break
             task = asyncio.create_task(self._row(batch, row, limit))
             running.add(task)
+            started.append(task)
             task.add_done_callback(running.discard)
+        halted = asyncio.create_task(halt.wait())
+        try:
+            while running and not halt.is_set():  # the last rows, unless cancelled or expired
+                await asyncio.wait({*running, halted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halted.cancel()
         if halt.is_set():
             grace = self._halt[bid][1]
             if running and grace > 0:
                 await asyncio.wait(set(running), timeout=grace)
             for task in running:
                 task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(*started, return_exceptions=True)
             return
-        await asyncio.gather(*running)
+        await asyncio.gather(*started)
         await self.store.update_batch(
             bid, ("in_progress",), status="finalizing", finalizing_at=now()
         )

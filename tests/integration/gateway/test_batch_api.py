@@ -256,7 +256,7 @@ def test_expiry_marks_the_rest_expired(client: openai.OpenAI, engine: FakeEngine
     engine.configure(ttft_ms=3000)  # no row can finish within the window: in flight at expiry
     batch = submit(client, jsonl([chat_line(i) for i in range(60)]), window="2s")
     done = wait_status(client, batch.id)
-    assert done.status == "expired" and done.expired_at
+    assert done.status == "expired" and done.expired_at, read_lines(client, done.error_file_id)[:2]
     output, errors = read_lines(client, done.output_file_id), read_lines(client, done.error_file_id)
     assert len(output) + len(errors) == 60 and errors
     assert {e["error"]["code"] for e in errors} == {"batch_expired"}
