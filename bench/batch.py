@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probes", type=int, default=8, help="interactive requests per phase")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     a = p.parse_args(argv)
+    # SIGTERM (a CI timeout) unwinds through the `finally`s: no engine or gateway is left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows = _rows(a.rows, a.max_tokens)
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
