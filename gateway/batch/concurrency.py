@@ -2,8 +2,10 @@
 full, never so many that requests queue inside the engine (where interactive ones would wait
 behind batch rows, since the engine serves its queue first come, first served).
 
-Additive increase while the engine's `vllm:num_requests_waiting` is 0 and batch rows use the
-whole limit; a cut by half when requests wait, or when the gateway refuses a row (429/503).
+Additive increase while the engine's `vllm:num_requests_waiting` is 0, no interactive request
+is in flight for the model and batch rows use the whole limit; a cut by half when requests wait
+in the engine, when interactive requests are in flight (people first: a smaller batch makes
+every decode step faster), or when the gateway refuses a row (429/503).
 Without gauges (an upstream that is not vLLM) only the refusals steer it.
 """
 
@@ -53,6 +55,7 @@ class ModelLimit:
         self.limit = low  # slow start: a cold model is ensured by the first row alone
         self.inflight = 0
         self.engine_queue = 0.0  # the engine's waiting requests, last time they were read
+        self.interactive = 0  # the model's non-batch requests in flight, at that time
         self._changed = asyncio.Condition()
 
     async def acquire(self) -> None:
@@ -72,9 +75,13 @@ class ModelLimit:
                 self.limit = limit
                 self._changed.notify_all()
 
-    async def observe(self, gauges: Gauges) -> None:
+    async def observe(self, gauges: Gauges, interactive: int = 0) -> None:
+        """`interactive`: the model's requests in flight that are not batch rows. People
+        first: while there are any, the batch shrinks (each decode step is shared by every
+        running sequence, so batch rows slow interactive ones even with no engine queue)."""
         self.engine_queue = gauges.waiting
-        if gauges.waiting > 0:
+        self.interactive = interactive
+        if gauges.waiting > 0 or interactive > 0:
             await self._set(self.limit // 2)
         elif self.inflight >= self.limit:
             await self._set(self.limit + max(1, self.limit // 4))
@@ -84,8 +91,8 @@ class ModelLimit:
 
     async def succeeded(self) -> None:
         """Growth between gauge reads: a success while the whole limit is in use and the
-        engine had no queue."""
-        if self.inflight >= self.limit and self.engine_queue == 0:
+        engine had no queue and no interactive request."""
+        if self.inflight >= self.limit and self.engine_queue == 0 and self.interactive == 0:
             await self._set(self.limit + 1)
 
 
@@ -115,7 +122,16 @@ class Pacer:
         for model, limit in list(self.limits.items()):
             gauges = await self._read(model)
             if gauges is not None:
-                await limit.observe(gauges)
+                await limit.observe(gauges, self._interactive(model, limit))
+
+    def _interactive(self, model: str, limit: ModelLimit) -> int:
+        """The gateway's requests in flight for `model` that are not batch rows (an estimate:
+        rows waiting out a retry backoff count as in flight)."""
+        route = self._table.get(model)
+        if route is None:
+            return 0
+        replicas = [*route.replicas, *getattr(route, "draining", ())]
+        return max(0, sum(r.outstanding for r in replicas) - limit.inflight)
 
     async def _read(self, model: str) -> Gauges | None:
         route = self._table.get(model)

@@ -1,13 +1,17 @@
 """Batch pacing: vLLM's queue gauges read from a real /metrics page, and the per-model limit
 that follows them (grow while the engine has no queue and the limit is used, halve when
-requests wait or the gateway refuses a row)."""
+requests wait, interactive requests are in flight or the gateway refuses a row)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from orchestra.gateway.batch.concurrency import Gauges, ModelLimit, parse_gauges
+import aiohttp
+
+from orchestra.config import parse_config
+from orchestra.gateway.batch.concurrency import Gauges, ModelLimit, Pacer, parse_gauges
 from orchestra.gateway.batch.validation import validate
+from orchestra.gateway.routing import RoutingTable
 
 PAGE = b"""# TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{engine="0",model_name="m"} 3.0
@@ -74,3 +78,27 @@ def test_validation_lists_every_bad_line_and_keeps_no_rows() -> None:
     assert [(r.line, r.custom_id, r.model) for r in ok.rows] == [(1, "a", "m")]
     too_many = validate(good + b"\n" + good, "/v1/embeddings", {"m"}.__contains__, 1)
     assert [e["code"] for e in too_many.errors] == ["too_many_requests"]
+
+
+def test_interactive_requests_shrink_the_batch_and_stop_its_growth() -> None:
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            config = parse_config({"servers": [{"name": "m", "url": "http://127.0.0.1:9"}]})
+            table = RoutingTable(config)
+            pacer = Pacer(table, session, 1, 64, 1.0)
+            limit = pacer.limit("m")
+            limit.limit = limit.inflight = 8
+            (replica,) = table.routes["m"].replicas
+            replica.outstanding = 8  # only batch rows at the proxy
+            assert pacer._interactive("m", limit) == 0
+            replica.outstanding = 10  # and two people
+            assert pacer._interactive("m", limit) == 2
+            await limit.observe(Gauges(running=10, waiting=0), interactive=2)
+            assert limit.limit == 4
+            limit.inflight = 4
+            await limit.succeeded()
+            assert limit.limit == 4  # no growth while people are served
+            await limit.observe(Gauges(running=4, waiting=0), interactive=0)
+            assert limit.limit == 5  # they left: growing again
+
+    asyncio.run(go())
