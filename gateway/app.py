@@ -23,6 +23,8 @@ from orchestra.config import OrchestraConfig
 from orchestra.gateway.admin import install_admin_routes
 from orchestra.gateway.audio import AUDIO_PATHS, install_audio_routes
 from orchestra.gateway.auth import AuthMiddleware
+from orchestra.gateway.batch.routes import install_batch_routes
+from orchestra.gateway.batch.service import BatchService
 from orchestra.gateway.console import install_console
 from orchestra.gateway.container import Gateway, build_gateway, run_forever
 from orchestra.gateway.errors import GatewayError, install_error_handlers
@@ -83,9 +85,12 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                 asyncio.create_task(run_forever(name, loop), name=name)
                 for name, loop in gw.loops().items()
             ]
+            app.state.batch = BatchService.start(gw, session) if config.batch.enabled else None
             try:
                 yield
             finally:
+                if app.state.batch is not None:
+                    await app.state.batch.stop()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -98,6 +103,7 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
     install_audio_routes(app)
     if config.gateway.console.enabled:
         install_console(app)
+    install_batch_routes(app)
 
     def metrics() -> GatewayMetrics | None:
         gw: Gateway | None = getattr(app.state, "gateway", None)

@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_models)
 
     from orchestra.adapters_cli import add_parser as add_adapters
+    from orchestra.batch_cli import add_batch_parser
 
     add_adapters(sub)
+    add_batch_parser(sub)
 
     names = ("status", "top", "load", "unload", "sleep", "wake", "restart", "ensure", "logs")
     for name in names:

@@ -112,6 +112,24 @@ class GatewayConfig(_Strict):
     loading_comment_interval_s: float = Field(5.0, gt=0, description="between loading comments")
 
 
+class BatchConfig(_Strict):
+    """The Files + Batches API (`gateway/batch/`): where batches live and how they are paced."""
+
+    enabled: bool = True
+    dir: Path = Field(Path(".orchestra/batch"), description="uploaded and result files")
+    db_path: Path | None = Field(None, description="SQLite store; None = <dir>/batch.sqlite3")
+    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="POST /v1/files limit")
+    max_rows: int = Field(50_000, gt=0, description="input lines per batch")
+    priority: int = Field(1000, description="admission priority of batch rows; lower = sooner")
+    min_concurrency: int = Field(1, ge=1, description="rows in flight per model, at least")
+    max_concurrency: int = Field(64, ge=1, description="rows in flight per model, at most")
+    gauge_poll_s: float = Field(1.0, gt=0, description="how often vLLM's queue gauges are read")
+    poll_s: float = Field(0.5, gt=0, description="how often the runner looks for work")
+    row_attempts: int = Field(3, ge=1, description="tries of a row failing with 429/5xx")
+    row_backoff_s: float = Field(1.0, ge=0, description="wait between those tries")
+    cancel_grace_s: float = Field(30.0, ge=0, description="in-flight rows finish within this")
+
+
 class SupervisorConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8100, ge=1, le=65535)
@@ -325,6 +343,7 @@ class OrchestraConfig(BaseSettings):
     ensembles: list[EnsembleConfig] = []
     aliases: dict[str, str] = Field({}, description="client model name -> served name")
     fallbacks: dict[str, list[str]] = Field({}, description="model -> models that serve instead")
+    batch: BatchConfig = BatchConfig()
 
     @classmethod
     def settings_customise_sources(
