@@ -232,6 +232,10 @@ def extra_figures(
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--batch" in (sys.argv[1:] if argv is None else argv):  # batch figures: bench/batch.py
+        from bench.batch import main as batch_main
+
+        return batch_main(sys.argv[1:] if argv is None else argv)
     opts = parse_args(argv)
     console = Console()
     if not console.is_terminal:  # CI logs: wide enough for the tables

@@ -207,6 +207,7 @@ def session_figures(sessions: int = 40, per_session: int = 10) -> dict[str, Any]
         ]
         config = {
             "gateway": {"port": free_port(), "workers": 2},
+            "batch": {"enabled": False},  # the Batch API keeps the gateway to one process
             "servers": [
                 {"name": "s", "balancing": "session", "replicas": [{"url": e.url} for e in engines]}
             ],

@@ -132,6 +132,7 @@ def gateway_process(
                 {
                     "servers": [{"name": model, "url": upstream}],
                     "gateway": {"host": "127.0.0.1", "port": port, "workers": workers},
+                    "batch": {"enabled": workers == 1},  # a batch store is one process's
                 }
             )
         )

@@ -21,17 +21,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
 from orchestra.gateway.admin import install_admin_routes
+from orchestra.gateway.audio import AUDIO_PATHS, install_audio_routes
 from orchestra.gateway.auth import AuthMiddleware
+from orchestra.gateway.batch.routes import install_batch_routes
+from orchestra.gateway.batch.service import BatchService
 from orchestra.gateway.console import install_console
 from orchestra.gateway.container import Gateway, build_gateway, run_forever
 from orchestra.gateway.errors import GatewayError, install_error_handlers
 from orchestra.gateway.loading import loading_info
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.middleware import RequestIdMiddleware, ResponseCounter
+from orchestra.gateway.workloads import EXTRA_PATHS
 
 log = logging.getLogger(__name__)
 
 PROXIED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+PROXIED_PATHS |= EXTRA_PATHS  # vLLM's tokenize, rerank, score, pooling: by model, like chat
 _UNHEALTHY_STATES = frozenset({"down", "failed", "unknown", "backoff"})
 
 
@@ -80,9 +85,12 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                 asyncio.create_task(run_forever(name, loop), name=name)
                 for name, loop in gw.loops().items()
             ]
+            app.state.batch = BatchService.start(gw, session) if config.batch.enabled else None
             try:
                 yield
             finally:
+                if app.state.batch is not None:
+                    await app.state.batch.stop()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -93,14 +101,17 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
     app.add_middleware(AuthMiddleware)
     _install_routes(app)
     install_admin_routes(app)
+    install_audio_routes(app)
     if config.gateway.console.enabled:
         install_console(app)
+    install_batch_routes(app)
 
     def metrics() -> GatewayMetrics | None:
         gw: Gateway | None = getattr(app.state, "gateway", None)
         return None if gw is None else gw.metrics
 
-    return RequestIdMiddleware(ResponseCounter(FrontDoor(app), metrics, PROXIED_PATHS))
+    counted = PROXIED_PATHS | AUDIO_PATHS
+    return RequestIdMiddleware(ResponseCounter(FrontDoor(app), metrics, counted))
 
 
 def _install_routes(app: FastAPI) -> None:
@@ -120,6 +131,7 @@ def _install_routes(app: FastAPI) -> None:
             }
             for route in gw.table.routes.values()
         ]
+        data += gw.models.cards(gw.started)
         return Response(
             orjson.dumps({"object": "list", "data": data}), media_type="application/json"
         )

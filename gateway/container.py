@@ -14,6 +14,7 @@ import aiohttp
 from orchestra.config import OrchestraConfig
 from orchestra.control import ControlClient
 from orchestra.gateway.admission import Admission
+from orchestra.gateway.aliases import ModelMap
 from orchestra.gateway.auth import KeyRing
 from orchestra.gateway.control import SupervisorLink
 from orchestra.gateway.dispatch import Dispatcher
@@ -24,6 +25,7 @@ from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.proxy import Proxy
 from orchestra.gateway.ratelimit import RateLimiter, make_limiter
 from orchestra.gateway.routing import Router, RoutingTable
+from orchestra.gateway.workloads import Workloads
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class Gateway:
     admission: Admission
     fallback: OllamaClient | None
     dispatcher: Dispatcher
+    models: ModelMap  # aliases, fallback chains, adapters, ensembles
+    workloads: Workloads
     limiter: RateLimiter
     started: int = field(default_factory=lambda: int(time.time()))
 
@@ -56,6 +60,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
     gw = config.gateway
     metrics = GatewayMetrics()
     table = RoutingTable(config)
+    models = ModelMap(config, metrics.registry)
     health = HealthMonitor(
         table,
         session,
@@ -72,6 +77,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
             refresh_s=gw.routing_refresh_s,
             ensure_timeout_s=gw.timeouts.ensure_s,
             on_ready=health.mark_up,
+            on_status=lambda status: models.sync_adapters(status.name, status.adapters),
         )
         if table.managed
         else None
@@ -91,6 +97,8 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
     )
     proxy = Proxy(session, health, metrics, gw, reensure=link.reensure if link else None)
     dispatcher = Dispatcher(gw, table, router, admission, proxy, limiter, fallback)
+    workloads = Workloads(models, dispatcher.dispatch, fallback)
+    dispatcher.serve = workloads.serve
     loading = LoadingComments(config, table, metrics)
     dispatcher.loading = loading if loading.models else None
     return Gateway(
@@ -103,6 +111,8 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         admission=admission,
         fallback=fallback,
         dispatcher=dispatcher,
+        models=models,
+        workloads=workloads,
         limiter=limiter,
     )
 

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from orchestra.control import ControlClient, ControlError
+from orchestra.control import ControlClient, ControlError, ModelStatus
 from orchestra.gateway.balancer import Replica
 from orchestra.gateway.errors import Unavailable, UpstreamTimeout
 from orchestra.gateway.metrics import GatewayMetrics
@@ -37,6 +37,7 @@ class SupervisorLink:
         refresh_s: float,
         ensure_timeout_s: float,
         on_ready: Callable[[ModelRoute, Replica], None] = lambda route, replica: None,
+        on_status: Callable[[ModelStatus], None] = lambda status: None,  # e.g. its adapters
     ) -> None:
         self.client = client
         self.table = table
@@ -45,6 +46,7 @@ class SupervisorLink:
         self._refresh_s = refresh_s
         self._ensure_timeout_s = ensure_timeout_s
         self._on_ready = on_ready
+        self._on_status = on_status
         self._demand: collections.Counter[str] = collections.Counter()
         self._ensuring: dict[str, asyncio.Future[None]] = {}
         self._reachable = True
@@ -79,6 +81,7 @@ class SupervisorLink:
         self._reachable = True
         for status in statuses:
             self.table.apply(status)
+            self._on_status(status)
 
     # ---- ensure ---------------------------------------------------------------------------------
     async def ensure(self, route: ModelRoute) -> None:

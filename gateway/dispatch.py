@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -61,6 +62,10 @@ class Dispatcher:
         self._proxy = proxy
         self._limiter = limiter
         self._fallback = fallback
+        # What a shaped request goes to: `dispatch`, or the workloads in front of it (aliases,
+        # chains, ensembles: gateway/workloads.py), set by the container.
+        self.serve: Callable[[UpstreamCall, dict[str, Any], str | None], Awaitable[Response]]
+        self.serve = self.dispatch
         self.loading: LoadingComments | None = None  # SSE comments while a model loads
 
     # ---- request shaping ------------------------------------------------------------------------
@@ -96,18 +101,25 @@ class Dispatcher:
         )
         priority = request.headers.get(self._admission.priority_header)
         if self.loading is not None and self.loading.wants(model, call.stream):
-            work = functools.partial(self.dispatch, call, payload, priority)  # gateway/loading.py
+            work = functools.partial(self.serve, call, payload, priority)  # gateway/loading.py
             return self.loading.stream(model, work, call.reply_headers)
-        return await self.dispatch(call, payload, priority)
+        return await self.serve(call, payload, priority)
 
     # ---- routing, admission, proxy, fallback ----------------------------------------------------
     async def dispatch(
-        self, call: UpstreamCall, payload: dict[str, Any], priority: str | None
+        self,
+        call: UpstreamCall,
+        payload: dict[str, Any],
+        priority: str | None,
+        ollama: bool = True,  # False: a fallback chain (gateway/chains.py) decides on Ollama
     ) -> Response:
         fallback = self._fallback if self._fallback and self._fallback.covers(call.model) else None
+        fallback = fallback if ollama else None
         try:
             route = await self._router.route(call.model)
         except (Unavailable, UpstreamTimeout) as exc:
+            if not ollama:
+                raise
             reason = "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
             return await self._fall_back(call, payload, reason, exc)
         gate = self._admission.gate(call.model)

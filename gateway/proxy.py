@@ -49,7 +49,7 @@ _SSE = "text/event-stream"
 @dataclass(slots=True)
 class UpstreamCall:
     path: str
-    body: bytes
+    body: bytes | aiohttp.Payload  # a Payload: a spooled multipart upload (gateway/multipart.py)
     model: str
     stream: bool
     headers: dict[str, str]  # sent upstream

@@ -60,9 +60,16 @@ def _limits(config: OrchestraConfig) -> Iterator[tuple[str, int]]:
 
 def worker_count(config: OrchestraConfig) -> int:
     """`gateway.workers`, or one per core (at most 8) and no more than the smallest limit, so
-    every worker's share of every limit is at least 1."""
+    every worker's share of every limit is at least 1. One while the Batch API is on."""
     limits = list(_limits(config))
     wanted = config.gateway.workers
+    if config.batch.enabled:  # the Batch API's store belongs to one gateway process
+        if wanted is not None and wanted > 1:
+            raise ConfigError(
+                f"gateway.workers: {wanted} needs batch.enabled: false (the batch store is "
+                "one gateway process's)"
+            )
+        return 1
     if wanted is None:
         return max(1, min([cores(), MAX_DEFAULT_WORKERS, *(v for _, v in limits)]))
     for path, value in limits:

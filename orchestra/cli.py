@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--out", default=None)
     models.set_defaults(func=_models)
 
+    from orchestra.adapters_cli import add_parser as add_adapters
+    from orchestra.batch_cli import add_batch_parser
+
+    add_adapters(sub)
+    add_batch_parser(sub)
+
     names = ("status", "top", "load", "unload", "sleep", "wake", "restart", "ensure", "logs")
     for name in names:
         cmd = sub.add_parser(name, help=f"control API: {name}")

@@ -13,118 +13,49 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from orchestra.config_gateway import (
+    AffinityConfig,
+    ApiKey,
+    BatchConfig,
+    ConsoleConfig,
+    FallbackConfig,
+    GatewayConfig,
+    OllamaFallback,
+    RetryPolicy,
+    StrictSection,
+    Timeouts,
+    check_url,
+)
+from orchestra.workload_config import AdapterConfig, EnsembleConfig, check_workloads
 
 BalancingPolicy = Literal[
     "round_robin", "weighted", "least_outstanding", "load_aware", "prefix_aware", "session"
 ]
 
 DEFAULT_CONFIG_PATH = Path("configs/vllm_config.yaml")
+__all__ = [  # the gateway's sections live in config_gateway; they are imported from here
+    "AffinityConfig",
+    "ApiKey",
+    "BatchConfig",
+    "ConsoleConfig",
+    "FallbackConfig",
+    "GatewayConfig",
+    "OllamaFallback",
+    "OrchestraConfig",
+    "RetryPolicy",
+    "ServerConfig",
+    "Timeouts",
+]
 
 
 class ConfigError(Exception):
     """A config file that cannot be used; the message names the YAML path and the bad value."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Timeouts(_Strict):
-    connect_s: float = Field(2.0, gt=0)
-    first_byte_s: float = Field(120.0, gt=0)
-    idle_read_s: float = Field(60.0, gt=0)
-    total_s: float = Field(3600.0, gt=0, description="hard bound on one upstream request")
-    ensure_s: float = Field(900.0, gt=0, description="how long a request waits for a cold model")
-    health_probe_s: float = Field(2.0, gt=0)
-
-
-class RetryPolicy(_Strict):
-    max_attempts: int = Field(3, ge=1, description="tries per request, first one included")
-    budget_ratio: float = Field(
-        0.2, ge=0, description="retries allowed as a fraction of recent requests (plus a floor)"
-    )
-    budget_floor: int = Field(10, ge=0)
-    backoff_s: float = Field(0.05, ge=0)
-
-
-class ApiKey(_Strict):
-    name: str
-    sha256: str = Field(description="hex sha256 of the key; never the key itself")
-    requests_per_minute: int | None = Field(None, gt=0)
-    tokens_per_minute: int | None = Field(None, gt=0)
-
-
-class ConsoleConfig(_Strict):
-    """The web console at `/console` (admin key, or loopback only without one)."""
-
-    enabled: bool = True
-    refresh_s: float = Field(1.0, gt=0, description="how often the page's live feed updates")
-    rate_window_s: float = Field(30.0, gt=0, description="request/token rates span this long")
-
-
-class GatewayConfig(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    timeouts: Timeouts = Timeouts()
-    retries: RetryPolicy = RetryPolicy()
-    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
-    unhealthy_cooldown_s: float = Field(5.0, gt=0)
-    errors_to_mark_down: int = Field(
-        3,
-        ge=1,
-        description="consecutive HTTP 500 replies that take a replica out of rotation (a 500 "
-        "is usually one request's error; 502/503/504, connect errors and timeouts act at once)",
-    )
-    health_check_interval_s: float = Field(2.0, gt=0)
-    max_connections_per_upstream: int = Field(512, gt=0)
-    supervisor_url: str | None = Field(
-        None, description="control API of the supervisor; None = derived from supervisor section"
-    )
-    routing_refresh_s: float = Field(
-        1.0, gt=0, description="how often the gateway syncs with the supervisor (table, demand)"
-    )
-    upstream_keepalive_s: float = Field(
-        4.0, gt=0, description="below uvicorn's 5 s so we never reuse a socket vLLM is closing"
-    )
-    api_keys: list[ApiKey] = []
-    admin_key_sha256: str | None = None
-    drain_timeout_s: float = Field(30.0, ge=0)
-    queue_timeout_s: float = Field(
-        30.0, gt=0, description="longest wait in a model's admission queue before 429"
-    )
-    overload_retry_after_s: float = Field(1.0, gt=0, description="Retry-After on a 429")
-    priority_header: str = Field(
-        "x-orchestra-priority", description="request header with an int; lower = served first"
-    )
-    workers: int | None = Field(
-        None,
-        ge=1,
-        le=64,
-        description="gateway processes sharing the port (SO_REUSEPORT); None = one per core, "
-        "at most 8. Rate limits and admission caps are divided exactly among them",
-    )
-    redis_url: str | None = Field(
-        None,
-        description="rate limits shared in Redis (redis://host:port/db) by every worker; "
-        "None = each worker holds its exact share",
-    )
-    redis_timeout_s: float = Field(0.5, gt=0, description="one Redis call (connect included)")
-    ratelimit_default_completion_tokens: int = Field(
-        256, ge=0, description="tokens/min charge for a request without max_tokens"
-    )
-    console: ConsoleConfig = ConsoleConfig()
-    loading_comments: bool = Field(
-        False,
-        description="streamed requests for a model that is loading get `: loading MODEL, N s` "
-        "SSE comments while they wait (the 200 is sent at once: a failed load becomes an error "
-        "event, not a retryable 503); per model: servers[].loading_comments",
-    )
-    loading_comment_interval_s: float = Field(5.0, gt=0, description="between loading comments")
-
-
-class SupervisorConfig(_Strict):
+class SupervisorConfig(StrictSection):
     host: str = "127.0.0.1"
     port: int = Field(8100, ge=1, le=65535)
     admin_token: str | None = None
@@ -165,7 +96,7 @@ class SupervisorConfig(_Strict):
         return self
 
 
-class EngineConfig(_Strict):
+class EngineConfig(StrictSection):
     command: list[str] = Field(
         default_factory=lambda: ["vllm", "serve"],
         description="engine command prefix; `vllm serve` or `python -m vllm...api_server`",
@@ -193,7 +124,7 @@ class EngineConfig(_Strict):
     log_tail_lines: int = Field(20, ge=0, description="log lines quoted in a failed start")
 
 
-class RotationConfig(_Strict):
+class RotationConfig(StrictSection):
     enabled: bool = True
     threshold: int = Field(10, ge=1, description="requests in the window a cold model must exceed")
     window_s: float = Field(300.0, gt=0)
@@ -201,7 +132,7 @@ class RotationConfig(_Strict):
     min_residency_s: float = Field(120.0, ge=0, description="hysteresis: no swap-out before this")
 
 
-class PreloadConfig(_Strict):
+class PreloadConfig(StrictSection):
     enabled: bool = True
     ram_budget_gb: float = Field(32.0, ge=0)
     method: Literal["mmap", "read"] = "read"
@@ -209,50 +140,7 @@ class PreloadConfig(_Strict):
     read_chunk_mb: int = Field(16, ge=1, description="read size of the `read` method")
 
 
-class OllamaFallback(_Strict):
-    url: str = "http://127.0.0.1:11434"
-    models: dict[str, str] = Field({}, description="orchestra model name -> ollama tag")
-    timeout_s: float = Field(120.0, gt=0)
-    connect_timeout_s: float = Field(2.0, gt=0)
-    first_byte_timeout_s: float = Field(60.0, gt=0)
-    idle_read_timeout_s: float = Field(60.0, gt=0)
-    health_check_interval_s: float = Field(5.0, gt=0, description="GET /api/version period")
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _check_url(value) or value
-
-
-class FallbackConfig(_Strict):
-    ollama: OllamaFallback | None = None
-
-
-class AffinityConfig(_Strict):
-    """Knobs of the `prefix_aware` and `session` policies (docs/balancing.md)."""
-
-    block_chars: int = Field(
-        128, ge=16, description="prefix_aware: characters per hashed block of the prompt"
-    )
-    max_blocks: int = Field(
-        64, ge=1, description="prefix_aware: leading blocks hashed per request (CPU bound)"
-    )
-    table_size: int = Field(
-        65536, ge=1, description="prefix_aware: block hashes remembered (LRU), all replicas"
-    )
-    load_gate: float = Field(
-        8.0,
-        ge=0,
-        description="prefix_aware: leave the best-matching replica when its running+waiting "
-        "exceeds the least-loaded replica's by more than this",
-    )
-    session_header: str = Field("x-session-id", description="session: the session key header")
-    virtual_nodes: int = Field(
-        160, ge=1, description="session: points per replica on the consistent-hash ring"
-    )
-
-
-class ReplicaConfig(_Strict):
+class ReplicaConfig(StrictSection):
     url: str | None = Field(None, description="an upstream Orchestra does not launch")
     weight: float = Field(1.0, gt=0)
     gpu_ids: list[int] | None = None
@@ -261,10 +149,10 @@ class ReplicaConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        return _check_url(value)
+        return check_url(value)
 
 
-class ServerConfig(_Strict):
+class ServerConfig(StrictSection):
     """One model. Managed (`model:` path, launched by the supervisor) or unmanaged (`url:`)."""
 
     name: str = Field(min_length=1)
@@ -289,6 +177,9 @@ class ServerConfig(_Strict):
         None, gt=0, description="admission: requests in flight to this model; None = unlimited"
     )
     max_queue: int = Field(0, ge=0, description="admission: requests waiting beyond max_inflight")
+    adapters: list[AdapterConfig] = Field([], description="LoRA adapters on this model's engine")
+    max_loras: int | None = Field(None, ge=1, description="--max-loras (adapters in one batch)")
+    max_lora_rank: int | None = Field(None, ge=1, description="--max-lora-rank")
     loading_comments: bool | None = Field(
         None, description="SSE comments while a streamed request waits; None = gateway's"
     )
@@ -296,7 +187,7 @@ class ServerConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        return _check_url(value)
+        return check_url(value)
 
     @model_validator(mode="after")
     def _managed_or_not(self) -> ServerConfig:
@@ -321,12 +212,6 @@ class ServerConfig(_Strict):
     def managed(self) -> bool:
         """True when the supervisor launches this model's engines."""
         return self.url is None and not (self.replicas and self.replicas[0].url)
-
-
-def _check_url(value: str | None) -> str | None:
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise ValueError(f"url must start with http:// or https://, got {value!r}")
-    return value.rstrip("/") if value else value
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -356,6 +241,10 @@ class OrchestraConfig(BaseSettings):
     rotation: RotationConfig = RotationConfig()
     preload: PreloadConfig = PreloadConfig()
     fallback: FallbackConfig = FallbackConfig()
+    ensembles: list[EnsembleConfig] = []
+    aliases: dict[str, str] = Field({}, description="client model name -> served name")
+    fallbacks: dict[str, list[str]] = Field({}, description="model -> models that serve instead")
+    batch: BatchConfig = BatchConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -386,6 +275,12 @@ class OrchestraConfig(BaseSettings):
                 if port in ports:
                     raise ValueError(f"{where}.port: {port} is already used by {ports[port]}")
                 ports[port] = where
+        adapters = [
+            (adapter.name, f"{section}[{index}].adapters[{a}].name")
+            for section, index, server in self.iter_servers_with_path()
+            for a, adapter in enumerate(server.adapters)
+        ]
+        check_workloads(seen, adapters, self.aliases, self.fallbacks, self.ensembles)
         return self
 
     def iter_servers_with_path(self) -> Iterator[tuple[str, int, ServerConfig]]:

@@ -31,6 +31,7 @@ class ModelStatus(BaseModel):
     state: str
     upstreams: list[str] = []  # READY engines that take new requests
     draining: list[str] = []  # engines being evicted: no new requests, in-flight ones finish
+    adapters: list[str] = []  # LoRA adapters its engines serve (config and runtime)
 
 
 class GatewayReport(BaseModel):

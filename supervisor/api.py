@@ -23,6 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestra.config import OrchestraConfig
 from orchestra.control import GatewayReport
+from orchestra.supervisor.adapters import (
+    ADAPTER_CALL_TIMEOUT_S,
+    Adapters,
+    install_adapter_routes,
+)
 from orchestra.supervisor.errors import SupervisorError, Unauthorized, error_body
 from orchestra.supervisor.gpus import detect_gpus
 from orchestra.supervisor.logtail import read_since
@@ -50,6 +55,7 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
         async with aiohttp.ClientSession(connector=connector) as session:
             manager = Manager(config, host_gpus, session, groups)
             app.state.manager = manager
+            app.state.adapters = Adapters(session, ADAPTER_CALL_TIMEOUT_S)
             await manager.start()
             try:
                 yield
@@ -185,4 +191,5 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
     async def metrics(m: Mgr) -> Response:
         return Response(generate_latest(m.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_adapter_routes(app, auth)
     app.include_router(sd_router(lambda: app.state.manager.table()), dependencies=auth)

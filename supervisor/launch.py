@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestra.config import EngineConfig, OrchestraConfig, ServerConfig
+from orchestra.supervisor.adapters import lora_args, lora_enabled
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ def build_argv(engine: EngineConfig, server: ServerConfig, port: int) -> list[st
         argv += ["--gpu-memory-utilization", str(server.gpu_memory_utilization)]
     if server.sleep_mode:
         argv.append("--enable-sleep-mode")
+    argv += lora_args(server)
     return [*argv, *engine.extra_args, *server.extra_args]
 
 
@@ -66,6 +68,8 @@ def build_env(engine: EngineConfig, server: ServerConfig, engine_id: str) -> dic
     env = {**engine.env, **server.env, "ORCHESTRA_ENGINE_ID": engine_id}
     if server.sleep_mode:
         env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes /sleep, /wake_up, /is_sleeping
+    if lora_enabled(server):
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # /v1/load_lora_adapter, unload
     return env
 
 

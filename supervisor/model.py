@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestra.config import ServerConfig
@@ -21,6 +21,7 @@ class Model:
     hot: bool = False
     draining: bool = False
     resident_since: float | None = None  # monotonic time it became READY
+    runtime_adapters: dict[str, str] = field(default_factory=dict)  # LoRA loaded at run time
 
     @property
     def name(self) -> str:
@@ -60,6 +61,7 @@ class Model:
             "page_cache": page_cache.as_dict(),
             "last_used_s_ago": None if last_used_s_ago is None else round(last_used_s_ago, 3),
             "sleep_mode": self.server.sleep_mode,
+            "adapters": [*(a.name for a in self.server.adapters), *self.runtime_adapters],
         }
 
 

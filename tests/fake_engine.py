@@ -23,6 +23,13 @@ Switches:
                       (waits --fault-delay S) | hang-mid-stream | cut-mid-stream |
                       crash-mid-stream | crash | no-done | malformed | unhealthy (/health 503)
   --fail-rate F       every round(1/F)-th inference request answers 500
+  --reply TEXT        answer every generation with TEXT (models that disagree, for votes)
+  --slow-rate F, --slow-ms MS   a fraction F of inference requests waits MS first (a tail)
+  --enable-lora, --lora-modules NAME=PATH ...   adapters answer "NAME-tok0 ..."; with
+                      --enable-lora, /v1/load_lora_adapter and /v1/unload_lora_adapter
+
+Also /tokenize, /detokenize, /v1/rerank, /v1/score, /pooling (small deterministic replies) and
+multipart /v1/audio/transcriptions|translations (the reply names the file's size and sha256).
 
 Test hooks: POST /fake/fault {"kind", "count"?, "status"?, "delay"?} (count = only the next N
 inference requests), GET /fake/stats (counters + last 100 requests), POST /fake/reset,
@@ -34,8 +41,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -52,7 +61,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 ERROR_TYPES = {
     400: "BadRequestError",
@@ -67,7 +76,9 @@ FAULT_KINDS = {"none", "500", "503", "429", "error", "hang", "slow-headers", "cr
 FAULT_KINDS |= MID_STREAM
 PARIS = "The capital of France is Paris.".split(" ")
 DONE = b"data: [DONE]\n\n"
-INFERENCE = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+EXTRA = {"/tokenize", "/detokenize", "/v1/rerank", "/rerank", "/v1/score", "/score", "/pooling"}
+AUDIO = {"/v1/audio/transcriptions", "/v1/audio/translations"}
+INFERENCE = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", *EXTRA, *AUDIO}
 UNRECORDED = {"/health", "/metrics"}
 
 
@@ -115,6 +126,32 @@ def embedding(text: str, dim: int = 8) -> list[float]:
     raw = [zlib.crc32(f"{i}:{text}".encode()) / 2**31 - 1.0 for i in range(dim)]
     norm = sum(x * x for x in raw) ** 0.5 or 1.0
     return [round(x / norm, 6) for x in raw]
+
+
+def extra_reply(path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
+    """vLLM's tokenize, detokenize, rerank, score and pooling replies (deterministic)."""
+    head = {"id": f"x-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+    if path == "/tokenize":
+        text = str(body.get("prompt") or body.get("messages") or "").split()
+        ids = [zlib.crc32(w.encode()) % 50000 for w in text]
+        return {"count": len(ids), "max_model_len": 2048, "tokens": ids, "token_strs": None}
+    if path == "/detokenize":
+        return {"prompt": " ".join(f"tok{t}" for t in body.get("tokens") or [])}
+    if path.endswith("rerank"):
+        docs = [str(d) for d in body.get("documents") or []]
+        scored = [(embedding(str(body.get("query")) + d, 1)[0], i, d) for i, d in enumerate(docs)]
+        results = [
+            {"index": i, "document": {"text": d}, "relevance_score": score}
+            for score, i, d in sorted(scored, reverse=True)
+        ]
+        return head | {"usage": {"total_tokens": len(docs)}, "results": results}
+    if path.endswith("score"):
+        score = abs(embedding(f"{body.get('text_1')}|{body.get('text_2')}", 1)[0])
+        data = [{"index": 0, "object": "score", "score": score}]
+        return head | {"object": "list", "data": data, "usage": usage(2, 0)}
+    vec = embedding(str(body.get("input")))
+    data = [{"index": 0, "object": "pooling", "data": vec}]
+    return head | {"object": "list", "data": data, "usage": usage(1, 0)}
 
 
 def usage(prompt: int, completion: int) -> dict[str, Any]:
@@ -174,13 +211,16 @@ class Engine:
     """All state of one fake engine; its methods are the aiohttp handlers."""
 
     def __init__(self, a: argparse.Namespace) -> None:
-        self.a, self.names = a, a.served_model_name or [a.model]
+        self.a, self.names = a, list(a.served_model_name or [a.model])
         self.name, self.created = self.names[0], int(time.time())
+        # LoRA adapters (--lora-modules NAME=PATH, or loaded at run time): name -> path
+        self.loras = dict(m.split("=", 1) for m in a.lora_modules or [] if "=" in m)
         self.fault = Fault(a.fault, delay=a.fault_delay)
         self.fail_every = round(1 / a.fail_rate) if a.fail_rate > 0 else 0
         self.token_rate, self.ttft = a.token_rate, a.ttft_ms / 1000
         self.slots = asyncio.Semaphore(a.max_running) if a.max_running else None
         self.sleeping = False
+        self.rng = random.Random(a.port)  # --slow-rate draws, reproducible per engine
         self.stopping = False  # SIGTERM received: a request arriving now was sent too late
         self.reset()
 
@@ -252,6 +292,8 @@ class Engine:
 
     # ---- inference --------------------------------------------------------------------------
     async def inference(self, request: web.Request) -> web.StreamResponse:
+        if request.path in AUDIO:
+            return await self.audio(request)
         try:
             body = orjson.loads(await request.read())
             assert isinstance(body, dict)
@@ -273,10 +315,14 @@ class Engine:
             await asyncio.sleep(fault.delay)
         if self.sleeping:
             return error(503, "The engine is sleeping; call /wake_up first.")
-        if model not in self.names:
+        if model not in self.names and model not in self.loras:
             return error(404, f"The model `{model}` does not exist.")
+        if self.a.slow_rate and self.rng.random() < self.a.slow_rate:
+            await asyncio.sleep(self.a.slow_ms / 1000)  # a tail: this request is slow
         if request.path == "/v1/embeddings":
             return self.embeddings(body)
+        if request.path in EXTRA:
+            return web.json_response(extra_reply(request.path, body, self.name))
         return await self.generate(request, body, kind)
 
     async def generate(self, request: web.Request, body: dict[str, Any], kind: str) -> Any:
@@ -293,7 +339,12 @@ class Engine:
             question = str(last_user.get("content", ""))
         else:
             prompt_tokens, question = words(body.get("prompt", "")), str(body.get("prompt", ""))
-        if "capital of France" in question:
+        model = str(body.get("model"))
+        if model in self.loras:  # an adapter answers differently from its base
+            toks, finish = [f"{model}-tok{i}" for i in range(n)], "length"
+        elif self.a.reply:
+            toks, finish = self.a.reply.split(" ")[:n], "stop"
+        elif "capital of France" in question:
             toks, finish = PARIS[:n], "stop" if n >= len(PARIS) else "length"
         else:
             toks, finish = [f"tok{i}" for i in range(n)], "length"
@@ -301,7 +352,7 @@ class Engine:
         r = Reply(
             chat,
             f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-            self.name,
+            model if model in self.loras else self.name,
             toks,
             finish,
             usage(prompt_tokens, len(toks)),
@@ -404,6 +455,35 @@ class Engine:
         }
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
+    async def audio(self, request: web.Request) -> web.Response:
+        """Multipart like OpenAI's audio API: `file` and `model` parts (any order)."""
+        if not request.content_type.startswith("multipart/form-data"):
+            return error(400, "Expected multipart/form-data.")
+        fields: dict[str, str] = {}
+        digest, size, filename = hashlib.sha256(), 0, ""
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "file":
+                filename = part.filename or ""
+                while chunk := await part.read_chunk():
+                    digest.update(chunk)
+                    size += len(chunk)
+            elif part.name:
+                fields[part.name] = await part.text()
+        model = fields.get("model")
+        request["rec"].update(model=model, fields=fields, size=size)
+        fault = self.take_fault()
+        if fault is not None and fault.kind in ("500", "503", "429", "error"):
+            status = fault.status or int(fault.kind.replace("error", "500"))
+            return error(status, f"Injected fault: {fault.kind}")
+        if model not in self.names:
+            return error(404, f"The model `{model}` does not exist.")
+        kind = "translation" if request.path.endswith("translations") else "transcription"
+        text = f"{kind} of {filename}: {size} bytes sha256 {digest.hexdigest()}"
+        return web.json_response({"text": text})
+
     # ---- plain routes -----------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=503 if self.fault.kind == "unhealthy" else 200)
@@ -421,6 +501,19 @@ class Engine:
                 "permission": [],
             }
             for n in self.names
+        ]
+        cards += [
+            {
+                "id": n,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "vllm",
+                "root": path,
+                "parent": self.name,
+                "max_model_len": None,
+                "permission": [],
+            }
+            for n, path in self.loras.items()
         ]
         return web.json_response({"object": "list", "data": cards})
 
@@ -458,6 +551,22 @@ class Engine:
 
     async def is_sleeping(self, request: web.Request) -> web.Response:
         return web.json_response({"is_sleeping": self.sleeping})
+
+    async def load_lora(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        name, path = b.get("lora_name"), b.get("lora_path")
+        if not name or not path:
+            return error(400, "lora_name and lora_path are required.")
+        if name in self.loras:
+            return error(400, f"The lora adapter '{name}' has already been loaded.")
+        self.loras[name] = path
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_lora(self, request: web.Request) -> web.Response:
+        name = (await request.json()).get("lora_name")
+        if self.loras.pop(name, None) is None:
+            return error(404, f"The lora adapter '{name}' cannot be found.")
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     # ---- test hooks -------------------------------------------------------------------------
     async def set_fault(self, request: web.Request) -> web.Response:
@@ -503,6 +612,9 @@ class Engine:
         r.add_get("/metrics", self.metrics)
         for path in INFERENCE:
             r.add_post(path, self.inference)
+        if self.a.enable_lora:
+            r.add_post("/v1/load_lora_adapter", self.load_lora)
+            r.add_post("/v1/unload_lora_adapter", self.unload_lora)
         if self.a.enable_sleep_mode:
             r.add_post("/sleep", self.sleep)
             r.add_post("/wake_up", self.wake_up)
@@ -539,6 +651,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault", default="none", choices=sorted(FAULT_KINDS))
     p.add_argument("--fault-delay", type=float, default=5.0)
     p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--slow-rate", type=float, default=0.0)
+    p.add_argument("--slow-ms", type=float, default=1000.0)
+    p.add_argument("--enable-lora", action="store_true")
+    p.add_argument("--lora-modules", nargs="+", default=None)
+    p.add_argument("--reply", default="", help="answer every generation with this text")
     a, _unknown = p.parse_known_args(argv)
     a.model = a.model or a.model_tag or "fake-model"
     return a

@@ -77,6 +77,7 @@ def stack_config(tmp: Path) -> dict[str, Any]:
             "stable_after_s": 5,
         },
         "rotation": {"enabled": False},
+        "batch": {"dir": str(tmp / "batch"), "poll_s": 0.1},
         "preload": {"enabled": True, "interval_s": 3600, "ram_budget_gb": 2},
     }
 

@@ -86,7 +86,8 @@ def redis_url() -> Iterator[str]:
 def _gateway(engine: FakeEngineProcess, redis_url: str, rpm: int) -> GatewayProcess:
     key = {"name": "team", "sha256": hash_key(KEY), "requests_per_minute": rpm}
     section = fast_gateway_section(free_port(), workers=2, api_keys=[key], redis_url=redis_url)
-    gw = GatewayProcess({"gateway": section, "servers": [{"name": "r", "url": engine.url}]})
+    servers = [{"name": "r", "url": engine.url}]
+    gw = GatewayProcess({"gateway": section, "servers": servers, "batch": {"enabled": False}})
     gw.start_timeout = 90.0
     return gw
 

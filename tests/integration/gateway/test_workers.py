@@ -41,6 +41,7 @@ def test_two_workers_share_the_port_and_the_metrics() -> None:
         config = {
             "gateway": fast_gateway_section(free_port(), workers=2),
             "servers": [{"name": "w", "url": engine.url}],
+            "batch": {"enabled": False},  # the Batch API keeps the gateway to one process
         }
         with GatewayProcess(config) as gw:
             assert gw.proc is not None
@@ -82,6 +83,7 @@ def test_workers_leave_when_the_parent_is_killed() -> None:
     config = {
         "gateway": fast_gateway_section(free_port(), workers=2),
         "servers": [{"name": "w", "url": f"http://127.0.0.1:{free_port()}"}],
+        "batch": {"enabled": False},
     }
     with _started(GatewayProcess(config)) as gw:
         assert gw.proc is not None

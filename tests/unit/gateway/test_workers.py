@@ -15,6 +15,7 @@ def _config(workers: int | None = None, rpm: int = 100, inflight: int = 7) -> di
     if workers is not None:
         gateway["workers"] = workers
     return {
+        "batch": {"enabled": False},  # the Batch API keeps the gateway to one process
         "gateway": gateway,
         "servers": [{"name": "m", "url": "http://127.0.0.1:9", "max_inflight": inflight}],
         "rotation_pool": [{"name": "n", "url": "http://127.0.0.1:10", "max_queue": 5}],
@@ -45,6 +46,13 @@ def test_explicit_workers_above_a_limit_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"servers\[0\]\.max_inflight: 2 cannot be divided"):
         worker_count(parse_config(_config(workers=3, inflight=2)))
     assert worker_count(parse_config(_config(workers=2, inflight=2))) == 2
+
+
+def test_the_batch_api_keeps_one_process() -> None:
+    with_batch = {**_config(workers=2), "batch": {"enabled": True}}
+    with pytest.raises(ConfigError, match=r"gateway.workers: 2 needs batch.enabled: false"):
+        worker_count(parse_config(with_batch))
+    assert worker_count(parse_config({**_config(), "batch": {"enabled": True}})) == 1
 
 
 def test_default_is_one_per_core_capped_and_never_above_a_limit() -> None:

@@ -1,0 +1,1 @@
+"""OpenAI Files + Batches API on the gateway: store, validation, runner, routes."""

@@ -1,0 +1,155 @@
+"""How many batch rows each model gets in flight: enough to keep vLLM's continuous batching
+full, never so many that requests queue inside the engine (where interactive ones would wait
+behind batch rows, since the engine serves its queue first come, first served).
+
+Additive increase while the engine's `vllm:num_requests_waiting` is 0, no interactive request
+is in flight for the model and batch rows use the whole limit; a cut by half when requests wait
+in the engine, when interactive requests are in flight (people first: a smaller batch makes
+every decode step faster), or when the gateway refuses a row (429/503).
+Without gauges (an upstream that is not vLLM) only the refusals steer it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+
+from orchestra.gateway.routing import RoutingTable
+
+log = logging.getLogger(__name__)
+
+_RUNNING = b"vllm:num_requests_running"
+_WAITING = b"vllm:num_requests_waiting"
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    running: float
+    waiting: float
+
+
+def parse_gauges(text: bytes) -> Gauges:
+    running = waiting = 0.0
+    for line in text.splitlines():
+        for name, is_running in ((_RUNNING, True), (_WAITING, False)):
+            if line.startswith(name) and line[len(name) : len(name) + 1] in (b"{", b" "):
+                try:
+                    value = float(line.rsplit(b" ", 1)[1])
+                except (IndexError, ValueError):
+                    continue
+                if is_running:
+                    running += value
+                else:
+                    waiting += value
+    return Gauges(running, waiting)
+
+
+class ModelLimit:
+    """An adaptive semaphore for one model's batch rows."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+        self.limit = low  # slow start: a cold model is ensured by the first row alone
+        self.inflight = 0
+        self.engine_queue = 0.0  # the engine's waiting requests, last time they were read
+        self.interactive = 0  # the model's non-batch requests in flight, at that time
+        self._changed = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.inflight < self.limit)
+            self.inflight += 1
+
+    async def release(self) -> None:
+        async with self._changed:
+            self.inflight -= 1
+            self._changed.notify_all()
+
+    async def _set(self, limit: int) -> None:
+        limit = max(self.low, min(self.high, limit))
+        if limit != self.limit:
+            async with self._changed:
+                self.limit = limit
+                self._changed.notify_all()
+
+    async def observe(self, gauges: Gauges, interactive: int = 0) -> None:
+        """`interactive`: the model's requests in flight that are not batch rows. People
+        first: while there are any, the batch shrinks (each decode step is shared by every
+        running sequence, so batch rows slow interactive ones even with no engine queue)."""
+        self.engine_queue = gauges.waiting
+        self.interactive = interactive
+        if gauges.waiting > 0 or interactive > 0:
+            await self._set(self.limit // 2)
+        elif self.inflight >= self.limit:
+            await self._set(self.limit + max(1, self.limit // 4))
+
+    async def refused(self) -> None:
+        await self._set(self.limit // 2)
+
+    async def succeeded(self) -> None:
+        """Growth between gauge reads: a success while the whole limit is in use and the
+        engine had no queue and no interactive request."""
+        if self.inflight >= self.limit and self.engine_queue == 0 and self.interactive == 0:
+            await self._set(self.limit + 1)
+
+
+class Pacer:
+    """One `ModelLimit` per model with batch rows; `poll` reads each model's replicas' gauges."""
+
+    def __init__(
+        self,
+        table: RoutingTable,
+        session: aiohttp.ClientSession,
+        low: int,
+        high: int,
+        timeout_s: float,
+    ) -> None:
+        self._table = table
+        self._session = session
+        self._low, self._high = low, high
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.limits: dict[str, ModelLimit] = {}
+
+    def limit(self, model: str) -> ModelLimit:
+        if model not in self.limits:
+            self.limits[model] = ModelLimit(self._low, self._high)
+        return self.limits[model]
+
+    async def poll(self) -> None:
+        for model, limit in list(self.limits.items()):
+            gauges = await self._read(model)
+            if gauges is not None:
+                await limit.observe(gauges, self._interactive(model, limit))
+
+    def _interactive(self, model: str, limit: ModelLimit) -> int:
+        """The gateway's requests in flight for `model` that are not batch rows (an estimate:
+        rows waiting out a retry backoff count as in flight)."""
+        route = self._table.get(model)
+        if route is None:
+            return 0
+        replicas = [*route.replicas, *getattr(route, "draining", ())]
+        return max(0, sum(r.outstanding for r in replicas) - limit.inflight)
+
+    async def _read(self, model: str) -> Gauges | None:
+        route = self._table.get(model)
+        if route is None or not route.replicas:
+            return None
+        running = waiting = 0.0
+        for replica in route.replicas:
+            if not replica.healthy:
+                continue
+            try:
+                async with self._session.get(
+                    replica.url + "/metrics", timeout=self._timeout
+                ) as resp:
+                    if resp.status != 200:
+                        return None
+                    gauges = parse_gauges(await resp.read())
+            except (aiohttp.ClientError, TimeoutError):
+                return None
+            running += gauges.running
+            waiting += gauges.waiting
+        return Gauges(running, waiting)

@@ -1,0 +1,111 @@
+"""The batch feature as one object built in the gateway's lifespan: store, pacer, runner.
+
+`app.py` needs two lines: `batch = BatchService.start(gw, session)` in the lifespan (and
+`await batch.stop()` on the way out), and `install_batch_routes(app)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import aiohttp
+
+from orchestra.gateway.batch.concurrency import Pacer
+from orchestra.gateway.batch.runner import BatchRunner
+from orchestra.gateway.batch.send import InProcessSender
+from orchestra.gateway.batch.store import Store
+from orchestra.gateway.errors import Unavailable
+
+if TYPE_CHECKING:
+    from orchestra.gateway.container import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class BatchService:
+    """Opens the store on first use (or at start when it already holds batches to resume), so
+    a gateway that never sees a batch writes nothing; one gateway process owns a store (an
+    exclusive lock on `<dir>/lock`)."""
+
+    def __init__(self, gw: Gateway, session: aiohttp.ClientSession) -> None:
+        self.config = gw.config.batch
+        self._gw = gw
+        self._session = session
+        self._lock: IO[bytes] | None = None
+        self._store: Store | None = None
+        self.runner: BatchRunner | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def start(cls, gw: Gateway, session: aiohttp.ClientSession) -> BatchService:
+        service = cls(gw, session)
+        if service._db_path.exists():
+            service.open()
+        return service
+
+    @property
+    def _db_path(self) -> Path:
+        return self.config.db_path or self.config.dir / "batch.sqlite3"
+
+    @property
+    def store(self) -> Store:
+        return self._store if self._store is not None else self.open()
+
+    def open(self) -> Store:
+        if self._store is not None:
+            return self._store
+        self.config.dir.mkdir(parents=True, exist_ok=True)
+        lock = (self.config.dir / "lock").open("wb")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise Unavailable(
+                f"the batch store {self.config.dir} is in use by another gateway process"
+            ) from None
+        self._lock = lock
+        gw, config = self._gw, self.config
+        store = Store(config.dir, config.db_path)
+        pacer = Pacer(
+            gw.table,
+            self._session,
+            config.min_concurrency,
+            max(config.min_concurrency, config.max_concurrency),
+            gw.config.gateway.timeouts.health_probe_s,
+        )
+        self.runner = BatchRunner(
+            store, InProcessSender(gw, config.priority), pacer, config, set(gw.table.routes)
+        )
+        self._store = store
+        self._task = asyncio.create_task(self._loop(self.runner), name="batch-runner")
+        return store
+
+    def wake(self) -> None:
+        if self.runner is not None:
+            self.runner.wake()
+
+    @staticmethod
+    async def _loop(runner: BatchRunner) -> None:
+        while True:
+            try:
+                await runner.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("batch runner failed; restarting it")
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.stop()
+        if self._store is not None:
+            self._store.close()
+        if self._lock is not None:
+            self._lock.close()

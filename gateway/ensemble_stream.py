@@ -1,0 +1,210 @@
+"""Streaming an `all` ensemble: the members' SSE streams multiplexed as choice indices.
+
+As OpenAI does for `n > 1`: every chunk has the ensemble's `id` and `model`; a member's choice
+`i` becomes index `member * n + i` and carries the member's name in `model`. Member usage
+chunks are summed into one final usage chunk (when the client asked for it). A member that
+fails is reported in a chunk with no choices and `orchestra.error`; the stream goes on with the
+others. Headers go out once one member has sent its first chunk, or as an error reply when
+every member failed before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from orchestra.gateway.chains import serve_chain
+from orchestra.gateway.ensembles import (
+    Outcome,
+    all_failed,
+    error_of,
+    member_call,
+    sum_usage,
+    timed_out,
+)
+from orchestra.gateway.errors import GatewayError
+from orchestra.gateway.inproc import Drain, sse_events
+from orchestra.gateway.proxy import UpstreamCall
+from orchestra.workload_config import EnsembleConfig
+
+if TYPE_CHECKING:
+    from orchestra.gateway.workloads import Workloads
+
+# queue items: (member index, chunk dict) | (member index, Outcome when it ended)
+_Item = tuple[int, dict[str, Any] | Outcome]
+
+
+async def _pump(
+    wl: Workloads,
+    call: UpstreamCall,
+    payload: dict[str, Any],
+    priority: str | None,
+    index: int,
+    member: str,
+    queue: asyncio.Queue[_Item],
+) -> None:
+    sub, body, name = member_call(wl, call, payload, member, stream=True)
+    drain: Drain | None = None
+    usage: Any = None
+    outcome: Outcome
+    try:
+        try:
+            response = await serve_chain(wl, sub, body, priority, name)
+        except GatewayError as exc:
+            error = {"message": exc.message, "type": exc.type, "code": exc.code}
+            await queue.put((index, Outcome(member, exc.status, error=error)))
+            return
+        drain = Drain(response)
+        if response.status_code != 200:
+            raw = await drain.body()
+            error = error_of(response.status_code, raw)
+            await queue.put((index, Outcome(member, response.status_code, error=error)))
+            return
+        buffer = bytearray()
+        async for chunk in drain.chunks():
+            for data in sse_events(buffer, chunk):
+                if data == b"[DONE]":
+                    continue
+                event = orjson.loads(data)
+                if not isinstance(event, dict) or "error" in event:
+                    found = event.get("error") if isinstance(event, dict) else None
+                    found = found if isinstance(found, dict) else {"message": "malformed event"}
+                    await queue.put((index, Outcome(member, 502, error=found)))
+                    return
+                if not event.get("choices"):
+                    usage = event.get("usage") or usage
+                    continue
+                await queue.put((index, event))
+        outcome = Outcome(member, 200, body={"usage": usage})
+        await queue.put((index, outcome))
+    except orjson.JSONDecodeError:
+        error = {"message": "member sent a malformed SSE event", "type": "upstream_error"}
+        await queue.put((index, Outcome(member, 502, error=error)))
+    finally:
+        if drain is not None:
+            await drain.abort()
+
+
+async def stream_all(
+    wl: Workloads,
+    call: UpstreamCall,
+    payload: dict[str, Any],
+    priority: str | None,
+    ensemble: EnsembleConfig,
+    headers: dict[str, str],
+) -> Response:
+    queue: asyncio.Queue[_Item] = asyncio.Queue()
+    tasks = [
+        asyncio.create_task(_pump(wl, call, payload, priority, i, member, queue))
+        for i, member in enumerate(ensemble.models)
+    ]
+    deadline = time.monotonic() + ensemble.timeout_s
+    ended: dict[int, Outcome] = {}
+    first: _Item | None = None
+    try:
+        while first is None and len(ended) < len(tasks):
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                item = await queue.get()
+            if isinstance(item[1], Outcome):
+                ended[item[0]] = item[1]
+            else:
+                first = item
+    except BaseException as exc:
+        await _cancel(tasks)
+        if not isinstance(exc, TimeoutError):
+            raise
+    if first is None:
+        outcomes = [
+            ended.get(i) or timed_out(m, ensemble.timeout_s) for i, m in enumerate(ensemble.models)
+        ]
+        return all_failed(ensemble, outcomes, headers)
+    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    events = _events(ensemble, payload, tasks, queue, first, ended, deadline, include_usage)
+    return StreamingResponse(events, headers=headers, media_type="text/event-stream")
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _events(
+    ensemble: EnsembleConfig,
+    payload: dict[str, Any],
+    tasks: list[asyncio.Task[None]],
+    queue: asyncio.Queue[_Item],
+    first: _Item,
+    ended: dict[int, Outcome],
+    deadline: float,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    ens_id = f"ens-{uuid.uuid4().hex}"
+    created = int(time.time())
+    n = payload.get("n")
+    per_member = n if isinstance(n, int) and n > 0 else 1
+    obj = "chat.completion.chunk"
+
+    def frame(event: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(event) + b"\n\n"
+
+    def head(extra: dict[str, Any]) -> dict[str, Any]:
+        return {"id": ens_id, "object": obj, "created": created, "model": ensemble.name} | extra
+
+    def reported(index: int, outcome: Outcome) -> bytes:
+        info = {"member": outcome.model, "index": index, "error": outcome.error}
+        return frame(head({"choices": [], "orchestra": info}))
+
+    try:
+        for index, outcome in ended.items():
+            if not outcome.ok:
+                yield reported(index, outcome)
+        item: _Item | None = first
+        while len(ended) < len(tasks):
+            if item is None:
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        item = await queue.get()
+                except TimeoutError:
+                    break
+            index, value = item
+            item = None
+            if isinstance(value, Outcome):
+                ended[index] = value
+                if not value.ok:
+                    yield reported(index, value)
+                continue
+            obj = str(value.get("object") or obj)
+            member = ensemble.models[index]
+            choices = [
+                {**c, "index": index * per_member + int(c.get("index", 0)), "model": member}
+                for c in value["choices"]
+            ]
+            yield frame(head({"choices": choices}))
+        outcomes = [
+            ended.get(i) or timed_out(m, ensemble.timeout_s) for i, m in enumerate(ensemble.models)
+        ]
+        for i, outcome in enumerate(outcomes):
+            if i not in ended:
+                yield reported(i, outcome)
+        summary: dict[str, Any] = {
+            "choices": [],
+            "orchestra": {
+                "ensemble": ensemble.name,
+                "strategy": "all",
+                "members": [o.report() for o in outcomes],
+            },
+        }
+        if include_usage:
+            usages = [o.body.get("usage") for o in outcomes if o.ok and o.body is not None]
+            summary["usage"] = sum_usage(usages)
+        yield frame(head(summary))
+        yield b"data: [DONE]\n\n"
+    finally:
+        await _cancel(tasks)

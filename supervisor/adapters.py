@@ -1,0 +1,128 @@
+"""LoRA adapters on a model's engines: launch flags, and loading/unloading at run time.
+
+A server with `adapters:` (or `max_loras:`) is started with `--enable-lora`, `--max-loras`,
+`--max-lora-rank` and `--lora-modules NAME=PATH ...`, and with runtime updating allowed, so
+`POST /models/{name}/adapters` ({name, path}) and `DELETE /models/{name}/adapters/{adapter}`
+load and unload one on every READY engine of the model through vLLM's
+`/v1/load_lora_adapter` and `/v1/unload_lora_adapter`. The model's info lists its adapters
+(config and runtime), which is how the gateway learns where to route them.
+
+Runtime adapters live in the supervisor's memory: an engine that restarts comes back with the
+configured ones only (they are in its argv), so a runtime adapter is loaded again on engines
+that miss it the next time it is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
+
+from orchestra.config import ServerConfig
+from orchestra.supervisor.errors import BadRequest, EngineError, ModelNotFound, SupervisorError
+
+if TYPE_CHECKING:
+    from orchestra.supervisor.model import Model
+
+ADAPTER_CALL_TIMEOUT_S = 120.0  # loading reads the adapter's weights from disk
+
+
+class AdapterError(SupervisorError):
+    status = 502
+    type = "adapter_error"
+    code = "adapter_failed"
+
+
+class LoraDisabled(BadRequest):
+    code = "lora_disabled"
+
+
+def lora_enabled(server: ServerConfig) -> bool:
+    return bool(server.adapters) or server.max_loras is not None
+
+
+def lora_args(server: ServerConfig) -> list[str]:
+    if not lora_enabled(server):
+        return []
+    argv = ["--enable-lora", "--max-loras", str(server.max_loras or max(1, len(server.adapters)))]
+    if server.max_lora_rank is not None:
+        argv += ["--max-lora-rank", str(server.max_lora_rank)]
+    if server.adapters:
+        argv += ["--lora-modules", *(f"{a.name}={a.path}" for a in server.adapters)]
+    return argv
+
+
+def adapter_names(model: Model) -> list[str]:
+    return [*(a.name for a in model.server.adapters), *model.runtime_adapters]
+
+
+class Adapters:
+    """Loads and unloads runtime adapters (kept in `Model.runtime_adapters`, name -> path)
+    on the model's READY engines."""
+
+    def __init__(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def load(self, model: Model, name: str, path: str) -> None:
+        if not lora_enabled(model.server):
+            raise LoraDisabled(
+                f"model `{model.name}` was not started with LoRA: give it `adapters:` or "
+                "`max_loras:` in the config"
+            )
+        body = {"lora_name": name, "lora_path": path}
+        await self._each_engine(model, "/v1/load_lora_adapter", body)
+        model.runtime_adapters[name] = path
+
+    async def unload(self, model: Model, name: str) -> None:
+        await self._each_engine(model, "/v1/unload_lora_adapter", {"lora_name": name})
+        model.runtime_adapters.pop(name, None)
+
+    async def _each_engine(self, model: Model, path: str, body: dict[str, Any]) -> None:
+        engines = model.ready()
+        if not engines:
+            raise EngineError(f"model `{model.name}` has no READY engine to load adapters on")
+        results = await asyncio.gather(*(self._post(e.url + path, body) for e in engines))
+        failed = [r for r in results if r]
+        if failed:
+            raise AdapterError("; ".join(failed))
+
+    async def _post(self, url: str, body: dict[str, Any]) -> str:
+        """'' on success, else what went wrong."""
+        try:
+            async with self._session.post(url, json=body, timeout=self._timeout) as resp:
+                if resp.status == 200:
+                    return ""
+                text = await resp.text()
+                return f"{url}: HTTP {resp.status}: {text[:300]}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"{url}: {exc!r}"
+
+
+class AdapterSpec(BaseModel):
+    name: str = Field(min_length=1, description="the `model` clients will send")
+    path: str = Field(min_length=1, description="folder with adapter_config.json, on this host")
+
+
+def install_adapter_routes(app: FastAPI, auth: list[Any]) -> None:
+    def model_of(request: Request, name: str) -> tuple[Model, Adapters]:
+        model = request.app.state.manager.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"no managed model `{name}`")
+        adapters: Adapters = request.app.state.adapters  # built in the app's lifespan
+        return model, adapters
+
+    @app.post("/models/{name:path}/adapters", dependencies=auth)
+    async def load(name: str, spec: AdapterSpec, request: Request) -> dict[str, Any]:
+        model, adapters = model_of(request, name)
+        await adapters.load(model, spec.name, spec.path)
+        return {"name": name, "adapters": adapter_names(model)}
+
+    @app.delete("/models/{name:path}/adapters/{adapter}", dependencies=auth)
+    async def unload(name: str, adapter: str, request: Request) -> dict[str, Any]:
+        model, adapters = model_of(request, name)
+        await adapters.unload(model, adapter)
+        return {"name": name, "adapters": adapter_names(model)}
