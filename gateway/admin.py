@@ -40,5 +40,6 @@ def install_admin_routes(app: FastAPI) -> None:
             if gw.fallback is None
             else {"url": gw.fallback.url, "healthy": gw.fallback.healthy}
         )
-        body = {"models": models, "admission": admission, "fallback": fallback}
+        nodes = {n.name: n.snapshot() for n in gw.link.nodes} if gw.link else {}
+        body = {"models": models, "admission": admission, "fallback": fallback, "nodes": nodes}
         return Response(orjson.dumps(body), media_type="application/json")

@@ -28,6 +28,7 @@ class Replica:
     down_reason: str = ""
     consecutive_500s: int = 0
     load: float = 0.0  # vLLM's running + waiting requests, scraped (load_aware only)
+    api_key: str | None = field(default=None, repr=False)  # the engine's --api-key, if any
     smooth_weight: float = field(default=0.0, repr=False)  # weighted policy state
 
 

@@ -22,6 +22,7 @@ from orchestra.gateway.fallback import OllamaClient
 from orchestra.gateway.health import HealthMonitor
 from orchestra.gateway.loading import LoadingComments
 from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.nodes import Node
 from orchestra.gateway.proxy import Proxy
 from orchestra.gateway.ratelimit import RateLimiter, make_limiter
 from orchestra.gateway.routing import Router, RoutingTable
@@ -69,13 +70,19 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         interval_s=gw.health_check_interval_s,
         probe_timeout_s=gw.timeouts.health_probe_s,
     )
+    nodes = [
+        Node(ep.name, ControlClient(ep.url, ep.admin_token, session, gw.timeouts.health_probe_s))
+        for ep in config.supervisor_endpoints
+    ]
     link = (
         SupervisorLink(
-            ControlClient.from_config(config, session, gw.timeouts.health_probe_s),
+            nodes,
             table,
             metrics,
             refresh_s=gw.routing_refresh_s,
             ensure_timeout_s=gw.timeouts.ensure_s,
+            node_down_after_s=gw.node_down_after_s,
+            probe=health.answers,
             on_ready=health.mark_up,
             on_status=lambda status: models.sync_adapters(status.name, status.adapters),
         )

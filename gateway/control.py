@@ -1,91 +1,143 @@
-"""The gateway's side of the supervisor: one owner for everything the two exchange.
+"""The gateway's side of the supervisors: one owner for everything the two exchange.
 
-`SupervisorLink` owns the sync loop (every `gateway.routing_refresh_s`, faster while an engine
-drains or an ensure is pending: report demand and in-flight requests per engine, apply the model
-table it gets back), the demand counters, and the ensure calls (concurrent requests for one cold
-model share one). It talks through the one control client, `orchestra.control.ControlClient`,
-which sends the admin token. The gateway never imports supervisor code.
+`SupervisorLink` owns one sync loop per node (every `gateway.routing_refresh_s`, faster while an
+engine drains or an ensure is pending: report demand and in-flight requests for *that node's*
+engines, read its model table back), merges the nodes' tables into the routing table (a model
+on several nodes has every node's engines as replicas), and owns the ensure calls (concurrent
+requests for one cold model share one; it goes to the nodes in `nodes.placement_order`, the next
+one when a node cannot place it). It talks through the one control client,
+`orchestra.control.ControlClient`, which sends each node's admin token. The gateway never
+imports supervisor code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
+import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from orchestra.control import ControlClient, ControlError, ModelStatus
+from orchestra.control import ControlError, GatewayReport, ModelStatus
 from orchestra.gateway.balancer import Replica
 from orchestra.gateway.errors import Unavailable, UpstreamTimeout
 from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.nodes import Node, placement_order
 from orchestra.gateway.routing import ModelRoute, RoutingTable
 
 log = logging.getLogger(__name__)
 
 _FAST_SYNC_S = 0.05  # while an engine drains or an ensure waits: the drain waits on our report
+_NEXT_NODE = (0, 404, 409, 503)  # unreachable, not managed there, cannot place: ask the next
+
+
+async def _no_probe(url: str) -> bool:
+    return False
 
 
 class SupervisorLink:
     def __init__(
         self,
-        client: ControlClient,
+        nodes: Sequence[Node],
         table: RoutingTable,
         metrics: GatewayMetrics,
         *,
         refresh_s: float,
         ensure_timeout_s: float,
+        node_down_after_s: float = 5.0,
+        probe: Callable[[str], Awaitable[bool]] = _no_probe,
         on_ready: Callable[[ModelRoute, Replica], None] = lambda route, replica: None,
         on_status: Callable[[ModelStatus], None] = lambda status: None,  # e.g. its adapters
     ) -> None:
-        self.client = client
+        self.nodes = list(nodes)
         self.table = table
         self.gateway_id = uuid.uuid4().hex  # one per gateway process (each worker its own)
         self._metrics = metrics
         self._refresh_s = refresh_s
         self._ensure_timeout_s = ensure_timeout_s
+        self._down_after_s = node_down_after_s
+        self._probe = probe
         self._on_ready = on_ready
         self._on_status = on_status
-        self._demand: collections.Counter[str] = collections.Counter()
         self._ensuring: dict[str, asyncio.Future[None]] = {}
-        self._reachable = True
 
     # ---- demand ---------------------------------------------------------------------------------
     def count(self, model: str) -> None:
-        """One request for `model` (rotation decides on these counts)."""
-        self._demand[model] += 1
+        """One request for `model`, told to every node that manages it (rotation decides)."""
+        for node in self.nodes:
+            if node.may_have(model):
+                node.demand[model] += 1
 
-    # ---- the sync loop --------------------------------------------------------------------------
+    # ---- the sync loops -------------------------------------------------------------------------
     async def run(self) -> None:
+        await asyncio.gather(*(self._run_node(node) for node in self.nodes))
+
+    async def _run_node(self, node: Node) -> None:
         while True:
-            await self.sync_once()
+            await self.sync_node(node)
             fast = self.table.draining or self._ensuring
             await asyncio.sleep(_FAST_SYNC_S if fast else self._refresh_s)
 
     async def sync_once(self) -> None:
-        report = self.table.report()
-        demand, self._demand = dict(self._demand), collections.Counter()
+        await asyncio.gather(*(self.sync_node(node) for node in self.nodes))
+
+    async def sync_node(self, node: Node) -> None:
+        report = self._report_for(node)
+        demand = dict(node.demand)
+        node.demand.clear()
         report.demand = demand
         try:
-            statuses = await self.client.sync(self.gateway_id, report)
+            reply = await node.client.sync(self.gateway_id, report)
         except ControlError as exc:
-            self._demand.update(demand)  # keep them for the next report
-            if self._reachable:
-                log.warning("cannot sync with the supervisor: %s", exc.message)
-            self._reachable = False
-            self.table.supervisor_lost()
+            node.demand.update(demand)  # keep them for the next report
+            await self._unanswered(node, exc)
+        else:
+            if not node.reachable or node.away:
+                log.info("node %s (%s) answers again", node.name, node.client.base_url)
+            node.answered(reply.models, reply.node)
+            for status in reply.models:
+                self._on_status(status)
+        self._merge()
+
+    def _report_for(self, node: Node) -> GatewayReport:
+        """The table's report restricted to this node's engines (each supervisor drains only its
+        own)."""
+        full = self.table.report()
+        mine = node.urls()
+        return GatewayReport(
+            inflight={u: n for u, n in full.inflight.items() if u in mine},
+            draining_seen=[u for u in full.draining_seen if u in mine],
+        )
+
+    async def _unanswered(self, node: Node, exc: ControlError) -> None:
+        if node.reachable:
+            log.warning("cannot sync with node %s: %s", node.name, exc.message)
+        node.reachable = False
+        if time.monotonic() - node.last_ok < self._down_after_s:
             return
-        if not self._reachable:
-            log.info("supervisor at %s is reachable again", self.client.base_url)
-        self._reachable = True
-        for status in statuses:
-            self.table.apply(status)
-            self._on_status(status)
+        urls = sorted(node.urls())
+        answers = await asyncio.gather(*(self._probe(u) for u in urls))
+        alive = {u for u, ok in zip(urls, answers, strict=True) if ok}
+        if node.alive is None:
+            node.down_since = time.monotonic()
+            log.warning(
+                "node %s is away; %d of its %d engines still answer and stay in rotation",
+                node.name,
+                len(alive),
+                len(urls),
+            )
+        node.alive = alive
+
+    def _merge(self) -> None:
+        for route in self.table.managed:
+            parts = [v for n in self.nodes if (v := n.view(route.name)) is not None]
+            if parts or any(n.synced for n in self.nodes):
+                self.table.apply_merged(route.name, parts)
 
     # ---- ensure ---------------------------------------------------------------------------------
     async def ensure(self, route: ModelRoute) -> None:
-        """Ask the supervisor to make `route`'s model ready; joins an ensure under way."""
+        """Ask a node to make `route`'s model ready; joins an ensure under way."""
         pending = self._ensuring.get(route.name)
         if pending is None:
             pending = asyncio.ensure_future(self._ensure(route))
@@ -105,17 +157,31 @@ class SupervisorLink:
 
     async def _ensure(self, route: ModelRoute) -> None:
         started = time.perf_counter()
-        try:
-            status = await self.client.ensure(route.name, self._ensure_timeout_s)
-        except ControlError as exc:
-            if exc.status == 504:
-                raise UpstreamTimeout(
-                    f"model `{route.name}` did not become ready: {exc.message}"
-                ) from None
-            raise Unavailable(f"model `{route.name}` is not available: {exc.message}") from None
-        self.table.apply(status)
-        for replica in route.replicas:  # the supervisor has just seen them answer /health
-            self._on_ready(route, replica)
-        self._metrics.ensure_seconds.labels(route.name).observe(time.perf_counter() - started)
-        if not route.replicas:
-            raise Unavailable(f"model `{route.name}` is {status.state} with no ready upstream")
+        errors: list[str] = []
+        for node in placement_order(self.nodes, route.name):
+            try:
+                status = await node.client.ensure(route.name, self._ensure_timeout_s)
+            except ControlError as exc:
+                if exc.status == 504:
+                    raise UpstreamTimeout(
+                        f"model `{route.name}` did not become ready: {exc.message}"
+                    ) from None
+                if exc.status not in _NEXT_NODE:
+                    raise Unavailable(
+                        f"model `{route.name}` is not available: {exc.message}"
+                    ) from None
+                errors.append(f"{node.name}: {exc.message}")
+                continue
+            node.statuses[route.name] = status
+            self._merge()
+            for replica in route.replicas:  # the supervisor has just seen them answer /health
+                self._on_ready(route, replica)
+            self._metrics.ensure_seconds.labels(route.name).observe(time.perf_counter() - started)
+            if not route.replicas:
+                raise Unavailable(f"model `{route.name}` is {status.state} with no ready upstream")
+            return
+        why = "; ".join(errors) or "no reachable supervisor manages it"
+        raise Unavailable(
+            f"model `{route.name}` is not available: {why}",
+            headers={"retry-after": str(max(1, math.ceil(self._down_after_s)))},
+        )

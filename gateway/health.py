@@ -76,13 +76,16 @@ class HealthMonitor:
         if jobs:
             await asyncio.gather(*jobs)
 
-    async def _probe(self, route: ModelRoute, replica: Replica) -> None:
+    async def answers(self, url: str) -> bool:
+        """One `/health` probe of an engine URL."""
         try:
-            async with self._session.get(replica.url + "/health", timeout=self._timeout) as resp:
-                ok = resp.status == 200
+            async with self._session.get(url + "/health", timeout=self._timeout) as resp:
+                return resp.status == 200
         except (aiohttp.ClientError, TimeoutError):
-            ok = False
-        if ok:
+            return False
+
+    async def _probe(self, route: ModelRoute, replica: Replica) -> None:
+        if await self.answers(replica.url):
             self.mark_up(route, replica)
         else:
             replica.retry_at = time.monotonic() + self.cooldown_s

@@ -174,7 +174,7 @@ class Proxy:
                     resp = await self._session.post(
                         replica.url + call.path,
                         data=call.body,
-                        headers=call.headers,
+                        headers=upstream_headers(call.headers, replica),
                         timeout=self._request_timeout,
                     )
                     relay = call.stream and resp.status == 200
@@ -340,3 +340,10 @@ def _no_upstream(route: ModelRoute) -> Unavailable:
 
 def _timeout(call: UpstreamCall, seconds: float) -> UpstreamTimeout:
     return UpstreamTimeout(f"upstream for `{call.model}` sent nothing within {seconds:g}s")
+
+
+def upstream_headers(headers: dict[str, str], replica: Replica) -> dict[str, str]:
+    """An engine started with --api-key (off loopback) gets its key, whatever the client sent."""
+    if replica.api_key is None:
+        return headers
+    return {**headers, "authorization": f"Bearer {replica.api_key}"}

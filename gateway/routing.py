@@ -8,7 +8,7 @@ take new requests, draining ones (being evicted) only finish what they have.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestra.config import BalancingPolicy, OrchestraConfig, ServerConfig
@@ -57,11 +57,19 @@ class ModelRoute:
             return self.reported_state
         return "ready" if self.serving else "down"
 
-    def set_upstreams(self, urls: Sequence[str], draining: Sequence[str] = ()) -> None:
-        """Adopt the supervisor's upstreams, keeping counters of replicas that stay."""
+    def set_upstreams(
+        self,
+        urls: Sequence[str],
+        draining: Sequence[str] = (),
+        keys: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """Adopt the supervisors' upstreams, keeping counters of replicas that stay. `keys`:
+        the --api-key of each engine URL that has one."""
         known = {r.url: r for r in (*self.replicas, *self.draining)}
         self.replicas = [known.get(url) or Replica(url=url) for url in urls]
         self.draining = [known.get(url) or Replica(url=url) for url in draining]
+        for replica in (*self.replicas, *self.draining):
+            replica.api_key = (keys or {}).get(replica.url)
 
 
 def build_route(server: ServerConfig) -> ModelRoute:
@@ -115,15 +123,32 @@ class RoutingTable:
         return any(route.draining for route in self.managed)
 
     def apply(self, status: ModelStatus) -> None:
-        route = self.routes.get(status.name)
-        if route is not None and route.managed:
-            route.reported_state = status.state
-            route.set_upstreams(status.upstreams, status.draining)
+        self.apply_merged(status.name, [status])
 
-    def supervisor_lost(self) -> None:
-        # Keep the last known upstreams: engines may well be serving without their supervisor.
-        for route in self.managed:
-            route.reported_state = "unknown"
+    def apply_merged(self, name: str, parts: Sequence[ModelStatus]) -> None:
+        """One model as several nodes report it: every node's engines are replicas."""
+        route = self.routes.get(name)
+        if route is None or not route.managed:
+            return
+        upstreams = [url for part in parts for url in part.upstreams]
+        draining = [url for part in parts for url in part.draining]
+        keys = {url: p.api_key for p in parts for url in (*p.upstreams, *p.draining)}
+        route.reported_state = merged_state([p.state for p in parts], bool(upstreams))
+        route.set_upstreams(upstreams, draining, keys)
+
+
+_STATE_RANK = ("ready", "draining", "starting", "stopping", "sleeping", "backoff", "failed")
+
+
+def merged_state(states: Sequence[str], serving: bool) -> str:
+    """One word for a model living on several nodes: ready when any node serves it, else the
+    most hopeful of the nodes' states ("unknown" when no node has reported it)."""
+    if len(states) == 1:
+        return states[0]
+    if serving:
+        return "ready"
+    ranked = sorted(states, key=lambda s: _STATE_RANK.index(s) if s in _STATE_RANK else 99)
+    return ranked[0] if ranked else "unknown"
 
 
 Ensure = Callable[[ModelRoute], Awaitable[None]]

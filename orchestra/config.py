@@ -30,6 +30,7 @@ from orchestra.config_gateway import (
     check_url,
 )
 from orchestra.workload_config import AdapterConfig, EnsembleConfig, check_workloads
+from orchestra.nodes_config import OnSupervisorExit, SupervisorEndpoint
 
 BalancingPolicy = Literal[
     "round_robin", "weighted", "least_outstanding", "load_aware", "prefix_aware", "session"
@@ -88,6 +89,11 @@ class SupervisorConfig(StrictSection):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="wait for open control requests before stopping the engines"
     )
+    on_supervisor_exit: OnSupervisorExit = Field(
+        "adopt",
+        description="adopt: engines outlive a crashed supervisor, the next one adopts them; "
+        "kill: the reaper kills them (SIGTERM/Ctrl-C stops them either way)",
+    )
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> SupervisorConfig:
@@ -118,6 +124,14 @@ class EngineConfig(StrictSection):
     log_dir: Path = Path("logs")
     first_port: int = Field(8001, ge=1, le=65535)
     host: str = Field("127.0.0.1", description="engines bind here (`--host`)")
+    advertise_host: str | None = Field(
+        None, description="address gateways use for the engines; None = `host`"
+    )
+    api_key: str | None = Field(
+        None,
+        description="vLLM --api-key for engines off loopback; None = generated once, kept in "
+        "supervisor.state_dir",
+    )
     health_probe_timeout_s: float = Field(1.0, gt=0, description="one /health probe")
     sleep_timeout_s: float = Field(120.0, gt=0, description="POST /sleep?level=1 bound")
     wake_timeout_s: float = Field(120.0, gt=0, description="POST /wake_up bound")
@@ -173,6 +187,11 @@ class ServerConfig(StrictSection):
     sleep_mode: bool = False
     preload: bool = True
     startup_timeout_s: float | None = Field(None, gt=0)
+    pipeline_parallel_size: int = Field(1, ge=1, description="vLLM --pipeline-parallel-size")
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None, description="vLLM --distributed-executor-backend (ray spans nodes)"
+    )
+    ray_address: str | None = Field(None, description="RAY_ADDRESS for the engine (ray head)")
     max_inflight: int | None = Field(
         None, gt=0, description="admission: requests in flight to this model; None = unlimited"
     )
@@ -245,6 +264,7 @@ class OrchestraConfig(BaseSettings):
     aliases: dict[str, str] = Field({}, description="client model name -> served name")
     fallbacks: dict[str, list[str]] = Field({}, description="model -> models that serve instead")
     batch: BatchConfig = BatchConfig()
+    supervisors: list[SupervisorEndpoint] = []
 
     @classmethod
     def settings_customise_sources(
@@ -305,6 +325,14 @@ class OrchestraConfig(BaseSettings):
             return self.gateway.supervisor_url.rstrip("/")
         host = "127.0.0.1" if self.supervisor.host in ("0.0.0.0", "::") else self.supervisor.host
         return f"http://{host}:{self.supervisor.port}"
+
+    @property
+    def supervisor_endpoints(self) -> list[SupervisorEndpoint]:
+        """The nodes the gateway talks to; by default the one local supervisor."""
+        if self.supervisors:
+            return list(self.supervisors)
+        token = self.supervisor.admin_token
+        return [SupervisorEndpoint(name="local", url=self.supervisor_url, admin_token=token)]
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:

@@ -77,6 +77,12 @@ class GatewayConfig(StrictSection):
     routing_refresh_s: float = Field(
         1.0, gt=0, description="how often the gateway syncs with the supervisor (table, demand)"
     )
+    node_down_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="a node whose supervisor stops answering this long leaves rotation (its "
+        "engines that still answer /health stay)",
+    )
     upstream_keepalive_s: float = Field(
         4.0, gt=0, description="below uvicorn's 5 s so we never reuse a socket vLLM is closing"
     )

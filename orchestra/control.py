@@ -32,6 +32,31 @@ class ModelStatus(BaseModel):
     upstreams: list[str] = []  # READY engines that take new requests
     draining: list[str] = []  # engines being evicted: no new requests, in-flight ones finish
     adapters: list[str] = []  # LoRA adapters its engines serve (config and runtime)
+    api_key: str | None = None  # the engines' --api-key (engines off loopback); send as Bearer
+
+
+class NodeLoad(BaseModel):
+    """How full a node is, from its supervisor's sync reply (where to place a cold model)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    resident: int = 0  # engines holding GPUs or a resident slot (or about to)
+    gpus: int = 0  # GPUs the supervisor manages (0 = CPU host)
+    free_gpus: int = 0
+    free_slots: int | None = None  # supervisor.max_resident minus resident; None = no bound
+
+    @property
+    def has_room(self) -> bool:
+        """One more engine fits without evicting anything (a 1-GPU engine on a GPU node)."""
+        slots_ok = self.free_slots is None or self.free_slots > 0
+        return slots_ok and (self.gpus == 0 or self.free_gpus > 0)
+
+
+class SyncReply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    models: list[ModelStatus] = []
+    node: NodeLoad = NodeLoad()
 
 
 class GatewayReport(BaseModel):
@@ -166,12 +191,15 @@ class ControlClient:
         return list(payload.get("lines", [])), int(payload.get("offset") or 0)
 
     # ---- the gateway's calls --------------------------------------------------------------------
-    async def sync(self, gateway_id: str, report: GatewayReport) -> list[ModelStatus]:
-        """Report demand and in-flight counts; get the model table back."""
+    async def sync(self, gateway_id: str, report: GatewayReport) -> SyncReply:
+        """Report demand and in-flight counts; get the model table (and the node's load) back."""
         payload = await self._call(
             "POST", f"/gateways/{_name(gateway_id)}/sync", json=report.model_dump()
         )
-        return _statuses(payload)
+        try:
+            return SyncReply.model_validate(payload)
+        except ValidationError as exc:
+            raise ControlError(0, f"supervisor sent an unexpected model table: {exc}") from exc
 
     async def ensure(self, model: str, timeout_s: float) -> ModelStatus:
         """Blocks until the supervisor reports `model` READY (or refuses, or times out)."""
@@ -206,14 +234,6 @@ def call_sync(client: ControlClient, call: Callable[[ControlClient], Awaitable[T
             return await call(client)
 
     return asyncio.run(run())
-
-
-def _statuses(payload: object) -> list[ModelStatus]:
-    try:
-        models = payload["models"] if isinstance(payload, dict) else None
-        return [ModelStatus.model_validate(item) for item in models or []]
-    except (ValidationError, TypeError) as exc:
-        raise ControlError(0, f"supervisor sent an unexpected model table: {exc}") from exc
 
 
 def _name(model: str) -> str:

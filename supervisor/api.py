@@ -185,7 +185,7 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
     @app.post("/gateways/{gateway_id}/sync", dependencies=auth)
     async def sync(gateway_id: str, m: Mgr, report: GatewayReport) -> dict[str, Any]:
         """A gateway's report (demand, in-flight per engine, drains it has seen); the table."""
-        return {"models": m.sync(gateway_id, report)}
+        return {"models": m.sync(gateway_id, report), "node": m.node_load()}
 
     @app.get("/metrics", dependencies=auth)
     async def metrics(m: Mgr) -> Response:

@@ -6,6 +6,8 @@ the config names. The argument list follows `vllm serve` / the OpenAI api_server
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ class EngineSpec:
     index: int
     port: int
     host: str
+    advertise_host: str  # the address gateways use (engine.advertise_host, else `host`)
+    api_key: str | None  # vLLM --api-key (engines off loopback); gateways send it as Bearer
     log_path: Path
     tensor_parallel_size: int
     pinned_gpus: tuple[int, ...] | None
@@ -33,8 +37,16 @@ class EngineSpec:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        host = self.advertise_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
+
+    @property
+    def config_hash(self) -> str:
+        """What an adopted engine must match: its argv and environment from the config."""
+        blob = json.dumps([self.base_argv, sorted(self.base_env)]).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
     def argv(self) -> list[str]:
         return list(self.base_argv)
@@ -47,12 +59,18 @@ class EngineSpec:
         return env
 
 
-def build_argv(engine: EngineConfig, server: ServerConfig, port: int) -> list[str]:
+def build_argv(
+    engine: EngineConfig, server: ServerConfig, port: int, api_key: str | None = None
+) -> list[str]:
     assert server.model is not None
     argv = [*engine.command]
     argv += [engine.model_arg, server.model] if engine.model_arg else [server.model]
     argv += ["--served-model-name", server.name, "--host", engine.host, "--port", str(port)]
     argv += ["--tensor-parallel-size", str(server.tensor_parallel_size)]
+    if server.pipeline_parallel_size > 1:
+        argv += ["--pipeline-parallel-size", str(server.pipeline_parallel_size)]
+    if server.distributed_executor_backend is not None:
+        argv += ["--distributed-executor-backend", server.distributed_executor_backend]
     if server.max_model_len is not None:
         argv += ["--max-model-len", str(server.max_model_len)]
     argv += ["--dtype", server.dtype]
@@ -61,6 +79,8 @@ def build_argv(engine: EngineConfig, server: ServerConfig, port: int) -> list[st
     if server.sleep_mode:
         argv.append("--enable-sleep-mode")
     argv += lora_args(server)
+    if api_key:
+        argv += ["--api-key", api_key]
     return [*argv, *engine.extra_args, *server.extra_args]
 
 
@@ -70,6 +90,8 @@ def build_env(engine: EngineConfig, server: ServerConfig, engine_id: str) -> dic
         env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes /sleep, /wake_up, /is_sleeping
     if lora_enabled(server):
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # /v1/load_lora_adapter, unload
+    if server.ray_address:
+        env["RAY_ADDRESS"] = server.ray_address  # the head joins this Ray cluster
     return env
 
 
@@ -90,8 +112,9 @@ def log_path(log_dir: Path, model: str, index: int) -> Path:
     return log_dir / (f"{safe}.log" if index == 0 else f"{safe}.{index}.log")
 
 
-def build_specs(config: OrchestraConfig) -> dict[str, list[EngineSpec]]:
-    """Launch specs per managed model name, hot models first, in config order."""
+def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str, list[EngineSpec]]:
+    """Launch specs per managed model name, hot models first, in config order. `api_key` is
+    given to every engine (`--api-key`); the supervisor passes one when engines leave loopback."""
     taken = {p for s in config.all_servers for p, _ in _replica_slots(s) if p is not None}
     next_port = config.engine.first_port
     out: dict[str, list[EngineSpec]] = {}
@@ -113,12 +136,14 @@ def build_specs(config: OrchestraConfig) -> dict[str, list[EngineSpec]]:
                     index=index,
                     port=port,
                     host=config.engine.host,
+                    advertise_host=config.engine.advertise_host or config.engine.host,
+                    api_key=api_key,
                     log_path=log_path(config.engine.log_dir, server.name, index),
                     tensor_parallel_size=server.tensor_parallel_size,
                     pinned_gpus=tuple(gpus) if gpus is not None else None,
                     sleep_mode=server.sleep_mode,
                     startup_timeout_s=server.startup_timeout_s or config.engine.startup_timeout_s,
-                    base_argv=tuple(build_argv(config.engine, server, port)),
+                    base_argv=tuple(build_argv(config.engine, server, port, api_key)),
                     base_env=tuple(build_env(config.engine, server, engine_id).items()),
                 )
             )

@@ -253,6 +253,18 @@ class Manager:
                 self.demand.touch(model.name)  # serving requests: recently used
         return self.table()
 
+    def node_load(self) -> dict[str, Any]:
+        """How full this node is: gateways place a cold model on the node with room first."""
+        holding = [e for m in self.models.values() for e in m.holding()]
+        held = {g for e in holding for g in e.gpus}
+        max_resident = self.config.supervisor.max_resident
+        return {
+            "resident": len(holding),
+            "gpus": len(self.gpus),
+            "free_gpus": len([g for g in self.gpus if g not in held]),
+            "free_slots": None if max_resident is None else max(0, max_resident - len(holding)),
+        }
+
     # ---- swap in --------------------------------------------------------------------------------
     def _swap_done(self, name: str, task: asyncio.Task[None]) -> None:
         if self._swaps.get(name) is task:

@@ -62,6 +62,7 @@ class Model:
             "last_used_s_ago": None if last_used_s_ago is None else round(last_used_s_ago, 3),
             "sleep_mode": self.server.sleep_mode,
             "adapters": [*(a.name for a in self.server.adapters), *self.runtime_adapters],
+            **({"api_key": self.engines[0].spec.api_key} if self.engines[0].spec.api_key else {}),
         }
 
 

@@ -3,6 +3,7 @@
     python tests/fake_engine.py [MODEL] [--model PATH] --port P [--host H]
                                 [--served-model-name NAME ...] [switches below]
 
+With --api-key KEY, /v1/* answer 401 unless sent `Authorization: Bearer KEY` (as vLLM does).
 vLLM's usual flags (--tensor-parallel-size, --max-model-len, --dtype, --gpu-memory-utilization,
 --enforce-eager, --enable-sleep-mode, anything unknown) are accepted and ignored, so a supervisor
 can launch it exactly like `vllm serve`. Routes: /health, /v1/models, /v1/chat/completions and
@@ -603,8 +604,19 @@ class Engine:
         self.reset()
         return web.Response()
 
+    @web.middleware
+    async def api_key(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """vLLM's --api-key: every /v1 route needs `Authorization: Bearer KEY`; /health,
+        /metrics and the rest stay open."""
+        key = self.a.api_key
+        if key and request.path.startswith("/v1"):
+            if request.headers.get("authorization", "") != f"Bearer {key}":
+                self.by_path["401"] += 1
+                return web.json_response({"error": "Unauthorized"}, status=401)
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.track])
+        app = web.Application(middlewares=[self.api_key, self.track])
         app.on_response_prepare.append(self.echo_request_id)
         r = app.router
         r.add_get("/health", self.health)
@@ -656,6 +668,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--enable-lora", action="store_true")
     p.add_argument("--lora-modules", nargs="+", default=None)
     p.add_argument("--reply", default="", help="answer every generation with this text")
+    p.add_argument("--api-key", default=None, help="like vLLM: /v1/* need Bearer KEY (else 401)")
     a, _unknown = p.parse_known_args(argv)
     a.model = a.model or a.model_tag or "fake-model"
     return a

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from orchestra.config import OrchestraConfig, ServerConfig, parse_config
-from orchestra.control import ControlError, GatewayReport, ModelStatus
+from orchestra.control import ControlError, GatewayReport, ModelStatus, SyncReply
 from orchestra.gateway.control import SupervisorLink
 from orchestra.gateway.errors import ModelNotFound, Unavailable, UpstreamTimeout
 from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.nodes import Node
 from orchestra.gateway.routing import Router, RoutingTable, build_route
 
 
@@ -106,15 +107,6 @@ def test_apply_ignores_unknown_and_unmanaged_models() -> None:
     assert table.routes["single"].state == "ready"
 
 
-def test_supervisor_lost_keeps_last_upstreams() -> None:
-    table = RoutingTable(_config())
-    table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://a"]))
-    table.supervisor_lost()
-    assert table.routes["hot"].state == "unknown"
-    assert [r.url for r in table.routes["hot"].replicas] == ["http://a"]
-    assert table.routes["single"].state == "ready"
-
-
 class StubControl:
     """Stands in for ControlClient: counts ensure calls (answered once `release` is set) and
     records sync reports, answering them with `table`."""
@@ -128,9 +120,9 @@ class StubControl:
         self.reports: list[GatewayReport] = []
         self.table: list[ModelStatus] = []
 
-    async def sync(self, gateway_id: str, report: GatewayReport) -> list[ModelStatus]:
+    async def sync(self, gateway_id: str, report: GatewayReport) -> SyncReply:
         self.reports.append(report.model_copy(deep=True))
-        return self.table
+        return SyncReply(models=self.table)
 
     async def ensure(self, model: str, timeout_s: float) -> ModelStatus:
         self.calls += 1
@@ -142,7 +134,7 @@ class StubControl:
 
 def _link(control: Any, table: RoutingTable | None = None, **kw: Any) -> SupervisorLink:
     return SupervisorLink(
-        control,
+        [Node("local", control)],
         table or RoutingTable(_config()),
         GatewayMetrics(),
         refresh_s=1.0,
@@ -186,7 +178,7 @@ def test_demand_survives_an_unreachable_supervisor() -> None:
     link = _link(control)
     calls = 0
 
-    async def failing_sync(gateway_id: str, report: GatewayReport) -> list[ModelStatus]:
+    async def failing_sync(gateway_id: str, report: GatewayReport) -> SyncReply:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -195,7 +187,7 @@ def test_demand_survives_an_unreachable_supervisor() -> None:
 
     control.sync = failing_sync  # type: ignore[method-assign]
     link.count("hot")
-    link.table.apply(ModelStatus(name="hot", state="ready", upstreams=["http://h"]))
+    link.nodes[0].statuses["hot"] = ModelStatus(name="hot", state="ready", upstreams=["http://h"])
     asyncio.run(link.sync_once())
     assert link.table.routes["hot"].state == "unknown"  # supervisor lost, upstreams kept
     assert [r.url for r in link.table.routes["hot"].replicas] == ["http://h"]
