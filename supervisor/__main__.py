@@ -1,14 +1,19 @@
-"""`orchestra supervisor --config F`: serve the control API; engines die with the supervisor.
+"""`orchestra supervisor --config F`: serve the control API.
 
 uvicorn turns SIGTERM/SIGINT into a graceful shutdown, whose lifespan exit stops every engine
-group (SIGTERM, deadline, SIGKILL). If the process is killed outright, the reaper process sees
-its pipe close and takes every group down; the next start also kills recorded leftovers.
+group (SIGTERM, deadline, SIGKILL): `orchestra up`'s Ctrl-C leaves nothing behind. SIGUSR1 is a
+graceful exit that leaves the engines serving, for the next supervisor to adopt (an upgrade).
+Killed outright (SIGKILL, a crash): with `on_supervisor_exit: kill` the reaper process sees its
+pipe close and takes every group down; with `adopt` (the default) the engines keep serving and
+the next start adopts those that match its config and kills the rest.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -26,9 +31,10 @@ def run(config_path: str) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     sup = config.supervisor
+    app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            app,
             host=sup.host,
             port=sup.port,
             log_level="info",
@@ -37,6 +43,12 @@ def run(config_path: str) -> int:
             timeout_graceful_shutdown=int(sup.shutdown_timeout_s),
         )
     )
+
+    def keep_engines(signum: int, frame: FrameType | None) -> None:
+        app.state.keep_engines = True
+        server.should_exit = True
+
+    signal.signal(signal.SIGUSR1, keep_engines)
     server.run()
     return 0 if server.started else 1
 

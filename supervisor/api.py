@@ -49,7 +49,10 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
             gpus if gpus is not None else await asyncio.to_thread(detect_gpus, config.supervisor)
         )
         groups = ProcessGroups(
-            config.supervisor.state_dir, uuid.uuid4().hex, config.engine.stop_timeout_s
+            config.supervisor.state_dir,
+            uuid.uuid4().hex,
+            config.engine.stop_timeout_s,
+            reaper=config.supervisor.on_supervisor_exit == "kill",
         )
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -60,9 +63,10 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
             try:
                 yield
             finally:
-                await manager.close()
+                await manager.close(keep_engines=app.state.keep_engines)
 
     app = FastAPI(title="Orchestra supervisor", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.keep_engines = False  # set by SIGUSR1 (`__main__`): exit leaving engines serving
     _install_errors(app)
     _install_routes(app, config)
     return app

@@ -14,13 +14,14 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestra.config import EngineConfig
 from orchestra.supervisor.errors import EngineError, SupervisorError
 from orchestra.supervisor.launch import EngineSpec
 from orchestra.supervisor.logtail import tail_lines
 from orchestra.supervisor.probe import EngineProbe, Readiness
-from orchestra.supervisor.procgroup import ProcessGroups, signal_group
+from orchestra.supervisor.procgroup import EngineProcess, ProcessGroups, signal_group
 from orchestra.supervisor.states import EngineState, check_transition
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ Listener = Callable[["Engine", EngineState, EngineState], None]
 
 @dataclass
 class _Command:
-    kind: str  # start | stop | sleep | wake | restart | close | _exited | _retry
+    kind: str  # start | stop | sleep | wake | restart | close | adopt | _exited | _retry
     future: asyncio.Future[None] | None = None
+    proc: Any = None  # adopt: the EngineProcess
     gpus: list[int] = field(default_factory=list)
     reset: bool = False
     generation: int = 0
@@ -61,7 +63,8 @@ class Engine:
         self.ready_since: float | None = None
         self.starting_since: float | None = None  # monotonic time the current start began
         self._pending_starts = 0
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: EngineProcess | None = None
+        self._detached = False  # the supervisor exits leaving this engine for the next one
         self._generation = 0
         self._interrupt = asyncio.Event()
         self._stop_requested = False
@@ -135,6 +138,20 @@ class Engine:
         await self._send(_Command("close"))
         await self._task
 
+    async def adopt(self, proc: EngineProcess, gpus: list[int]) -> None:
+        """A live engine an earlier supervisor started (`adoption.py`): READY on `gpus`."""
+        await self._send(_Command("adopt", gpus=list(gpus), proc=proc))
+
+    async def detach(self) -> None:
+        """End the task but leave the process serving (a restart that keeps engines)."""
+        self._detached = True
+        for task in (self._task, self._watcher):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in (self._task, self._watcher) if t is not None), return_exceptions=True
+        )
+
     async def _send(self, command: _Command) -> None:
         await asyncio.shield(self._queue(command))
 
@@ -160,7 +177,7 @@ class Engine:
                 if cmd.kind == "close":
                     return
         finally:
-            if self._proc is not None and self._proc.returncode is None:
+            if self._proc is not None and self._proc.returncode is None and not self._detached:
                 signal_group(self._proc.pid, signal.SIGKILL)  # cancelled: leave no group behind
 
     async def _handle(self, cmd: _Command) -> None:
@@ -178,6 +195,8 @@ class Engine:
             await self._stop()
             self.restarts += 1
             await self._start(gpus, reset=True)
+        elif cmd.kind == "adopt":
+            await self._adopt(cmd.proc, cmd.gpus)
         elif cmd.kind == "_exited" and cmd.generation == self._generation:
             await self._crashed()
         elif cmd.kind == "_retry" and cmd.generation == self._generation:
@@ -195,6 +214,29 @@ class Engine:
         self._on_change(self, old, new)
 
     # ---- transitions --------------------------------------------------------------------------
+    async def _adopt(self, proc: EngineProcess, gpus: list[int]) -> None:
+        if self.state is not S.COLD:
+            raise EngineError(f"{self.id}: cannot adopt while {self.state.value}")
+        self.gpus = list(gpus)
+        self._set(S.STARTING)  # COLD -> STARTING
+        self._generation += 1
+        generation, interrupt = self._generation, asyncio.Event()
+        self._interrupt = interrupt
+        self._proc, self.pid = proc, proc.pid
+        self._watcher = asyncio.create_task(
+            self._watch(proc, generation, interrupt), name=f"watch:{self.id}"
+        )
+        self.ready_since = time.monotonic()
+        self._set(S.READY)  # STARTING -> READY
+        if self.spec.sleep_mode and await self._probe.is_sleeping(self.url):
+            self._set(S.SLEEPING)  # READY -> SLEEPING
+
+    def record(self) -> dict[str, Any]:
+        """What adoption checks (`adoption.py`), written beside the group at spawn."""
+        spec = self.spec
+        return {"engine": spec.id, "model": spec.served_name, "port": spec.port,
+                "gpus": list(self.gpus), "config_hash": spec.config_hash}  # fmt: skip
+
     async def _start(self, gpus: list[int], reset: bool) -> None:
         if self._stop_requested:
             raise EngineError(f"{self.id}: start cancelled by a stop")
@@ -231,7 +273,9 @@ class Engine:
             since = f.tell()
         began = self.starting_since = time.monotonic()
         try:
-            proc = await self._groups.spawn(self.spec.argv(), self.spec.env(self.gpus), log_path)
+            proc = await self._groups.spawn(
+                self.spec.argv(), self.spec.env(self.gpus), log_path, self.record()
+            )
         except OSError as exc:
             self._fail(f"{self.id}: cannot start: {exc}")
             raise EngineError(self.last_error or "") from None
@@ -259,9 +303,7 @@ class Engine:
         self._fail(self._error(why, since))
         raise EngineError(self.last_error or why)
 
-    async def _watch(
-        self, proc: asyncio.subprocess.Process, generation: int, interrupt: asyncio.Event
-    ) -> None:
+    async def _watch(self, proc: EngineProcess, generation: int, interrupt: asyncio.Event) -> None:
         await proc.wait()
         self._groups.reaped(proc)  # SIGKILL stragglers (workers) left in the group
         interrupt.set()

@@ -19,6 +19,7 @@ import aiohttp
 
 from orchestra.config import OrchestraConfig
 from orchestra.control import GatewayReport
+from orchestra.supervisor.adoption import adopt_engines, engine_api_key
 from orchestra.supervisor.demand import Demand
 from orchestra.supervisor.engine import Engine
 from orchestra.supervisor.errors import (
@@ -57,9 +58,9 @@ class Manager:
         self.groups = groups
         self.demand = Demand(config.rotation.window_s)
         self.reports = GatewayReports(config.supervisor.gateway_ttl_s)
-        probe = EngineProbe(session, config.engine)
+        probe = self._probe = EngineProbe(session, config.engine)
         self.models: dict[str, Model] = {}
-        for name, specs in build_specs(config).items():
+        for name, specs in build_specs(config, engine_api_key(config)).items():
             server = config.server(name)
             assert server is not None
             engines = [Engine(s, config.engine, groups, probe, self._on_change) for s in specs]
@@ -83,11 +84,14 @@ class Manager:
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
+        engines = {e.id: e for m in self.models.values() for e in m.engines}
+        for engine in engines.values():
+            engine.run()
+        if self.config.supervisor.on_supervisor_exit == "adopt":
+            for engine_id in await adopt_engines(engines, self.groups, self._probe):
+                self.placer.set_hot(self.models[engines[engine_id].spec.served_name], True)
         self.groups.kill_leftovers()
         self.groups.start_reaper()
-        for model in self.models.values():
-            for engine in model.engines:
-                engine.run()
         if self.config.supervisor.start_hot:
             hot = [s.name for s in self.config.servers if s.name in self.models]
             for name in hot:
@@ -97,13 +101,19 @@ class Manager:
         if self.config.rotation.enabled:
             self._spawn(self.rotator.run(), "rotation")
 
-    async def close(self) -> None:
-        """Stop every background task and every engine (each group: SIGTERM, deadline, SIGKILL)."""
+    async def close(self, keep_engines: bool = False) -> None:
+        """Stop every background task and every engine (each group: SIGTERM, deadline, SIGKILL);
+        `keep_engines`: leave them serving, recorded for the next supervisor to adopt."""
         self.preloader.close()
         for task in [*self._tasks, *self._swaps.values()]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._swaps.values(), return_exceptions=True)
         engines = [e for m in self.models.values() for e in m.engines]
+        if keep_engines:
+            await asyncio.gather(*(e.detach() for e in engines), return_exceptions=True)
+            self.groups.release_all()
+            log.info("supervisor exits leaving its engines running for the next one to adopt")
+            return
         await asyncio.gather(*(e.close() for e in engines), return_exceptions=True)
         self.groups.kill_all_now()
         self.groups.stop_reaper(self.config.engine.stop_timeout_s + 5)

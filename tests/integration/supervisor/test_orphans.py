@@ -25,10 +25,12 @@ SPAWNING = REPO_ROOT / "tests" / "integration" / "supervisor" / "spawning_engine
 
 
 def _config(tmp: Path) -> dict[str, Any]:
+    # `kill`: a dead supervisor takes its engines with it (adopt mode: test_adoption.py).
     return config_dict(
         tmp,
         [server("plain", tmp), server("forks", tmp)],
         engine={"command": [sys.executable, str(SPAWNING)], "stop_timeout_s": 1.0},
+        supervisor={"on_supervisor_exit": "kill"},
     )
 
 
