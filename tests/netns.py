@@ -1,0 +1,115 @@
+"""Network namespaces as hosts, for multi-node tests and figures (root; iproute2 from Debian).
+
+`Cluster` makes N "nodes": each a namespace `NAME` joined to the root namespace by a veth pair,
+the root end 10.231.K.1/24 and the node end 10.231.K.2/24 (K is derived from this process's pid
+so concurrent runs do not collide). Only those addresses are used: no traffic leaves the
+machine. `Cluster.close()` deletes every namespace and veth it made, even half-built ones.
+`Node.popen(argv)` runs a process inside a node (`ip netns exec`, which execs: the pid is the
+program's own). `cut()` / `restore()` set the root end of its link down / up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+SUBNET = "10.231"
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=check)
+
+
+def ensure_iproute2() -> str | None:
+    """None when `ip netns` works here (installing iproute2 with apt-get if missing), else why
+    not."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        if shutil.which("apt-get") is None:
+            return "iproute2 is not installed and apt-get is not available"
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "iproute2"],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        if shutil.which("ip") is None:
+            return "apt-get install iproute2 failed"
+    probe = f"orcprobe{os.getpid() % 100000}"
+    made = _ip("netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"namespaces are refused here: {made.stderr.strip()}"
+    _ip("netns", "del", probe, check=False)
+    return None
+
+
+@dataclass
+class Node:
+    name: str  # namespace
+    host_if: str  # the veth end in the root namespace
+    address: str  # the node's address (reachable from the root namespace)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def popen(self, argv: list[str], log: IO[bytes], cwd: Path) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, *argv],
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cut(self) -> None:
+        _ip("link", "set", self.host_if, "down")
+
+    def restore(self) -> None:
+        _ip("link", "set", self.host_if, "up")
+
+
+class Cluster:
+    def __init__(self, count: int) -> None:
+        tag = os.getpid() % 100000
+        base = (os.getpid() % 100) * 2  # two /24s per run: 10.231.<base+i>.0/24
+        self.nodes: list[Node] = []
+        try:
+            for i in range(1, count + 1):
+                ns, host_if, peer = f"orc{tag}n{i}", f"orc{tag}h{i}", f"orc{tag}p{i}"
+                net = f"{SUBNET}.{base + i}"
+                node = Node(ns, host_if, f"{net}.2")
+                self.nodes.append(node)
+                _ip("netns", "add", ns)
+                _ip("link", "add", host_if, "type", "veth", "peer", "name", peer)
+                _ip("link", "set", peer, "netns", ns)
+                _ip("addr", "add", f"{net}.1/24", "dev", host_if)
+                _ip("link", "set", host_if, "up")
+                _ip("netns", "exec", ns, "ip", "addr", "add", f"{net}.2/24", "dev", peer)
+                _ip("netns", "exec", ns, "ip", "link", "set", peer, "up")
+                _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Kill what runs in the nodes, delete the veths and namespaces (idempotent)."""
+        for node in self.nodes:
+            for proc in node.procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, 9)
+                    proc.wait()
+            # Anything else still inside (engines an adopting test left): kill by namespace.
+            pids = _ip("netns", "pids", node.name, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), 9)
+            _ip("link", "del", node.host_if, check=False)  # deletes its peer too
+            _ip("netns", "del", node.name, check=False)
