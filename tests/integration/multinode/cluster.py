@@ -19,7 +19,7 @@ import yaml
 
 from tests.conftest import REPO_ROOT, GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import free_port
-from tests.netns import Cluster, Node
+from tests.netns import Node
 
 FAKE_ENGINE = REPO_ROOT / "tests" / "fake_engine.py"
 CONTROL_PORT = 8100  # the same on every node: each has its own network stack
