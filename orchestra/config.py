@@ -303,6 +303,15 @@ class OrchestraConfig(BaseSettings):
         check_workloads(seen, adapters, self.aliases, self.fallbacks, self.ensembles)
         return self
 
+    @model_validator(mode="after")
+    def _unique_supervisor_names(self) -> OrchestraConfig:
+        seen: set[str] = set()
+        for index, endpoint in enumerate(self.supervisors):
+            if endpoint.name in seen:
+                raise ValueError(f"supervisors[{index}].name: {endpoint.name!r} is already used")
+            seen.add(endpoint.name)
+        return self
+
     def iter_servers_with_path(self) -> Iterator[tuple[str, int, ServerConfig]]:
         for section in ("servers", "rotation_pool"):
             for index, server in enumerate(getattr(self, section)):

@@ -24,13 +24,14 @@ from .helpers import (
 SPAWNING = REPO_ROOT / "tests" / "integration" / "supervisor" / "spawning_engine.py"
 
 
-def _config(tmp: Path) -> dict[str, Any]:
+def _config(tmp: Path, on_exit: str = "kill") -> dict[str, Any]:
     # `kill`: a dead supervisor takes its engines with it (adopt mode: test_adoption.py).
+    # SIGTERM / Ctrl-C stop every engine in both modes.
     return config_dict(
         tmp,
         [server("plain", tmp), server("forks", tmp)],
         engine={"command": [sys.executable, str(SPAWNING)], "stop_timeout_s": 1.0},
-        supervisor={"on_supervisor_exit": "kill"},
+        supervisor={"on_supervisor_exit": on_exit},
     )
 
 
@@ -44,8 +45,8 @@ def _ready_groups(sup: SupervisorProcess) -> list[int]:
     raise AssertionError(f"hot set not ready:\n{sup.output()}")
 
 
-def _started(tmp: Path) -> tuple[SupervisorProcess, list[int]]:
-    sup = SupervisorProcess(_config(tmp), tmp).start()
+def _started(tmp: Path, on_exit: str = "kill") -> tuple[SupervisorProcess, list[int]]:
+    sup = SupervisorProcess(_config(tmp, on_exit), tmp).start()
     groups = _ready_groups(sup)
     for pgid in groups:  # the engine and its forked worker
         assert len(group_members(pgid)) == 2, group_members(pgid)
@@ -53,9 +54,12 @@ def _started(tmp: Path) -> tuple[SupervisorProcess, list[int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("on_exit", ["kill", "adopt"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_no_orphans_after_supervisor_sigterm_or_ctrl_c(tmp_path: Path, sig: int) -> None:
-    sup, groups = _started(tmp_path)
+def test_no_orphans_after_supervisor_sigterm_or_ctrl_c(
+    tmp_path: Path, sig: int, on_exit: str
+) -> None:
+    sup, groups = _started(tmp_path, on_exit)
     try:
         sup.signal(sig)
         # uvicorn re-raises the signal it handled once shutdown is complete

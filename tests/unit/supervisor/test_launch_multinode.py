@@ -7,7 +7,9 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from orchestra.config import parse_config
+import pytest
+
+from orchestra.config import ConfigError, parse_config
 from orchestra.supervisor.adoption import engine_api_key
 from orchestra.supervisor.launch import build_specs
 
@@ -73,3 +75,12 @@ def test_loopback_engines_have_no_key_unless_configured(tmp_path: Path) -> None:
     assert engine_api_key(parse_config(base)) is None
     assert engine_api_key(parse_config({**base, "engine": {"api_key": "k"}})) == "k"
     assert not (tmp_path / "engine_api_key").exists()
+
+
+def test_supervisor_names_must_be_unique() -> None:
+    twice = [{"name": "a", "url": "http://10.0.0.1:8100"}, {"name": "a", "url": "http://x:1"}]
+    with pytest.raises(ConfigError, match=r"supervisors\[1\]\.name: 'a' is already used"):
+        parse_config({"supervisors": twice})
+    config = parse_config({"supervisor": {"admin_token": "t"}})
+    (local,) = config.supervisor_endpoints
+    assert (local.name, local.url, local.admin_token) == ("local", "http://127.0.0.1:8100", "t")
