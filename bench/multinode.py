@@ -67,9 +67,7 @@ def rotation_times(cluster: Cluster, tmp: Path, rounds: int) -> dict[str, Any]:
 
 def restart_failures(cluster: Cluster, tmp: Path, mode: str) -> dict[str, Any]:
     n1, n2 = cluster.nodes
-    s1 = NodeSupervisor(
-        n1, tmp / mode, [model("solo", tmp, 8003)], on_supervisor_exit=mode
-    ).start()
+    s1 = NodeSupervisor(n1, tmp / mode, [model("solo", tmp, 8003)], on_supervisor_exit=mode).start()
     s2 = NodeSupervisor(n2, tmp / mode, [model("shared", tmp, 8001)]).start()
     s1.wait_ready("solo")
     s2.wait_ready("shared")
