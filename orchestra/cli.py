@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("-n", "--lines", type=int, default=50)
             cmd.add_argument("-f", "--follow", action="store_true", help="print new lines too")
         cmd.add_argument("--url", default=None, help="control API (default from config)")
+        cmd.add_argument(
+            "--node", default=None, help="one of the config's `supervisors:` (default: all/only)"
+        )
         cmd.add_argument("--config", default="configs/vllm_config.yaml")
         cmd.set_defaults(func=_ctl, action=name)
     return parser

@@ -4,6 +4,7 @@ tables (rendered by `orchestra.status_view`; `top` and `logs -f` loop in `orches
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import urllib.error
 import urllib.request
@@ -18,19 +19,52 @@ from orchestra.status_view import as_json, compact_table, wide_table
 QUERY_TIMEOUT_S = 10.0
 
 
-def _client(args: argparse.Namespace) -> tuple[ControlClient, float]:
-    """The control client (URL and admin token from --url / env / the config) and the timeout
-    for actions that wait for a model."""
+def _clients(args: argparse.Namespace) -> tuple[dict[str, ControlClient], float]:
+    """The control clients by node name (URL and admin token from --url / env / the config; with
+    `supervisors:` in the config, every node, or the one `--node` names) and the timeout for
+    actions that wait for a model."""
     token = os.environ.get("ORCHESTRA_ADMIN_TOKEN")
     url, action_timeout = "http://127.0.0.1:8100", 900.0
+    endpoints: dict[str, tuple[str, str | None]] = {}
     try:
         config = load_config(args.config)
         url = config.supervisor_url
         token = token or config.supervisor.admin_token
         action_timeout = config.supervisor.ensure_timeout_s
+        endpoints = {e.name: (e.url, e.admin_token) for e in config.supervisors}
     except ConfigError:
         pass  # no readable config: defaults (or --url) still work
-    return ControlClient(args.url or url, token, timeout_s=QUERY_TIMEOUT_S), action_timeout
+    node = getattr(args, "node", None)
+    if args.url or not endpoints:
+        only = ControlClient(args.url or url, token, timeout_s=QUERY_TIMEOUT_S)
+        return {node or "local": only}, action_timeout
+    if node is not None:
+        if node not in endpoints:
+            raise ControlError(0, f"no node {node!r} in supervisors: {', '.join(endpoints)}")
+        endpoints = {node: endpoints[node]}
+    clients = {
+        name: ControlClient(u, node_token or token, timeout_s=QUERY_TIMEOUT_S)
+        for name, (u, node_token) in endpoints.items()
+    }
+    return clients, action_timeout
+
+
+def _status(console: Console, clients: dict[str, ControlClient], output: str) -> None:
+    """One table per node (a `models on NODE` line before each when there are several)."""
+    tables = {name: call_sync(c, lambda c: c.table()) for name, c in clients.items()}
+    if output == "json" and len(tables) > 1:
+        merged = {name: json.loads(as_json(models)) for name, models in tables.items()}
+        console.out(json.dumps(merged, indent=2), highlight=False)
+        return
+    for name, models in tables.items():
+        if len(tables) > 1:
+            console.print(f"[bold]models on {name}[/]")
+        if output == "json":
+            console.out(as_json(models), highlight=False)
+        elif output == "wide":
+            console.print(wide_table(models))
+        else:
+            console.print(compact_table(models, console.width))
 
 
 def _gateway_url(args: argparse.Namespace) -> str:
@@ -69,18 +103,17 @@ def _follow(console: Console, client: ControlClient, args: argparse.Namespace) -
 
 def main(args: argparse.Namespace) -> int:
     console = Console()
-    client, action_timeout = _client(args)
     action = args.action
     try:
+        clients, action_timeout = _clients(args)
         if action == "status":
-            models = call_sync(client, lambda c: c.table())
-            if args.output == "json":
-                console.out(as_json(models), highlight=False)
-            elif args.output == "wide":
-                console.print(wide_table(models))
-            else:
-                console.print(compact_table(models, console.width))
+            _status(console, clients, args.output)
             return 0
+        if len(clients) > 1:
+            raise ControlError(
+                0, f"several supervisors: pick one with --node ({', '.join(clients)})"
+            )
+        ((_, client),) = clients.items()
         if action == "top":
             return _top(console, client, args)
         if action == "logs":

@@ -80,7 +80,7 @@ def build_argv(
         argv.append("--enable-sleep-mode")
     argv += lora_args(server)
     if api_key:
-        argv += ["--api-key", api_key]
+        argv.append(f"--api-key={api_key}")  # one token: a key may start with "-"
     return [*argv, *engine.extra_args, *server.extra_args]
 
 

@@ -5,7 +5,10 @@ refused (not root, no iproute2 and no apt-get)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +43,12 @@ def cluster() -> Iterator[Cluster]:
         made.close()
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    cli = [sys.executable, "-m", "orchestra.cli", *args]
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(cli, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
 def _fake_stats(url: str) -> dict[str, int]:
     by_path: dict[str, int] = httpx.get(url + "/fake/stats", timeout=5).json()["by_path"]
     return by_path
@@ -61,8 +70,18 @@ def test_model_on_both_nodes_is_balanced_and_engines_need_their_key(
         wait_until(lambda: sorted(replica_urls(gw, "shared")) == urls, 10)
         codes = [completion(gw.url, "shared").status_code for _ in range(20)]
         assert codes == [200] * 20
-    served = [_fake_stats(u).get("/v1/completions", 0) for u in urls]
-    assert sum(served) >= 20 and min(served) >= 5, served  # round-robin over both nodes
+        served = [_fake_stats(u).get("/v1/completions", 0) for u in urls]
+        assert sum(served) >= 20 and min(served) >= 5, served  # round-robin over both nodes
+        # The CLI with the gateway's config: a table per node; actions need --node.
+        config_path = str(gw.config_path)
+        status = _cli("status", "--config", config_path)
+        assert status.returncode == 0, status.stdout
+        assert f"models on {n1.name}" in status.stdout and f"models on {n2.name}" in status.stdout
+        ambiguous = _cli("restart", "shared", "--config", config_path)
+        assert ambiguous.returncode == 1 and "pick one with --node" in ambiguous.stdout
+        one = _cli("restart", "shared", "--config", config_path, "--node", n2.name)
+        assert one.returncode == 0, one.stdout
+    assert sups[1].wait_ready("shared")["shared"]["engines"][0]["restarts"] == 1
 
 
 def test_cold_model_is_placed_on_the_node_with_room(cluster: Cluster, tmp_path: Path) -> None:
