@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
-from orchestra.control import ControlError, GatewayReport, ModelStatus
+from orchestra.control import ControlClient, ControlError, GatewayReport, ModelStatus
 from orchestra.gateway.balancer import Replica
 from orchestra.gateway.errors import Unavailable, UpstreamTimeout
 from orchestra.gateway.metrics import GatewayMetrics
@@ -61,6 +61,12 @@ class SupervisorLink:
         self._on_ready = on_ready
         self._on_status = on_status
         self._ensuring: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def client(self) -> ControlClient:
+        """The first node's control client (the console and loading hints use it; with several
+        nodes they see the first one listed)."""
+        return self.nodes[0].client
 
     # ---- demand ---------------------------------------------------------------------------------
     def count(self, model: str) -> None:
