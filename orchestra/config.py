@@ -29,8 +29,8 @@ from orchestra.config_gateway import (
     Timeouts,
     check_url,
 )
-from orchestra.workload_config import AdapterConfig, EnsembleConfig, check_workloads
 from orchestra.nodes_config import OnSupervisorExit, SupervisorEndpoint
+from orchestra.workload_config import AdapterConfig, EnsembleConfig, check_workloads
 
 BalancingPolicy = Literal[
     "round_robin", "weighted", "least_outstanding", "load_aware", "prefix_aware", "session"

@@ -85,15 +85,20 @@ class Adapters:
         engines = model.ready()
         if not engines:
             raise EngineError(f"model `{model.name}` has no READY engine to load adapters on")
-        results = await asyncio.gather(*(self._post(e.url + path, body) for e in engines))
+        results = await asyncio.gather(
+            *(self._post(e.url + path, body, e.spec.api_key) for e in engines)
+        )
         failed = [r for r in results if r]
         if failed:
             raise AdapterError("; ".join(failed))
 
-    async def _post(self, url: str, body: dict[str, Any]) -> str:
-        """'' on success, else what went wrong."""
+    async def _post(self, url: str, body: dict[str, Any], api_key: str | None = None) -> str:
+        """'' on success, else what went wrong. `api_key`: the engine's --api-key (/v1 needs it)."""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         try:
-            async with self._session.post(url, json=body, timeout=self._timeout) as resp:
+            async with self._session.post(
+                url, json=body, headers=headers, timeout=self._timeout
+            ) as resp:
                 if resp.status == 200:
                     return ""
                 text = await resp.text()
