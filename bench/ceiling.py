@@ -52,24 +52,12 @@ http {{
 
 def ensure_nginx() -> str | None:
     """Debian's nginx (nginx-light), installed with apt-get when missing and we are root."""
+    from tests.debian import apt_install
+
     found = shutil.which("nginx") or (Path("/usr/sbin/nginx").exists() and "/usr/sbin/nginx")
-    if not found and shutil.which("apt-get") and os.geteuid() == 0:
-        rc_d = Path("/usr/sbin/policy-rc.d")  # keep the package's own service from starting
-        created = not rc_d.exists()
-        if created:
-            rc_d.write_text("#!/bin/sh\nexit 101\n")
-            rc_d.chmod(0o755)
-        try:
-            subprocess.run(
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx-light"],
-                capture_output=True,
-                timeout=300,
-                check=False,
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            )
-        finally:
-            if created:
-                rc_d.unlink()
+    if not found:
+        os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin"
+        apt_install("nginx-light", "nginx")
         found = shutil.which("nginx") or (Path("/usr/sbin/nginx").exists() and "/usr/sbin/nginx")
     return found or None
 

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.debian import apt_install
 from tests.fake_engine import FakeEngineProcess, free_port
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -50,36 +51,7 @@ ALLOW_EMPTY = {
 
 def _install_prometheus() -> str | None:
     """None when promtool and prometheus are there (installed if needed), else why not."""
-    if shutil.which("promtool") and shutil.which("prometheus"):
-        return None
-    if not shutil.which("apt-get") or os.geteuid() != 0:
-        return "prometheus is not installed and apt-get as root is not available"
-    policy = subprocess.run(
-        ["apt-cache", "policy", "prometheus"], capture_output=True, text=True, check=False
-    )
-    if "Candidate: (none)" in policy.stdout or "Candidate" not in policy.stdout:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=False)
-    # keep the package's own service from starting (and listening on :9090)
-    rc_d = Path("/usr/sbin/policy-rc.d")
-    created = not rc_d.exists()
-    if created:
-        rc_d.write_text("#!/bin/sh\nexit 101\n")
-        rc_d.chmod(0o755)
-    try:
-        out = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            check=False,
-        )
-    finally:
-        if created:
-            rc_d.unlink()
-    if shutil.which("promtool") and shutil.which("prometheus"):
-        return None
-    return f"apt-get install prometheus failed: {out.stderr[-500:]}"
+    return apt_install("prometheus", "promtool", "prometheus")
 
 
 @pytest.fixture(scope="module")

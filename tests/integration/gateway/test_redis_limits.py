@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from orchestra.gateway.auth import hash_key
 from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
+from tests.debian import apt_install
 from tests.fake_engine import FakeEngineProcess, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,33 +27,7 @@ KEY = "sk-shared"
 
 def _install_redis() -> str | None:
     """None when redis-server is there (installed if needed), else why not."""
-    if shutil.which("redis-server"):
-        return None
-    if not shutil.which("apt-get") or os.geteuid() != 0:
-        return "redis-server is not installed and apt-get as root is not available"
-    policy = subprocess.run(
-        ["apt-cache", "policy", "redis-server"], capture_output=True, text=True, check=False
-    )
-    if "Candidate: (none)" in policy.stdout or "Candidate" not in policy.stdout:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=False)
-    rc_d = Path("/usr/sbin/policy-rc.d")  # keep the package's own service from starting
-    created = not rc_d.exists()
-    if created:
-        rc_d.write_text("#!/bin/sh\nexit 101\n")
-        rc_d.chmod(0o755)
-    try:
-        out = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            check=False,
-        )
-    finally:
-        if created:
-            rc_d.unlink()
-    return None if shutil.which("redis-server") else f"apt-get failed: {out.stderr[-500:]}"
+    return apt_install("redis-server", "redis-server")
 
 
 @pytest.fixture(scope="module")
