@@ -126,6 +126,8 @@ class GatewayProcess:
         self.start_timeout = 20.0  # for `with`; several workers on a busy machine need more
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already running: `with gw.start():` must not start a second one
         if self.config is not None:
             self.config_path.write_text(yaml.safe_dump(self.config))
         with self.log_path.open("wb") as log:

@@ -57,7 +57,7 @@ def test_real_engine_on_another_node_needs_its_key_and_is_adopted(
         body = {"model": hot["name"], "prompt": "Hello", "max_tokens": 4}
         assert httpx.post(url + "/v1/completions", json=body, timeout=60).status_code == 401
         assert httpx.get(url + "/health", timeout=10).status_code == 200
-        with gateway_for([sup], [hot["name"]], timeouts={"first_byte_s": 120.0}).start() as gw:
+        with gateway_for([sup], [hot["name"]], timeouts={"first_byte_s": 120.0}) as gw:
             wait_until(lambda: admin_status(gw)["models"][hot["name"]]["replicas"], 20)
             reply = completion(gw.url, hot["name"], timeout=120)
             assert reply.status_code == 200, reply.text

@@ -66,7 +66,7 @@ def test_model_on_both_nodes_is_balanced_and_engines_need_their_key(
     # Off loopback the engine refuses requests without its key.
     body = {"model": "shared", "prompt": "x", "max_tokens": 1}
     assert httpx.post(urls[0] + "/v1/completions", json=body, timeout=5).status_code == 401
-    with gateway_for(sups, ["shared"]).start() as gw:
+    with gateway_for(sups, ["shared"]) as gw:
         wait_until(lambda: sorted(replica_urls(gw, "shared")) == urls, 10)
         codes = [completion(gw.url, "shared").status_code for _ in range(20)]
         assert codes == [200] * 20
@@ -92,7 +92,7 @@ def test_cold_model_is_placed_on_the_node_with_room(cluster: Cluster, tmp_path: 
     roomy = NodeSupervisor(n2, tmp_path, servers, pool, max_resident=2).start()
     for sup in (full, roomy):
         sup.wait_ready("shared")
-    with gateway_for([full, roomy], ["shared"], ["extra"]).start() as gw:
+    with gateway_for([full, roomy], ["shared"], ["extra"]) as gw:
         wait_until(lambda: admin_status(gw)["nodes"][n2.name]["has_room"], 10)
         assert completion(gw.url, "extra", timeout=30).status_code == 200
         assert replica_urls(gw, "extra") == [f"http://{n2.address}:8002"]
@@ -112,7 +112,7 @@ def test_supervisor_sigkill_and_restart_adopts_engines_with_no_failed_request(
     s2 = NodeSupervisor(n2, tmp_path, [model("shared", tmp_path, 8001)]).start()
     pids = {n: m["engines"][0]["pid"] for n, m in s1.wait_ready("shared", "solo").items()}
     s2.wait_ready("shared")
-    with gateway_for([s1, s2], ["shared", "solo"], ["later"]).start() as gw:
+    with gateway_for([s1, s2], ["shared", "solo"], ["later"]) as gw:
         wait_until(lambda: len(replica_urls(gw, "shared")) == 2 and replica_urls(gw, "solo"), 10)
         with Load(gw.url, "shared", "solo") as load:
             wait_until(lambda: load.ok("solo") > 5, 10)
@@ -140,7 +140,7 @@ def test_cut_link_takes_the_node_out_of_rotation_and_back(cluster: Cluster, tmp_
     for sup in sups:
         sup.start().wait_ready("shared")
     both = sorted(f"http://{n.address}:8001" for n in (n1, n2))
-    with gateway_for(sups, ["shared"]).start() as gw:
+    with gateway_for(sups, ["shared"]) as gw:
         wait_until(lambda: sorted(replica_urls(gw, "shared")) == both, 10)
         with Load(gw.url, "shared") as load:
             wait_until(lambda: load.ok("shared") > 5, 10)
