@@ -50,6 +50,26 @@ def estimate_tokens(payload: Mapping[str, Any], body_bytes: int, default_complet
     return body_bytes // 4 + completion * choices
 
 
+def usage_total(usage: object) -> int | None:
+    """A reply's `usage.total_tokens`, or None when it does not carry a usable one."""
+    if not isinstance(usage, dict):
+        return None
+    actual = usage.get("total_tokens")
+    if not isinstance(actual, int) or isinstance(actual, bool) or actual < 0:
+        return None
+    return actual
+
+
+def rate_limited(key: ApiKey, what: str, wait: float, headers: dict[str, str]) -> Overloaded:
+    """The 429 for a key past its `what` (requests or tokens) per minute."""
+    return Overloaded(
+        f"rate limit of {what} per minute reached for key `{key.name}`; retry in {wait:.1f}s",
+        retry_after_s=wait,
+        code="rate_limit_exceeded",
+        headers=headers,
+    )
+
+
 def _duration(seconds: float) -> str:
     return f"{math.ceil(seconds * 1000)}ms" if seconds < 1 else f"{seconds:.1f}s"
 
@@ -89,13 +109,7 @@ class RateLimiter:
         headers = self._headers(requests, tokens)
         if wait > 0.0:
             what = "requests" if requests is not None and requests.wait_for(1.0) else "tokens"
-            raise Overloaded(
-                f"rate limit of {what} per minute reached for key `{key.name}`; "
-                f"retry in {wait:.1f}s",
-                retry_after_s=wait,
-                code="rate_limit_exceeded",
-                headers=headers,
-            )
+            raise rate_limited(key, what, wait, headers)
         return headers
 
     async def admit_async(
@@ -112,10 +126,8 @@ class RateLimiter:
     ) -> None:
         """Give back (or charge) the difference between the estimate and the reply's usage."""
         tokens = self._tokens.get(key.name)
-        if tokens is None or not isinstance(usage, dict):
-            return
-        actual = usage.get("total_tokens")
-        if not isinstance(actual, int) or isinstance(actual, bool) or actual < 0:
+        actual = usage_total(usage)
+        if tokens is None or actual is None:
             return
         charged = min(
             float(estimate_tokens(payload, body_bytes, self.default_completion)), tokens.capacity

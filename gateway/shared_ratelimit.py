@@ -18,8 +18,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from orchestra.config import ApiKey, GatewayConfig
-from orchestra.gateway.errors import Overloaded
-from orchestra.gateway.ratelimit import Bucket, RateLimiter, estimate_tokens
+from orchestra.gateway.ratelimit import (
+    Bucket,
+    RateLimiter,
+    estimate_tokens,
+    rate_limited,
+    usage_total,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +110,7 @@ class RedisRateLimiter(RateLimiter):
         headers = self._headers(requests, tokens)
         if wait > 0:
             what = "requests" if requests is not None and requests.level < 1 else "tokens"
-            raise Overloaded(
-                f"rate limit of {what} per minute reached for key `{key.name}`; "
-                f"retry in {wait:.1f}s",
-                retry_after_s=wait,
-                code="rate_limit_exceeded",
-                headers=headers,
-            )
+            raise rate_limited(key, what, wait, headers)
         return headers
 
     def settle(
@@ -119,10 +118,8 @@ class RedisRateLimiter(RateLimiter):
     ) -> None:
         limits = self._limits.get(key.name)
         tpm = limits.tokens_per_minute if limits is not None else None
-        if not tpm or not isinstance(usage, dict):
-            return
-        actual = usage.get("total_tokens")
-        if not isinstance(actual, int) or isinstance(actual, bool) or actual < 0:
+        actual = usage_total(usage)
+        if not tpm or actual is None:
             return
         charged = min(estimate_tokens(payload, body_bytes, self.default_completion), tpm)
         task = asyncio.ensure_future(self._settle_in_redis(key.name, tpm, charged - actual))
