@@ -14,8 +14,9 @@ import sys
 import uvicorn
 
 from orchestra.config import ConfigError, OrchestraConfig, load_config
-from orchestra.gateway.app import create_app
-from orchestra.gateway.workers import (
+
+from .edge.app import create_app
+from .workers import (
     Workers,
     divide,
     exit_with_parent,

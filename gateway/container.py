@@ -13,20 +13,21 @@ import aiohttp
 
 from orchestra.config import OrchestraConfig
 from orchestra.control import ControlClient
-from orchestra.gateway.admission import Admission
-from orchestra.gateway.aliases import ModelMap
-from orchestra.gateway.auth import KeyRing
-from orchestra.gateway.control import SupervisorLink
-from orchestra.gateway.dispatch import Dispatcher
-from orchestra.gateway.fallback import OllamaClient
-from orchestra.gateway.health import HealthMonitor
-from orchestra.gateway.loading import LoadingComments
-from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.nodes import Node
-from orchestra.gateway.proxy import Proxy
-from orchestra.gateway.ratelimit import RateLimiter, make_limiter
-from orchestra.gateway.routing import Router, RoutingTable
-from orchestra.gateway.workloads import Workloads
+
+from .cluster.link import SupervisorLink
+from .cluster.nodes import Node
+from .cluster.routing import Router, RoutingTable
+from .edge.auth import KeyRing
+from .metrics import GatewayMetrics
+from .pipeline.aliases import ModelMap
+from .pipeline.dispatch import Dispatcher
+from .pipeline.loading import LoadingComments
+from .pipeline.workloads import Workloads
+from .protection.admission import Admission
+from .protection.ratelimit import RateLimiter, make_limiter
+from .upstream.health import HealthMonitor
+from .upstream.ollama_client import OllamaClient
+from .upstream.proxy import Proxy
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from types import FrameType
 import uvicorn
 
 from orchestra.config import ConfigError, load_config
-from orchestra.supervisor.api import create_app
+
+from .api import create_app
 
 
 def run(config_path: str) -> int:

@@ -22,10 +22,11 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 
 from orchestra.config import ServerConfig
-from orchestra.supervisor.errors import BadRequest, EngineError, ModelNotFound, SupervisorError
+
+from .errors import BadRequest, EngineError, ModelNotFound, SupervisorError
 
 if TYPE_CHECKING:
-    from orchestra.supervisor.model import Model
+    from .model import Model
 
 ADAPTER_CALL_TIMEOUT_S = 120.0  # loading reads the adapter's weights from disk
 

@@ -24,9 +24,10 @@ from typing import Any
 
 from orchestra.config import OrchestraConfig
 from orchestra.nodes_config import is_loopback
-from orchestra.supervisor.engine import Engine
-from orchestra.supervisor.probe import EngineProbe
-from orchestra.supervisor.procgroup import ProcessGroups
+
+from .engine import Engine
+from .probe import EngineProbe
+from .procgroup import ProcessGroups
 
 log = logging.getLogger(__name__)
 

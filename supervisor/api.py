@@ -23,17 +23,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestra.config import OrchestraConfig
 from orchestra.control import GatewayReport
-from orchestra.supervisor.adapters import (
+
+from .adapters import (
     ADAPTER_CALL_TIMEOUT_S,
     Adapters,
     install_adapter_routes,
 )
-from orchestra.supervisor.errors import SupervisorError, Unauthorized, error_body
-from orchestra.supervisor.gpus import detect_gpus
-from orchestra.supervisor.logtail import read_since
-from orchestra.supervisor.manager import Manager
-from orchestra.supervisor.procgroup import ProcessGroups
-from orchestra.supervisor.service_discovery import sd_router
+from .errors import SupervisorError, Unauthorized, error_body
+from .gpus import detect_gpus
+from .logtail import read_since
+from .manager import Manager
+from .procgroup import ProcessGroups
+from .service_discovery import sd_router
 
 _FOLLOW_MAX_BYTES = 1 << 20  # one follow read; the client asks again from the new offset
 Timeout = Annotated[float | None, Query(gt=0, description="seconds; default from config")]

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestra.config import EngineConfig
-from orchestra.supervisor.errors import EngineError, SupervisorError
-from orchestra.supervisor.launch import EngineSpec
-from orchestra.supervisor.logtail import tail_lines
-from orchestra.supervisor.probe import EngineProbe, Readiness
-from orchestra.supervisor.procgroup import EngineProcess, ProcessGroups, signal_group
-from orchestra.supervisor.states import EngineState, check_transition
+
+from .errors import EngineError, SupervisorError
+from .launch import EngineSpec
+from .logtail import tail_lines
+from .probe import EngineProbe, Readiness
+from .procgroup import EngineProcess, ProcessGroups, signal_group
+from .states import EngineState, check_transition
 
 log = logging.getLogger(__name__)
 S = EngineState

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestra.config import EngineConfig, OrchestraConfig, ServerConfig
-from orchestra.supervisor.adapters import lora_args, lora_enabled
+
+from .adapters import lora_args, lora_enabled
 
 
 @dataclass(frozen=True)

@@ -19,27 +19,28 @@ import aiohttp
 
 from orchestra.config import OrchestraConfig
 from orchestra.control import GatewayReport
-from orchestra.supervisor.adoption import adopt_engines, engine_api_key
-from orchestra.supervisor.demand import Demand
-from orchestra.supervisor.engine import Engine
-from orchestra.supervisor.errors import (
+
+from .adoption import adopt_engines, engine_api_key
+from .demand import Demand
+from .engine import Engine
+from .errors import (
     BadRequest,
     EngineError,
     EnsureTimeout,
     ModelNotFound,
     SupervisorError,
 )
-from orchestra.supervisor.gateways import GatewayReports
-from orchestra.supervisor.launch import build_specs
-from orchestra.supervisor.logtail import tail_lines
-from orchestra.supervisor.metrics import ModelSample, SupervisorMetrics
-from orchestra.supervisor.model import Model
-from orchestra.supervisor.placement import Placer
-from orchestra.supervisor.preloader import Preloader
-from orchestra.supervisor.probe import EngineProbe
-from orchestra.supervisor.procgroup import ProcessGroups
-from orchestra.supervisor.rotation import ModelDemand, Rotator
-from orchestra.supervisor.states import EngineState
+from .gateways import GatewayReports
+from .launch import build_specs
+from .logtail import tail_lines
+from .metrics import ModelSample, SupervisorMetrics
+from .model import Model
+from .placement import Placer
+from .preloader import Preloader
+from .probe import EngineProbe
+from .procgroup import ProcessGroups
+from .rotation import ModelDemand, Rotator
+from .states import EngineState
 
 log = logging.getLogger(__name__)
 S = EngineState

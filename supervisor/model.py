@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestra.config import ServerConfig
-from orchestra.supervisor.engine import Engine
-from orchestra.supervisor.pagecache import Residency
-from orchestra.supervisor.states import ACTIVE, EngineState, model_state
+
+from .engine import Engine
+from .pagecache import Residency
+from .states import ACTIVE, EngineState, model_state
 
 
 @dataclass

@@ -20,14 +20,15 @@ import time
 from collections.abc import Awaitable, Callable
 
 from orchestra.config import OrchestraConfig
-from orchestra.supervisor import allocator
-from orchestra.supervisor.demand import Demand
-from orchestra.supervisor.engine import Engine
-from orchestra.supervisor.errors import EngineError, NoCapacity, SupervisorError
-from orchestra.supervisor.gateways import GatewayReports
-from orchestra.supervisor.metrics import SupervisorMetrics
-from orchestra.supervisor.model import Model
-from orchestra.supervisor.states import ACTIVE, EngineState
+
+from . import allocator
+from .demand import Demand
+from .engine import Engine
+from .errors import EngineError, NoCapacity, SupervisorError
+from .gateways import GatewayReports
+from .metrics import SupervisorMetrics
+from .model import Model
+from .states import ACTIVE, EngineState
 
 log = logging.getLogger(__name__)
 S = EngineState

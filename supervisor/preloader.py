@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 from orchestra.config import PreloadConfig
-from orchestra.supervisor.pagecache import Residency, preload_file, residency, weight_files
+
+from .pagecache import Residency, preload_file, residency, weight_files
 
 log = logging.getLogger(__name__)
 

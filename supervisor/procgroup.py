@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from orchestra.supervisor import reaper
+from . import reaper
 
 log = logging.getLogger(__name__)
 

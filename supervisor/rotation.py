@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orchestra.config import RotationConfig
-from orchestra.supervisor.errors import SupervisorError
+
+from .errors import SupervisorError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestra.gateway.balancer import Replica
+    from .balancer import Replica
 
 
 @dataclass(slots=True, frozen=True)

@@ -32,10 +32,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestra.config import AffinityConfig
-from orchestra.gateway.balancing.key import NO_KEY, RequestKey, least_loaded, load_of
+
+from .key import NO_KEY, RequestKey, least_loaded, load_of
 
 if TYPE_CHECKING:
-    from orchestra.gateway.balancer import Replica
+    from .balancer import Replica
 
 
 def render_prompt(payload: dict[str, Any], limit: int) -> str:

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from orchestra.config import AffinityConfig
-from orchestra.gateway.balancing.key import NO_KEY, RequestKey, least_loaded
+
+from .key import NO_KEY, RequestKey, least_loaded
 
 if TYPE_CHECKING:
-    from orchestra.gateway.balancer import Replica
+    from .balancer import Replica
 
 
 def stable_hash(text: str) -> int:

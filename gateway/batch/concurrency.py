@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from orchestra.gateway.routing import RoutingTable
+from ..cluster.routing import RoutingTable
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, Response
 
-from orchestra.gateway.batch.shapes import (
+from ..edge.errors import BadRequest, PayloadTooLarge
+from .shapes import (
     ENDPOINTS,
     NotFound,
     batch_object,
@@ -25,10 +26,9 @@ from orchestra.gateway.batch.shapes import (
     page,
     window_seconds,
 )
-from orchestra.gateway.errors import BadRequest, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from orchestra.gateway.batch.service import BatchService
+    from .service import BatchService
 
 _MULTIPART_SLACK = 64 * 1024  # boundaries and the purpose field around the file's bytes
 _CANCELLABLE = ("validating", "in_progress")

@@ -19,11 +19,12 @@ from typing import Any
 import orjson
 
 from orchestra.config import BatchConfig
-from orchestra.gateway.batch.concurrency import ModelLimit, Pacer
-from orchestra.gateway.batch.send import Send
-from orchestra.gateway.batch.shapes import error_line, file_object, now, response_line
-from orchestra.gateway.batch.store import Row, Store
-from orchestra.gateway.batch.validation import validate
+
+from .concurrency import ModelLimit, Pacer
+from .send import Send
+from .shapes import error_line, file_object, now, response_line
+from .store import Row, Store
+from .validation import validate
 
 log = logging.getLogger(__name__)
 

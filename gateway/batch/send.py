@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from orchestra.gateway.errors import GatewayError
-from orchestra.gateway.metrics import UNKNOWN_MODEL
-from orchestra.gateway.proxy import UpstreamCall
+from ..edge.errors import GatewayError
+from ..metrics import UNKNOWN_MODEL
+from ..upstream.proxy import UpstreamCall
 
 if TYPE_CHECKING:
-    from orchestra.gateway.container import Gateway
+    from ..container import Gateway
 
 
 class Send(Protocol):

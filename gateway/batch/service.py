@@ -14,14 +14,14 @@ from typing import IO, TYPE_CHECKING
 
 import aiohttp
 
-from orchestra.gateway.batch.concurrency import Pacer
-from orchestra.gateway.batch.runner import BatchRunner
-from orchestra.gateway.batch.send import InProcessSender
-from orchestra.gateway.batch.store import Store
-from orchestra.gateway.errors import Unavailable
+from ..edge.errors import Unavailable
+from .concurrency import Pacer
+from .runner import BatchRunner
+from .send import InProcessSender
+from .store import Store
 
 if TYPE_CHECKING:
-    from orchestra.gateway.container import Gateway
+    from ..container import Gateway
 
 log = logging.getLogger(__name__)
 

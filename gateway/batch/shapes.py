@@ -12,7 +12,7 @@ import secrets
 import time
 from typing import Any
 
-from orchestra.gateway.errors import GatewayError
+from ..edge.errors import GatewayError
 
 ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from orchestra.gateway.batch.shapes import ACTIVE, error_line, usage_object
+from .shapes import ACTIVE, error_line, usage_object
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from orchestra.gateway.batch.store import Row
+from .store import Row
 
 MAX_ERRORS = 100  # reported per batch; the rest are summed up in one last entry
 _REQUIRED = ("custom_id", "method", "url", "body")

@@ -8,6 +8,6 @@ playground, served by the gateway (server-rendered HTML, a little JavaScript, up
 The supervisor is reached through the gateway's control client (`orchestra.control`).
 """
 
-from orchestra.gateway.console.routes import install_console
+from .routes import install_console
 
 __all__ = ["install_console"]

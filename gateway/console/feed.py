@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from orchestra.control import ControlClient, ControlError
-from orchestra.gateway.console.render import model_rows_html, swaps_html
-from orchestra.gateway.console.stats import RateWindow, from_registry
 from orchestra.status_view import TRANSITIONAL, model_row
 
+from .render import model_rows_html, swaps_html
+from .stats import RateWindow, from_registry
+
 if TYPE_CHECKING:
-    from orchestra.gateway.container import Gateway
+    from ..container import Gateway
 
 
 class ConsoleState:

@@ -12,12 +12,13 @@ from fastapi import FastAPI, Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from orchestra.control import ControlError
-from orchestra.gateway.console.feed import ConsoleState
-from orchestra.gateway.console.render import STATIC_TYPES, page_html, static_file
-from orchestra.gateway.errors import BadRequest, GatewayError, ModelNotFound, Unavailable
+
+from ..edge.errors import BadRequest, GatewayError, ModelNotFound, Unavailable
+from .feed import ConsoleState
+from .render import STATIC_TYPES, page_html, static_file
 
 if TYPE_CHECKING:
-    from orchestra.gateway.container import Gateway
+    from ..container import Gateway
 
 _NO_CACHE = {"cache-control": "no-store"}
 ACTIONS = frozenset({"load", "unload", "sleep", "wake", "restart"})

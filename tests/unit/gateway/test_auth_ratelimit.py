@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from orchestra.gateway.edge.auth import Forbidden, KeyRing, bearer, hash_key
+from orchestra.gateway.edge.errors import Overloaded, Unauthorized
+from orchestra.gateway.protection.ratelimit import Bucket, RateLimiter, estimate_tokens
 
 from orchestra.config import ApiKey, GatewayConfig
-from orchestra.gateway.auth import Forbidden, KeyRing, bearer, hash_key
-from orchestra.gateway.errors import Overloaded, Unauthorized
-from orchestra.gateway.ratelimit import Bucket, RateLimiter, estimate_tokens
 
 
 def _config(**kw: object) -> GatewayConfig:

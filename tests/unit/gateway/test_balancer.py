@@ -6,8 +6,7 @@ import collections
 import itertools
 
 import pytest
-
-from orchestra.gateway.balancer import (
+from orchestra.gateway.balancing.balancer import (
     LeastOutstanding,
     LoadAware,
     Replica,

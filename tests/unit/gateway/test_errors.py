@@ -8,9 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from pydantic import BaseModel
-
-from orchestra.gateway.errors import (
+from orchestra.gateway.edge.errors import (
     BadRequest,
     GatewayError,
     ModelNotFound,
@@ -23,6 +21,7 @@ from orchestra.gateway.errors import (
     error_body,
     install_error_handlers,
 )
+from pydantic import BaseModel
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from orchestra.gateway.cluster.routing import RoutingTable
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.upstream.health import HealthMonitor, parse_queue_load
 
 from orchestra.config import parse_config
-from orchestra.gateway.health import HealthMonitor, parse_queue_load
-from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.routing import RoutingTable
 
 VLLM_METRICS = b"""\
 # HELP vllm:num_requests_running Number of requests in model execution batches.

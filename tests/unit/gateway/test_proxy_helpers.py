@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.proxy import _retry_after_s, _usage_from_tail
+from orchestra.gateway.upstream.proxy import _retry_after_s, _usage_from_tail
 
 USAGE = b'{"prompt_tokens":5,"total_tokens":8,"completion_tokens":3}'
 CHUNK = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'

@@ -5,9 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
-from orchestra.gateway import retry_budget
-from orchestra.gateway.retry_budget import RetryBudget
+from orchestra.gateway.protection import retry_budget
+from orchestra.gateway.protection.retry_budget import RetryBudget
 
 
 class Clock:

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from orchestra.config import SupervisorConfig
 from orchestra.supervisor.gpus import resolve_gpus
+
+from orchestra.config import SupervisorConfig
 
 
 def test_config_gpus_without_nvidia_smi() -> None:

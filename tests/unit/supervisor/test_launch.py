@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from orchestra.config import load_config, parse_config
 from orchestra.supervisor.launch import build_specs
+
+from orchestra.config import load_config, parse_config
 from tests.conftest import SEED_CONFIG
 
 SEED = SEED_CONFIG

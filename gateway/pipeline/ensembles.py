@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response
 
-from orchestra.gateway.chains import SERVED_BY, serve_chain
-from orchestra.gateway.errors import BadRequest, GatewayError, error_body
-from orchestra.gateway.inproc import Drain
-from orchestra.gateway.proxy import UpstreamCall
 from orchestra.workload_config import EnsembleConfig
 
+from ..edge.errors import BadRequest, GatewayError, error_body
+from ..upstream.proxy import UpstreamCall
+from .chains import SERVED_BY, serve_chain
+from .inproc import Drain
+
 if TYPE_CHECKING:
-    from orchestra.gateway.workloads import Workloads
+    from .workloads import Workloads
 
 ENSEMBLE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _JSON = "application/json"
@@ -288,7 +289,7 @@ async def serve_ensemble(
         )
     headers = {**call.reply_headers, "x-orchestra-ensemble": ensemble.name}
     if call.stream and ensemble.strategy == "all":
-        from orchestra.gateway.ensemble_stream import stream_all
+        from .ensemble_stream import stream_all
 
         return await stream_all(wl, call, payload, priority, ensemble, headers)
     if call.stream and ensemble.strategy == "vote":

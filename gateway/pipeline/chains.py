@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import orjson
 from starlette.responses import Response
 
-from orchestra.gateway import ollama
-from orchestra.gateway.aliases import Target
-from orchestra.gateway.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
-from orchestra.gateway.proxy import UpstreamCall
+from ..edge.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
+from ..upstream import ollama
+from ..upstream.proxy import UpstreamCall
+from .aliases import Target
 
 if TYPE_CHECKING:
-    from orchestra.gateway.workloads import Workloads
+    from .workloads import Workloads
 
 SERVED_BY = "x-orchestra-served-by"
 _NEXT_ERRORS = (Unavailable, UpstreamTimeout, Overloaded)

@@ -19,8 +19,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from orchestra.gateway.chains import serve_chain
-from orchestra.gateway.ensembles import (
+from orchestra.workload_config import EnsembleConfig
+
+from ..edge.errors import GatewayError
+from ..upstream.proxy import UpstreamCall
+from .chains import serve_chain
+from .ensembles import (
     Outcome,
     all_failed,
     error_of,
@@ -28,13 +32,10 @@ from orchestra.gateway.ensembles import (
     sum_usage,
     timed_out,
 )
-from orchestra.gateway.errors import GatewayError
-from orchestra.gateway.inproc import Drain, sse_events
-from orchestra.gateway.proxy import UpstreamCall
-from orchestra.workload_config import EnsembleConfig
+from .inproc import Drain, sse_events
 
 if TYPE_CHECKING:
-    from orchestra.gateway.workloads import Workloads
+    from .workloads import Workloads
 
 # queue items: (member index, chunk dict) | (member index, Outcome when it ended)
 _Item = tuple[int, dict[str, Any] | Outcome]

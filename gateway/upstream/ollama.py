@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from orchestra.gateway.errors import BadRequest, error_body
+from ..edge.errors import BadRequest, error_body
 
 # OpenAI (and vLLM extra) sampling parameters -> Ollama `options`.
 _OPTIONS = {

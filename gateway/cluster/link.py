@@ -20,11 +20,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from orchestra.control import ControlClient, ControlError, GatewayReport, ModelStatus
-from orchestra.gateway.balancer import Replica
-from orchestra.gateway.errors import Unavailable, UpstreamTimeout
-from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.nodes import Node, placement_order
-from orchestra.gateway.routing import ModelRoute, RoutingTable
+
+from ..balancing.balancer import Replica
+from ..edge.errors import Unavailable, UpstreamTimeout
+from ..metrics import GatewayMetrics
+from .nodes import Node, placement_order
+from .routing import ModelRoute, RoutingTable
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestra.gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
+from ..metrics import UNKNOWN_MODEL, GatewayMetrics
 
 CLIENT_CLOSED = 499  # nginx's code: the client went away before the response ended
 

@@ -20,18 +20,19 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
-from orchestra.gateway.admin import install_admin_routes
-from orchestra.gateway.audio import AUDIO_PATHS, install_audio_routes
-from orchestra.gateway.auth import AuthMiddleware
-from orchestra.gateway.batch.routes import install_batch_routes
-from orchestra.gateway.batch.service import BatchService
-from orchestra.gateway.console import install_console
-from orchestra.gateway.container import Gateway, build_gateway, run_forever
-from orchestra.gateway.errors import GatewayError, install_error_handlers
-from orchestra.gateway.loading import loading_info
-from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.middleware import RequestIdMiddleware, ResponseCounter
-from orchestra.gateway.workloads import EXTRA_PATHS
+
+from ..batch.routes import install_batch_routes
+from ..batch.service import BatchService
+from ..console import install_console
+from ..container import Gateway, build_gateway, run_forever
+from ..metrics import GatewayMetrics
+from ..pipeline.loading import loading_info
+from ..pipeline.workloads import EXTRA_PATHS
+from .admin import install_admin_routes
+from .audio import AUDIO_PATHS, install_audio_routes
+from .auth import AuthMiddleware
+from .errors import GatewayError, install_error_handlers
+from .middleware import RequestIdMiddleware, ResponseCounter
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from typing import Any, Protocol
 
 from starlette.responses import Response
 
-from orchestra.gateway import ollama
-from orchestra.gateway.aliases import ModelMap
-from orchestra.gateway.fallback import OllamaClient
-from orchestra.gateway.proxy import UpstreamCall
+from ..upstream import ollama
+from ..upstream.ollama_client import OllamaClient
+from ..upstream.proxy import UpstreamCall
+from .aliases import ModelMap
 
 # vLLM's other JSON endpoints that name a `model`: proxied to its engine like chat.
 EXTRA_PATHS = frozenset(
@@ -55,8 +55,8 @@ class Workloads:
     async def serve(
         self, call: UpstreamCall, payload: dict[str, Any], priority: str | None
     ) -> Response:
-        from orchestra.gateway.chains import serve_chain
-        from orchestra.gateway.ensembles import serve_ensemble
+        from .chains import serve_chain
+        from .ensembles import serve_ensemble
 
         if self.models.empty:
             # Ollama speaks chat, completions and embeddings only.

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 if TYPE_CHECKING:
-    from orchestra.gateway.container import Gateway
+    from ..container import Gateway
 
 
 def install_admin_routes(app: FastAPI) -> None:

@@ -18,7 +18,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
-from orchestra.gateway.errors import BadRequest, Overloaded
+
+from ..edge.errors import BadRequest, Overloaded
 
 
 @dataclass(order=True)

@@ -26,12 +26,13 @@ from starlette.types import Message, Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
 from orchestra.control import ControlError
-from orchestra.gateway.errors import GatewayError, error_body
-from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.routing import RoutingTable
+
+from ..cluster.routing import RoutingTable
+from ..edge.errors import GatewayError, error_body
+from ..metrics import GatewayMetrics
 
 if TYPE_CHECKING:
-    from orchestra.gateway.container import Gateway
+    from ..container import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from orchestra.config import BalancingPolicy, OrchestraConfig, ServerConfig
 from orchestra.control import GatewayReport, ModelStatus
-from orchestra.gateway.balancer import Balancer, Replica, make_balancer
-from orchestra.gateway.balancing.key import NO_KEY, RequestKey
-from orchestra.gateway.errors import ModelNotFound, Unavailable
+
+from ..balancing.balancer import Balancer, Replica, make_balancer
+from ..balancing.key import NO_KEY, RequestKey
+from ..edge.errors import ModelNotFound, Unavailable
 
 
 @dataclass(eq=False)

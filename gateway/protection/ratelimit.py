@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestra.config import ApiKey, GatewayConfig
-from orchestra.gateway.errors import Overloaded
+
+from ..edge.errors import Overloaded
 
 
 class Bucket:
@@ -150,6 +151,6 @@ class RateLimiter:
 def make_limiter(config: GatewayConfig) -> RateLimiter:
     if config.redis_url is None:
         return RateLimiter(config)
-    from orchestra.gateway.shared_ratelimit import RedisRateLimiter  # the `redis` extra
+    from .shared_ratelimit import RedisRateLimiter  # the `redis` extra
 
     return RedisRateLimiter(config, config.redis_url)

@@ -25,9 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from orchestra.config import GatewayConfig
-from orchestra.gateway.admission import Admission, release_when_done
-from orchestra.gateway.balancing.key import RequestKey
-from orchestra.gateway.errors import (
+
+from ..balancing.key import RequestKey
+from ..cluster.routing import Router, RoutingTable
+from ..edge.errors import (
     BadRequest,
     GatewayError,
     Overloaded,
@@ -35,11 +36,11 @@ from orchestra.gateway.errors import (
     Unavailable,
     UpstreamTimeout,
 )
-from orchestra.gateway.fallback import OllamaClient
-from orchestra.gateway.loading import LoadingComments
-from orchestra.gateway.proxy import Proxy, UpstreamCall
-from orchestra.gateway.ratelimit import RateLimiter
-from orchestra.gateway.routing import Router, RoutingTable
+from ..protection.admission import Admission, release_when_done
+from ..protection.ratelimit import RateLimiter
+from ..upstream.ollama_client import OllamaClient
+from ..upstream.proxy import Proxy, UpstreamCall
+from .loading import LoadingComments
 
 _FALLBACK_STATUS = {502: "upstream_error", 503: "unavailable", 504: "timeout"}
 

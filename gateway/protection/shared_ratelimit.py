@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from orchestra.config import ApiKey, GatewayConfig
-from orchestra.gateway.ratelimit import (
+
+from .ratelimit import (
     Bucket,
     RateLimiter,
     estimate_tokens,

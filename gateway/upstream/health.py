@@ -13,9 +13,9 @@ import time
 
 import aiohttp
 
-from orchestra.gateway.balancer import Replica
-from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.routing import ModelRoute, RoutingTable
+from ..balancing.balancer import Replica
+from ..cluster.routing import ModelRoute, RoutingTable
+from ..metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

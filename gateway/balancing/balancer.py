@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from orchestra.config import AffinityConfig, BalancingPolicy
-from orchestra.gateway.balancing.key import NO_KEY, RequestKey
-from orchestra.gateway.balancing.prefix import PrefixAware
-from orchestra.gateway.balancing.session import SessionAffinity
+
+from .key import NO_KEY, RequestKey
+from .prefix import PrefixAware
+from .session import SessionAffinity
 
 
 @dataclass(eq=False)

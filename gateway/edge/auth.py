@@ -18,7 +18,8 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestra.config import ApiKey, GatewayConfig
-from orchestra.gateway.errors import GatewayError, Unauthorized
+
+from .errors import GatewayError, Unauthorized
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from orchestra.gateway.errors import BadRequest
-from orchestra.gateway.multipart import SpooledBody, read_upload
-from orchestra.gateway.proxy import UpstreamCall
+from ..upstream.proxy import UpstreamCall
+from .errors import BadRequest
+from .multipart import SpooledBody, read_upload
 
 if TYPE_CHECKING:
-    from orchestra.gateway.container import Gateway
+    from ..container import Gateway
 
 AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
 

@@ -17,10 +17,11 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from orchestra.config import OllamaFallback
-from orchestra.gateway import ollama
-from orchestra.gateway.errors import UpstreamError, error_body
-from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.proxy import UpstreamCall
+
+from ..edge.errors import UpstreamError, error_body
+from ..metrics import GatewayMetrics
+from . import ollama
+from .proxy import UpstreamCall
 
 log = logging.getLogger(__name__)
 

@@ -22,21 +22,22 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from orchestra.config import GatewayConfig
-from orchestra.gateway.balancer import Replica
-from orchestra.gateway.balancing.key import NO_KEY, RequestKey
-from orchestra.gateway.errors import (
+
+from ..balancing.balancer import Replica
+from ..balancing.key import NO_KEY, RequestKey
+from ..cluster.routing import ModelRoute
+from ..edge.errors import (
     GatewayError,
     Unavailable,
     UpstreamError,
     UpstreamTimeout,
     error_body,
 )
-from orchestra.gateway.health import HealthMonitor
-from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.retry_budget import RetryBudget
-from orchestra.gateway.routing import ModelRoute
-from orchestra.gateway.sse_check import MalformedStream, SseCheck
-from orchestra.gateway.stream_relay import ClientGone, IdleWatch, RelayResponse
+from ..metrics import GatewayMetrics
+from ..protection.retry_budget import RetryBudget
+from .health import HealthMonitor
+from .sse_check import MalformedStream, SseCheck
+from .stream_relay import ClientGone, IdleWatch, RelayResponse
 
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 # Failures that mean the engine is not there any more (evicted by a swap, crashed, restarting):

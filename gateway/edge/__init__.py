@@ -1,0 +1,1 @@
+"""The HTTP edge: the app, the route table, middleware, auth and the one error shape."""

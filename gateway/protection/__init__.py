@@ -1,0 +1,1 @@
+"""Protection: per-key rate limits, per-model admission, the retry budget."""
