@@ -23,13 +23,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestra.config import OrchestraConfig
 from orchestra.control import GatewayReport
+from orchestra.protocol import error_dict
 
 from .adapters import (
     ADAPTER_CALL_TIMEOUT_S,
     Adapters,
     install_adapter_routes,
 )
-from .errors import SupervisorError, Unauthorized, error_body
+from .errors import SupervisorError, Unauthorized
 from .gpus import detect_gpus
 from .logtail import read_since
 from .manager import Manager
@@ -99,12 +100,12 @@ def _install_errors(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()))
         message = f"{loc}: {first.get('msg', 'invalid request')}"
-        body = error_body(message, "invalid_request_error", "bad_request", loc or None)
+        body = error_dict(message, "invalid_request_error", "bad_request", loc or None)
         return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        body = error_body(str(exc.detail), "http_error", str(exc.status_code))
+        body = error_dict(str(exc.detail), "http_error", str(exc.status_code))
         return JSONResponse(body, status_code=exc.status_code)
 
 

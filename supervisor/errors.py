@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestra.protocol import error_dict
+
 
 class SupervisorError(Exception):
     status = 500
@@ -16,7 +18,7 @@ class SupervisorError(Exception):
         self.param = param
 
     def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.type, self.code, self.param)
+        return error_dict(self.message, self.type, self.code, self.param)
 
 
 class ModelNotFound(SupervisorError):
@@ -57,8 +59,3 @@ class EnsureTimeout(SupervisorError):
     status = 504
     type = "timeout_error"
     code = "ensure_timeout"
-
-
-def error_body(message: str, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
-    """The OpenAI error shape, for every error the control API returns."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

@@ -16,7 +16,7 @@ import orjson
 
 from ..edge.errors import GatewayError
 from ..metrics import UNKNOWN_MODEL
-from ..upstream.proxy import UpstreamCall
+from ..pipeline.call import Call
 
 if TYPE_CHECKING:
     from ..container import Gateway
@@ -37,7 +37,7 @@ class InProcessSender:
         self, path: str, body: bytes, model: str, request_id: str
     ) -> tuple[int, bytes]:
         gw = self._gw
-        call = UpstreamCall(
+        call = Call(
             path=path,
             body=body,
             model=model,

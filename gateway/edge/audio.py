@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from ..upstream.proxy import UpstreamCall
+from ..pipeline.call import Call
 from .errors import BadRequest
 from .multipart import SpooledBody, read_upload
 
@@ -51,7 +51,7 @@ async def audio(request: Request) -> Response:
         payload = {"model": model}
         key = state.get("api_key")
         limit_headers = gw.limiter.admit(key, payload, upload.size) if key else {}
-        call = UpstreamCall(
+        call = Call(
             path=request.scope["path"],
             body=SpooledBody(upload),
             model=model,

@@ -10,19 +10,14 @@ import logging
 import math
 from collections.abc import Mapping
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from orchestra.protocol import error_json
+
 log = logging.getLogger(__name__)
-
-
-def error_body(message: str, type_: str, code: str | int | None, param: str | None = None) -> bytes:
-    return orjson.dumps(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    )
 
 
 class GatewayError(Exception):
@@ -46,7 +41,7 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
 
     def body(self) -> bytes:
-        return error_body(self.message, self.type, self.code, self.param)
+        return error_json(self.message, self.type, self.code, self.param)
 
     def response(self) -> Response:
         return Response(
@@ -135,7 +130,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        body = error_body(str(exc.detail), type_, exc.status_code)
+        body = error_json(str(exc.detail), type_, exc.status_code)
         return Response(body, exc.status_code, headers=exc.headers, media_type="application/json")
 
     @app.exception_handler(Exception)

@@ -18,8 +18,8 @@ from starlette.responses import Response
 
 from ..edge.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
 from ..upstream import ollama
-from ..upstream.proxy import UpstreamCall
 from .aliases import Target
+from .call import Call
 
 if TYPE_CHECKING:
     from .workloads import Workloads
@@ -35,7 +35,7 @@ class RetargetableBody(Protocol):
     def with_model(self, name: str) -> Any: ...
 
 
-def retarget(call: UpstreamCall, payload: dict[str, Any], target: Target) -> UpstreamCall:
+def retarget(call: Call, payload: dict[str, Any], target: Target) -> Call:
     """`call` sent to `target`: routed to its server, the body naming its upstream name."""
     body: Any = call.body
     if payload.get("model") != target.upstream_name:
@@ -57,7 +57,7 @@ def _reason(failure: GatewayError | Response) -> str:
 
 
 async def serve_chain(
-    wl: Workloads, call: UpstreamCall, payload: dict[str, Any], priority: str | None, name: str
+    wl: Workloads, call: Call, payload: dict[str, Any], priority: str | None, name: str
 ) -> Response:
     """Serve `name` (resolved: not an alias, not an ensemble) from its chain."""
     chain = wl.models.chain(name)
@@ -93,7 +93,7 @@ async def serve_chain(
 
 
 async def _ollama(
-    wl: Workloads, call: UpstreamCall, payload: dict[str, Any], chain: list[Target], reason: str
+    wl: Workloads, call: Call, payload: dict[str, Any], chain: list[Target], reason: str
 ) -> Response | None:
     fallback = wl.fallback
     if fallback is None or not fallback.healthy or call.path not in ollama.PATHS:

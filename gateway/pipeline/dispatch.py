@@ -39,7 +39,8 @@ from ..edge.errors import (
 from ..protection.admission import Admission, release_when_done
 from ..protection.ratelimit import RateLimiter
 from ..upstream.ollama_client import OllamaClient
-from ..upstream.proxy import Proxy, UpstreamCall
+from ..upstream.proxy import Proxy
+from .call import Call
 from .loading import LoadingComments
 
 _FALLBACK_STATUS = {502: "upstream_error", 503: "unavailable", 504: "timeout"}
@@ -65,7 +66,7 @@ class Dispatcher:
         self._fallback = fallback
         # What a shaped request goes to: `dispatch`, or the workloads in front of it (aliases,
         # chains, ensembles: gateway/workloads.py), set by the container.
-        self.serve: Callable[[UpstreamCall, dict[str, Any], str | None], Awaitable[Response]]
+        self.serve: Callable[[Call, dict[str, Any], str | None], Awaitable[Response]]
         self.serve = self.dispatch
         self.loading: LoadingComments | None = None  # SSE comments while a model loads
 
@@ -87,7 +88,7 @@ class Dispatcher:
             headers["authorization"] = auth  # no gateway keys: the upstream may want its own
         key = state.get("api_key")
         limits = await self._limiter.admit_async(key, payload, len(body)) if key else {}
-        call = UpstreamCall(
+        call = Call(
             path=request.scope["path"],
             body=body,
             model=model,
@@ -109,7 +110,7 @@ class Dispatcher:
     # ---- routing, admission, proxy, fallback ----------------------------------------------------
     async def dispatch(
         self,
-        call: UpstreamCall,
+        call: Call,
         payload: dict[str, Any],
         priority: str | None,
         ollama: bool = True,  # False: a fallback chain (gateway/chains.py) decides on Ollama
@@ -146,7 +147,7 @@ class Dispatcher:
 
     async def _fall_back(
         self,
-        call: UpstreamCall,
+        call: Call,
         payload: dict[str, Any],
         reason: str,
         original: GatewayError | Response,

@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from orchestra.workload_config import EnsembleConfig
 
 from ..edge.errors import GatewayError
-from ..upstream.proxy import UpstreamCall
+from .call import Call
 from .chains import serve_chain
 from .ensembles import (
     Outcome,
@@ -43,7 +43,7 @@ _Item = tuple[int, dict[str, Any] | Outcome]
 
 async def _pump(
     wl: Workloads,
-    call: UpstreamCall,
+    call: Call,
     payload: dict[str, Any],
     priority: str | None,
     index: int,
@@ -94,7 +94,7 @@ async def _pump(
 
 async def stream_all(
     wl: Workloads,
-    call: UpstreamCall,
+    call: Call,
     payload: dict[str, Any],
     priority: str | None,
     ensemble: EnsembleConfig,

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response
 
+from orchestra.protocol import error_json
 from orchestra.workload_config import EnsembleConfig
 
-from ..edge.errors import BadRequest, GatewayError, error_body
-from ..upstream.proxy import UpstreamCall
+from ..edge.errors import BadRequest, GatewayError
+from .call import Call
 from .chains import SERVED_BY, serve_chain
 from .inproc import Drain
 
@@ -61,15 +62,15 @@ class Outcome:
 
 
 def member_call(
-    wl: Workloads, call: UpstreamCall, payload: dict[str, Any], member: str, stream: bool
-) -> tuple[UpstreamCall, dict[str, Any], str]:
+    wl: Workloads, call: Call, payload: dict[str, Any], member: str, stream: bool
+) -> tuple[Call, dict[str, Any], str]:
     name = wl.models.resolve(member)
     body = {**payload, "model": name, "stream": stream}
     if stream:
         body["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
     else:
         body.pop("stream_options", None)
-    sub = UpstreamCall(
+    sub = Call(
         path=call.path,
         body=orjson.dumps(body),
         model=name,
@@ -92,7 +93,7 @@ def error_of(status: int, raw: bytes) -> dict[str, Any]:
 
 async def run_member(
     wl: Workloads,
-    call: UpstreamCall,
+    call: Call,
     payload: dict[str, Any],
     priority: str | None,
     member: str,
@@ -141,7 +142,7 @@ async def _discard(outcome: Outcome) -> None:
 
 async def gather_members(
     wl: Workloads,
-    call: UpstreamCall,
+    call: Call,
     payload: dict[str, Any],
     priority: str | None,
     ensemble: EnsembleConfig,
@@ -203,7 +204,7 @@ def all_failed(
     status = statuses.pop() if len(statuses) == 1 else 502
     detail = "; ".join(f"{o.model}: {(o.error or {}).get('message')}" for o in outcomes)
     body = orjson.loads(
-        error_body(
+        error_json(
             f"every member of ensemble `{ensemble.name}` failed: {detail}",
             "upstream_error",
             "ensemble_failed",
@@ -278,7 +279,7 @@ def merge_vote(ensemble: EnsembleConfig, outcomes: list[Outcome]) -> dict[str, A
 
 async def serve_ensemble(
     wl: Workloads,
-    call: UpstreamCall,
+    call: Call,
     payload: dict[str, Any],
     priority: str | None,
     ensemble: EnsembleConfig,

@@ -26,9 +26,10 @@ from starlette.types import Message, Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
 from orchestra.control import ControlError
+from orchestra.protocol import error_json
 
 from ..cluster.routing import RoutingTable
-from ..edge.errors import GatewayError, error_body
+from ..edge.errors import GatewayError
 from ..metrics import GatewayMetrics
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class LoadingStream(Response):
                 body = exc.body()
             except Exception:
                 log.exception("loading stream for %s failed", self.model)
-                body = error_body("internal gateway error", "server_error", None)
+                body = error_json("internal gateway error", "server_error", None)
             else:
                 if await _relay(response, scope, receive, send):
                     return
@@ -154,7 +155,7 @@ async def _relay(response: Response, scope: Scope, receive: Receive, send: Send)
     except orjson.JSONDecodeError:
         parsed = None
     if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
-        payload = error_body(f"upstream answered HTTP {status}", "upstream_error", status)
+        payload = error_json(f"upstream answered HTTP {status}", "upstream_error", status)
     await _end(send, b"data: " + payload + b"\n\n")
     return False
 

@@ -13,8 +13,8 @@ from starlette.responses import Response
 
 from ..upstream import ollama
 from ..upstream.ollama_client import OllamaClient
-from ..upstream.proxy import UpstreamCall
 from .aliases import ModelMap
+from .call import Call
 
 # vLLM's other JSON endpoints that name a `model`: proxied to its engine like chat.
 EXTRA_PATHS = frozenset(
@@ -37,7 +37,7 @@ class DispatchFn(Protocol):
 
     def __call__(
         self,
-        call: UpstreamCall,
+        call: Call,
         payload: dict[str, Any],
         priority: str | None,
         ollama: bool = True,
@@ -52,9 +52,7 @@ class Workloads:
         self.dispatch = dispatch
         self.fallback = fallback
 
-    async def serve(
-        self, call: UpstreamCall, payload: dict[str, Any], priority: str | None
-    ) -> Response:
+    async def serve(self, call: Call, payload: dict[str, Any], priority: str | None) -> Response:
         from .chains import serve_chain
         from .ensembles import serve_ensemble
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import orjson
 
-from ..edge.errors import BadRequest, error_body
+from orchestra.protocol import error_json
+
+from ..edge.errors import BadRequest
 
 # OpenAI (and vLLM extra) sampling parameters -> Ollama `options`.
 _OPTIONS = {
@@ -237,4 +239,4 @@ class StreamTranslator:
 
     def error(self, message: str, code: str = "stream_interrupted") -> bytes:
         self.done = True
-        return b"data: " + error_body(message, "upstream_error", code) + b"\n\n"
+        return b"data: " + error_json(message, "upstream_error", code) + b"\n\n"

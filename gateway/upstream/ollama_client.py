@@ -17,11 +17,12 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from orchestra.config import OllamaFallback
+from orchestra.protocol import error_json
 
-from ..edge.errors import UpstreamError, error_body
+from ..edge.errors import UpstreamError
 from ..metrics import GatewayMetrics
+from ..pipeline.call import Call
 from . import ollama
-from .proxy import UpstreamCall
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,7 @@ class OllamaClient:
         self.healthy = ok
         self._metrics.upstream_healthy.labels("_fallback", self.url).set(1 if ok else 0)
 
-    async def forward(
-        self, call: UpstreamCall, payload: dict[str, Any], reason: str
-    ) -> Response | None:
+    async def forward(self, call: Call, payload: dict[str, Any], reason: str) -> Response | None:
         """Serve `call` from Ollama; None when Ollama failed before answering."""
         tag = self.config.models[call.model]
         body = ollama.to_ollama(call.path, payload, tag)
@@ -132,12 +131,12 @@ class OllamaClient:
         client_error = 400 <= status < 500 and status != 404  # 404 = our model map is wrong
         out_status = status if client_error else 502
         type_ = "invalid_request_error" if client_error else "upstream_error"
-        body = error_body(f"fallback backend answered {status}: {detail}", type_, out_status)
+        body = error_json(f"fallback backend answered {status}: {detail}", type_, out_status)
         return Response(body, out_status, headers=headers, media_type="application/json")
 
     async def _relay(
         self,
-        call: UpstreamCall,
+        call: Call,
         resp: aiohttp.ClientResponse,
         first: bytes,
         translator: ollama.StreamTranslator,

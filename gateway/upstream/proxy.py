@@ -15,25 +15,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
 from starlette.responses import Response, StreamingResponse
 
 from orchestra.config import GatewayConfig
+from orchestra.protocol import error_json
 
 from ..balancing.balancer import Replica
-from ..balancing.key import NO_KEY, RequestKey
 from ..cluster.routing import ModelRoute
 from ..edge.errors import (
     GatewayError,
     Unavailable,
     UpstreamError,
     UpstreamTimeout,
-    error_body,
 )
 from ..metrics import GatewayMetrics
+from ..pipeline.call import Call
 from ..protection.retry_budget import RetryBudget
 from .health import HealthMonitor
 from .sse_check import MalformedStream, SseCheck
@@ -45,26 +45,6 @@ _RETRYABLE_STATUS = frozenset({502, 503, 504})
 _ENGINE_GONE = frozenset({"connect", "disconnect", "empty_stream", "no_replica"})
 _TAIL_BYTES = 4096  # enough to hold a stream's final usage chunk and [DONE]
 _SSE = "text/event-stream"
-
-
-@dataclass(slots=True)
-class UpstreamCall:
-    path: str
-    body: bytes | aiohttp.Payload  # a Payload: a spooled multipart upload (gateway/multipart.py)
-    model: str
-    stream: bool
-    headers: dict[str, str]  # sent upstream
-    reply_headers: dict[str, str]  # sent to the client (x-request-id, ...)
-    on_usage: Callable[[object], None] | None = None  # the reply's `usage` (rate-limit settling)
-    route_key: RequestKey = NO_KEY  # what request-aware balancing looks at
-    arrived: float = field(default_factory=time.perf_counter)  # for x-orchestra-overhead-ms
-    upstream_s: float = 0.0  # time spent waiting on upstreams (excluded from the overhead)
-
-    def usage(self, metrics: GatewayMetrics, usage: object) -> None:
-        """The reply's `usage` (or None): counted in metrics and handed to `on_usage`."""
-        metrics.count_usage(self.model, usage)
-        if self.on_usage is not None and usage is not None:
-            self.on_usage(usage)
 
 
 @dataclass(slots=True)
@@ -97,7 +77,7 @@ class Proxy:
             total=config.timeouts.total_s, sock_connect=config.timeouts.connect_s
         )
 
-    async def forward(self, call: UpstreamCall, route: ModelRoute) -> Response:
+    async def forward(self, call: Call, route: ModelRoute) -> Response:
         started = time.perf_counter()
         model = call.model
         inflight = self._metrics.model(model).inflight
@@ -146,7 +126,7 @@ class Proxy:
             if not streaming:  # a stream settles it when it ends
                 inflight.dec()
 
-    def _stamp(self, call: UpstreamCall, response: Response) -> Response:
+    def _stamp(self, call: Call, response: Response) -> Response:
         """x-orchestra-overhead-ms: the gateway's own time until the response head, upstream
         waits excluded (for a stream, the relay after the first chunk is not in it)."""
         overhead = time.perf_counter() - call.arrived - call.upstream_s
@@ -163,7 +143,7 @@ class Proxy:
         )
 
     async def _attempt(
-        self, call: UpstreamCall, route: ModelRoute, replica: Replica, started: float
+        self, call: Call, route: ModelRoute, replica: Replica, started: float
     ) -> Response | _Failure:
         replica.outstanding += 1
         resp: aiohttp.ClientResponse | None = None
@@ -235,7 +215,7 @@ class Proxy:
 
     async def _relay(
         self,
-        call: UpstreamCall,
+        call: Call,
         route: ModelRoute,
         replica: Replica,
         resp: aiohttp.ClientResponse,
@@ -293,10 +273,10 @@ class Proxy:
             self._metrics.model(call.model).inflight.dec()
         if problem:
             separator = b"" if tail.endswith(b"\n\n") else b"\n\n"
-            body = error_body(problem, "upstream_error", "stream_interrupted")
+            body = error_json(problem, "upstream_error", "stream_interrupted")
             yield separator + b"data: " + body + b"\n\n"
 
-    def _count_usage(self, call: UpstreamCall, body: bytes, content_type: str) -> bool:
+    def _count_usage(self, call: Call, body: bytes, content_type: str) -> bool:
         """Count a JSON reply's `usage`; False when the reply is not valid JSON."""
         if not content_type.startswith("application/json"):
             return True
@@ -339,7 +319,7 @@ def _no_upstream(route: ModelRoute) -> Unavailable:
     )
 
 
-def _timeout(call: UpstreamCall, seconds: float) -> UpstreamTimeout:
+def _timeout(call: Call, seconds: float) -> UpstreamTimeout:
     return UpstreamTimeout(f"upstream for `{call.model}` sent nothing within {seconds:g}s")
 
 

@@ -12,7 +12,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Where each installed package lives (pyproject's package-dir).
-FOLDERS = {"orchestra.gateway": "gateway", "orchestra.supervisor": "supervisor", "orchestra": "orchestra"}
+FOLDERS = {
+    "orchestra.gateway": "gateway",
+    "orchestra.supervisor": "supervisor",
+    "orchestra": "orchestra",
+}
 
 
 def _module_name(path: Path) -> str:
@@ -120,7 +124,9 @@ def test_supervisor_imports_nothing_of_the_gateway() -> None:
 
 
 def test_every_package_folder_is_installed() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     on_disk = {m for m in _sources() if _is_package(m)}
     assert on_disk == listed
 

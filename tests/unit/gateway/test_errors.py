@@ -18,10 +18,11 @@ from orchestra.gateway.edge.errors import (
     Unavailable,
     UpstreamError,
     UpstreamTimeout,
-    error_body,
     install_error_handlers,
 )
 from pydantic import BaseModel
+
+from orchestra.protocol import error_json
 
 
 @pytest.mark.parametrize(
@@ -66,8 +67,8 @@ def test_headers_are_sent() -> None:
     assert response.headers["retry-after"] == "3"
 
 
-def test_error_body_is_compact_json() -> None:
-    body = error_body("m", "t", 500, "p")
+def test_error_json_is_compact_json() -> None:
+    body = error_json("m", "t", 500, "p")
     assert json.loads(body) == {"error": {"message": "m", "type": "t", "param": "p", "code": 500}}
 
 
