@@ -17,12 +17,12 @@ from orchestra.control import ControlClient
 from .cluster.link import SupervisorLink
 from .cluster.nodes import Node
 from .cluster.routing import Router, RoutingTable
-from .edge.auth import KeyRing
+from .edge.keys import KeyRing
+from .edge.shapers import Shapers
 from .metrics import GatewayMetrics
 from .pipeline.aliases import ModelMap
-from .pipeline.dispatch import Dispatcher
 from .pipeline.loading import LoadingComments
-from .pipeline.workloads import Workloads
+from .pipeline.pipeline import Pipeline
 from .protection.admission import Admission
 from .protection.ratelimit import RateLimiter, make_limiter
 from .upstream.health import HealthMonitor
@@ -42,10 +42,10 @@ class Gateway:
     keys: KeyRing
     admission: Admission
     fallback: OllamaClient | None
-    dispatcher: Dispatcher
     models: ModelMap  # aliases, fallback chains, adapters, ensembles
-    workloads: Workloads
     limiter: RateLimiter
+    shapers: Shapers  # HTTP request -> call (edge)
+    pipeline: Pipeline  # call -> response: the one entrance for every workload
     started: int = field(default_factory=lambda: int(time.time()))
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -104,11 +104,16 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         else None
     )
     proxy = Proxy(session, health, metrics, gw, reensure=link.reensure if link else None)
-    dispatcher = Dispatcher(gw, table, router, admission, proxy, limiter, fallback)
-    workloads = Workloads(models, dispatcher.dispatch, fallback)
-    dispatcher.serve = workloads.serve
     loading = LoadingComments(config, table, metrics)
-    dispatcher.loading = loading if loading.models else None
+    pipeline = Pipeline(
+        models,
+        limiter,
+        router,
+        admission,
+        proxy,
+        fallback,
+        loading if loading.models else None,
+    )
     return Gateway(
         config=config,
         metrics=metrics,
@@ -118,10 +123,10 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         keys=KeyRing(gw),
         admission=admission,
         fallback=fallback,
-        dispatcher=dispatcher,
         models=models,
-        workloads=workloads,
         limiter=limiter,
+        shapers=Shapers(gw, lambda name: table.get(name) is not None, admission.priority_header),
+        pipeline=pipeline,
     )
 
 

@@ -160,8 +160,13 @@ class BatchConfig(StrictSection):
     max_concurrency: int = Field(64, ge=1, description="rows in flight per model, at most")
     gauge_poll_s: float = Field(1.0, gt=0, description="how often vLLM's queue gauges are read")
     poll_s: float = Field(0.5, gt=0, description="how often the runner looks for work")
-    row_attempts: int = Field(3, ge=1, description="tries of a row failing with 429/5xx")
-    row_backoff_s: float = Field(1.0, ge=0, description="wait between those tries")
+    row_attempts: int = Field(
+        3, ge=1, description="sends of a row refused for room (429/503: admission, capacity)"
+    )
+    row_backoff_s: float = Field(1.0, ge=0, description="wait before sending a refused row again")
+    charge_keys: bool = Field(
+        True, description="rows count against the rate limits of the key that submitted them"
+    )
     cancel_grace_s: float = Field(30.0, ge=0, description="in-flight rows finish within this")
 
 

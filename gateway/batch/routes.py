@@ -11,7 +11,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, Response
 
@@ -54,113 +54,110 @@ def _limit(request: Request, default: int, most: int) -> int:
     return int(raw)
 
 
-def install_batch_routes(app: FastAPI) -> None:
-    @app.post("/v1/files")
-    async def create_file(request: Request) -> Response:
-        service = _service(request)
-        limit = service.config.max_upload_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
+async def create_file(request: Request) -> Response:
+    service = _service(request)
+    limit = service.config.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + _MULTIPART_SLACK:
+        raise PayloadTooLarge(
+            f"the upload is {declared} bytes; files may be at most {limit} bytes "
+            "(batch.max_upload_bytes)"
+        )
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest("you must provide a `file` (multipart form)", param="file")
+        if purpose != "batch":
+            raise BadRequest(
+                f"purpose must be 'batch' on this gateway, got {purpose!r}", param="purpose"
+            )
+        size = upload.size or 0
+        if size > limit:
             raise PayloadTooLarge(
-                f"the upload is {declared} bytes; files may be at most {limit} bytes "
+                f"the file is {size} bytes; files may be at most {limit} bytes "
                 "(batch.max_upload_bytes)"
             )
-        async with request.form(max_files=1, max_fields=8) as form:
-            upload, purpose = form.get("file"), form.get("purpose")
-            if not isinstance(upload, UploadFile):
-                raise BadRequest("you must provide a `file` (multipart form)", param="file")
-            if purpose != "batch":
-                raise BadRequest(
-                    f"purpose must be 'batch' on this gateway, got {purpose!r}", param="purpose"
-                )
-            size = upload.size or 0
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"the file is {size} bytes; files may be at most {limit} bytes "
-                    "(batch.max_upload_bytes)"
-                )
-            obj = file_object(
-                new_id("file-"), upload.filename or "upload.jsonl", purpose, size, now()
-            )
-            tmp = service.store.files_dir / f"{obj['id']}.upload"
-            await _copy(upload, tmp)
-        await service.store.add_file(obj, tmp)
-        return _json(obj)
+        obj = file_object(new_id("file-"), upload.filename or "upload.jsonl", purpose, size, now())
+        tmp = service.store.files_dir / f"{obj['id']}.upload"
+        await _copy(upload, tmp)
+    await service.store.add_file(obj, tmp)
+    return _json(obj)
 
-    @app.get("/v1/files")
-    async def list_files(request: Request) -> Response:
-        store = _service(request).store
-        q = request.query_params
-        order = q.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise BadRequest("order must be 'asc' or 'desc'", param="order")
-        data, more = await store.list_files(
-            q.get("purpose"), _limit(request, 10_000, 10_000), q.get("after"), order == "asc"
-        )
-        return _json(page(data, more))
 
-    @app.get("/v1/files/{file_id}")
-    async def get_file(request: Request, file_id: str) -> Response:
-        return _json(await _file(request, file_id))
+async def list_files(request: Request) -> Response:
+    store = _service(request).store
+    q = request.query_params
+    order = q.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise BadRequest("order must be 'asc' or 'desc'", param="order")
+    data, more = await store.list_files(
+        q.get("purpose"), _limit(request, 10_000, 10_000), q.get("after"), order == "asc"
+    )
+    return _json(page(data, more))
 
-    @app.get("/v1/files/{file_id}/content")
-    async def file_content(request: Request, file_id: str) -> Response:
-        await _file(request, file_id)
-        return FileResponse(
-            _service(request).store.path(file_id), media_type="application/octet-stream"
-        )
 
-    @app.delete("/v1/files/{file_id}")
-    async def delete_file(request: Request, file_id: str) -> Response:
-        if not await _service(request).store.delete_file(file_id):
-            raise NotFound(f"No such File object: {file_id}", param="id")
-        return _json({"id": file_id, "object": "file", "deleted": True})
+async def get_file(request: Request, file_id: str) -> Response:
+    return _json(await _file(request, file_id))
 
-    @app.post("/v1/batches")
-    async def create_batch(request: Request) -> Response:
-        service = _service(request)
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            raise BadRequest("request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        obj = await _new_batch(service, body)
-        await service.store.add_batch(obj)
-        service.wake()
-        return _json(obj)
 
-    @app.get("/v1/batches")
-    async def list_batches(request: Request) -> Response:
-        data, more = await _service(request).store.list_batches(
-            _limit(request, 20, 100), request.query_params.get("after")
-        )
-        return _json(page(data, more))
+async def file_content(request: Request, file_id: str) -> Response:
+    await _file(request, file_id)
+    return FileResponse(
+        _service(request).store.path(file_id), media_type="application/octet-stream"
+    )
 
-    @app.get("/v1/batches/{batch_id}")
-    async def get_batch(request: Request, batch_id: str) -> Response:
-        obj = await _service(request).store.get_batch(batch_id)
-        if obj is None:
+
+async def delete_file(request: Request, file_id: str) -> Response:
+    if not await _service(request).store.delete_file(file_id):
+        raise NotFound(f"No such File object: {file_id}", param="id")
+    return _json({"id": file_id, "object": "file", "deleted": True})
+
+
+async def create_batch(request: Request) -> Response:
+    service = _service(request)
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    obj = await _new_batch(service, body)
+    key = request.scope.get("state", {}).get("api_key")  # set by auth when keys are configured
+    await service.store.add_batch(obj, owner=key.name if key is not None else None)
+    service.wake()
+    return _json(obj)
+
+
+async def list_batches(request: Request) -> Response:
+    data, more = await _service(request).store.list_batches(
+        _limit(request, 20, 100), request.query_params.get("after")
+    )
+    return _json(page(data, more))
+
+
+async def get_batch(request: Request, batch_id: str) -> Response:
+    obj = await _service(request).store.get_batch(batch_id)
+    if obj is None:
+        raise NotFound(f"No batch found with id '{batch_id}'.", param="batch_id")
+    return _json(obj)
+
+
+async def cancel_batch(request: Request, batch_id: str) -> Response:
+    service = _service(request)
+    obj = await service.store.update_batch(
+        batch_id, _CANCELLABLE, status="cancelling", cancelling_at=now()
+    )
+    if obj is None:
+        current = await service.store.get_batch(batch_id)
+        if current is None:
             raise NotFound(f"No batch found with id '{batch_id}'.", param="batch_id")
-        return _json(obj)
-
-    @app.post("/v1/batches/{batch_id}/cancel")
-    async def cancel_batch(request: Request, batch_id: str) -> Response:
-        service = _service(request)
-        obj = await service.store.update_batch(
-            batch_id, _CANCELLABLE, status="cancelling", cancelling_at=now()
+        if current["status"] in ("cancelling", "cancelled"):
+            return _json(current)
+        raise BadRequest(
+            f"Cannot cancel a batch with status '{current['status']}'.", code="invalid_state"
         )
-        if obj is None:
-            current = await service.store.get_batch(batch_id)
-            if current is None:
-                raise NotFound(f"No batch found with id '{batch_id}'.", param="batch_id")
-            if current["status"] in ("cancelling", "cancelled"):
-                return _json(current)
-            raise BadRequest(
-                f"Cannot cancel a batch with status '{current['status']}'.", code="invalid_state"
-            )
-        service.wake()
-        return _json(obj)
+    service.wake()
+    return _json(obj)
 
 
 async def _file(request: Request, file_id: str) -> dict[str, Any]:

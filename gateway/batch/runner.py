@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,7 +29,9 @@ from .validation import validate
 
 log = logging.getLogger(__name__)
 
-_RETRY = frozenset({429, 500, 502, 503, 504})
+# A row refused for room (admission full, no capacity: it never reached an engine's generation)
+# waits and is sent again; an engine's own failure was already retried by the proxy (another
+# replica) and the pipeline (the next model in a chain), and goes to the error file.
 _REFUSED = frozenset({429, 503})
 _CLOSE = {
     "expired": (
@@ -41,13 +44,18 @@ _CLOSE = {
 
 class BatchRunner:
     def __init__(
-        self, store: Store, send: Send, pacer: Pacer, config: BatchConfig, models: set[str]
+        self,
+        store: Store,
+        send: Send,
+        pacer: Pacer,
+        config: BatchConfig,
+        known: Callable[[str], bool],  # a `model` the pipeline serves (names resolved)
     ) -> None:
         self.store = store
         self._send = send
         self._pacer = pacer
         self._config = config
-        self._models = models
+        self._known = known
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._halt: dict[str, tuple[asyncio.Event, float]] = {}  # batch -> (event, grace)
         self._wake = asyncio.Event()
@@ -122,7 +130,7 @@ class BatchRunner:
             validate,
             content,
             batch["endpoint"],
-            self._models.__contains__,
+            self._known,
             self._config.max_rows,
         )
         if checked.error_count:
@@ -198,11 +206,12 @@ class BatchRunner:
         bid = batch["id"]
         running: set[asyncio.Task[None]] = set()
         started: list[asyncio.Task[None]] = []
+        owner = await self.store.owner(bid)  # the key the rows are charged to
         for row in await self.store.pending_rows(bid):
             limit = self._pacer.limit(row.model)
             if not await _acquire_unless(limit, halt):
                 break
-            task = asyncio.create_task(self._row(batch, row, limit))
+            task = asyncio.create_task(self._row(batch, row, limit, owner))
             running.add(task)
             started.append(task)
             task.add_done_callback(running.discard)
@@ -225,9 +234,11 @@ class BatchRunner:
             bid, ("in_progress",), status="finalizing", finalizing_at=now()
         )
 
-    async def _row(self, batch: dict[str, Any], row: Row, limit: ModelLimit) -> None:
+    async def _row(
+        self, batch: dict[str, Any], row: Row, limit: ModelLimit, owner: str | None
+    ) -> None:
         try:
-            status, body, request_id = await self._attempts(batch, row, limit)
+            status, body, request_id = await self._attempts(batch, row, limit, owner)
         except Exception as exc:  # a bug must not make a row run forever: it ends as an error
             log.exception("batch %s line %d failed in the gateway", batch["id"], row.line)
             failure = error_line(row.custom_id, "internal_error", f"gateway error: {exc!r}")
@@ -250,15 +261,17 @@ class BatchRunner:
         await self.store.record(batch["id"], row.line, 200 <= status < 300, line, tokens)
 
     async def _attempts(
-        self, batch: dict[str, Any], row: Row, limit: ModelLimit
+        self, batch: dict[str, Any], row: Row, limit: ModelLimit, owner: str | None
     ) -> tuple[int, bytes, str]:
         attempts = self._config.row_attempts
         for attempt in range(attempts):
             request_id = f"{batch['id']}-L{row.line}-a{attempt}"
-            status, body = await self._send(batch["endpoint"], row.body, row.model, request_id)
+            status, body = await self._send(
+                batch["endpoint"], row.body, row.model, request_id, owner
+            )
             if status in _REFUSED:
                 await limit.refused()
-            if status not in _RETRY or attempt + 1 == attempts:
+            if status not in _REFUSED or attempt + 1 == attempts:
                 break
             await asyncio.sleep(self._config.row_backoff_s * (attempt + 1))
         if 200 <= status < 300:

@@ -1,10 +1,11 @@
-"""The one seam between batches and the gateway: send a row through the normal request path.
+"""The one seam between batches and the gateway: a row enters the pipeline like any call.
 
-`InProcessSender(gw)` is a callable `send(path, body, model, request_id) -> (status, body)`:
-routing (a cold model is ensured, once for all rows waiting on it), admission at the batch
-priority, balancing, retries and the Ollama fallback, exactly as an HTTP request would get
-them, but without the HTTP hop. Everything it needs from the gateway is in this file, so a
-reshaped `app.py` / `dispatch.py` means re-pointing these few lines.
+`InProcessSender(gw)` is a callable `send(path, body, model, request_id, owner) -> (status,
+body)`: names (aliases, fallback chains, adapters), the rate limits of the key that submitted
+the batch (`owner`; unless `batch.charge_keys` is off), routing (a cold model is ensured, once
+for all rows waiting on it), admission at the batch priority, balancing, the proxy's retries
+and the Ollama fallback, exactly as an HTTP request would get them, without the HTTP hop. The
+answer is read back with the pipeline's one in-process reader (`pipeline/inproc.Drain`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
+from orchestra.config import ApiKey
+
 from ..edge.errors import GatewayError
 from ..metrics import UNKNOWN_MODEL
-from ..pipeline.call import Call
+from ..pipeline.call import new_call
+from ..pipeline.inproc import Drain
 
 if TYPE_CHECKING:
     from ..container import Gateway
@@ -24,40 +28,45 @@ if TYPE_CHECKING:
 
 class Send(Protocol):
     async def __call__(
-        self, path: str, body: bytes, model: str, request_id: str
+        self, path: str, body: bytes, model: str, request_id: str, owner: str | None
     ) -> tuple[int, bytes]: ...
 
 
 class InProcessSender:
-    def __init__(self, gw: Gateway, priority: int) -> None:
+    def __init__(self, gw: Gateway, priority: int, charge_keys: bool) -> None:
         self._gw = gw
         self._priority = str(priority)
+        # key name -> key: rows are charged to the key that submitted their batch
+        self._keys: dict[str, ApiKey] = (
+            {key.name: key for key in gw.config.gateway.api_keys} if charge_keys else {}
+        )
 
     async def __call__(
-        self, path: str, body: bytes, model: str, request_id: str
+        self, path: str, body: bytes, model: str, request_id: str, owner: str | None
     ) -> tuple[int, bytes]:
         gw = self._gw
-        call = Call(
-            path=path,
-            body=body,
-            model=model,
+        call = new_call(
+            path,
+            body,
+            orjson.loads(body),
+            model,
+            request_id=request_id,
             stream=False,
-            headers={"content-type": "application/json", "x-request-id": request_id},
-            reply_headers={},
+            api_key=self._keys.get(owner) if owner else None,
+            priority=self._priority,
         )
         started = time.perf_counter()
         try:
-            response = await gw.dispatcher.dispatch(call, orjson.loads(body), self._priority)
+            response = await gw.pipeline.serve(call)
         except GatewayError as exc:
             status, reply = exc.status, exc.body()
         else:
-            iterator = getattr(response, "body_iterator", None)
-            if iterator is None:
-                status, reply = response.status_code, bytes(response.body)
-            else:
-                chunks = [c if isinstance(c, bytes) else str(c).encode() async for c in iterator]
-                status, reply = response.status_code, b"".join(chunks)
-        # Counted like an HTTP answer (`middleware.ResponseCounter` sees no ASGI call here).
+            drain = Drain(response)
+            try:
+                status, reply = drain.status, await drain.body()
+            finally:
+                await drain.abort()
+        # Counted like an HTTP answer (`edge/middleware.ResponseCounter` sees no ASGI call here).
         bound = gw.metrics.model(model if gw.table.get(model) is not None else UNKNOWN_MODEL)
         bound.requests(status).inc()
         bound.request_seconds.observe(time.perf_counter() - started)

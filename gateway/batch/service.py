@@ -78,7 +78,11 @@ class BatchService:
             gw.config.gateway.timeouts.health_probe_s,
         )
         self.runner = BatchRunner(
-            store, InProcessSender(gw, config.priority), pacer, config, set(gw.table.routes)
+            store,
+            InProcessSender(gw, config.priority, config.charge_keys),
+            pacer,
+            config,
+            lambda name: gw.models.serves(name, gw.table.get),
         )
         self._store = store
         self._task = asyncio.create_task(self._loop(self.runner), name="batch-runner")

@@ -27,7 +27,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files(
     id TEXT PRIMARY KEY, obj TEXT NOT NULL, purpose TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches(
-    id TEXT PRIMARY KEY, obj TEXT NOT NULL, status TEXT NOT NULL);
+    id TEXT PRIMARY KEY, obj TEXT NOT NULL, status TEXT NOT NULL, owner TEXT);
 CREATE TABLE IF NOT EXISTS rows(
     batch_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT NOT NULL,
     model TEXT NOT NULL, body BLOB NOT NULL,
@@ -55,6 +55,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(batches)")}
+        if "owner" not in columns:  # a store made before batches were charged to their key
+            self._db.execute("ALTER TABLE batches ADD COLUMN owner TEXT")
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -125,13 +128,21 @@ class Store:
         return await self._run(do)
 
     # ---- batches ---------------------------------------------------------------------------
-    async def add_batch(self, obj: dict[str, Any]) -> None:
+    async def add_batch(self, obj: dict[str, Any], owner: str | None = None) -> None:
+        """`owner`: the name of the API key that created the batch (its rows are charged to it)."""
         await self._run(
             lambda: self._db.execute(
-                "INSERT INTO batches(id, obj, status) VALUES(?, ?, ?)",
-                (obj["id"], orjson.dumps(obj), obj["status"]),
+                "INSERT INTO batches(id, obj, status, owner) VALUES(?, ?, ?, ?)",
+                (obj["id"], orjson.dumps(obj), obj["status"], owner),
             )
         )
+
+    async def owner(self, batch_id: str) -> str | None:
+        def do() -> str | None:
+            got = self._db.execute("SELECT owner FROM batches WHERE id=?", (batch_id,)).fetchone()
+            return None if got is None else got[0]
+
+        return await self._run(do)
 
     def _load(self, batch_id: str) -> dict[str, Any] | None:
         got = self._db.execute("SELECT obj FROM batches WHERE id=?", (batch_id,)).fetchone()

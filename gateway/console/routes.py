@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from orchestra.control import ControlError
@@ -45,53 +45,51 @@ class _ActionFailed(GatewayError):
         self.type = "invalid_request_error" if 400 <= status < 500 else "server_error"
 
 
-def install_console(app: FastAPI) -> None:
-    @app.get("/console", include_in_schema=False)
-    async def page(request: Request) -> Response:
-        state = console_state(request)
-        snap = await state.snapshot()
-        models = state.last_models
-        html = page_html(models, snap["rates"], snap["swaps"], state.refresh_s, snap["notice"])
-        return HTMLResponse(html, headers=_NO_CACHE)
+async def page(request: Request) -> Response:
+    state = console_state(request)
+    snap = await state.snapshot()
+    models = state.last_models
+    html = page_html(models, snap["rates"], snap["swaps"], state.refresh_s, snap["notice"])
+    return HTMLResponse(html, headers=_NO_CACHE)
 
-    @app.get("/console/static/{name}", include_in_schema=False)
-    async def static(name: str) -> Response:
-        media = STATIC_TYPES.get(name)
-        if media is None:
-            raise _NotFound(f"no console file `{name}`")  # only the known names are served
-        body = await asyncio.to_thread(static_file, name)
-        return Response(body, media_type=media, headers=_NO_CACHE)
 
-    @app.get("/console/api/snapshot", include_in_schema=False)
-    async def snapshot(request: Request) -> Response:
-        snap = await console_state(request).snapshot()
-        return Response(orjson.dumps(snap), media_type="application/json", headers=_NO_CACHE)
+async def static(name: str) -> Response:
+    media = STATIC_TYPES.get(name)
+    if media is None:
+        raise _NotFound(f"no console file `{name}`")  # only the known names are served
+    body = await asyncio.to_thread(static_file, name)
+    return Response(body, media_type=media, headers=_NO_CACHE)
 
-    @app.get("/console/events", include_in_schema=False)
-    async def events(request: Request) -> Response:
-        state = console_state(request)
-        return StreamingResponse(
-            state.events(request.is_disconnected),
-            media_type="text/event-stream",
-            headers={**_NO_CACHE, "x-accel-buffering": "no"},
-        )
 
-    @app.post("/console/api/models/{name:path}/{action}", include_in_schema=False)
-    async def act(name: str, action: str, request: Request) -> Response:
-        state = console_state(request)
-        if action not in ACTIONS:
-            raise BadRequest(f"unknown action `{action}`", param="action")
-        if state.gw.table.get(name) is None:
-            raise ModelNotFound(name)
-        if state.supervisor is None:
-            raise Unavailable("no supervisor manages this gateway's models")
-        state.pending[name] = (action, time.monotonic())
+async def snapshot(request: Request) -> Response:
+    snap = await console_state(request).snapshot()
+    return Response(orjson.dumps(snap), media_type="application/json", headers=_NO_CACHE)
+
+
+async def events(request: Request) -> Response:
+    state = console_state(request)
+    return StreamingResponse(
+        state.events(request.is_disconnected),
+        media_type="text/event-stream",
+        headers={**_NO_CACHE, "x-accel-buffering": "no"},
+    )
+
+
+async def act(name: str, action: str, request: Request) -> Response:
+    state = console_state(request)
+    if action not in ACTIONS:
+        raise BadRequest(f"unknown action `{action}`", param="action")
+    if state.gw.table.get(name) is None:
+        raise ModelNotFound(name)
+    if state.supervisor is None:
+        raise Unavailable("no supervisor manages this gateway's models")
+    state.pending[name] = (action, time.monotonic())
+    state.invalidate()
+    try:
+        info = await state.supervisor.action(name, action, state.action_timeout_s)
+    except ControlError as exc:
+        raise _ActionFailed(exc.status, exc.message) from None
+    finally:
+        state.pending.pop(name, None)
         state.invalidate()
-        try:
-            info = await state.supervisor.action(name, action, state.action_timeout_s)
-        except ControlError as exc:
-            raise _ActionFailed(exc.status, exc.message) from None
-        finally:
-            state.pending.pop(name, None)
-            state.invalidate()
-        return Response(orjson.dumps(info), media_type="application/json")
+    return Response(orjson.dumps(info), media_type="application/json")

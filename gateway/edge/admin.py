@@ -5,41 +5,37 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Request
 from starlette.responses import Response
 
 if TYPE_CHECKING:
     from ..container import Gateway
 
 
-def install_admin_routes(app: FastAPI) -> None:
-    @app.get("/admin/status", include_in_schema=False)
-    async def status(request: Request) -> Response:
-        gw: Gateway = request.app.state.gateway
-        models = {
-            route.name: {
-                "state": route.state,
-                "replicas": [
-                    {
-                        "url": r.url,
-                        "healthy": r.healthy,
-                        "outstanding": r.outstanding,
-                        "down_reason": r.down_reason,
-                    }
-                    for r in route.replicas
-                ],
-            }
-            for route in gw.table.routes.values()
+async def status(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    models = {
+        route.name: {
+            "state": route.state,
+            "replicas": [
+                {
+                    "url": r.url,
+                    "healthy": r.healthy,
+                    "outstanding": r.outstanding,
+                    "down_reason": r.down_reason,
+                }
+                for r in route.replicas
+            ],
         }
-        admission = {
-            name: {"inflight": g.inflight, "queued": g.queued, "max_inflight": g.max_inflight}
-            for name, g in gw.admission.gates.items()
-        }
-        fallback = (
-            None
-            if gw.fallback is None
-            else {"url": gw.fallback.url, "healthy": gw.fallback.healthy}
-        )
-        nodes = {n.name: n.snapshot() for n in gw.link.nodes} if gw.link else {}
-        body = {"models": models, "admission": admission, "fallback": fallback, "nodes": nodes}
-        return Response(orjson.dumps(body), media_type="application/json")
+        for route in gw.table.routes.values()
+    }
+    admission = {
+        name: {"inflight": g.inflight, "queued": g.queued, "max_inflight": g.max_inflight}
+        for name, g in gw.admission.gates.items()
+    }
+    fallback = (
+        None if gw.fallback is None else {"url": gw.fallback.url, "healthy": gw.fallback.healthy}
+    )
+    nodes = {n.name: n.snapshot() for n in gw.link.nodes} if gw.link else {}
+    body = {"models": models, "admission": admission, "fallback": fallback, "nodes": nodes}
+    return Response(orjson.dumps(body), media_type="application/json")

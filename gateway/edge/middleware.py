@@ -11,6 +11,9 @@ once the body is read, always a configured name) and is `_unknown` before that.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -18,6 +21,9 @@ from collections.abc import Callable, Collection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import UNKNOWN_MODEL, GatewayMetrics
+from .errors import GatewayError, Unavailable
+
+log = logging.getLogger(__name__)
 
 CLIENT_CLOSED = 499  # nginx's code: the client went away before the response ended
 
@@ -56,7 +62,10 @@ class RequestIdMiddleware:
 
 
 class ResponseCounter:
-    """Counts every response on the model-serving paths once (see the module docstring)."""
+    """Counts every response on the counted paths once (see the module docstring), and is the
+    last resort for every path: nothing ends in the server's plain-text 500. An exception
+    before the response started becomes an OpenAI-shaped 500; a cancellation before it (the
+    server's shutdown deadline) an OpenAI-shaped 503 with `Retry-After`."""
 
     def __init__(
         self,
@@ -71,13 +80,10 @@ class ResponseCounter:
         self._method = method
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != self._method
-            or scope["path"] not in self._paths
-        ):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        counted = scope["method"] == self._method and scope["path"] in self._paths
         started = time.perf_counter()
         status = 0
         ended = False
@@ -93,14 +99,47 @@ class ResponseCounter:
 
         try:
             await self.app(scope, receive, counting_send)
-        finally:
+        except asyncio.CancelledError:
             if not status:
-                status = 500  # the app failed before answering (the server sends a 500)
-            elif not ended:
-                status = CLIENT_CLOSED
-            metrics = self._metrics()
-            if metrics is not None:
-                model = scope.get("state", {}).get("model") or UNKNOWN_MODEL
-                bound = metrics.model(model)
-                bound.requests(status).inc()
-                bound.request_seconds.observe(time.perf_counter() - started)
+                await _answer(scope, receive, counting_send, _shutting_down)
+            raise
+        except Exception:
+            if status:
+                raise  # the response is on its way: the server closes the connection
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await _answer(scope, receive, counting_send, _internal)
+        finally:
+            if counted:
+                if not status:
+                    status = 500  # the app failed before answering and so did the answer
+                elif not ended:
+                    status = CLIENT_CLOSED
+                self._count(scope, status, started)
+
+    def _count(self, scope: Scope, status: int, started: float) -> None:
+        metrics = self._metrics()
+        if metrics is None:
+            return
+        model = scope.get("state", {}).get("model") or UNKNOWN_MODEL
+        bound = metrics.model(model)
+        bound.requests(status).inc()
+        bound.request_seconds.observe(time.perf_counter() - started)
+
+
+def _shutting_down() -> GatewayError:
+    return Unavailable(
+        "the gateway is shutting down; retry on another instance or shortly",
+        code="shutting_down",
+        headers={"retry-after": "1"},
+    )
+
+
+def _internal() -> GatewayError:
+    return GatewayError("internal gateway error")
+
+
+async def _answer(
+    scope: Scope, receive: Receive, send: Send, error: Callable[[], GatewayError]
+) -> None:
+    with contextlib.suppress(Exception):  # the client may be gone already
+        await error().response()(scope, receive, send)

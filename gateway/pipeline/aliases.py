@@ -8,6 +8,7 @@ name sent upstream in the body (the server's name, or the adapter's, which its b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,12 @@ class ModelMap:
             found = [self.target(n) for n in fallback_chain(name, self._fallbacks)]
             self._chains[name] = found
         return found
+
+    def serves(self, name: str, route: Callable[[str], object | None]) -> bool:
+        """Whether a call naming `name` has somewhere to go: an ensemble, or a chain whose
+        first target is a server `route` knows."""
+        resolved = self.resolve(name)
+        return resolved in self.ensembles or route(self.target(resolved).route) is not None
 
     def adapter_base(self, name: str) -> str | None:
         return self.adapters.get(name)

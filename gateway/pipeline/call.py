@@ -1,26 +1,41 @@
 """The call object: one request on its way through the pipeline, whatever it came from (an
-HTTP request, an audio upload, a batch row, an ensemble member)."""
+HTTP request, an audio upload, a batch row, an ensemble member).
+
+`new_call` is the one place a call is made; everything else derives one from another with
+`Call.derive` (a chain's next model, an ensemble's member), so a field added here reaches every
+workload.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
+from orchestra.config import ApiKey
+
 from ..balancing.key import NO_KEY, RequestKey
 from ..metrics import GatewayMetrics
+
+SERVED_BY = "x-orchestra-served-by"  # reply header: the upstream name that answered
 
 
 @dataclass(slots=True)
 class Call:
     path: str
-    body: bytes | aiohttp.Payload  # a Payload: a spooled multipart upload (gateway/multipart.py)
-    model: str
+    body: bytes | aiohttp.Payload  # a Payload: a spooled multipart upload (edge/multipart.py)
+    payload: dict[str, Any]  # the parsed JSON body (for a multipart upload: its `model` only)
+    model: str  # the name as asked; routing steps replace it with the server's name
     stream: bool
     headers: dict[str, str]  # sent upstream
-    reply_headers: dict[str, str]  # sent to the client (x-request-id, ...)
+    reply_headers: dict[str, str]  # sent to the client (x-request-id, rate-limit headers, ...)
+    priority: str | None = None  # the admission priority asked for (header or batch setting)
+    api_key: ApiKey | None = None  # who is charged (None: nobody, e.g. an ensemble member)
+    body_size: int = 0  # bytes the client sent (the token estimate before `usage` is known)
     on_usage: Callable[[object], None] | None = None  # the reply's `usage` (rate-limit settling)
     route_key: RequestKey = NO_KEY  # what request-aware balancing looks at
     arrived: float = field(default_factory=time.perf_counter)  # for x-orchestra-overhead-ms
@@ -31,3 +46,46 @@ class Call:
         metrics.count_usage(self.model, usage)
         if self.on_usage is not None and usage is not None:
             self.on_usage(usage)
+
+    def derive(self, **changes: Any) -> Call:
+        """A call for another model or member: the changes applied, headers copied (each
+        attempt's reply headers are its own)."""
+        changes.setdefault("reply_headers", dict(self.reply_headers))
+        return dataclasses.replace(self, **changes)
+
+
+def new_call(
+    path: str,
+    body: bytes | aiohttp.Payload,
+    payload: dict[str, Any],
+    model: str,
+    *,
+    request_id: str,
+    stream: bool,
+    content_type: str = "application/json",
+    authorization: str | None = None,
+    api_key: ApiKey | None = None,
+    priority: str | None = None,
+    body_size: int | None = None,
+    raw_headers: Sequence[tuple[bytes, bytes]] = (),
+    arrived: float | None = None,
+) -> Call:
+    """A call as it enters the pipeline. `authorization` is the client's own header, passed
+    upstream only when the gateway checks no keys itself (the engine may want its own)."""
+    headers = {"content-type": content_type, "x-request-id": request_id}
+    if authorization and api_key is None:
+        headers["authorization"] = authorization
+    return Call(
+        path=path,
+        body=body,
+        payload=payload,
+        model=model,
+        stream=stream,
+        headers=headers,
+        reply_headers={},
+        priority=priority,
+        api_key=api_key,
+        body_size=len(body) if body_size is None and isinstance(body, bytes) else body_size or 0,
+        route_key=RequestKey(payload, raw_headers),
+        arrived=time.perf_counter() if arrived is None else arrived,
+    )

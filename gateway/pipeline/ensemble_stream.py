@@ -14,7 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.responses import Response, StreamingResponse
@@ -23,8 +23,8 @@ from orchestra.workload_config import EnsembleConfig
 
 from ..edge.errors import GatewayError
 from .call import Call
-from .chains import serve_chain
-from .ensembles import (
+from .ensemble_parts import (
+    Members,
     Outcome,
     all_failed,
     error_of,
@@ -34,29 +34,23 @@ from .ensembles import (
 )
 from .inproc import Drain, sse_events
 
-if TYPE_CHECKING:
-    from .workloads import Workloads
-
 # queue items: (member index, chunk dict) | (member index, Outcome when it ended)
 _Item = tuple[int, dict[str, Any] | Outcome]
 
 
 async def _pump(
-    wl: Workloads,
+    wl: Members,
     call: Call,
-    payload: dict[str, Any],
-    priority: str | None,
     index: int,
     member: str,
     queue: asyncio.Queue[_Item],
 ) -> None:
-    sub, body, name = member_call(wl, call, payload, member, stream=True)
     drain: Drain | None = None
     usage: Any = None
     outcome: Outcome
     try:
         try:
-            response = await serve_chain(wl, sub, body, priority, name)
+            response = await wl.serve(member_call(wl, call, member, stream=True))
         except GatewayError as exc:
             error = {"message": exc.message, "type": exc.type, "code": exc.code}
             await queue.put((index, Outcome(member, exc.status, error=error)))
@@ -93,16 +87,14 @@ async def _pump(
 
 
 async def stream_all(
-    wl: Workloads,
+    wl: Members,
     call: Call,
-    payload: dict[str, Any],
-    priority: str | None,
     ensemble: EnsembleConfig,
     headers: dict[str, str],
 ) -> Response:
     queue: asyncio.Queue[_Item] = asyncio.Queue()
     tasks = [
-        asyncio.create_task(_pump(wl, call, payload, priority, i, member, queue))
+        asyncio.create_task(_pump(wl, call, i, member, queue))
         for i, member in enumerate(ensemble.models)
     ]
     deadline = time.monotonic() + ensemble.timeout_s
@@ -125,6 +117,7 @@ async def stream_all(
             ended.get(i) or timed_out(m, ensemble.timeout_s) for i, m in enumerate(ensemble.models)
         ]
         return all_failed(ensemble, outcomes, headers)
+    payload = call.payload
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     events = _events(ensemble, payload, tasks, queue, first, ended, deadline, include_usage)
     return StreamingResponse(events, headers=headers, media_type="text/event-stream")

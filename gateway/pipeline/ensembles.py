@@ -19,90 +19,35 @@ import re
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.responses import Response
 
-from orchestra.protocol import error_json
 from orchestra.workload_config import EnsembleConfig
 
 from ..edge.errors import BadRequest, GatewayError
-from .call import Call
-from .chains import SERVED_BY, serve_chain
+from .call import SERVED_BY, Call
+from .ensemble_parts import (
+    JSON,
+    Members,
+    Outcome,
+    all_failed,
+    error_of,
+    member_call,
+    sum_usage,
+    timed_out,
+)
+from .ensemble_stream import stream_all
 from .inproc import Drain
 
-if TYPE_CHECKING:
-    from .workloads import Workloads
-
 ENSEMBLE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
-_JSON = "application/json"
 
 
-@dataclass
-class Outcome:
-    model: str  # the member as configured
-    status: int
-    body: dict[str, Any] | None = None  # a 200 reply
-    error: dict[str, Any] | None = None  # {"message", "type", "code"} of a failed member
-    response: Response | None = None  # `first` streaming: the winner's live response
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200 and (self.body is not None or self.response is not None)
-
-    def report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, "status": self.status}
-        if self.error is not None:
-            out["error"] = self.error
-        elif self.body is not None:
-            out["usage"] = self.body.get("usage")
-        return out
-
-
-def member_call(
-    wl: Workloads, call: Call, payload: dict[str, Any], member: str, stream: bool
-) -> tuple[Call, dict[str, Any], str]:
-    name = wl.models.resolve(member)
-    body = {**payload, "model": name, "stream": stream}
-    if stream:
-        body["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
-    else:
-        body.pop("stream_options", None)
-    sub = Call(
-        path=call.path,
-        body=orjson.dumps(body),
-        model=name,
-        stream=stream,
-        headers=call.headers,
-        reply_headers={},
-    )
-    return sub, body, name
-
-
-def error_of(status: int, raw: bytes) -> dict[str, Any]:
-    try:
-        error = orjson.loads(raw).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        error = None
-    if not isinstance(error, dict):
-        error = {"message": raw[:300].decode("utf-8", "replace"), "type": "upstream_error"}
-    return {k: error.get(k) for k in ("message", "type", "code")} | {"status": status}
-
-
-async def run_member(
-    wl: Workloads,
-    call: Call,
-    payload: dict[str, Any],
-    priority: str | None,
-    member: str,
-    live: bool = False,
-) -> Outcome:
+async def run_member(wl: Members, call: Call, member: str, live: bool = False) -> Outcome:
     """One member, non-streaming (or `live`: streaming, returned once its first byte is in)."""
-    sub, body, name = member_call(wl, call, payload, member, stream=live)
     try:
-        response = await serve_chain(wl, sub, body, priority, name)
+        response = await wl.serve(member_call(wl, call, member, stream=live))
     except GatewayError as exc:
         error = {"message": exc.message, "type": exc.type, "code": exc.code}
         return Outcome(member, exc.status, error=error | {"status": exc.status})
@@ -125,33 +70,21 @@ async def run_member(
     return Outcome(member, 200, body=parsed)
 
 
-def timed_out(member: str, seconds: float) -> Outcome:
-    error = {
-        "message": f"member `{member}` did not answer within {seconds:g}s",
-        "type": "timeout",
-        "code": "ensemble_timeout",
-        "status": 504,
-    }
-    return Outcome(member, 504, error=error)
-
-
 async def _discard(outcome: Outcome) -> None:
     if outcome.response is not None:
         await Drain(outcome.response).abort()
 
 
 async def gather_members(
-    wl: Workloads,
+    wl: Members,
     call: Call,
-    payload: dict[str, Any],
-    priority: str | None,
     ensemble: EnsembleConfig,
     first: bool = False,
     live: bool = False,
 ) -> list[Outcome]:
     """Run every member; with `first`, stop at the first success and cancel the others."""
     tasks = {
-        asyncio.ensure_future(run_member(wl, call, payload, priority, m, live)): i
+        asyncio.ensure_future(run_member(wl, call, m, live)): i
         for i, m in enumerate(ensemble.models)
     }
     outcomes: list[Outcome | None] = [None] * len(tasks)
@@ -181,37 +114,6 @@ async def gather_members(
             await _discard(extra)
     members = zip(outcomes, ensemble.models, strict=True)
     return [o or timed_out(m, ensemble.timeout_s) for o, m in members]
-
-
-def sum_usage(usages: list[Any]) -> dict[str, int] | None:
-    total: Counter[str] = Counter()
-    seen = False
-    for usage in usages:
-        if isinstance(usage, dict):
-            seen = True
-            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-                if isinstance(usage.get(key), int):
-                    total[key] += usage[key]
-    if not seen:
-        return None
-    return {k: total[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-
-
-def all_failed(
-    ensemble: EnsembleConfig, outcomes: list[Outcome], headers: dict[str, str]
-) -> Response:
-    statuses = {o.status for o in outcomes}
-    status = statuses.pop() if len(statuses) == 1 else 502
-    detail = "; ".join(f"{o.model}: {(o.error or {}).get('message')}" for o in outcomes)
-    body = orjson.loads(
-        error_json(
-            f"every member of ensemble `{ensemble.name}` failed: {detail}",
-            "upstream_error",
-            "ensemble_failed",
-        )
-    )
-    body["orchestra"] = {"ensemble": ensemble.name, "members": [o.report() for o in outcomes]}
-    return Response(orjson.dumps(body), status, headers=headers, media_type=_JSON)
 
 
 def _envelope(ensemble: EnsembleConfig, outcomes: list[Outcome]) -> dict[str, Any]:
@@ -277,26 +179,18 @@ def merge_vote(ensemble: EnsembleConfig, outcomes: list[Outcome]) -> dict[str, A
     return out
 
 
-async def serve_ensemble(
-    wl: Workloads,
-    call: Call,
-    payload: dict[str, Any],
-    priority: str | None,
-    ensemble: EnsembleConfig,
-) -> Response:
+async def serve_ensemble(wl: Members, call: Call, ensemble: EnsembleConfig) -> Response:
     if call.path not in ENSEMBLE_PATHS:
         raise BadRequest(
             f"ensemble `{ensemble.name}` serves chat and completions only", param="model"
         )
     headers = {**call.reply_headers, "x-orchestra-ensemble": ensemble.name}
     if call.stream and ensemble.strategy == "all":
-        from .ensemble_stream import stream_all
-
-        return await stream_all(wl, call, payload, priority, ensemble, headers)
+        return await stream_all(wl, call, ensemble, headers)
     if call.stream and ensemble.strategy == "vote":
         raise BadRequest("a `vote` ensemble does not stream; send stream=false", param="stream")
     first = ensemble.strategy == "first"
-    outcomes = await gather_members(wl, call, payload, priority, ensemble, first, call.stream)
+    outcomes = await gather_members(wl, call, ensemble, first, call.stream)
     if not any(o.ok for o in outcomes):
         return all_failed(ensemble, outcomes, headers)
     if first:
@@ -308,7 +202,7 @@ async def serve_ensemble(
         usage = (winner.body or {}).get("usage")
         if call.on_usage is not None and usage is not None:
             call.on_usage(usage)  # rate limits: the answer the client got (the others were cut)
-        return Response(orjson.dumps(winner.body), headers=headers, media_type=_JSON)
+        return Response(orjson.dumps(winner.body), headers=headers, media_type=JSON)
     merged = (
         merge_all(ensemble, outcomes)
         if ensemble.strategy == "all"
@@ -316,4 +210,4 @@ async def serve_ensemble(
     )
     if call.on_usage is not None and merged["usage"] is not None:
         call.on_usage(merged["usage"])
-    return Response(orjson.dumps(merged), headers=headers, media_type=_JSON)
+    return Response(orjson.dumps(merged), headers=headers, media_type=JSON)

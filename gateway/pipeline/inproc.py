@@ -1,9 +1,11 @@
 """Playing a gateway Response in-process, to read what it would send a client.
 
-Ensembles call members through the normal path, which answers with Starlette responses (plain,
-streaming, or wrapped to release an admission slot when sent). `Drain` runs one as ASGI with a
-send that queues its messages, so its body can be read chunk by chunk, and `abort()` ends it the
-way a client leaving would: the upstream connection is closed and every count is settled.
+The one reader of a response in-process: ensembles (their members), loading comments (the
+response after the load) and batch rows all go through the pipeline, which answers with
+Starlette responses (plain, streaming, or wrapped to release an admission slot when sent).
+`Drain` runs one as ASGI with a send that queues its messages, so its body can be read chunk by
+chunk, and `abort()` ends it the way a client leaving would: the upstream connection is closed
+and every count is settled.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.responses import Response
-from starlette.types import Message
+from starlette.types import Message, Receive
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,12 @@ _QUEUE_CHUNKS = 64  # back-pressure: a member streams no further ahead than this
 
 
 class Drain:
-    def __init__(self, response: Response) -> None:
+    """`receive`: the client's own, when the response is relayed to a client (its disconnect
+    then reaches the response); else the response sees a disconnect only on `abort()`."""
+
+    def __init__(self, response: Response, receive: Receive | None = None) -> None:
         self.response = response
+        self._client_receive = receive
         self.status = response.status_code
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(_QUEUE_CHUNKS)
         self._gone = asyncio.Event()
@@ -49,6 +55,8 @@ class Drain:
         await self._queue.put(None)  # (not reached when cancelled: abort() reads nothing more)
 
     async def _receive(self) -> Message:
+        if self._client_receive is not None:
+            return await self._client_receive()
         await self._gone.wait()
         return {"type": "http.disconnect"}
 

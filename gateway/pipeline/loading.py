@@ -7,9 +7,6 @@ bytes and keep the connection). When the model is ready the request goes on as u
 stream follows. The status is committed before the load is done, so a load (or anything else
 before the first byte) that fails ends the stream with one `data: {"error": ...}` event instead
 of a retryable 503. Non-streamed requests are never answered this way.
-
-`loading_info` adds, for `/v1/models`, how long a loading model has been starting and how long
-its last start took (the supervisor's `starting_for_s` and `last_startup_s`).
 """
 
 from __future__ import annotations
@@ -18,22 +15,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
 
-import orjson
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
-from orchestra.control import ControlError
-from orchestra.protocol import error_json
+from orchestra.protocol import error_json, parse_error
 
 from ..cluster.routing import RoutingTable
 from ..edge.errors import GatewayError
 from ..metrics import GatewayMetrics
-
-if TYPE_CHECKING:
-    from ..container import Gateway
+from .inproc import Drain
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +103,7 @@ class LoadingStream(Response):
                 log.exception("loading stream for %s failed", self.model)
                 body = error_json("internal gateway error", "server_error", None)
             else:
-                if await _relay(response, scope, receive, send):
+                if await _relay(response, receive, send):
                     return
                 body = b""
             # The 200 is out: the failure is the stream's last event (counted as a cut stream).
@@ -128,58 +120,23 @@ async def _end(send: Send, last: bytes) -> None:
     await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
-async def _relay(response: Response, scope: Scope, receive: Receive, send: Send) -> bool:
-    """Run `response` as the ASGI app it is, into our already started stream: a 200 stream's
-    bytes pass through (True); any other answer becomes one error event (False)."""
-    status = 200
-    held: list[bytes] = []
-
-    async def inner_send(message: Message) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = int(message["status"])
-        elif message["type"] == "http.response.body":
-            body = message.get("body", b"")
-            if status != 200:
-                held.append(body)
-            elif body:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-
-    await response(scope, receive, inner_send)
-    if status == 200:
+async def _relay(response: Response, receive: Receive, send: Send) -> bool:
+    """Play `response` into our already started stream: a 200 stream's bytes pass through
+    (True); any other answer becomes one error event (False). The client's disconnect reaches
+    the response (its upstream request is cancelled)."""
+    drain = Drain(response, receive)
+    try:
+        if drain.status != 200:
+            payload = await drain.body()
+            if parse_error(payload) is None:
+                payload = error_json(
+                    f"upstream answered HTTP {drain.status}", "upstream_error", drain.status
+                )
+            await _end(send, b"data: " + payload + b"\n\n")
+            return False
+        async for chunk in drain.chunks():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await _end(send, b"")
         return True
-    payload = b"".join(held)
-    try:
-        parsed = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
-        payload = error_json(f"upstream answered HTTP {status}", "upstream_error", status)
-    await _end(send, b"data: " + payload + b"\n\n")
-    return False
-
-
-async def loading_info(gw: Gateway) -> dict[str, dict[str, float | None]]:
-    """For each managed model that is starting: {elapsed_s, expected_s, remaining_s} (expected
-    from its last start; None when it never started). Asks the supervisor only when the
-    routing table shows a model starting."""
-    starting = [r.name for r in gw.table.managed if r.state == "starting"]
-    if not starting or gw.link is None:
-        return {}
-    try:
-        table = {str(m.get("name")): m for m in await gw.link.client.table()}
-    except ControlError:
-        return {}
-    return {name: _eta(table[name]) for name in starting if name in table}
-
-
-def _eta(model: dict[str, Any]) -> dict[str, float | None]:
-    engines = [e for e in model.get("engines") or [] if e.get("starting_for_s") is not None]
-    elapsed = max((float(e["starting_for_s"]) for e in engines), default=None)
-    lasts = [float(e["last_startup_s"]) for e in engines if e.get("last_startup_s") is not None]
-    expected = max(lasts) if lasts else None
-    remaining = None
-    if expected is not None and elapsed is not None:
-        remaining = round(max(expected - elapsed, 0.0), 1)
-    return {"elapsed_s": elapsed, "expected_s": expected, "remaining_s": remaining}
+    finally:
+        await drain.abort()

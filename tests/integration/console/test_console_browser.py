@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from orchestra.gateway.edge.auth import hash_key
+from orchestra.gateway.edge.keys import hash_key
 
 from tests.conftest import GatewayProcess, wait_until
 from tests.fake_engine import free_port

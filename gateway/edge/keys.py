@@ -1,0 +1,86 @@
+"""API keys and the admin key: who a request's Authorization header says it is.
+
+Keys live in config only as hex sha256 (`gateway.api_keys[].sha256`, `gateway.admin_key_sha256`;
+env overrides work too: `ORCHESTRA_GATEWAY__ADMIN_KEY_SHA256=...`). A request's bearer key is
+hashed once, looked up in a dict and confirmed with `hmac.compare_digest`. The Authorization
+header is never logged nor echoed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+
+from orchestra.config import ApiKey, GatewayConfig
+
+from .errors import Unauthorized
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class Forbidden(Unauthorized):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+def hash_key(key: str) -> str:
+    """The hex sha256 to put in config for `key`."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def bearer(value: bytes | None) -> str | None:
+    """The key of `Authorization: Bearer <key>`, or None."""
+    if not value:
+        return None
+    scheme, _, key = value.decode("latin-1").partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
+def basic_password(value: bytes | None) -> str | None:
+    """The password of `Authorization: Basic <base64 user:password>` (how a browser sends the
+    admin key to the console), or None."""
+    if not value:
+        return None
+    scheme, _, encoded = value.decode("latin-1").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    password = decoded.partition(":")[2]
+    return password or None
+
+
+class KeyRing:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.keys: dict[str, ApiKey] = {k.sha256.strip().lower(): k for k in config.api_keys}
+        admin = config.admin_key_sha256
+        self.admin_sha256 = admin.strip().lower() if admin else None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def api_key(self, authorization: bytes | None) -> ApiKey:
+        key = bearer(authorization)
+        if key is None:
+            raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+        digest = hash_key(key)
+        found = self.keys.get(digest)
+        if found is None or not hmac.compare_digest(found.sha256.strip().lower(), digest):
+            raise Unauthorized("incorrect API key provided")
+        return found
+
+    def check_admin(self, authorization: bytes | None, client_host: str | None) -> None:
+        if self.admin_sha256 is None:
+            if client_host not in _LOOPBACK:
+                raise Forbidden("admin routes are loopback-only until an admin key is configured")
+            return
+        key = bearer(authorization) or basic_password(authorization)
+        if key is None or not hmac.compare_digest(hash_key(key), self.admin_sha256):
+            raise Unauthorized("admin routes need the admin key", code="invalid_admin_key")

@@ -1,0 +1,153 @@
+"""The route table: every path the gateway serves, declared once with its policy.
+
+Auth (`auth.AuthMiddleware`), the response counter (`middleware.ResponseCounter`), the rate
+limiter (through the call's key), the front door (`app.FrontDoor`) and the FastAPI app's routes
+all read this table; no other list of paths exists. A new endpoint is one entry here.
+
+- `caller`: who may call it. `api_key`: a key from `gateway.api_keys` (open while none is
+  configured); `admin`: the admin key (loopback only while none is configured); `open`: anyone.
+- `body`: for a model call, which shaper reads the body into a pipeline call (`json`: a JSON
+  object naming `model`; `multipart`: an upload whose form names `model`). Model calls are
+  served by the front door and the pipeline, everything else by its FastAPI `endpoint`.
+- `counted`: the response counter records it; `limited`: its key's rate limits are charged;
+  `reaches_model`: it is proxied to an engine (or Ollama).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from starlette.routing import compile_path
+
+from ..batch import routes as batch
+from ..console import routes as console
+from . import admin, info
+
+
+class Caller(enum.StrEnum):
+    API_KEY = "api_key"
+    ADMIN = "admin"
+    OPEN = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    path: str  # Starlette's path syntax (`/v1/files/{file_id}`)
+    methods: frozenset[str]
+    caller: Caller
+    endpoint: Callable[..., Any] | None = None  # FastAPI endpoint; None for a model call
+    body: Literal["json", "multipart"] | None = None  # model calls: the shaper
+    counted: bool = False
+    limited: bool = False
+    reaches_model: bool = False
+    browser_prompt: bool = False  # a 401 asks a browser for the key (HTTP Basic): the console
+    console: bool = False  # installed only while `gateway.console.enabled`
+
+    @property
+    def model_call(self) -> bool:
+        return self.body is not None
+
+
+def _model_call(path: str, body: Literal["json", "multipart"] = "json") -> RouteSpec:
+    """A POST that names a model: keyed, counted, limited, proxied through the pipeline."""
+    return RouteSpec(
+        path,
+        frozenset({"POST"}),
+        Caller.API_KEY,
+        body=body,
+        counted=True,
+        limited=True,
+        reaches_model=True,
+    )
+
+
+def _api(path: str, endpoint: Callable[..., Any], *methods: str) -> RouteSpec:
+    return RouteSpec(path, frozenset(methods or ("GET",)), Caller.API_KEY, endpoint)
+
+
+def _console(path: str, endpoint: Callable[..., Any], method: str = "GET") -> RouteSpec:
+    return RouteSpec(
+        path, frozenset({method}), Caller.ADMIN, endpoint, browser_prompt=True, console=True
+    )
+
+
+ROUTES: tuple[RouteSpec, ...] = (
+    # OpenAI's model calls, and vLLM's other JSON endpoints that name a `model`
+    _model_call("/v1/chat/completions"),
+    _model_call("/v1/completions"),
+    _model_call("/v1/embeddings"),
+    _model_call("/tokenize"),
+    _model_call("/detokenize"),
+    _model_call("/v1/rerank"),
+    _model_call("/rerank"),
+    _model_call("/v2/rerank"),
+    _model_call("/v1/score"),
+    _model_call("/score"),
+    _model_call("/pooling"),
+    _model_call("/classify"),
+    _model_call("/v1/audio/transcriptions", "multipart"),
+    _model_call("/v1/audio/translations", "multipart"),
+    # the gateway's own
+    _api("/v1/models", info.list_models),
+    RouteSpec("/health", frozenset({"GET"}), Caller.OPEN, info.health),
+    RouteSpec("/metrics", frozenset({"GET"}), Caller.OPEN, info.metrics),
+    RouteSpec("/admin/status", frozenset({"GET"}), Caller.ADMIN, admin.status),
+    # OpenAI's Files and Batches (rows reach models later, charged to the submitting key)
+    _api("/v1/files", batch.create_file, "POST"),
+    _api("/v1/files", batch.list_files),
+    _api("/v1/files/{file_id}", batch.get_file),
+    _api("/v1/files/{file_id}", batch.delete_file, "DELETE"),
+    _api("/v1/files/{file_id}/content", batch.file_content),
+    _api("/v1/batches", batch.create_batch, "POST"),
+    _api("/v1/batches", batch.list_batches),
+    _api("/v1/batches/{batch_id}", batch.get_batch),
+    _api("/v1/batches/{batch_id}/cancel", batch.cancel_batch, "POST"),
+    # the web console
+    _console("/console", console.page),
+    _console("/console/static/{name}", console.static),
+    _console("/console/api/snapshot", console.snapshot),
+    _console("/console/events", console.events),
+    _console("/console/api/models/{name:path}/{action}", console.act, "POST"),
+)
+
+
+class RouteTable:
+    """Lookups over ROUTES: exact paths by dict, parametrised ones by their compiled pattern."""
+
+    def __init__(self, routes: Iterable[RouteSpec] = ROUTES) -> None:
+        self.routes = tuple(routes)
+        self._exact: dict[str, list[RouteSpec]] = {}
+        self._patterns: list[tuple[Any, RouteSpec]] = []
+        for spec in self.routes:
+            if "{" in spec.path:
+                self._patterns.append((compile_path(spec.path)[0], spec))
+            else:
+                self._exact.setdefault(spec.path, []).append(spec)
+        # The front door's fast path: POSTs that name a model, by exact path.
+        self.model_calls = {
+            spec.path: spec for spec in self.routes if spec.model_call and "POST" in spec.methods
+        }
+        self.counted = frozenset(spec.path for spec in self.routes if spec.counted)
+
+    def policy(self, path: str) -> RouteSpec | None:
+        """The entry that decides who may call `path` (any method: every entry of one path
+        has the same caller, which `check` enforces), or None for a path not served."""
+        found = self._exact.get(path)
+        if found:
+            return found[0]
+        for pattern, spec in self._patterns:
+            if pattern.match(path):
+                return spec
+        return None
+
+    def check(self) -> None:
+        """Entries of one path agree on who may call it; a model call names its shaper."""
+        callers: dict[str, Caller] = {}
+        for spec in self.routes:
+            if callers.setdefault(spec.path, spec.caller) is not spec.caller:
+                raise ValueError(f"route {spec.path}: entries disagree on the caller")
+            if spec.model_call == (spec.endpoint is not None):
+                raise ValueError(f"route {spec.path}: a model call or an endpoint, not both")

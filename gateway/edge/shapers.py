@@ -1,0 +1,131 @@
+"""Shapers: a model call's HTTP request read into a pipeline call (`pipeline/call.py`).
+
+`json`: the body limit, one JSON object, a string `model`. `multipart`: an upload spooled
+(memory up to `gateway.uploads.spool_bytes`, then a temporary file), refused with 413 past
+`gateway.uploads.max_bytes`, its form's `model` routed like any (re-sent unchanged, except for
+the `model` value when an alias or a chain sends it to another model).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from orchestra.config import GatewayConfig
+
+from ..pipeline.call import Call, new_call
+from .errors import BadRequest, PayloadTooLarge
+from .multipart import SpooledBody, Upload, read_upload
+
+_JSON = "application/json"  # what a JSON call is sent upstream as, whatever the client said
+
+
+@dataclass(slots=True)
+class Shaped:
+    call: Call
+    upload: Upload | None = None  # closed once the pipeline has answered (it read the body)
+
+    def close(self) -> None:
+        if self.upload is not None:
+            self.upload.close()
+
+
+class Shapers:
+    def __init__(
+        self, config: GatewayConfig, known: Callable[[str], bool], priority_header: str
+    ) -> None:
+        self._config = config
+        self._known = known  # a configured model name (the only metrics labels)
+        self._priority_header = priority_header
+
+    async def json(self, request: Request) -> Shaped:
+        arrived = time.perf_counter()
+        payload, body = await _read_json_object(request, self._config.max_body_bytes)
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("you must provide a `model` (a string)", param="model")
+        stream = payload.get("stream") is True
+        call = self._call(request, body, payload, model, stream, len(body), arrived, _JSON)
+        return Shaped(call)
+
+    async def multipart(self, request: Request) -> Shaped:
+        arrived = time.perf_counter()
+        limits = self._config.uploads
+        upload = await read_upload(
+            request.stream(),
+            request.headers.get("content-type", ""),
+            request.headers.get("content-length"),
+            limits.max_bytes,
+            limits.spool_bytes,
+        )
+        try:
+            model = upload.fields.get("model")
+            if not model:
+                raise BadRequest("you must provide a `model` form field", param="model")
+            stream = upload.fields.get("stream", "").lower() == "true"
+            body = SpooledBody(upload)
+            content_type = request.headers["content-type"]  # with the boundary
+            payload = {"model": model}
+            call = self._call(
+                request, body, payload, model, stream, upload.size, arrived, content_type
+            )
+        except BaseException:
+            upload.close()
+            raise
+        return Shaped(call, upload)
+
+    def _call(
+        self,
+        request: Request,
+        body: bytes | SpooledBody,
+        payload: dict[str, Any],
+        model: str,
+        stream: bool,
+        size: int,
+        arrived: float,
+        content_type: str,
+    ) -> Call:
+        state = request.scope["state"]  # filled by RequestIdMiddleware and AuthMiddleware
+        if self._known(model):
+            state["model"] = model  # the metrics label: a configured name, never a client string
+        return new_call(
+            request.scope["path"],
+            body,
+            payload,
+            model,
+            request_id=state["request_id"],
+            stream=stream,
+            content_type=content_type,
+            authorization=request.headers.get("authorization"),
+            api_key=state.get("api_key"),
+            priority=request.headers.get(self._priority_header),
+            body_size=size,
+            raw_headers=request.scope["headers"],
+            arrived=arrived,
+        )
+
+
+async def _read_json_object(request: Request, limit: int) -> tuple[dict[str, Any], bytes]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc.msg}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object")
+    return payload, body
