@@ -5,8 +5,9 @@
 records the status of `http.response.start` once the response has ended, so every answer is
 counted once with the status the client saw — a 401 from the auth layer, a 404 for an unknown
 model, an upstream's 503, an Ollama fallback's 200 alike. A response the client left before its
-last byte counts as 499. The model label comes from `scope["state"]["model"]` (set by dispatch
-once the body is read, always a configured name) and is `_unknown` before that.
+last byte counts as 499. The model label comes from `scope["state"]["model"]` (set by the
+shaper, edge/shapers.py, once the body is read, always a configured name) and is `_unknown`
+before that.
 """
 
 from __future__ import annotations

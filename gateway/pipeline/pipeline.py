@@ -38,7 +38,8 @@ from .ensembles import serve_ensemble
 from .loading import LoadingComments
 
 _NEXT_ERRORS = (Unavailable, UpstreamTimeout, Overloaded)  # the next model in the chain serves
-_OLLAMA_STATUS = frozenset({502, 503, 504})  # an upstream answer Ollama may stand in for
+# An upstream answer Ollama may stand in for, and the reason its fallback counter records.
+_OLLAMA_STATUS = {502: "upstream_error", 503: "unavailable", 504: "timeout"}
 
 
 class Pipeline:
@@ -84,7 +85,10 @@ class Pipeline:
     async def _chain(self, call: Call, chain: list[Target]) -> Response:
         failure: GatewayError | Response | None = None
         for target in chain:  # step 4: the next target when one cannot serve
-            attempt = call.derive(body=retarget(call, target), model=target.route)
+            body = retarget(call, target)
+            # The common case (no alias, chain or adapter) sends the call itself: no copy.
+            same = body is call.body and target.route == call.model
+            attempt = call if same else call.derive(body=body, model=target.route)
             try:
                 response = await self._one(attempt)
             except _NEXT_ERRORS as exc:
@@ -134,7 +138,12 @@ class Pipeline:
         if target is None:
             return None
         attempt = call.derive(model=target.route)
-        served = await fallback.forward(attempt, call.payload, _reason(failure))
+        reason = (
+            _OLLAMA_STATUS[failure.status_code]
+            if isinstance(failure, Response)
+            else _reason(failure)
+        )
+        served = await fallback.forward(attempt, call.payload, reason)
         if served is not None:
             served.headers[SERVED_BY] = f"ollama:{target.route}"
         return served
