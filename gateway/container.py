@@ -23,6 +23,7 @@ from .metrics import GatewayMetrics
 from .pipeline.aliases import ModelMap
 from .pipeline.loading import LoadingComments
 from .pipeline.pipeline import Pipeline
+from .pipeline.responses import StoredResponses
 from .protection.admission import Admission
 from .protection.ratelimit import RateLimiter, make_limiter
 from .upstream.health import HealthMonitor
@@ -113,6 +114,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         proxy,
         fallback,
         loading if loading.models else None,
+        StoredResponses(table, session, gw.responses.max_stored, gw.timeouts.health_probe_s),
     )
     return Gateway(
         config=config,

@@ -48,6 +48,14 @@ class ApiKey(StrictSection):
     tokens_per_minute: int | None = Field(None, gt=0)
 
 
+class ResponsesConfig(StrictSection):
+    """The Responses API's stored responses (`gateway/pipeline/responses.py`)."""
+
+    max_stored: int = Field(
+        50_000, gt=0, description="response ids remembered per worker (about 200 bytes each)"
+    )
+
+
 class ConsoleConfig(StrictSection):
     """The web console at `/console` (admin key, or loopback only without one)."""
 
@@ -113,6 +121,7 @@ class GatewayConfig(StrictSection):
         256, ge=0, description="tokens/min charge for a request without max_tokens"
     )
     uploads: UploadConfig = UploadConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     console: ConsoleConfig = ConsoleConfig()
     loading_comments: bool = Field(
         False,

@@ -79,7 +79,10 @@ PARIS = "The capital of France is Paris.".split(" ")
 DONE = b"data: [DONE]\n\n"
 EXTRA = {"/tokenize", "/detokenize", "/v1/rerank", "/rerank", "/v1/score", "/score", "/pooling"}
 AUDIO = {"/v1/audio/transcriptions", "/v1/audio/translations"}
-INFERENCE = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", *EXTRA, *AUDIO}
+# OpenAI's Responses API (stored responses in this engine's memory, as vLLM keeps them) and
+# Anthropic's Messages API, in the shapes the official SDKs parse.
+APIS = {"/v1/responses", "/v1/messages", "/v1/messages/count_tokens"}
+INFERENCE = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", *EXTRA, *AUDIO, *APIS}
 UNRECORDED = {"/health", "/metrics"}
 
 
@@ -155,6 +158,58 @@ def extra_reply(path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
     return head | {"object": "list", "data": data, "usage": usage(1, 0)}
 
 
+def _anthropic_prompt(body: dict[str, Any]) -> tuple[int, str]:
+    """Prompt tokens (words) and the last user text of an Anthropic Messages request."""
+    msgs = body.get("messages") or []
+    texts = []
+    for m in msgs if isinstance(msgs, list) else []:
+        content = m.get("content", "") if isinstance(m, dict) else ""
+        if isinstance(content, list):
+            content = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+        texts.append(str(content))
+    return sum(words(t) for t in texts) + words(body.get("system") or ""), (texts or [""])[-1]
+
+
+def _anthropic_error(status: int, message: str) -> web.Response:
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    return web.json_response(body, status=status)
+
+
+def _response_object(
+    body: dict[str, Any], model: str, text: str, prompt: int, completion: int
+) -> dict[str, Any]:
+    """A completed Responses API object, as vLLM renders it (the SDK's required fields)."""
+    return {
+        "id": f"resp_{uuid.uuid4().hex}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": model,
+        "status": "completed",
+        "background": bool(body.get("background")),
+        "previous_response_id": body.get("previous_response_id"),
+        "output": [
+            {
+                "type": "message",
+                "id": f"msg_{uuid.uuid4().hex}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
 def usage(prompt: int, completion: int) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
@@ -223,6 +278,8 @@ class Engine:
         self.sleeping = False
         self.rng = random.Random(a.port)  # --slow-rate draws, reproducible per engine
         self.stopping = False  # SIGTERM received: a request arriving now was sent too late
+        # the Responses API's stored responses: this process's memory, lost with it (as vLLM's)
+        self.stored: dict[str, dict[str, Any]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -324,7 +381,152 @@ class Engine:
             return self.embeddings(body)
         if request.path in EXTRA:
             return web.json_response(extra_reply(request.path, body, self.name))
+        if request.path in APIS:
+            return await self.other_api(request, body)
         return await self.generate(request, body, kind)
+
+    # ---- the Responses and Messages APIs ----------------------------------------------------
+    def _text(self, question: str, n: int) -> tuple[list[str], bool]:
+        """The words of a reply (as `generate` plans them) and whether it ended by itself."""
+        if self.a.reply:
+            toks = self.a.reply.split(" ")[:n]
+        elif "capital of France" in question:
+            toks = PARIS[:n]
+        else:
+            toks = [f"tok{i}" for i in range(n)]
+        stopped = bool(self.a.reply) or ("capital of France" in question and n >= len(PARIS))
+        return [w if i == 0 else " " + w for i, w in enumerate(toks)], stopped
+
+    async def other_api(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        if request.path == "/v1/messages/count_tokens":
+            return web.json_response({"input_tokens": _anthropic_prompt(body)[0]})
+        if request.path == "/v1/messages":
+            n = body.get("max_tokens")
+            if not isinstance(n, int) or n < 1:
+                return _anthropic_error(400, "max_tokens: Field required")
+            prompt, question = _anthropic_prompt(body)
+            toks, stopped = self._text(question, n)
+            self.prompt_tokens += prompt
+            self.generation_tokens += len(toks)
+            return await self._message(request, body, toks, stopped, prompt)
+        previous = body.get("previous_response_id")
+        if previous is not None and previous not in self.stored:
+            return error(404, f"Response with id '{previous}' not found.")
+        inp = body.get("input", "")
+        question = inp if isinstance(inp, str) else orjson.dumps(inp).decode()
+        toks, stopped = self._text(question, int(body.get("max_output_tokens") or 16))
+        prompt = words(question)
+        self.prompt_tokens += prompt
+        self.generation_tokens += len(toks)
+        resp = _response_object(body, self.name, "".join(toks), prompt, len(toks))
+        if body.get("store", True):
+            self.stored[resp["id"]] = resp
+        if not body.get("stream"):
+            return web.json_response(resp)
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        whole = resp["output"][0]
+        item, part = whole["id"], whole["content"][0]
+        at = {"item_id": item, "output_index": 0, "content_index": 0}
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("response.created", {"response": {**resp, "status": "in_progress", "output": []}}),
+            (
+                "response.output_item.added",
+                {"output_index": 0, "item": {**whole, "status": "in_progress", "content": []}},
+            ),
+            ("response.content_part.added", {**at, "part": {**part, "text": ""}}),
+        ]
+        for tok in toks:
+            events.append(
+                (
+                    "response.output_text.delta",
+                    {
+                        "item_id": item,
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": tok,
+                        "logprobs": [],
+                    },
+                )
+            )
+        events += [
+            ("response.output_text.done", {**at, "text": part["text"], "logprobs": []}),
+            ("response.content_part.done", {**at, "part": part}),
+            ("response.output_item.done", {"output_index": 0, "item": whole}),
+            ("response.completed", {"response": resp}),
+        ]
+        for seq, (kind, data) in enumerate(events):
+            event = {"type": kind, "sequence_number": seq, **data}
+            await out.write(f"event: {kind}\n".encode() + sse(event))
+            await asyncio.sleep(1 / self.token_rate if self.token_rate else 0)
+        await out.write_eof()
+        return out
+
+    async def _message(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        toks: list[str],
+        stopped: bool,
+        prompt: int,
+    ) -> web.StreamResponse:
+        stop = "end_turn" if stopped else "max_tokens"
+        msg = {
+            "id": f"msg_{uuid.uuid4().hex}",
+            "type": "message",
+            "role": "assistant",
+            "model": self.name,
+            "content": [{"type": "text", "text": "".join(toks)}],
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt, "output_tokens": len(toks)},
+        }
+        if not body.get("stream"):
+            return web.json_response(msg)
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        start = {**msg, "content": [], "stop_reason": None, "usage": {**msg["usage"]}}
+        start["usage"]["output_tokens"] = 0
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": start},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ]
+        events += [
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
+            for t in toks
+        ]
+        events += [
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": len(toks)},
+            },
+            {"type": "message_stop"},
+        ]
+        for event in events:
+            await out.write(f"event: {event['type']}\n".encode() + sse(event))
+        await out.write_eof()
+        return out
+
+    async def response_get(self, request: web.Request) -> web.Response:
+        found = self.stored.get(request.match_info["rid"])
+        if found is None:
+            return error(404, f"Response with id '{request.match_info['rid']}' not found.")
+        return web.json_response(found)
+
+    async def response_cancel(self, request: web.Request) -> web.Response:
+        found = self.stored.get(request.match_info["rid"])
+        if found is None:
+            return error(404, f"Response with id '{request.match_info['rid']}' not found.")
+        if not found.get("background"):
+            return error(400, "Cannot cancel a synchronous response.")
+        found["status"] = "cancelled"
+        return web.json_response(found)
 
     async def generate(self, request: web.Request, body: dict[str, Any], kind: str) -> Any:
         chat = request.path == "/v1/chat/completions"
@@ -631,6 +833,8 @@ class Engine:
             r.add_post("/sleep", self.sleep)
             r.add_post("/wake_up", self.wake_up)
             r.add_get("/is_sleeping", self.is_sleeping)
+        r.add_get("/v1/responses/{rid}", self.response_get)
+        r.add_post("/v1/responses/{rid}/cancel", self.response_cancel)
         r.add_route("*", "/fake/fault", self.set_fault)
         r.add_post("/fake/config", self.set_config)
         r.add_get("/fake/stats", self.stats)

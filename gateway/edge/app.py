@@ -24,6 +24,7 @@ from orchestra.config import OrchestraConfig
 from ..batch.service import BatchService
 from ..container import Gateway, build_gateway, run_forever
 from ..metrics import GatewayMetrics
+from .anthropic import as_anthropic
 from .auth import AuthMiddleware
 from .errors import GatewayError, install_error_handlers
 from .middleware import RequestIdMiddleware, ResponseCounter
@@ -53,7 +54,8 @@ class FrontDoor:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw: Gateway = self.app.state.gateway
         request = Request(scope, receive)
-        shape = gw.shapers.json if self._calls[scope["path"]].body == "json" else None
+        spec = self._calls[scope["path"]]
+        shape = gw.shapers.json if spec.body == "json" else None
         try:
             shaped = await (shape or gw.shapers.multipart)(request)
             try:
@@ -65,6 +67,8 @@ class FrontDoor:
         except Exception:
             log.exception("unhandled error on POST %s", scope["path"])
             response = GatewayError("internal gateway error").response()
+        if spec.errors == "anthropic":
+            response = as_anthropic(response)
         await response(scope, receive, send)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .anthropic import as_anthropic
 from .errors import GatewayError, Unavailable
 from .keys import KeyRing
 from .routes import Caller, RouteSpec, RouteTable
@@ -40,14 +41,21 @@ class AuthMiddleware:
             except GatewayError as exc:
                 if spec.browser_prompt and exc.status == 401:  # let the browser ask for the key
                     exc.headers["www-authenticate"] = 'Basic realm="Orchestra console"'
-                await exc.response()(scope, receive, send)
+                refusal = exc.response()
+                if spec.errors == "anthropic":
+                    refusal = as_anthropic(refusal)
+                await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
 def identify(ring: KeyRing, spec: RouteSpec, scope: Scope) -> None:
-    """Raise unless the caller may call `spec`; an API key found goes to the scope's state."""
+    """Raise unless the caller may call `spec`; an API key found goes to the scope's state.
+    Anthropic's clients send their key as `x-api-key`: it counts as a bearer key."""
     authorization = _header(scope, b"authorization")
+    if authorization is None:
+        api_key = _header(scope, b"x-api-key")
+        authorization = b"Bearer " + api_key if api_key else None
     if spec.caller is Caller.API_KEY:
         if ring.enabled:
             scope.setdefault("state", {})["api_key"] = ring.api_key(authorization)

@@ -10,7 +10,8 @@ all read this table; no other list of paths exists. A new endpoint is one entry 
   object naming `model`; `multipart`: an upload whose form names `model`). Model calls are
   served by the front door and the pipeline, everything else by its FastAPI `endpoint`.
 - `counted`: the response counter records it; `limited`: its key's rate limits are charged;
-  `reaches_model`: it is proxied to an engine (or Ollama).
+  `reaches_model`: it is proxied to an engine (or Ollama). `errors`: the shape of the
+  gateway's own errors (`anthropic` on Anthropic's paths, `anthropic.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.routing import compile_path
 
 from ..batch import routes as batch
 from ..console import routes as console
-from . import admin, info
+from . import admin, info, stored
 
 
 class Caller(enum.StrEnum):
@@ -44,6 +45,7 @@ class RouteSpec:
     limited: bool = False
     reaches_model: bool = False
     browser_prompt: bool = False  # a 401 asks a browser for the key (HTTP Basic): the console
+    errors: Literal["openai", "anthropic"] = "openai"  # the shape of the gateway's own errors
     console: bool = False  # installed only while `gateway.console.enabled`
 
     @property
@@ -51,7 +53,11 @@ class RouteSpec:
         return self.body is not None
 
 
-def _model_call(path: str, body: Literal["json", "multipart"] = "json") -> RouteSpec:
+def _model_call(
+    path: str,
+    body: Literal["json", "multipart"] = "json",
+    errors: Literal["openai", "anthropic"] = "openai",
+) -> RouteSpec:
     """A POST that names a model: keyed, counted, limited, proxied through the pipeline."""
     return RouteSpec(
         path,
@@ -61,6 +67,7 @@ def _model_call(path: str, body: Literal["json", "multipart"] = "json") -> Route
         counted=True,
         limited=True,
         reaches_model=True,
+        errors=errors,
     )
 
 
@@ -90,6 +97,25 @@ ROUTES: tuple[RouteSpec, ...] = (
     _model_call("/classify"),
     _model_call("/v1/audio/transcriptions", "multipart"),
     _model_call("/v1/audio/translations", "multipart"),
+    # OpenAI's Responses API: a stored response's follow-ups go to the engine that stored it
+    _model_call("/v1/responses"),
+    RouteSpec(
+        "/v1/responses/{response_id}",
+        frozenset({"GET"}),
+        Caller.API_KEY,
+        stored.retrieve,
+        reaches_model=True,
+    ),
+    RouteSpec(
+        "/v1/responses/{response_id}/cancel",
+        frozenset({"POST"}),
+        Caller.API_KEY,
+        stored.cancel,
+        reaches_model=True,
+    ),
+    # Anthropic's Messages API (its error shape; `x-api-key` works as well as a bearer key)
+    _model_call("/v1/messages", errors="anthropic"),
+    _model_call("/v1/messages/count_tokens", errors="anthropic"),
     # the gateway's own
     _api("/v1/models", info.list_models),
     RouteSpec("/health", frozenset({"GET"}), Caller.OPEN, info.health),

@@ -34,6 +34,10 @@ class Call:
     headers: dict[str, str]  # sent upstream
     reply_headers: dict[str, str]  # sent to the client (x-request-id, rate-limit headers, ...)
     priority: str | None = None  # the admission priority asked for (header or batch setting)
+    method: str = "POST"  # GET/POST for a stored response's retrieve/cancel (responses.py)
+    response_id: str | None = None  # a stored response this call reads (retrieve, cancel)
+    pinned: str | None = None  # the one replica URL that may serve it (the response's engine)
+    answered_by: str | None = None  # set by the proxy: the replica URL that answered
     api_key: ApiKey | None = None  # who is charged (None: nobody, e.g. an ensemble member)
     body_size: int = 0  # bytes the client sent (the token estimate before `usage` is known)
     on_usage: Callable[[object], None] | None = None  # the reply's `usage` (rate-limit settling)
@@ -69,6 +73,8 @@ def new_call(
     body_size: int | None = None,
     raw_headers: Sequence[tuple[bytes, bytes]] = (),
     arrived: float | None = None,
+    method: str = "POST",
+    response_id: str | None = None,
 ) -> Call:
     """A call as it enters the pipeline. `authorization` is the client's own header, passed
     upstream only when the gateway checks no keys itself (the engine may want its own)."""
@@ -88,4 +94,6 @@ def new_call(
         body_size=len(body) if body_size is None and isinstance(body, bytes) else body_size or 0,
         route_key=RequestKey(payload, raw_headers),
         arrived=time.perf_counter() if arrived is None else arrived,
+        method=method,
+        response_id=response_id,
     )

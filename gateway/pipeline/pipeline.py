@@ -10,6 +10,9 @@ the same steps, in this order:
 5. Ollama: when the whole chain failed (unavailable, timeout, overloaded, 502/503/504), for the
    first target `fallback.ollama.models` maps, on the paths Ollama speaks.
 
+A call about a stored response (Responses API: a retrieve, a cancel, a `previous_response_id`
+follow-up) is pinned to the engine that stored it (`responses.py`) and takes step 3 alone.
+
 Retries live in two places only: the proxy's (another replica, step 3) and the chain's (the
 next model, step 4). A streamed call to a model that must load first may get SSE comments
 while it waits (`loading.py`). Nothing here counts answers: `edge/middleware.ResponseCounter`
@@ -36,6 +39,8 @@ from .aliases import ModelMap, Target
 from .call import SERVED_BY, Call
 from .ensembles import serve_ensemble
 from .loading import LoadingComments
+from .responses import PATH as RESPONSES_PATH
+from .responses import StoredResponses, gone, pinned_route
 
 _NEXT_ERRORS = (Unavailable, UpstreamTimeout, Overloaded)  # the next model in the chain serves
 # An upstream answer Ollama may stand in for, and the reason its fallback counter records.
@@ -52,6 +57,7 @@ class Pipeline:
         proxy: Proxy,
         fallback: OllamaClient | None,
         loading: LoadingComments | None,
+        stored: StoredResponses,
     ) -> None:
         self.models = models
         self._limiter = limiter
@@ -60,15 +66,27 @@ class Pipeline:
         self._proxy = proxy
         self._fallback = fallback
         self._loading = loading
+        self._stored = stored
 
     async def serve(self, call: Call) -> Response:
         """The entrance: a call as shaped by the edge, the batch runner or an ensemble."""
+        if call.response_id is not None:  # a stored response's retrieve or cancel: no model
+            model, url = await self._stored.locate(call.response_id)
+            return await self._one(call.derive(model=model, pinned=url))
         name = self.models.resolve(call.model)  # step 1
         await self._charge(call)  # step 2
         ensemble = self.models.ensembles.get(name)
         if ensemble is not None:
             return await serve_ensemble(self, call, ensemble)
         chain = self.models.chain(name)
+        previous = self._stored.stored_id(call)
+        if previous is not None:
+            # A follow-up: only the engine holding the previous response can continue it (no
+            # next model in the chain, no Ollama: neither holds the conversation).
+            model, url = await self._stored.locate(previous, [t.route for t in chain])
+            target = next(t for t in chain if t.route == model)
+            body = retarget(call, target)
+            return await self._one(call.derive(body=body, model=model, pinned=url))
         if self._loading is not None and self._loading.wants(chain[0].route, call.stream):
             work = functools.partial(self._chain, call, chain)
             return self._loading.stream(chain[0].route, work, call.reply_headers)
@@ -115,6 +133,11 @@ class Pipeline:
     async def _one(self, call: Call) -> Response:
         """Step 3 for one target: route (ensure), admit, proxy."""
         route = await self._router.route(call.model)
+        if call.pinned is not None:
+            pinned = pinned_route(route, call.pinned)
+            if pinned is None:
+                raise gone(StoredResponses.stored_id(call) or "")
+            route = pinned
         gate = self._admission.gate(call.model)
         if gate is not None:
             await gate.acquire(self._admission.priority(call.priority))
@@ -124,6 +147,8 @@ class Pipeline:
             if gate is not None:
                 gate.release()
             raise
+        if call.path == RESPONSES_PATH:
+            response = self._stored.learn(call, response)
         return response if gate is None else release_when_done(response, gate)
 
     async def _ollama(

@@ -102,6 +102,7 @@ class Proxy:
                     outcome = await self._attempt(call, route, replica, started)
                     if not isinstance(outcome, _Failure):
                         streaming = isinstance(outcome, StreamingResponse)
+                        call.answered_by = replica.url
                         return self._stamp(call, outcome)
                     failure = last = outcome
                 out_of_tries = (
@@ -152,7 +153,8 @@ class Proxy:
             sent = time.perf_counter()
             try:
                 async with asyncio.timeout(self._timeouts.first_byte_s):
-                    resp = await self._session.post(
+                    resp = await self._session.request(
+                        call.method,
                         replica.url + call.path,
                         data=call.body,
                         headers=upstream_headers(call.headers, replica),
@@ -225,6 +227,9 @@ class Proxy:
         finished = False
         problem = ""
         sse = resp.headers.get("content-type", "").startswith(_SSE)
+        # Chat and completions streams end with `data: [DONE]`; streams of named events (the
+        # Responses and Anthropic Messages APIs: `event: ...` lines) end with their last event.
+        expects_done = sse and not first.lstrip().startswith(b"event:")
         check = SseCheck() if sse else None
         reader = resp.content
         watch = IdleWatch(self._timeouts.idle_read_s, reader.set_exception)
@@ -245,7 +250,7 @@ class Proxy:
             if check is not None and check.pending:
                 yield check.flush()
             finished = True
-            if sse and b"[DONE]" not in b"".join(recent[-3:])[-64:]:
+            if expects_done and b"[DONE]" not in b"".join(recent[-3:])[-64:]:
                 problem = "upstream closed the stream before [DONE]"
         except ClientGone:
             pass  # the upstream request is cancelled below, with its connection

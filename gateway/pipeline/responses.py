@@ -1,0 +1,163 @@
+"""Stored responses (OpenAI's Responses API): a follow-up goes to the engine that stored it.
+
+vLLM keeps a stored response in the memory of the engine that made it
+(`VLLM_ENABLE_RESPONSES_API_STORE=1`), so a `previous_response_id` follow-up, a retrieve
+(`GET /v1/responses/{id}`) and a cancel (`POST /v1/responses/{id}/cancel`) must reach that
+engine and no other. `StoredResponses` learns response id -> (model, engine URL) from the
+answers to `POST /v1/responses` (the JSON body's `id`, or the first event of a stream) and pins
+such calls to that engine. Its index is a cache, bounded (`gateway.responses.max_stored` ids,
+LRU; about 200 bytes each, 10 MB at the default 50,000): an id it does not hold (another worker
+or gateway made it, or it was evicted) is looked up by asking the candidate engines
+(`GET /v1/responses/{id}`, the one that answers 200 holds it). An engine that is gone
+(restarted, swapped out, removed) takes its responses with it: the answer is an OpenAI-shaped
+404, never another engine's reply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+
+import aiohttp
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from ..balancing.balancer import Replica
+from ..cluster.routing import ModelRoute, RoutingTable
+from ..edge.errors import GatewayError
+from ..upstream.proxy import upstream_headers
+from .call import Call
+
+PATH = "/v1/responses"
+_ID_IN_STREAM = re.compile(rb'"id"\s*:\s*"(resp_[^"]+)"')
+_SNIFF_BYTES = 16384  # the first event (`response.created`) carries the id
+
+
+class ResponseNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "response_not_found"
+
+
+class StoredResponses:
+    def __init__(
+        self,
+        table: RoutingTable,
+        session: aiohttp.ClientSession,
+        max_stored: int,
+        probe_timeout_s: float,
+    ) -> None:
+        self._table = table
+        self._session = session
+        self._max = max_stored
+        self._probe_timeout = aiohttp.ClientTimeout(total=probe_timeout_s)
+        self._where: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (model, url)
+
+    @staticmethod
+    def stored_id(call: Call) -> str | None:
+        """The stored response `call` needs: a retrieve's or cancel's, or a follow-up's."""
+        if call.response_id is not None:
+            return call.response_id
+        if call.path == PATH:
+            previous = call.payload.get("previous_response_id")
+            return previous if isinstance(previous, str) and previous else None
+        return None
+
+    def remember(self, response_id: str, model: str, url: str) -> None:
+        self._where[response_id] = (model, url)
+        self._where.move_to_end(response_id)
+        while len(self._where) > self._max:
+            self._where.popitem(last=False)
+
+    async def locate(
+        self, response_id: str, models: Iterable[str] | None = None
+    ) -> tuple[str, str]:
+        """(model, engine URL) of the engine holding `response_id`, among `models`' engines
+        (every model's when None)."""
+        names = list(self._table.routes if models is None else models)
+        known = self._where.get(response_id)
+        if known is not None:
+            model, url = known
+            route = self._table.get(model)
+            if route is not None and _replica(route, url) is not None:
+                self._where.move_to_end(response_id)
+                return known
+            del self._where[response_id]
+            raise gone(response_id)  # its engine left the table: so did the response
+        for name in names:
+            route = self._table.get(name)
+            for replica in route.replicas if route is not None else ():
+                if await self._holds(replica, response_id):
+                    self.remember(response_id, name, replica.url)
+                    return name, replica.url
+        raise gone(response_id)
+
+    async def _holds(self, replica: Replica, response_id: str) -> bool:
+        try:
+            async with self._session.get(
+                f"{replica.url}{PATH}/{response_id}",
+                headers=upstream_headers({}, replica),
+                timeout=self._probe_timeout,
+            ) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    def learn(self, call: Call, response: Response) -> Response:
+        """Remember the id of a response `call` (a POST /v1/responses) just created."""
+        url = call.answered_by
+        if url is None or response.status_code != 200 or call.method != "POST":
+            return response
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = self._sniff(response.body_iterator, call.model, url)
+            return response
+        try:
+            found = orjson.loads(response.body).get("id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return response
+        if isinstance(found, str):
+            self.remember(found, call.model, url)
+        return response
+
+    async def _sniff(
+        self, chunks: AsyncIterable[str | bytes | memoryview], model: str, url: str
+    ) -> AsyncIterator[str | bytes | memoryview]:
+        seen, looking = b"", True
+        async for chunk in chunks:
+            if looking:
+                seen += chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                match = _ID_IN_STREAM.search(seen)
+                if match is not None:
+                    self.remember(match.group(1).decode(), model, url)
+                looking = match is None and len(seen) < _SNIFF_BYTES
+            yield chunk
+
+
+def _replica(route: ModelRoute, url: str) -> Replica | None:
+    return next((r for r in route.replicas if r.url == url), None)
+
+
+def pinned_route(route: ModelRoute, url: str) -> ModelRoute | None:
+    """`route` narrowed to the one engine at `url` (its own Replica: counters are shared), or
+    None when that engine no longer serves. Not managed: a vanished engine is not re-ensured
+    for it (a new engine would not hold the response)."""
+    replica = _replica(route, url)
+    if replica is None:
+        return None
+    return ModelRoute(
+        name=route.name,
+        managed=False,
+        policy=route.policy,
+        replicas=[replica],
+        balancer=route.balancer,
+        reported_state=route.reported_state,
+    )
+
+
+def gone(response_id: str) -> ResponseNotFound:
+    return ResponseNotFound(
+        f"No response found with id '{response_id}': the engine that stored it is not serving "
+        "(restarted, swapped out or removed), or it never existed.",
+        param="response_id",
+    )
