@@ -63,6 +63,8 @@ async def create_file(request: Request) -> Response:
             f"the upload is {declared} bytes; files may be at most {limit} bytes "
             "(batch.max_upload_bytes)"
         )
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BadRequest("the body must be multipart/form-data with a `file` and a `purpose`")
     async with request.form(max_files=1, max_fields=8) as form:
         upload, purpose = form.get("file"), form.get("purpose")
         if not isinstance(upload, UploadFile):

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .errors import BadRequest, PayloadTooLarge
@@ -30,6 +31,7 @@ class Upload:
     size: int
     fields: dict[str, str] = field(default_factory=dict)
     model_span: tuple[int, int] | None = None  # where the `model` value is in the raw body
+    files: list[str] = field(default_factory=list)  # the names of the file parts
 
     def close(self) -> None:
         self.spool.close()
@@ -40,6 +42,9 @@ class _FieldFinder:
 
     def __init__(self) -> None:
         self.fields: dict[str, str] = {}
+        self.files: list[str] = []
+        self.oversized: list[str] = []  # fields longer than _FIELD_LIMIT (not kept)
+        self.ended = False  # the closing boundary was seen (the body is whole)
         self.model_span: tuple[int, int] | None = None
         self.offset = 0  # bytes fed before the current chunk
         self.chunk: bytes = b""
@@ -58,7 +63,11 @@ class _FieldFinder:
             "on_header_end": self._hend,
             "on_part_data": self._data,
             "on_part_end": self._end,
+            "on_end": self._finished,
         }
+
+    def _finished(self) -> None:
+        self.ended = True
 
     def _begin(self) -> None:
         self._name, self._is_file, self._value, self._span = None, False, bytearray(), []
@@ -91,11 +100,25 @@ class _FieldFinder:
                 self._span = None
 
     def _end(self) -> None:
-        if self._name is None or self._is_file or len(self._value) > _FIELD_LIMIT:
+        if self._is_file:
+            self.files.append(self._name or "")
+            return
+        if self._name is None:
+            return
+        if len(self._value) > _FIELD_LIMIT:
+            self.oversized.append(self._name)
             return
         self.fields[self._name] = self._value.decode("utf-8", "replace")
         if self._name == "model" and self._span is not None:
             self.model_span = (self._span[0], self._span[-1]) if self._span else None
+
+
+def _check_whole(finder: _FieldFinder) -> None:
+    if not finder.ended:
+        raise BadRequest("the multipart body ends before its closing boundary (truncated?)")
+    if finder.oversized:
+        name = finder.oversized[0]
+        raise BadRequest(f"form field `{name}` is longer than {_FIELD_LIMIT} bytes", param=name)
 
 
 async def read_upload(
@@ -105,7 +128,8 @@ async def read_upload(
     max_bytes: int,
     spool_bytes: int,
 ) -> Upload:
-    """Spool a multipart body; raises 400 for a body that is not multipart, 413 past the limit."""
+    """Spool a multipart body; 400 for a body that is not multipart, is malformed or truncated,
+    or has an oversized form field; 413 past the limit."""
     kind, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
@@ -127,10 +151,14 @@ async def read_upload(
             parser.write(finder.chunk)
             finder.offset += len(chunk)
         parser.finalize()
+        _check_whole(finder)
+    except MultipartParseError as exc:
+        spool.close()
+        raise BadRequest(f"the multipart body is malformed: {exc}") from None
     except BaseException:
         spool.close()
         raise
-    upload = Upload(spool, size, finder.fields, finder.model_span)
+    upload = Upload(spool, size, finder.fields, finder.model_span, finder.files)
     if upload.model_span is not None:
         start, end = upload.model_span
         spool.seek(start)

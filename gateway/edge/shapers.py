@@ -67,6 +67,8 @@ class Shapers:
             model = upload.fields.get("model")
             if not model:
                 raise BadRequest("you must provide a `model` form field", param="model")
+            if "file" not in upload.files:
+                raise BadRequest("you must provide a `file` form field (the audio)", param="file")
             stream = upload.fields.get("stream", "").lower() == "true"
             body = SpooledBody(upload)
             content_type = request.headers["content-type"]  # with the boundary
