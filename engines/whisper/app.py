@@ -66,6 +66,9 @@ class Engine:
             response = await self._audio(request, task, endpoint)
         except ApiError as e:
             response = e.response()
+        except Exception as e:  # the model's failure: logged, never a traceback to the client
+            log.error("%s %s failed", request.method, request.url.path, exc_info=e)
+            response = _internal().response()
         self.metrics.requests.labels(endpoint, str(response.status_code)).inc()
         return response
 
@@ -143,6 +146,12 @@ class Engine:
             "root": str(self.settings.model_dir),
         }
         return {"object": "list", "data": [card]}
+
+
+def _internal() -> ApiError:
+    return ApiError(
+        500, "internal error in the whisper engine (see its log)", "server_error", "internal_error"
+    )
 
 
 def _unavailable(message: str) -> ApiError:

@@ -85,7 +85,7 @@ def render(result: Result, fmt: Format, task: Task, words: bool) -> Response:
     if fmt == "verbose_json":
         return Response(orjson.dumps(verbose(result, task, words)), media_type="application/json")
     if fmt == "srt":
-        return Response(srt(result), media_type="application/x-subrip")
+        return Response(srt(result), media_type="application/x-subrip; charset=utf-8")
     if fmt == "vtt":
         return Response(vtt(result), media_type="text/vtt")
     return Response(result.text + "\n", media_type="text/plain")

@@ -2,7 +2,7 @@
 
     orchestra_whisper_requests_total{endpoint,status}     requests answered, by HTTP status
     orchestra_whisper_audio_seconds_total{endpoint}       seconds of audio transcribed
-    orchestra_whisper_processing_seconds{endpoint}        decode + transcription time (histogram)
+    orchestra_whisper_processing_seconds{endpoint}        decode + transcription (histogram, 200s)
     orchestra_whisper_queue_seconds{endpoint}             wait for a transcription slot (histogram)
     orchestra_whisper_model_load_seconds                  time the model took to load
     vllm:num_requests_running{model_name}                 transcriptions in progress
@@ -41,7 +41,7 @@ class WhisperMetrics:
         )
         self.processing_seconds = Histogram(
             "orchestra_whisper_processing_seconds",
-            "Decode and transcription time of one request (after its slot was granted).",
+            "Decode and transcription time of a request answered 200 (from its slot's grant).",
             ["endpoint"],
             buckets=PROCESSING_BUCKETS,
             registry=r,
