@@ -122,18 +122,18 @@ class WhisperTranscriber:
             segments.append(
                 Segment(
                     id=len(segments),
-                    seek=piece.seek,
-                    start=round(piece.start, 3),
-                    end=round(piece.end, 3),
+                    seek=int(piece.seek),
+                    start=_seconds(piece.start),
+                    end=_seconds(piece.end),
                     text=piece.text,
-                    tokens=list(piece.tokens),
+                    tokens=[int(t) for t in piece.tokens],
                     temperature=float(piece.temperature or 0.0),
-                    avg_logprob=piece.avg_logprob,
-                    compression_ratio=piece.compression_ratio,
-                    no_speech_prob=piece.no_speech_prob,
-                    words=[Word(w.word, round(w.start, 3), round(w.end, 3)) for w in piece.words]
-                    if piece.words
-                    else [],
+                    avg_logprob=float(piece.avg_logprob),
+                    compression_ratio=float(piece.compression_ratio),
+                    no_speech_prob=float(piece.no_speech_prob),
+                    words=[
+                        Word(w.word, _seconds(w.start), _seconds(w.end)) for w in piece.words or []
+                    ],
                 )
             )
             if stop.is_set():
@@ -142,3 +142,9 @@ class WhisperTranscriber:
                 raise TranscriptionTimeout
         text = "".join(s.text for s in segments).strip()
         return Result(text, info.language, len(samples) / SAMPLE_RATE, segments)
+
+
+def _seconds(value: float) -> float:
+    """A time as a plain float to the millisecond (faster-whisper gives numpy floats with word
+    timestamps, which JSON encoders refuse)."""
+    return round(float(value), 3)
