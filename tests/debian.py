@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=240")  # seconds, within the install's 600 s bound
+
 
 def apt_install(package: str, *binaries: str) -> str | None:
     """None once every one of `binaries` is on PATH (installing `package` if needed), else a
@@ -24,7 +26,9 @@ def apt_install(package: str, *binaries: str) -> str | None:
         ["apt-cache", "policy", package], capture_output=True, text=True, check=False
     )
     if "Candidate: (none)" in policy.stdout or "Candidate" not in policy.stdout:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=False)
+        subprocess.run(
+            ["apt-get", "update", "-q", *LOCK_WAIT], capture_output=True, timeout=300, check=False
+        )
     rc_d = Path("/usr/sbin/policy-rc.d")
     created = not rc_d.exists()
     if created:
@@ -32,7 +36,8 @@ def apt_install(package: str, *binaries: str) -> str | None:
         rc_d.chmod(0o755)
     try:
         out = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+            # Another test (or worker) installing at the same time holds dpkg's lock: wait for it.
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *LOCK_WAIT, package],
             capture_output=True,
             text=True,
             timeout=600,

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {
     "orchestra.gateway": "gateway",
     "orchestra.supervisor": "supervisor",
+    "orchestra.engines": "engines",
     "orchestra": "orchestra",
 }
 

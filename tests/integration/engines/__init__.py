@@ -1,0 +1,1 @@
+"""The engines Orchestra ships (engines/), run as subprocesses."""

@@ -1,0 +1,1 @@
+"""Unit tests of the engines Orchestra ships (engines/)."""
