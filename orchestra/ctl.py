@@ -1,5 +1,7 @@
 """`orchestra status|top|load|unload|sleep|wake|restart|ensure|logs`: the control API as
-tables (rendered by `orchestra.status_view`; `top` and `logs -f` loop in `orchestra.live`)."""
+tables (rendered by `orchestra.status_view`; `top` and `logs -f` loop in `orchestra.live`).
+
+A client of the control API like any other, so it lives in `orchestra/`, not the supervisor."""
 
 from __future__ import annotations
 

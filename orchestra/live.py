@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from orchestra.gateway.console.stats import RateWindow, from_text
+from orchestra.rates import RateWindow, from_text
 from orchestra.status_view import top_view
 
 # Rates span this much history: smooth enough to read, recent enough to follow a change.
