@@ -25,7 +25,7 @@ from rich.console import Console
 from orchestra import models
 from orchestra.config import ConfigError, OrchestraConfig, load_config
 from orchestra.control import ControlClient, ControlError, call_sync
-from orchestra.supervisor.procgroup import die_with_parent
+from orchestra.lifetime import dies_with_this_process
 
 GPU_CONFIG = Path("configs/vllm_config.yaml")
 CPU_CONFIG = Path("configs/cpu.yaml")
@@ -75,7 +75,7 @@ class Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches `up` only; it stops children in order
-                preexec_fn=die_with_parent,
+                preexec_fn=dies_with_this_process(),
             )
 
     def exited(self) -> int | None:
