@@ -19,6 +19,7 @@ import aiohttp
 
 from orchestra.config import OrchestraConfig
 from orchestra.control import GatewayReport
+from orchestra.loops import every
 
 from .adoption import adopt_engines, engine_api_key
 from .demand import Demand
@@ -136,14 +137,12 @@ class Manager:
         await self.preloader.measure()
         if after is not None:
             await asyncio.wait([after])
-        while True:
-            try:
-                if self.config.preload.enabled:
-                    await self.preloader.preload(self.cold_models())
-                await self.preloader.measure()
-            except Exception:  # one bad pass must not end preloading for good
-                log.exception("page-cache pass failed")
-            await asyncio.sleep(self.config.preload.interval_s)
+        await every("page-cache pass", self.config.preload.interval_s, self._page_cache_pass, 0.0)
+
+    async def _page_cache_pass(self) -> None:
+        if self.config.preload.enabled:
+            await self.preloader.preload(self.cold_models())
+        await self.preloader.measure()
 
     # ---- queries --------------------------------------------------------------------------------
     def get(self, name: str) -> Model:
