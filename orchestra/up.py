@@ -115,20 +115,21 @@ def _wait_hot(console: Console, config: OrchestraConfig, sup: Child) -> None:
     with console.status("starting the hot models ...") as status:
         while time.monotonic() < deadline:
             try:
-                table = call_sync(client, lambda c: c.table())
+                table = call_sync(client, lambda c: c.models())
             except ControlError as exc:
                 raise RuntimeError(f"cannot read the model table: {exc.message}") from None
-            models = {m["name"]: m for m in table}
-            states = {n: models[n]["state"] for n in hot if n in models}
+            models = {m.name: m for m in table}
+            states = {n: models[n].state for n in hot if n in models}
             status.update("hot models: " + ", ".join(f"{n} {s}" for n, s in states.items()))
             settled = [n for n, s in states.items() if s in ("ready", "failed")]
             if len(settled) == len(hot):
                 for name in hot:
                     if states.get(name) == "failed":
-                        error = models[name]["engines"][0].get("last_error") or ""
+                        engines = models[name].engines
+                        error = (engines[0].last_error if engines else None) or ""
                         console.print(f"[red]{name} failed:[/] {error}", highlight=False)
                     else:
-                        console.print(f"[green]{name} ready[/] {models[name]['upstreams']}")
+                        console.print(f"[green]{name} ready[/] {models[name].upstreams}")
                 return
             if sup.exited() is not None:
                 raise RuntimeError(f"the supervisor exited:\n{sup.tail()}")

@@ -18,10 +18,8 @@ import asyncio
 from typing import Any
 
 import aiohttp
-from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field
 
-from .errors import BadRequest, EngineError, ModelNotFound, SupervisorError
+from .errors import BadRequest, EngineError, SupervisorError
 from .lora import lora_enabled
 from .model import Model
 
@@ -88,29 +86,3 @@ class Adapters:
                 return f"{url}: HTTP {resp.status}: {text[:300]}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{url}: {exc!r}"
-
-
-class AdapterSpec(BaseModel):
-    name: str = Field(min_length=1, description="the `model` clients will send")
-    path: str = Field(min_length=1, description="folder with adapter_config.json, on this host")
-
-
-def install_adapter_routes(app: FastAPI, auth: list[Any]) -> None:
-    def model_of(request: Request, name: str) -> tuple[Model, Adapters]:
-        model = request.app.state.manager.models.get(name)
-        if model is None:
-            raise ModelNotFound(f"no managed model `{name}`")
-        adapters: Adapters = request.app.state.adapters  # built in the app's lifespan
-        return model, adapters
-
-    @app.post("/models/{name:path}/adapters", dependencies=auth)
-    async def load(name: str, spec: AdapterSpec, request: Request) -> dict[str, Any]:
-        model, adapters = model_of(request, name)
-        await adapters.load(model, spec.name, spec.path)
-        return {"name": name, "adapters": adapter_names(model)}
-
-    @app.delete("/models/{name:path}/adapters/{adapter}", dependencies=auth)
-    async def unload(name: str, adapter: str, request: Request) -> dict[str, Any]:
-        model, adapters = model_of(request, name)
-        await adapters.unload(model, adapter)
-        return {"name": name, "adapters": adapter_names(model)}

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 
 from orchestra.config import OrchestraConfig
-from orchestra.control import GatewayReport
 from orchestra.loops import every
+from orchestra.protocol import GatewayReport, ModelInfo, NodeLoad
 
 from .adoption import adopt_engines, engine_api_key
 from .demand import Demand
@@ -151,11 +151,11 @@ class Manager:
             raise ModelNotFound(f"The model `{name}` is not managed by this supervisor.", "model")
         return model
 
-    def info(self, name: str) -> dict[str, Any]:
+    def info(self, name: str) -> ModelInfo:
         model = self.get(name)
         return model.info(self.demand.seconds_since_use(name), self.preloader.residency[name])
 
-    def table(self) -> list[dict[str, Any]]:
+    def table(self) -> list[ModelInfo]:
         return [self.info(name) for name in self.models]
 
     def logs(self, name: str, lines: int, replica: int = 0) -> list[str]:
@@ -253,7 +253,7 @@ class Manager:
         self.metrics.rotations.inc()
         await self.ensure(cold, self.config.supervisor.ensure_timeout_s)
 
-    def sync(self, gateway_id: str, report: GatewayReport) -> list[dict[str, Any]]:
+    def sync(self, gateway_id: str, report: GatewayReport) -> list[ModelInfo]:
         """A gateway's periodic report (demand, in-flight per engine); the model table back."""
         self.demand.record(report.demand)
         self.reports.record(gateway_id, report)
@@ -263,17 +263,17 @@ class Manager:
                 self.demand.touch(model.name)  # serving requests: recently used
         return self.table()
 
-    def node_load(self) -> dict[str, Any]:
+    def node_load(self) -> NodeLoad:
         """How full this node is: gateways place a cold model on the node with room first."""
         holding = [e for m in self.models.values() for e in m.holding()]
         held = {g for e in holding for g in e.gpus}
         max_resident = self.config.supervisor.max_resident
-        return {
-            "resident": len(holding),
-            "gpus": len(self.gpus),
-            "free_gpus": len([g for g in self.gpus if g not in held]),
-            "free_slots": None if max_resident is None else max(0, max_resident - len(holding)),
-        }
+        return NodeLoad(
+            resident=len(holding),
+            gpus=len(self.gpus),
+            free_gpus=len([g for g in self.gpus if g not in held]),
+            free_slots=None if max_resident is None else max(0, max_resident - len(holding)),
+        )
 
     # ---- swap in --------------------------------------------------------------------------------
     def _swap_done(self, name: str, task: asyncio.Task[None]) -> None:
