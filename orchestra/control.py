@@ -187,6 +187,11 @@ class ControlClient:
         return await self.command(model, "ensure", timeout_s)
 
     # ---- commands -------------------------------------------------------------------------------
+    async def begin_shutdown(self) -> None:
+        """Tell the supervisor it is about to be stopped: commands waiting on it (and new ones
+        that would wait) answer 503 at once; its engines keep serving."""
+        await self._call("POST", "/shutdown/begin", Health)
+
     async def command(self, model: str, action: str, timeout_s: float) -> ModelInfo:
         """load / unload / sleep / wake / restart / ensure; the model's table entry after it."""
         if action not in ACTIONS:

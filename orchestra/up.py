@@ -1,14 +1,18 @@
 """`orchestra up` / `make up`: the supervisor, then the gateway; Ctrl-C or SIGTERM stops both.
 
 Order on the way up: supervisor, its /health, the hot models READY (progress shown), then the
-gateway and its /health; on the way down: gateway first (it drains), then the supervisor (which
-stops every engine). Children get SIGTERM from the kernel if `up` itself is killed.
+gateway and its /health; on the way down: the supervisor is told first (its waiting loads answer
+503), then the gateway stops (it drains its requests in flight), then the supervisor (which
+stops every engine): within about `gateway.drain_timeout_s` + `engine.stop_timeout_s`. Children
+get SIGTERM from the kernel if `up` itself is killed (`orchestra.lifetime`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -31,6 +35,7 @@ GPU_CONFIG = Path("configs/vllm_config.yaml")
 CPU_CONFIG = Path("configs/cpu.yaml")
 HEALTH_TIMEOUT_S = 60.0
 POLL_S = 0.25
+SHUTDOWN_CALL_TIMEOUT_S = 2.0
 
 
 def has_gpu() -> bool:
@@ -82,12 +87,14 @@ class Child:
         return self.proc.poll()
 
     def stop(self, timeout_s: float) -> int:
+        """SIGTERM, then SIGKILL to its whole group (the gateway's workers) after `timeout_s`."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 return self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
         return self.proc.wait()
 
     def tail(self, lines: int = 20) -> str:
@@ -135,6 +142,16 @@ def _wait_hot(console: Console, config: OrchestraConfig, sup: Child) -> None:
                 raise RuntimeError(f"the supervisor exited:\n{sup.tail()}")
             time.sleep(POLL_S)
     console.print("[yellow]hot models still starting; continuing[/]")
+
+
+def _begin_shutdown(config: OrchestraConfig) -> None:
+    """Before the gateway drains: the supervisor answers its waiting loads 503 at once, so the
+    drain waits only for requests that can finish (engines serve until the supervisor stops)."""
+    client = ControlClient.from_config(config, timeout_s=SHUTDOWN_CALL_TIMEOUT_S)
+    try:
+        call_sync(client, lambda c: c.begin_shutdown())
+    except ControlError:
+        pass  # not answering: stopping it is all that is left to do
 
 
 def _prepare_local(console: Console, config: OrchestraConfig) -> None:
@@ -228,6 +245,8 @@ def main(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if children and children[0].exited() is None:  # children[0]: the supervisor
+            _begin_shutdown(config)
         deadlines = {
             "gateway": config.gateway.drain_timeout_s + 5,
             "supervisor": config.supervisor.shutdown_timeout_s + config.engine.stop_timeout_s + 5,

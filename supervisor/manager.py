@@ -12,8 +12,9 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -29,6 +30,7 @@ from .errors import (
     EngineError,
     EnsureTimeout,
     ModelNotFound,
+    ShuttingDown,
     SupervisorError,
 )
 from .gateways import GatewayReports
@@ -45,6 +47,7 @@ from .states import EngineState
 
 log = logging.getLogger(__name__)
 S = EngineState
+T = TypeVar("T")
 
 
 class Manager:
@@ -83,6 +86,7 @@ class Manager:
             lambda n: n in self._swaps,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = asyncio.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -103,9 +107,34 @@ class Manager:
         if self.config.rotation.enabled:
             self._spawn(self.rotator.run(), "rotation")
 
+    def begin_close(self) -> None:
+        """The supervisor is about to stop: commands still waiting (`until_closing`) and new ones
+        that would wait answer ShuttingDown at once; quick ones (a READY model's ensure) still
+        answer, and engines keep serving until `close`. So neither a gateway's drain nor the
+        server's graceful shutdown waits for a swap or a drain that shutdown ends anyway."""
+        self._closing.set()
+
+    async def until_closing(self, work: Awaitable[T]) -> T:
+        """`work`'s result, or ShuttingDown as soon as `begin_close` is called (`work` is then
+        cancelled: a swap it joined goes on until `close` stops it)."""
+        task = asyncio.ensure_future(work)
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()  # the caller gave up: so does the command, as it would unwrapped
+            raise
+        finally:
+            closing.cancel()
+        if task.done():  # finished (even as closing began): its own result
+            return task.result()
+        task.cancel()
+        raise ShuttingDown("the supervisor is shutting down")
+
     async def close(self, keep_engines: bool = False) -> None:
         """Stop every background task and every engine (each group: SIGTERM, deadline, SIGKILL);
         `keep_engines`: leave them serving, recorded for the next supervisor to adopt."""
+        self.begin_close()
         self.preloader.close()
         for task in [*self._tasks, *self._swaps.values()]:
             task.cancel()
