@@ -16,7 +16,7 @@ from rich.console import Console
 from orchestra.config import ConfigError, load_config
 from orchestra.control import ControlClient, ControlError, call_sync
 from orchestra.live import Unreachable, follow_logs, run_top, run_until_interrupted
-from orchestra.status_view import as_json, compact_table, wide_table
+from orchestra.status_view import as_json, compact_table, print_wide
 
 QUERY_TIMEOUT_S = 10.0
 FOLLOW_INTERVAL_S = 0.5  # `logs -f`: how often it asks for new lines
@@ -65,7 +65,7 @@ def _status(console: Console, clients: dict[str, ControlClient], output: str) ->
         if output == "json":
             console.out(as_json(models), highlight=False)
         elif output == "wide":
-            console.print(wide_table(models))
+            print_wide(console, models)
         else:
             console.print(compact_table(models, console.width))
 

@@ -79,6 +79,8 @@ def test_status_views_logs_follow_and_top(tmp_path: Path) -> None:
 
         wide = _cli("status", "-o", "wide", "--config", conf, columns=250)
         assert "last start" in wide.stdout and LONG[:60] in wide.stdout, wide.stdout
+        narrow = _cli("status", "-o", "wide", "--config", conf, columns=80)
+        assert LONG in narrow.stdout and "last start" in narrow.stdout, narrow.stdout  # unfolded
 
         data = json.loads(_cli("status", "-o", "json", "--config", conf).stdout)
         assert {m["name"]: m["summary"]["state"] for m in data["models"]} == {
