@@ -85,10 +85,10 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
 
 def begin_close(app: FastAPI) -> None:
     """The server's graceful shutdown begins: commands still waiting answer 503 at once
-    (`Manager.until_closing`), so it waits for no swap, drain or load in progress."""
+    (`Closing.until`), so it waits for no swap, drain or load in progress."""
     manager: Manager | None = getattr(app.state, "manager", None)
     if manager is not None:
-        manager.begin_close()
+        manager.closing.begin()
 
 
 def _size(path: Path) -> int:
@@ -182,50 +182,50 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
             text, offset = read_since(path, since, _FOLLOW_MAX_BYTES)
         return _reply(LogsReply(name=name, lines=text, offset=offset))
 
-    # Commands wait (a swap, a drain) but not past the start of a shutdown: `until_closing`.
+    # Commands wait (a swap, a drain) but not past the start of a shutdown: `closing.until`.
     @app.post("/models/{name:path}/ensure", dependencies=auth)
     async def ensure(
         name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False
     ) -> Response:
-        await m.until_closing(m.ensure(name, timeout_s or default_timeout, force=force))
+        await m.closing.until(m.ensure(name, timeout_s or default_timeout, force=force))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/load", dependencies=auth)
     async def load(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Response:
         timeout = timeout_s or default_timeout
-        await m.until_closing(m.ensure(name, timeout, force=force, reset=True))
+        await m.closing.until(m.ensure(name, timeout, force=force, reset=True))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/unload", dependencies=auth)
     async def unload(name: str, m: Mgr) -> Response:
-        await m.until_closing(m.unload(name))
+        await m.closing.until(m.unload(name))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/sleep", dependencies=auth)
     async def sleep(name: str, m: Mgr) -> Response:
-        await m.until_closing(m.sleep(name))
+        await m.closing.until(m.sleep(name))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/wake", dependencies=auth)
     async def wake(name: str, m: Mgr, timeout_s: Timeout = None) -> Response:
-        await m.until_closing(m.wake(name, timeout_s or default_timeout))
+        await m.closing.until(m.wake(name, timeout_s or default_timeout))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/restart", dependencies=auth)
     async def restart(name: str, m: Mgr, timeout_s: Timeout = None) -> Response:
-        await m.until_closing(m.restart(name, timeout_s or default_timeout))
+        await m.closing.until(m.restart(name, timeout_s or default_timeout))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/adapters", dependencies=auth)
     async def load_adapter(name: str, spec: AdapterSpec, m: Mgr, lora: Lora) -> Response:
         model = _managed(m, name)
-        await m.until_closing(lora.load(model, spec.name, spec.path))
+        await m.closing.until(lora.load(model, spec.name, spec.path))
         return _reply(AdaptersReply(name=name, adapters=adapter_names(model)))
 
     @app.delete("/models/{name:path}/adapters/{adapter}", dependencies=auth)
     async def unload_adapter(name: str, adapter: str, m: Mgr, lora: Lora) -> Response:
         model = _managed(m, name)
-        await m.until_closing(lora.unload(model, adapter))
+        await m.closing.until(lora.unload(model, adapter))
         return _reply(AdaptersReply(name=name, adapters=adapter_names(model)))
 
     @app.get("/models/{name:path}", dependencies=auth)
@@ -242,7 +242,7 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
         """The supervisor is about to be stopped (`orchestra up` says so before it stops the
         gateway): waiting commands answer 503 now, so the gateway's drain is not held by loads
         that would never finish; engines keep serving its requests in flight."""
-        m.begin_close()
+        m.closing.begin()
         return _reply(Health(status="closing"))
 
     @app.get("/metrics", dependencies=auth)

@@ -1,20 +1,18 @@
-"""The model table and the only code that places, swaps in and evicts engines.
+"""The model table and the supervisor's commands: ensure, load, unload, sleep, wake, restart,
+a gateway's sync, and start-up and shutdown of the whole.
 
-`ensure(model)` makes a model READY and returns it: concurrent ensures of one model join one
-swap task, and a failed swap raises the same error in every waiter. Placement (plan + evictions
-+ queueing the starts) runs under one lock so two swaps never pick the same GPUs or victims;
-waiting for readiness happens outside it.
+`ensure(model)` makes a model READY and returns it, joining the model's swap (`swaps.Swaps`:
+one swap task per model). Where engines go and who is evicted is `placement.Placer`'s alone;
+the manager asks it. Once the shutdown begins (`closing.Closing`), waiting commands answer 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
@@ -23,16 +21,10 @@ from orchestra.loops import every
 from orchestra.protocol import GatewayReport, ModelInfo, NodeLoad
 
 from .adoption import adopt_engines, engine_api_key
+from .closing import Closing
 from .demand import Demand
 from .engine import Engine
-from .errors import (
-    BadRequest,
-    EngineError,
-    EnsureTimeout,
-    ModelNotFound,
-    ShuttingDown,
-    SupervisorError,
-)
+from .errors import BadRequest, ModelNotFound
 from .gateways import GatewayReports
 from .launch import build_specs
 from .logtail import tail_lines
@@ -44,10 +36,10 @@ from .probe import EngineProbe
 from .procgroup import ProcessGroups
 from .rotation import ModelDemand, Rotator
 from .states import EngineState
+from .swaps import Swaps
 
 log = logging.getLogger(__name__)
 S = EngineState
-T = TypeVar("T")
 
 
 class Manager:
@@ -75,7 +67,6 @@ class Manager:
         )
         self.metrics = SupervisorMetrics(self._sample)
         self.rotator = Rotator(self, config.rotation)
-        self._swaps: dict[str, asyncio.Task[None]] = {}
         self.placer = Placer(
             self.models,
             gpus,
@@ -83,10 +74,11 @@ class Manager:
             self.demand,
             self.reports,
             self.metrics,
-            lambda n: n in self._swaps,
+            lambda n: self.swaps.running(n),
         )
+        self.swaps = Swaps(self.placer, self.metrics)
         self._tasks: list[asyncio.Task[None]] = []
-        self._closing = asyncio.Event()
+        self.closing = Closing()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -107,38 +99,15 @@ class Manager:
         if self.config.rotation.enabled:
             self._spawn(self.rotator.run(), "rotation")
 
-    def begin_close(self) -> None:
-        """The supervisor is about to stop: commands still waiting (`until_closing`) and new ones
-        that would wait answer ShuttingDown at once; quick ones (a READY model's ensure) still
-        answer, and engines keep serving until `close`. So neither a gateway's drain nor the
-        server's graceful shutdown waits for a swap or a drain that shutdown ends anyway."""
-        self._closing.set()
-
-    async def until_closing(self, work: Awaitable[T]) -> T:
-        """`work`'s result, or ShuttingDown as soon as `begin_close` is called (`work` is then
-        cancelled: a swap it joined goes on until `close` stops it)."""
-        task = asyncio.ensure_future(work)
-        closing = asyncio.ensure_future(self._closing.wait())
-        try:
-            await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            task.cancel()  # the caller gave up: so does the command, as it would unwrapped
-            raise
-        finally:
-            closing.cancel()
-        if task.done():  # finished (even as closing began): its own result
-            return task.result()
-        task.cancel()
-        raise ShuttingDown("the supervisor is shutting down")
-
     async def close(self, keep_engines: bool = False) -> None:
         """Stop every background task and every engine (each group: SIGTERM, deadline, SIGKILL);
         `keep_engines`: leave them serving, recorded for the next supervisor to adopt."""
-        self.begin_close()
+        self.closing.begin()
         self.preloader.close()
-        for task in [*self._tasks, *self._swaps.values()]:
+        swaps = self.swaps.tasks()
+        for task in [*self._tasks, *swaps]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._swaps.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *swaps, return_exceptions=True)
         engines = [e for m in self.models.values() for e in m.engines]
         if keep_engines:
             await asyncio.gather(*(e.detach() for e in engines), return_exceptions=True)
@@ -211,7 +180,7 @@ class Manager:
         return [
             ModelDemand(
                 name=m.name,
-                hot=m.hot or bool(m.holding()) or m.name in self._swaps,
+                hot=m.hot or bool(m.holding()) or self.swaps.running(m.name),
                 count=self.demand.count(m.name),
                 resident_since=m.resident_since,
                 busy=self.placer.busy(m),
@@ -235,17 +204,7 @@ class Manager:
         self.demand.touch(name)
         if model.serving():
             return model
-        task = self._swaps.get(name)
-        if task is None:
-            task = asyncio.create_task(self._swap_in(model, force, reset), name=f"swap:{name}")
-            self._swaps[name] = task
-            task.add_done_callback(functools.partial(self._swap_done, name))
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
-        except TimeoutError:
-            raise EnsureTimeout(
-                f"{name} is not ready after {timeout_s:g}s (state {model.state.value})"
-            ) from None
+        await self.swaps.join(model, timeout_s, force, reset)
         return model
 
     async def unload(self, name: str) -> Model:
@@ -303,30 +262,6 @@ class Manager:
             free_gpus=len([g for g in self.gpus if g not in held]),
             free_slots=None if max_resident is None else max(0, max_resident - len(holding)),
         )
-
-    # ---- swap in --------------------------------------------------------------------------------
-    def _swap_done(self, name: str, task: asyncio.Task[None]) -> None:
-        if self._swaps.get(name) is task:
-            del self._swaps[name]
-        if not task.cancelled():
-            task.exception()
-
-    async def _swap_in(self, model: Model, force: bool, reset: bool) -> None:
-        began = time.monotonic()
-        self.placer.set_hot(model, True)
-        try:
-            waits = await self.placer.place(model, force, reset)
-            results = await asyncio.gather(*waits, return_exceptions=True)
-            if not model.ready():
-                errors = [r for r in results if isinstance(r, SupervisorError)]
-                raise errors[0] if errors else EngineError(f"{model.name}: no engine is ready")
-        except SupervisorError:
-            self.metrics.swap_failures.labels(model.name).inc()
-            if not model.holding():
-                self.placer.set_hot(model, False)
-            raise
-        self.metrics.swaps.labels(model.name).inc()
-        self.metrics.swap_seconds.observe(time.monotonic() - began)
 
     # ---- state changes and metrics --------------------------------------------------------------
     def _on_change(self, engine: Engine, old: EngineState, new: EngineState) -> None:
