@@ -26,7 +26,7 @@ from .demand import Demand
 from .engine import Engine
 from .errors import BadRequest, ModelNotFound
 from .gateways import GatewayReports
-from .launch import build_specs
+from .launch import EngineSpec, build_specs
 from .logtail import tail_lines
 from .metrics import ModelSample, SupervisorMetrics
 from .model import Model
@@ -264,8 +264,8 @@ class Manager:
         )
 
     # ---- state changes and metrics --------------------------------------------------------------
-    def _on_change(self, engine: Engine, old: EngineState, new: EngineState) -> None:
-        model = self.models.get(engine.spec.served_name)
+    def _on_change(self, engine: EngineSpec, old: EngineState, new: EngineState) -> None:
+        model = self.models.get(engine.served_name)
         if model is not None:
             if new is S.READY and model.resident_since is None:
                 model.resident_since = time.monotonic()
