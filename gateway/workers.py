@@ -24,13 +24,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 
 from prometheus_client import multiprocess
 
 from orchestra.config import ConfigError, OrchestraConfig, ServerConfig
+from orchestra.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ MAX_DEFAULT_WORKERS = 8
 _QUICK_EXIT_S = 5.0  # a worker dead this soon after its start did not come up
 _RESTART_DELAY_S = 0.5
 _STOP_TIMEOUT_PAD_S = 2.0  # within `orchestra up`'s drain_timeout_s + 5 for the gateway
-_PARENT_POLL_S = 1.0
 
 
 def cores() -> int:
@@ -137,16 +136,9 @@ _PARENT_ENV = "ORCHESTRA_GATEWAY_PARENT"  # the parent's pid, for its workers
 
 
 def exit_with_parent() -> None:
-    """In a worker: drain and exit (SIGTERM to itself) if the parent dies, even by SIGKILL,
-    even before this worker got here (then its parent is no longer the pid it was given)."""
-    parent = int(os.environ.get(_PARENT_ENV) or os.getppid())
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(_PARENT_POLL_S)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    """In a worker: drain and exit (SIGTERM) when the parent dies, even by SIGKILL, even before
+    this worker got here (then its parent is no longer the pid it was given)."""
+    die_with_parent(int(os.environ.get(_PARENT_ENV) or os.getppid()), signal.SIGTERM)
 
 
 class Workers:

@@ -5,15 +5,12 @@ on every READY engine of the model). The gateway picks the change up with its mo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
 from orchestra.config import ConfigError, load_config
+from orchestra.control import ControlClient, ControlError, call_sync
 
 CALL_TIMEOUT_S = 180.0  # a load reads the adapter's weights on every engine
 
@@ -29,7 +26,7 @@ def add_parser(sub: Any) -> None:
     cmd.set_defaults(func=main)
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+def _client(args: argparse.Namespace) -> ControlClient:
     token = os.environ.get("ORCHESTRA_ADMIN_TOKEN")
     url = "http://127.0.0.1:8100"
     try:
@@ -37,45 +34,31 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
         url, token = config.supervisor_url, token or config.supervisor.admin_token
     except ConfigError:
         pass
-    return (args.url or url).rstrip("/"), token
-
-
-def _call(method: str, url: str, token: str | None, body: dict[str, Any] | None) -> Any:
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    with urllib.request.urlopen(request, timeout=CALL_TIMEOUT_S) as reply:
-        return json.loads(reply.read() or b"null")
+    return ControlClient(args.url or url, token, timeout_s=CALL_TIMEOUT_S)
 
 
 def main(args: argparse.Namespace) -> int:
-    base, token = _target(args)
-    model = urllib.parse.quote(args.model, safe="")
+    if args.action != "list" and (not args.adapter or (args.action == "load" and not args.path)):
+        print("usage: orchestra adapters load MODEL ADAPTER PATH | unload MODEL ADAPTER")
+        return 2
+    client = _client(args)
     try:
         if args.action == "list":
-            reply = _call("GET", f"{base}/models/{model}", token, None)
-        elif not args.adapter or (args.action == "load" and not args.path):
-            print("usage: orchestra adapters load MODEL ADAPTER PATH | unload MODEL ADAPTER")
-            return 2
+            names = call_sync(client, lambda c: c.info(args.model)).adapters
         elif args.action == "load":
             path = os.path.abspath(args.path)
-            body = {"name": args.adapter, "path": path}
-            reply = _call("POST", f"{base}/models/{model}/adapters", token, body)
+            names = call_sync(
+                client, lambda c: c.load_adapter(args.model, args.adapter, path, CALL_TIMEOUT_S)
+            )
         else:
-            adapter = urllib.parse.quote(args.adapter, safe="")
-            reply = _call("DELETE", f"{base}/models/{model}/adapters/{adapter}", token, None)
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        print(f"error: HTTP {exc.code}: {message}", file=sys.stderr)
+            names = call_sync(
+                client, lambda c: c.unload_adapter(args.model, args.adapter, CALL_TIMEOUT_S)
+            )
+    except ControlError as exc:
+        if exc.status:
+            print(f"error: HTTP {exc.status}: {exc.message}", file=sys.stderr)
+        else:
+            print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"error: cannot reach the supervisor at {base}: {exc}", file=sys.stderr)
-        return 1
-    names = reply.get("adapters", []) if isinstance(reply, dict) else []
     print(f"{args.model}: adapters {', '.join(names) if names else '(none)'}")
     return 0

@@ -20,7 +20,7 @@ def _supervisor(args: argparse.Namespace) -> int:
 
 
 def _ctl(args: argparse.Namespace) -> int:
-    from orchestra.supervisor.ctl import main as ctl_main
+    from orchestra.ctl import main as ctl_main
 
     return ctl_main(args)
 

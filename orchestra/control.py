@@ -14,62 +14,38 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from orchestra.config import OrchestraConfig
+from orchestra.protocol import (
+    AdapterSpec,
+    AdaptersReply,
+    GatewayReport,
+    Health,
+    LogsReply,
+    ModelInfo,
+    ModelStatus,
+    ModelTable,
+    NodeLoad,
+    SyncReply,
+    parse_error,
+)
+
+# The wire types the gateway imports from here (they live in orchestra.protocol).
+__all__ = [
+    "ACTIONS",
+    "ControlClient",
+    "ControlError",
+    "GatewayReport",
+    "ModelStatus",
+    "NodeLoad",
+    "SyncReply",
+    "call_sync",
+]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 ACTIONS = ("load", "unload", "sleep", "wake", "restart", "ensure")
-
-
-class ModelStatus(BaseModel):
-    """The part of one model-table entry the gateway routes by."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    state: str
-    upstreams: list[str] = []  # READY engines that take new requests
-    draining: list[str] = []  # engines being evicted: no new requests, in-flight ones finish
-    adapters: list[str] = []  # LoRA adapters its engines serve (config and runtime)
-    api_key: str | None = None  # the engines' --api-key (engines off loopback); send as Bearer
-
-
-class NodeLoad(BaseModel):
-    """How full a node is, from its supervisor's sync reply (where to place a cold model)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    resident: int = 0  # engines holding GPUs or a resident slot (or about to)
-    gpus: int = 0  # GPUs the supervisor manages (0 = CPU host)
-    free_gpus: int = 0
-    free_slots: int | None = None  # supervisor.max_resident minus resident; None = no bound
-
-    @property
-    def has_room(self) -> bool:
-        """One more engine fits without evicting anything (a 1-GPU engine on a GPU node)."""
-        slots_ok = self.free_slots is None or self.free_slots > 0
-        return slots_ok and (self.gpus == 0 or self.free_gpus > 0)
-
-
-class SyncReply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    models: list[ModelStatus] = []
-    node: NodeLoad = NodeLoad()
-
-
-class GatewayReport(BaseModel):
-    """What a gateway tells the supervisor on each sync.
-
-    `inflight` counts this gateway's requests per engine URL. `draining_seen` lists the engine
-    URLs it has taken out of rotation (it learned they are draining): for those, `inflight` is
-    final — it can only go down — so the supervisor may stop the engine once it reads 0.
-    """
-
-    demand: dict[str, int] = {}
-    inflight: dict[str, int] = {}
-    draining_seen: list[str] = []
 
 
 class ControlError(Exception):
@@ -128,11 +104,13 @@ class ControlClient:
         self,
         method: str,
         path: str,
+        reply: type[M],
         *,
         json: object = None,
         params: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
-    ) -> Any:
+    ) -> M:
+        """One call; its reply parsed as `reply` (ControlError if it is not one)."""
         if self._session is None:
             raise RuntimeError("ControlClient used outside `async with` and without a session")
         timeout = (
@@ -149,33 +127,43 @@ class ControlClient:
                 headers=self._headers,
                 timeout=timeout,
             ) as resp:
-                payload = await resp.json(content_type=None)
+                body = await resp.read()
                 if resp.status >= 400:
-                    raise ControlError(resp.status, _error_message(payload, resp.status))
-                return payload
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    raise ControlError(resp.status, _error_message(body, resp.status))
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise ControlError(0, f"supervisor unreachable at {self.base_url}: {exc!r}") from exc
+        try:
+            return reply.model_validate_json(body)
+        except ValidationError as exc:
+            what = f"{method} {path}"
+            raise ControlError(0, f"supervisor sent an unexpected reply to {what}: {exc}") from None
 
     # ---- reads ----------------------------------------------------------------------------------
     async def health(self) -> bool:
         try:
-            payload = await self._call("GET", "/health")
+            payload = await self._call("GET", "/health", Health)
         except ControlError:
             return False
-        return isinstance(payload, dict) and payload.get("status") == "ok"
+        return payload.status == "ok"
+
+    async def models(self) -> list[ModelInfo]:
+        """The full model table (engines, page cache, errors)."""
+        return (await self._call("GET", "/models", ModelTable)).models
+
+    async def info(self, model: str) -> ModelInfo:
+        """One model's entry of the table."""
+        return await self._call("GET", f"/models/{_name(model)}", ModelInfo)
 
     async def table(self) -> list[dict[str, Any]]:
-        """The full model table (engines, page cache, errors): what the CLI shows."""
-        payload = await self._call("GET", "/models")
-        models = payload.get("models") if isinstance(payload, dict) else None
-        if not isinstance(models, list):
-            raise ControlError(0, "supervisor sent an unexpected model table")
-        return models
+        """The model table as JSON objects: what the views (`orchestra.status_view`, the
+        console) render, beside rows of their own."""
+        return [m.model_dump(mode="json") for m in await self.models()]
 
     async def logs(self, model: str, lines: int, replica: int = 0) -> list[str]:
         params = {"lines": str(lines), "replica": str(replica)}
-        payload = await self._call("GET", f"/models/{_name(model)}/logs", params=params)
-        return list(payload.get("lines", [])) if isinstance(payload, dict) else []
+        return (
+            await self._call("GET", f"/models/{_name(model)}/logs", LogsReply, params=params)
+        ).lines
 
     async def follow(
         self, model: str, since: int | None, lines: int = 100, replica: int = 0
@@ -185,45 +173,54 @@ class ControlClient:
         params = {"lines": str(lines), "replica": str(replica)}
         if since is not None:
             params["since"] = str(since)
-        payload = await self._call("GET", f"/models/{_name(model)}/logs", params=params)
-        if not isinstance(payload, dict):
-            raise ControlError(0, "supervisor sent an unexpected log reply")
-        return list(payload.get("lines", [])), int(payload.get("offset") or 0)
+        reply = await self._call("GET", f"/models/{_name(model)}/logs", LogsReply, params=params)
+        return reply.lines, reply.offset
 
     # ---- the gateway's calls --------------------------------------------------------------------
     async def sync(self, gateway_id: str, report: GatewayReport) -> SyncReply:
         """Report demand and in-flight counts; get the model table (and the node's load) back."""
-        payload = await self._call(
-            "POST", f"/gateways/{_name(gateway_id)}/sync", json=report.model_dump()
-        )
-        try:
-            return SyncReply.model_validate(payload)
-        except ValidationError as exc:
-            raise ControlError(0, f"supervisor sent an unexpected model table: {exc}") from exc
+        path = f"/gateways/{_name(gateway_id)}/sync"
+        return await self._call("POST", path, SyncReply, json=report.model_dump())
 
     async def ensure(self, model: str, timeout_s: float) -> ModelStatus:
         """Blocks until the supervisor reports `model` READY (or refuses, or times out)."""
-        payload = await self.action(model, "ensure", timeout_s)
-        try:
-            return ModelStatus.model_validate(payload)
-        except ValidationError as exc:
-            raise ControlError(0, f"supervisor sent an unexpected ensure reply: {exc}") from exc
+        return await self.command(model, "ensure", timeout_s)
 
     # ---- commands -------------------------------------------------------------------------------
-    async def action(self, model: str, action: str, timeout_s: float) -> dict[str, Any]:
+    async def begin_shutdown(self) -> None:
+        """Tell the supervisor it is about to be stopped: commands waiting on it (and new ones
+        that would wait) answer 503 at once; its engines keep serving."""
+        await self._call("POST", "/shutdown/begin", Health)
+
+    async def command(self, model: str, action: str, timeout_s: float) -> ModelInfo:
         """load / unload / sleep / wake / restart / ensure; the model's table entry after it."""
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
         params = {"timeout_s": str(timeout_s)} if action != "unload" else None
-        payload = await self._call(
+        return await self._call(
             "POST",
             f"/models/{_name(model)}/{action}",
+            ModelInfo,
             params=params,
             timeout_s=timeout_s + 5,  # the supervisor answers 504 at timeout_s; allow for it
         )
-        if not isinstance(payload, dict):
-            raise ControlError(0, f"supervisor sent an unexpected {action} reply")
-        return payload
+
+    async def action(self, model: str, action: str, timeout_s: float) -> dict[str, Any]:
+        """`command`, its reply as a JSON object (what the views render)."""
+        return (await self.command(model, action, timeout_s)).model_dump(mode="json")
+
+    async def load_adapter(
+        self, model: str, adapter: str, path: str, timeout_s: float
+    ) -> list[str]:
+        """Load a LoRA adapter on every READY engine of `model`; the adapters it serves then."""
+        body = AdapterSpec(name=adapter, path=path).model_dump()
+        route = f"/models/{_name(model)}/adapters"
+        reply = await self._call("POST", route, AdaptersReply, json=body, timeout_s=timeout_s)
+        return reply.adapters
+
+    async def unload_adapter(self, model: str, adapter: str, timeout_s: float) -> list[str]:
+        route = f"/models/{_name(model)}/adapters/{quote(adapter, safe='')}"
+        return (await self._call("DELETE", route, AdaptersReply, timeout_s=timeout_s)).adapters
 
 
 def call_sync(client: ControlClient, call: Callable[[ControlClient], Awaitable[T]]) -> T:
@@ -240,7 +237,8 @@ def _name(model: str) -> str:
     return quote(model, safe="/")
 
 
-def _error_message(payload: object, status: int) -> str:
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        return str(payload["error"].get("message", status))
-    return f"supervisor answered HTTP {status}"
+def _error_message(body: bytes, status: int) -> str:
+    error = parse_error(body)
+    if error is None:
+        return f"supervisor answered HTTP {status}"
+    return error.message or str(status)

@@ -1,7 +1,8 @@
 """What the gateway, the supervisor and their clients say to each other on the wire.
 
 The one error shape both processes send (OpenAI's: `{"error": {"message", "type", "param",
-"code"}}`) and the one reader of it. The control API's requests and replies join it here.
+"code"}}`) and the one reader of it; then the control API's requests and replies
+(`supervisor/api.py` builds them, `orchestra.control.ControlClient` parses them).
 """
 
 from __future__ import annotations
@@ -9,7 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 
 class ErrorDetail(BaseModel):
@@ -56,3 +66,157 @@ def parse_error(raw: bytes | str | dict[str, Any] | None) -> ErrorDetail | None:
         )
     except ValidationError:
         return None
+
+
+# ---- the control API ---------------------------------------------------------------------------
+# Replies are read leniently (`extra="ignore"`): a client keeps working against a supervisor that
+# sends more than it knows.
+
+
+class Health(BaseModel):
+    """`GET /health`."""
+
+    status: str
+
+
+class EngineInfo(BaseModel):
+    """One engine of a model-table entry."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    state: str
+    pid: int | None = None
+    port: int
+    url: str
+    gpus: list[int] = []
+    uptime_s: float | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    last_startup_s: float | None = None  # how long its last start (or wake) took
+    # how long the start in progress has run (None unless STARTING): with last_startup_s,
+    # the time a loading model has left
+    starting_for_s: float | None = None
+
+
+class PageCache(BaseModel):
+    """How much of a model's weight files sits in the page cache."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    bytes_total: int = 0
+    bytes_resident: int = 0
+    fraction: float = 0.0
+
+
+class ModelStatus(BaseModel):
+    """The part of one model-table entry the gateway routes by."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    state: str
+    upstreams: list[str] = []  # READY engines that take new requests
+    draining: list[str] = []  # engines being evicted: no new requests, in-flight ones finish
+    adapters: list[str] = []  # LoRA adapters its engines serve (config and runtime)
+    api_key: str | None = None  # the engines' --api-key (engines off loopback); send as Bearer
+
+
+class ModelInfo(ModelStatus):
+    """One entry of the model table, whole: `GET /models/{name}`, every command's reply, each
+    item of `GET /models` and of the sync reply. `api_key` is sent only when there is one."""
+
+    managed: bool = True
+    hot: bool = False
+    engines: list[EngineInfo] = []
+    page_cache: PageCache = PageCache()
+    last_used_s_ago: float | None = None
+    sleep_mode: bool = False
+
+    @model_serializer(mode="wrap")
+    def _without_absent_key(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("api_key") is None:
+            out.pop("api_key", None)
+        return out
+
+
+class ModelTable(BaseModel):
+    """`GET /models`."""
+
+    models: list[ModelInfo]
+
+
+class GpuHolder(BaseModel):
+    index: int
+    engine: str | None  # the engine holding it, None when free
+
+
+class GpuTable(BaseModel):
+    """`GET /gpus`."""
+
+    gpus: list[GpuHolder]
+
+
+class LogsReply(BaseModel):
+    """`GET /models/{name}/logs`: the lines, and the byte offset the next follow read starts at."""
+
+    name: str
+    lines: list[str]
+    offset: int
+
+
+class GatewayReport(BaseModel):
+    """`POST /gateways/{id}/sync`: what a gateway tells the supervisor on each sync.
+
+    `inflight` counts this gateway's requests per engine URL. `draining_seen` lists the engine
+    URLs it has taken out of rotation (it learned they are draining): for those, `inflight` is
+    final — it can only go down — so the supervisor may stop the engine once it reads 0.
+    """
+
+    demand: dict[str, int] = {}
+    inflight: dict[str, int] = {}
+    draining_seen: list[str] = []
+
+
+class NodeLoad(BaseModel):
+    """How full a node is, from its supervisor's sync reply (where to place a cold model)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    resident: int = 0  # engines holding GPUs or a resident slot (or about to)
+    gpus: int = 0  # GPUs the supervisor manages (0 = CPU host)
+    free_gpus: int = 0
+    free_slots: int | None = None  # supervisor.max_resident minus resident; None = no bound
+
+    @property
+    def has_room(self) -> bool:
+        """One more engine fits without evicting anything (a 1-GPU engine on a GPU node)."""
+        slots_ok = self.free_slots is None or self.free_slots > 0
+        return slots_ok and (self.gpus == 0 or self.free_gpus > 0)
+
+
+class SyncReply(BaseModel):
+    """The sync's reply: the model table and the node's load. The supervisor sends whole
+    entries (`ModelInfo`); a gateway reads the routing part of each (`ModelStatus`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    models: list[SerializeAsAny[ModelStatus]] = []
+    node: NodeLoad = NodeLoad()
+
+
+class AdapterSpec(BaseModel):
+    """`POST /models/{name}/adapters`: load a LoRA adapter on the model's engines."""
+
+    name: str = Field(min_length=1, description="the `model` clients will send")
+    path: str = Field(min_length=1, description="folder with adapter_config.json, on this host")
+
+
+class AdaptersReply(BaseModel):
+    """The adapters a model serves after a load or an unload."""
+
+    name: str
+    adapters: list[str]

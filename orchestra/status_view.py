@@ -1,8 +1,9 @@
 """The supervisor's model table (the dicts of `GET /models`) as rows, rich tables and JSON.
 
-Pure functions: no I/O. `orchestra status` prints `compact_table` (one line per model, readable
-at 80 columns), `-o wide` prints `wide_table` (every column, one row per engine), `-o json`
-prints `as_json`; `orchestra top` adds `rates_table`. The web console reuses `model_rows`.
+Pure functions (no I/O but `print_wide`'s). `orchestra status` prints `compact_table` (one line
+per model, readable at 80 columns), `-o wide` prints `wide_table` with `print_wide` (every
+column, one row per engine, rows as long as they need), `-o json` prints `as_json`;
+`orchestra top` adds `rates_table`. The web console reuses `model_rows`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
+from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
@@ -29,6 +32,7 @@ STATE_STYLE = {
     "unknown": "dim",
     "draining": "yellow",
 }
+_UNBOUNDED = 100_000  # columns offered when measuring a table's natural width
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 # States in which a model is changing: "swaps in progress".
 TRANSITIONAL = frozenset({"starting", "stopping", "backoff", "draining"})
@@ -151,14 +155,16 @@ def compact_table(
 
 
 def wide_table(models: Sequence[Mapping[str, Any]]) -> Table:
-    """Every column, one row per engine; the last error folds over several lines."""
+    """Every column, one row per engine, no cell wrapped or folded: print it with `print_wide`,
+    which lets the rows run past the terminal's width (as `kubectl -o wide` does). The last
+    error shows its first line, cut at 60 columns (`-o json` has it whole)."""
     table = Table(title="Orchestra models", header_style="bold")
-    table.add_column("model", overflow="fold")
+    table.add_column("model", no_wrap=True)
     for column in ("state", "hot", "engine", "pid", "port", "gpus", "uptime"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for column in ("restarts", "page cache", "last used", "last start"):
-        table.add_column(column)
-    table.add_column("last error", overflow="fold", max_width=60)
+        table.add_column(column, no_wrap=True)
+    table.add_column("last error", no_wrap=True, overflow="ellipsis", max_width=60)
     for m in models:
         cache = m.get("page_cache") or {}
         cached = f"{cache.get('fraction', 0) * 100:.0f}% of {cache.get('bytes_total', 0) >> 20} MiB"
@@ -181,6 +187,16 @@ def wide_table(models: Sequence[Mapping[str, Any]]) -> Table:
                 error[0] if error else "",
             )
     return table
+
+
+def print_wide(console: Console, models: Sequence[Mapping[str, Any]]) -> None:
+    """`orchestra status -o wide`: the wide table at its natural width, however narrow the
+    terminal (rich would otherwise squeeze every cell into a column of single letters)."""
+    table = wide_table(models)
+    natural = Measurement.get(console, console.options.update_width(_UNBOUNDED), table).maximum
+    options = console.options.update_width(max(console.width, natural))
+    lines = console.render_lines(table, options, pad=False, new_lines=True)
+    console.print(Segments(s for line in lines for s in line), crop=False, end="")  # as rendered
 
 
 def as_json(models: Sequence[Mapping[str, Any]]) -> str:

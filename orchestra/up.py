@@ -1,14 +1,18 @@
 """`orchestra up` / `make up`: the supervisor, then the gateway; Ctrl-C or SIGTERM stops both.
 
 Order on the way up: supervisor, its /health, the hot models READY (progress shown), then the
-gateway and its /health; on the way down: gateway first (it drains), then the supervisor (which
-stops every engine). Children get SIGTERM from the kernel if `up` itself is killed.
+gateway and its /health; on the way down: the supervisor is told first (its waiting loads answer
+503), then the gateway stops (it drains its requests in flight), then the supervisor (which
+stops every engine): within about `gateway.drain_timeout_s` + `engine.stop_timeout_s`. Children
+get SIGTERM from the kernel if `up` itself is killed (`orchestra.lifetime`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,12 +29,13 @@ from rich.console import Console
 from orchestra import models
 from orchestra.config import ConfigError, OrchestraConfig, load_config
 from orchestra.control import ControlClient, ControlError, call_sync
-from orchestra.supervisor.procgroup import die_with_parent
+from orchestra.lifetime import dies_with_this_process
 
 GPU_CONFIG = Path("configs/vllm_config.yaml")
 CPU_CONFIG = Path("configs/cpu.yaml")
 HEALTH_TIMEOUT_S = 60.0
 POLL_S = 0.25
+SHUTDOWN_CALL_TIMEOUT_S = 2.0
 
 
 def has_gpu() -> bool:
@@ -75,19 +80,21 @@ class Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches `up` only; it stops children in order
-                preexec_fn=die_with_parent,
+                preexec_fn=dies_with_this_process(),
             )
 
     def exited(self) -> int | None:
         return self.proc.poll()
 
     def stop(self, timeout_s: float) -> int:
+        """SIGTERM, then SIGKILL to its whole group (the gateway's workers) after `timeout_s`."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 return self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
         return self.proc.wait()
 
     def tail(self, lines: int = 20) -> str:
@@ -115,25 +122,36 @@ def _wait_hot(console: Console, config: OrchestraConfig, sup: Child) -> None:
     with console.status("starting the hot models ...") as status:
         while time.monotonic() < deadline:
             try:
-                table = call_sync(client, lambda c: c.table())
+                table = call_sync(client, lambda c: c.models())
             except ControlError as exc:
                 raise RuntimeError(f"cannot read the model table: {exc.message}") from None
-            models = {m["name"]: m for m in table}
-            states = {n: models[n]["state"] for n in hot if n in models}
+            models = {m.name: m for m in table}
+            states = {n: models[n].state for n in hot if n in models}
             status.update("hot models: " + ", ".join(f"{n} {s}" for n, s in states.items()))
             settled = [n for n, s in states.items() if s in ("ready", "failed")]
             if len(settled) == len(hot):
                 for name in hot:
                     if states.get(name) == "failed":
-                        error = models[name]["engines"][0].get("last_error") or ""
+                        engines = models[name].engines
+                        error = (engines[0].last_error if engines else None) or ""
                         console.print(f"[red]{name} failed:[/] {error}", highlight=False)
                     else:
-                        console.print(f"[green]{name} ready[/] {models[name]['upstreams']}")
+                        console.print(f"[green]{name} ready[/] {models[name].upstreams}")
                 return
             if sup.exited() is not None:
                 raise RuntimeError(f"the supervisor exited:\n{sup.tail()}")
             time.sleep(POLL_S)
     console.print("[yellow]hot models still starting; continuing[/]")
+
+
+def _begin_shutdown(config: OrchestraConfig) -> None:
+    """Before the gateway drains: the supervisor answers its waiting loads 503 at once, so the
+    drain waits only for requests that can finish (engines serve until the supervisor stops)."""
+    client = ControlClient.from_config(config, timeout_s=SHUTDOWN_CALL_TIMEOUT_S)
+    try:
+        call_sync(client, lambda c: c.begin_shutdown())
+    except ControlError:
+        pass  # not answering: stopping it is all that is left to do
 
 
 def _prepare_local(console: Console, config: OrchestraConfig) -> None:
@@ -227,6 +245,8 @@ def main(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if children and children[0].exited() is None:  # children[0]: the supervisor
+            _begin_shutdown(config)
         deadlines = {
             "gateway": config.gateway.drain_timeout_s + 5,
             "supervisor": config.supervisor.shutdown_timeout_s + config.engine.stop_timeout_s + 5,

@@ -1,7 +1,7 @@
-"""LoRA adapters on a model's engines: launch flags, and loading/unloading at run time.
+"""LoRA adapters on a model's engines: loading and unloading them at run time.
 
-A server with `adapters:` (or `max_loras:`) is started with `--enable-lora`, `--max-loras`,
-`--max-lora-rank` and `--lora-modules NAME=PATH ...`, and with runtime updating allowed, so
+A server with `adapters:` (or `max_loras:`) is started with LoRA on (`lora.py`: the launch
+flags) and with runtime updating allowed, so
 `POST /models/{name}/adapters` ({name, path}) and `DELETE /models/{name}/adapters/{adapter}`
 load and unload one on every READY engine of the model through vLLM's
 `/v1/load_lora_adapter` and `/v1/unload_lora_adapter`. The model's info lists its adapters
@@ -15,18 +15,13 @@ that miss it the next time it is loaded.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
-from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field
 
-from orchestra.config import ServerConfig
-
-from .errors import BadRequest, EngineError, ModelNotFound, SupervisorError
-
-if TYPE_CHECKING:
-    from .model import Model
+from .errors import BadRequest, EngineError, SupervisorError
+from .lora import lora_enabled
+from .model import Model
 
 ADAPTER_CALL_TIMEOUT_S = 120.0  # loading reads the adapter's weights from disk
 
@@ -39,21 +34,6 @@ class AdapterError(SupervisorError):
 
 class LoraDisabled(BadRequest):
     code = "lora_disabled"
-
-
-def lora_enabled(server: ServerConfig) -> bool:
-    return bool(server.adapters) or server.max_loras is not None
-
-
-def lora_args(server: ServerConfig) -> list[str]:
-    if not lora_enabled(server):
-        return []
-    argv = ["--enable-lora", "--max-loras", str(server.max_loras or max(1, len(server.adapters)))]
-    if server.max_lora_rank is not None:
-        argv += ["--max-lora-rank", str(server.max_lora_rank)]
-    if server.adapters:
-        argv += ["--lora-modules", *(f"{a.name}={a.path}" for a in server.adapters)]
-    return argv
 
 
 def adapter_names(model: Model) -> list[str]:
@@ -106,29 +86,3 @@ class Adapters:
                 return f"{url}: HTTP {resp.status}: {text[:300]}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{url}: {exc!r}"
-
-
-class AdapterSpec(BaseModel):
-    name: str = Field(min_length=1, description="the `model` clients will send")
-    path: str = Field(min_length=1, description="folder with adapter_config.json, on this host")
-
-
-def install_adapter_routes(app: FastAPI, auth: list[Any]) -> None:
-    def model_of(request: Request, name: str) -> tuple[Model, Adapters]:
-        model = request.app.state.manager.models.get(name)
-        if model is None:
-            raise ModelNotFound(f"no managed model `{name}`")
-        adapters: Adapters = request.app.state.adapters  # built in the app's lifespan
-        return model, adapters
-
-    @app.post("/models/{name:path}/adapters", dependencies=auth)
-    async def load(name: str, spec: AdapterSpec, request: Request) -> dict[str, Any]:
-        model, adapters = model_of(request, name)
-        await adapters.load(model, spec.name, spec.path)
-        return {"name": name, "adapters": adapter_names(model)}
-
-    @app.delete("/models/{name:path}/adapters/{adapter}", dependencies=auth)
-    async def unload(name: str, adapter: str, request: Request) -> dict[str, Any]:
-        model, adapters = model_of(request, name)
-        await adapters.unload(model, adapter)
-        return {"name": name, "adapters": adapter_names(model)}

@@ -1,6 +1,7 @@
 """The control API (FastAPI). Everything is built in `create_app`'s lifespan; no globals.
 
-Errors share one shape, `{"error": {"message", "type", "param", "code"}}`. When
+Requests and replies are the types of `orchestra.protocol`, sent as their JSON (`_reply`); errors
+share its one shape, `{"error": {"message", "type", "param", "code"}}`. When
 `supervisor.admin_token` is set, every route but /health needs `Authorization: Bearer <token>`.
 """
 
@@ -12,28 +13,36 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import aiohttp
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestra.config import OrchestraConfig
-from orchestra.control import GatewayReport
-from orchestra.protocol import error_dict
-
-from .adapters import (
-    ADAPTER_CALL_TIMEOUT_S,
-    Adapters,
-    install_adapter_routes,
+from orchestra.protocol import (
+    AdapterSpec,
+    AdaptersReply,
+    GatewayReport,
+    GpuHolder,
+    GpuTable,
+    Health,
+    LogsReply,
+    ModelTable,
+    SyncReply,
+    error_dict,
 )
-from .errors import SupervisorError, Unauthorized
+
+from .adapters import ADAPTER_CALL_TIMEOUT_S, Adapters, adapter_names
+from .errors import ModelNotFound, SupervisorError, Unauthorized
 from .gpus import detect_gpus
 from .logtail import read_since
 from .manager import Manager
+from .model import Model
 from .procgroup import ProcessGroups
 from .service_discovery import sd_router
 
@@ -74,6 +83,14 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
     return app
 
 
+def begin_close(app: FastAPI) -> None:
+    """The server's graceful shutdown begins: commands still waiting answer 503 at once
+    (`Closing.until`), so it waits for no swap, drain or load in progress."""
+    manager: Manager | None = getattr(app.state, "manager", None)
+    if manager is not None:
+        manager.closing.begin()
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -86,7 +103,18 @@ def _manager(request: Request) -> Manager:
     return manager
 
 
+def _adapters(request: Request) -> Adapters:
+    adapters: Adapters = request.app.state.adapters
+    return adapters
+
+
 Mgr = Annotated[Manager, Depends(_manager)]
+Lora = Annotated[Adapters, Depends(_adapters)]
+
+
+def _reply(body: BaseModel) -> Response:
+    """A reply as its wire JSON (not re-validated against a narrower response model)."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def _install_errors(app: FastAPI) -> None:
@@ -124,17 +152,17 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
     auth = [Depends(authorized)]
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> Response:
+        return _reply(Health(status="ok"))
 
     @app.get("/models", dependencies=auth)
-    async def models(m: Mgr) -> dict[str, Any]:
-        return {"models": m.table()}
+    async def models(m: Mgr) -> Response:
+        return _reply(ModelTable(models=m.table()))
 
     @app.get("/gpus", dependencies=auth)
-    async def gpus(m: Mgr) -> dict[str, Any]:
+    async def gpus(m: Mgr) -> Response:
         holders = {g: e.id for mod in m.models.values() for e in mod.holding() for g in e.gpus}
-        return {"gpus": [{"index": g, "engine": holders.get(g)} for g in m.gpus]}
+        return _reply(GpuTable(gpus=[GpuHolder(index=g, engine=holders.get(g)) for g in m.gpus]))
 
     @app.get("/models/{name:path}/logs", dependencies=auth)
     async def logs(
@@ -143,7 +171,7 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
         lines: Annotated[int, Query(ge=0, le=100_000)] = 100,
         replica: int = 0,
         since: Annotated[int | None, Query(ge=0, description="byte offset: follow")] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """The last `lines` lines; with `since` (the `offset` of the previous reply), the lines
         written after it instead. `offset` is where the next follow read starts."""
         path = m.log_path(name, replica)
@@ -152,50 +180,83 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
             text = m.logs(name, lines, replica)
         else:
             text, offset = read_since(path, since, _FOLLOW_MAX_BYTES)
-        return {"name": name, "lines": text, "offset": offset}
+        return _reply(LogsReply(name=name, lines=text, offset=offset))
 
+    # Commands wait (a swap, a drain) but not past the start of a shutdown: `closing.until`.
     @app.post("/models/{name:path}/ensure", dependencies=auth)
-    async def ensure(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Any:
-        await m.ensure(name, timeout_s or default_timeout, force=force)
-        return m.info(name)
+    async def ensure(
+        name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False
+    ) -> Response:
+        await m.closing.until(m.ensure(name, timeout_s or default_timeout, force=force))
+        return _reply(m.info(name))
 
     @app.post("/models/{name:path}/load", dependencies=auth)
-    async def load(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Any:
-        await m.ensure(name, timeout_s or default_timeout, force=force, reset=True)
-        return m.info(name)
+    async def load(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Response:
+        timeout = timeout_s or default_timeout
+        await m.closing.until(m.ensure(name, timeout, force=force, reset=True))
+        return _reply(m.info(name))
 
     @app.post("/models/{name:path}/unload", dependencies=auth)
-    async def unload(name: str, m: Mgr) -> Any:
-        await m.unload(name)
-        return m.info(name)
+    async def unload(name: str, m: Mgr) -> Response:
+        await m.closing.until(m.unload(name))
+        return _reply(m.info(name))
 
     @app.post("/models/{name:path}/sleep", dependencies=auth)
-    async def sleep(name: str, m: Mgr) -> Any:
-        await m.sleep(name)
-        return m.info(name)
+    async def sleep(name: str, m: Mgr) -> Response:
+        await m.closing.until(m.sleep(name))
+        return _reply(m.info(name))
 
     @app.post("/models/{name:path}/wake", dependencies=auth)
-    async def wake(name: str, m: Mgr, timeout_s: Timeout = None) -> Any:
-        await m.wake(name, timeout_s or default_timeout)
-        return m.info(name)
+    async def wake(name: str, m: Mgr, timeout_s: Timeout = None) -> Response:
+        await m.closing.until(m.wake(name, timeout_s or default_timeout))
+        return _reply(m.info(name))
 
     @app.post("/models/{name:path}/restart", dependencies=auth)
-    async def restart(name: str, m: Mgr, timeout_s: Timeout = None) -> Any:
-        await m.restart(name, timeout_s or default_timeout)
-        return m.info(name)
+    async def restart(name: str, m: Mgr, timeout_s: Timeout = None) -> Response:
+        await m.closing.until(m.restart(name, timeout_s or default_timeout))
+        return _reply(m.info(name))
+
+    @app.post("/models/{name:path}/adapters", dependencies=auth)
+    async def load_adapter(name: str, spec: AdapterSpec, m: Mgr, lora: Lora) -> Response:
+        model = _managed(m, name)
+        await m.closing.until(lora.load(model, spec.name, spec.path))
+        return _reply(AdaptersReply(name=name, adapters=adapter_names(model)))
+
+    @app.delete("/models/{name:path}/adapters/{adapter}", dependencies=auth)
+    async def unload_adapter(name: str, adapter: str, m: Mgr, lora: Lora) -> Response:
+        model = _managed(m, name)
+        await m.closing.until(lora.unload(model, adapter))
+        return _reply(AdaptersReply(name=name, adapters=adapter_names(model)))
 
     @app.get("/models/{name:path}", dependencies=auth)
-    async def model(name: str, m: Mgr) -> Any:
-        return m.info(name)
+    async def model(name: str, m: Mgr) -> Response:
+        return _reply(m.info(name))
 
     @app.post("/gateways/{gateway_id}/sync", dependencies=auth)
-    async def sync(gateway_id: str, m: Mgr, report: GatewayReport) -> dict[str, Any]:
+    async def sync(gateway_id: str, m: Mgr, report: GatewayReport) -> Response:
         """A gateway's report (demand, in-flight per engine, drains it has seen); the table."""
-        return {"models": m.sync(gateway_id, report), "node": m.node_load()}
+        return _reply(SyncReply(models=m.sync(gateway_id, report), node=m.node_load()))
+
+    @app.post("/shutdown/begin", dependencies=auth)
+    async def shutdown_begin(m: Mgr) -> Response:
+        """The supervisor is about to be stopped (`orchestra up` says so before it stops the
+        gateway): waiting commands answer 503 now, so the gateway's drain is not held by loads
+        that would never finish; engines keep serving its requests in flight."""
+        m.closing.begin()
+        return _reply(Health(status="closing"))
 
     @app.get("/metrics", dependencies=auth)
     async def metrics(m: Mgr) -> Response:
         return Response(generate_latest(m.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    install_adapter_routes(app, auth)
-    app.include_router(sd_router(lambda: app.state.manager.table()), dependencies=auth)
+    def table() -> list[dict[str, object]]:
+        return [entry.model_dump() for entry in app.state.manager.table()]
+
+    app.include_router(sd_router(table), dependencies=auth)
+
+
+def _managed(m: Manager, name: str) -> Model:
+    model = m.models.get(name)
+    if model is None:
+        raise ModelNotFound(f"no managed model `{name}`")
+    return model

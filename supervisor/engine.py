@@ -3,6 +3,7 @@
 Only `Engine._loop` changes `state`; everyone else calls the public coroutines, which queue a
 command and await its reply. A process exit and a backoff timer are commands too, so crashes
 and requests are handled one at a time, in order. `stop()` also interrupts a start in progress.
+What each command does is `transitions.EngineMachine`'s.
 """
 
 from __future__ import annotations
@@ -11,84 +12,21 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-from orchestra.config import EngineConfig
 
 from .errors import EngineError, SupervisorError
-from .launch import EngineSpec
-from .logtail import tail_lines
-from .probe import EngineProbe, Readiness
-from .procgroup import EngineProcess, ProcessGroups, signal_group
-from .states import EngineState, check_transition
+from .procgroup import EngineProcess, signal_group
+from .states import EngineState
+from .transitions import Command, EngineMachine, Listener
 
 log = logging.getLogger(__name__)
 S = EngineState
-Listener = Callable[["Engine", EngineState, EngineState], None]
+__all__ = ["Engine", "Listener"]
 
 
-@dataclass
-class _Command:
-    kind: str  # start | stop | sleep | wake | restart | close | adopt | _exited | _retry
-    future: asyncio.Future[None] | None = None
-    proc: Any = None  # adopt: the EngineProcess
-    gpus: list[int] = field(default_factory=list)
-    reset: bool = False
-    generation: int = 0
-
-
-class Engine:
-    def __init__(
-        self,
-        spec: EngineSpec,
-        config: EngineConfig,
-        groups: ProcessGroups,
-        probe: EngineProbe,
-        on_change: Listener,
-    ) -> None:
-        self.spec = spec
-        self._config = config
-        self._groups = groups
-        self._probe = probe
-        self._on_change = on_change
-        self.state = S.COLD
-        self.gpus: list[int] = []
-        self.pid: int | None = None
-        self.restarts = 0
-        self.failures = 0
-        self.last_error: str | None = None
-        self.last_startup_s: float | None = None
-        self.ready_since: float | None = None
-        self.starting_since: float | None = None  # monotonic time the current start began
-        self._pending_starts = 0
-        self._proc: EngineProcess | None = None
-        self._detached = False  # the supervisor exits leaving this engine for the next one
-        self._generation = 0
-        self._interrupt = asyncio.Event()
-        self._stop_requested = False
-        self._retry: asyncio.TimerHandle | None = None
-        self._inbox: asyncio.Queue[_Command] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._watcher: asyncio.Task[None] | None = None
-
+class Engine(EngineMachine):
     # ---- public: queue a command, await the reply ---------------------------------------------
     def run(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"engine:{self.spec.id}")
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    @property
-    def url(self) -> str:
-        return self.spec.url
-
-    @property
-    def uptime_s(self) -> float | None:
-        return None if self.ready_since is None else time.monotonic() - self.ready_since
 
     async def start(self, gpus: list[int], reset: bool = False) -> None:
         """Make the engine READY on `gpus` (kept from before in BACKOFF; woken if SLEEPING)."""
@@ -97,7 +35,7 @@ class Engine:
     def begin_start(self, gpus: list[int], reset: bool = False) -> asyncio.Future[None]:
         """Queue a start now (its GPUs count as taken from this moment); await the future."""
         self._pending_starts += 1
-        future = self._queue(_Command("start", gpus=list(gpus), reset=reset))
+        future = self._queue(Command("start", gpus=list(gpus), reset=reset))
         future.add_done_callback(self._start_settled)
         return future
 
@@ -114,19 +52,19 @@ class Engine:
     async def stop(self) -> None:
         self._stop_requested = True
         self._interrupt.set()
-        await self._send(_Command("stop"))
+        await self._send(Command("stop"))
 
     async def sleep(self) -> None:
-        await self._send(_Command("sleep"))
+        await self._send(Command("sleep"))
 
     async def wake(self) -> None:
-        await self._send(_Command("wake"))
+        await self._send(Command("wake"))
 
     async def restart(self, gpus: list[int]) -> None:
         """Stop and start again (on the GPUs it holds, else on `gpus`), failures forgotten."""
         self._pending_starts += 1  # its GPUs stay taken between the stop and the start
         try:
-            await self._send(_Command("restart", gpus=list(gpus)))
+            await self._send(Command("restart", gpus=list(gpus)))
         finally:
             self._pending_starts -= 1
 
@@ -136,12 +74,12 @@ class Engine:
             return
         self._stop_requested = True
         self._interrupt.set()
-        await self._send(_Command("close"))
+        await self._send(Command("close"))
         await self._task
 
     async def adopt(self, proc: EngineProcess, gpus: list[int]) -> None:
         """A live engine an earlier supervisor started (`adoption.py`): READY on `gpus`."""
-        await self._send(_Command("adopt", gpus=list(gpus), proc=proc))
+        await self._send(Command("adopt", gpus=list(gpus), proc=proc))
 
     async def detach(self) -> None:
         """End the task but leave the process serving (a restart that keeps engines)."""
@@ -153,10 +91,10 @@ class Engine:
             *(t for t in (self._task, self._watcher) if t is not None), return_exceptions=True
         )
 
-    async def _send(self, command: _Command) -> None:
+    async def _send(self, command: Command) -> None:
         await asyncio.shield(self._queue(command))
 
-    def _queue(self, command: _Command) -> asyncio.Future[None]:
+    def _queue(self, command: Command) -> asyncio.Future[None]:
         command.future = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(command)
         return command.future
@@ -181,7 +119,7 @@ class Engine:
             if self._proc is not None and self._proc.returncode is None and not self._detached:
                 signal_group(self._proc.pid, signal.SIGKILL)  # cancelled: leave no group behind
 
-    async def _handle(self, cmd: _Command) -> None:
+    async def _handle(self, cmd: Command) -> None:
         if cmd.kind in ("stop", "close"):
             self._stop_requested = False
             await self._stop()
@@ -207,188 +145,8 @@ class Engine:
             with contextlib.suppress(EngineError):  # _launch already recorded the failure
                 await self._launch()
 
-    def _set(self, new: EngineState) -> None:
-        old = self.state
-        check_transition(old, new)
-        self.state = new
-        log.info("engine %s: %s -> %s", self.id, old.value, new.value)
-        self._on_change(self, old, new)
 
-    # ---- transitions --------------------------------------------------------------------------
-    async def _adopt(self, proc: EngineProcess, gpus: list[int]) -> None:
-        if self.state is not S.COLD:
-            raise EngineError(f"{self.id}: cannot adopt while {self.state.value}")
-        self.gpus = list(gpus)
-        self._set(S.STARTING)  # COLD -> STARTING
-        self._generation += 1
-        generation, interrupt = self._generation, asyncio.Event()
-        self._interrupt = interrupt
-        self._proc, self.pid = proc, proc.pid
-        self._watcher = asyncio.create_task(
-            self._watch(proc, generation, interrupt), name=f"watch:{self.id}"
-        )
-        self.ready_since = time.monotonic()
-        self._set(S.READY)  # STARTING -> READY
-        if self.spec.sleep_mode and await self._probe.is_sleeping(self.url):
-            self._set(S.SLEEPING)  # READY -> SLEEPING
-
-    def record(self) -> dict[str, Any]:
-        """What adoption checks (`adoption.py`), written beside the group at spawn."""
-        spec = self.spec
-        return {"engine": spec.id, "model": spec.served_name, "port": spec.port,
-                "gpus": list(self.gpus), "config_hash": spec.config_hash}  # fmt: skip
-
-    async def _start(self, gpus: list[int], reset: bool) -> None:
-        if self._stop_requested:
-            raise EngineError(f"{self.id}: start cancelled by a stop")
-        if self.state is S.READY:
-            return
-        if self.state is S.SLEEPING:
-            await self._wake()
-            return
-        if self.state is S.FAILED and not reset:
-            raise EngineError(f"{self.id} is FAILED: {self.last_error}")
-        if reset:
-            self.failures = 0
-        if self.state is S.BACKOFF:
-            self._cancel_retry()
-        else:
-            self.gpus = list(gpus)
-        await self._launch()
-
-    async def _launch(self) -> None:
-        """COLD/BACKOFF/FAILED -> STARTING -> READY, or -> BACKOFF/FAILED with the log tail."""
-        if self.state is S.BACKOFF:
-            # A restart after a failure, whether the backoff timer or an ensure started it.
-            self.restarts += 1
-        self._set(S.STARTING)  # COLD|BACKOFF|FAILED -> STARTING
-        self._generation += 1
-        generation, interrupt = self._generation, asyncio.Event()
-        self._interrupt = interrupt
-        log_path = self.spec.log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as f:
-            since = f.tell()
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            f.write(f"--- orchestra: starting {self.id} at {stamp} on gpus {self.gpus}\n".encode())
-            since = f.tell()
-        began = self.starting_since = time.monotonic()
-        try:
-            proc = await self._groups.spawn(
-                self.spec.argv(), self.spec.env(self.gpus), log_path, self.record()
-            )
-        except OSError as exc:
-            self._fail(f"{self.id}: cannot start: {exc}")
-            raise EngineError(self.last_error or "") from None
-        self._proc, self.pid = proc, proc.pid
-        self._watcher = asyncio.create_task(
-            self._watch(proc, generation, interrupt), name=f"watch:{self.id}"
-        )
-        result = await self._probe.wait_ready(self.url, interrupt, self.spec.startup_timeout_s)
-        if result is Readiness.READY and proc.returncode is None:
-            self.last_startup_s = time.monotonic() - began
-            self.ready_since = time.monotonic()  # last_error stays: why it last restarted
-            self._set(S.READY)  # STARTING -> READY
-            return
-        if self._stop_requested and proc.returncode is None:
-            self._set(S.STOPPING)  # STARTING -> STOPPING (a stop interrupted the start)
-            await self._kill()
-            self._set(S.COLD)  # STOPPING -> COLD
-            raise EngineError(f"{self.id}: start interrupted by a stop")
-        if result is Readiness.TIMEOUT:
-            await self._groups.stop(proc, self._config.stop_timeout_s)
-            why = f"not healthy after {self.spec.startup_timeout_s:g}s"
-        else:
-            await proc.wait()
-            why = f"exited with code {proc.returncode} during startup"
-        self._fail(self._error(why, since))
-        raise EngineError(self.last_error or why)
-
-    async def _watch(self, proc: EngineProcess, generation: int, interrupt: asyncio.Event) -> None:
-        await proc.wait()
-        self._groups.reaped(proc)  # SIGKILL stragglers (workers) left in the group
-        interrupt.set()
-        self._inbox.put_nowait(_Command("_exited", generation=generation))
-
-    async def _crashed(self) -> None:
-        if self.state not in (S.READY, S.SLEEPING):
-            return  # expected exits (stop, failed start) are handled where they happen
-        code = self._proc.returncode if self._proc else None
-        self._fail(self._error(f"exited with code {code} while {self.state.value}", 0))
-
-    def _fail(self, error: str) -> None:
-        """STARTING|READY|SLEEPING -> BACKOFF (retry later) or -> FAILED (too many failures)."""
-        log.warning("engine %s: %s", self.id, error.splitlines()[0])
-        self.last_error = error
-        held = self.uptime_s or 0.0
-        if held >= self._config.stable_after_s:
-            self.failures = 0
-        self.failures += 1
-        self.ready_since = None
-        self._proc, self.pid = None, None
-        if self.failures > self._config.max_restarts:
-            self.gpus = []
-            self._set(S.FAILED)  # -> FAILED
-            return
-        delay = min(
-            self._config.backoff_initial_s * 2 ** (self.failures - 1), self._config.backoff_max_s
-        )
-        self._set(S.BACKOFF)  # -> BACKOFF
-        retry = _Command("_retry", generation=self._generation)
-        self._retry = asyncio.get_running_loop().call_later(delay, self._inbox.put_nowait, retry)
-
-    async def _stop(self) -> None:
-        self._cancel_retry()
-        if self.state in (S.BACKOFF, S.FAILED):
-            self.gpus = []
-            self._set(S.COLD)  # BACKOFF|FAILED -> COLD
-            return
-        if self.state not in (S.READY, S.SLEEPING):
-            return
-        self._set(S.STOPPING)  # READY|SLEEPING -> STOPPING
-        await self._kill()
-        self.gpus = []
-        self._set(S.COLD)  # STOPPING -> COLD
-
-    async def _kill(self) -> None:
-        proc = self._proc
-        self._generation += 1  # its exit is expected now: not a crash
-        if proc is not None:
-            await self._groups.stop(proc, self._config.stop_timeout_s)
-        self._proc, self.pid, self.ready_since = None, None, None
-
-    async def _sleep(self) -> None:
-        if self.state is S.SLEEPING:
-            return
-        if self.state is not S.READY:
-            raise EngineError(f"{self.id}: cannot sleep while {self.state.value}")
-        if not self.spec.sleep_mode:
-            raise EngineError(f"{self.id}: sleep_mode is off for this model")
-        await self._probe.sleep(self.url)
-        self._set(S.SLEEPING)  # READY -> SLEEPING
-
-    async def _wake(self) -> None:
-        if self.state is S.READY:
-            return
-        if self.state is not S.SLEEPING:
-            raise EngineError(f"{self.id}: cannot wake while {self.state.value}")
-        began = time.monotonic()
-        await self._probe.wake(self.url)
-        self.last_startup_s = time.monotonic() - began
-        self._set(S.READY)  # SLEEPING -> READY
-
-    def _cancel_retry(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-
-    def _error(self, why: str, since: int) -> str:
-        lines = tail_lines(self.spec.log_path, self._config.log_tail_lines, since)
-        tail = "\n".join(lines) if lines else "(log is empty)"
-        return f"{self.id} {why}; last lines of {self.spec.log_path}:\n{tail}"
-
-
-def _reply(cmd: _Command, exc: BaseException | None) -> None:
+def _reply(cmd: Command, exc: BaseException | None) -> None:
     if cmd.future is None or cmd.future.done():
         return
     if exc is None:

@@ -59,3 +59,11 @@ class EnsureTimeout(SupervisorError):
     status = 504
     type = "timeout_error"
     code = "ensure_timeout"
+
+
+class ShuttingDown(SupervisorError):
+    """The supervisor began to shut down while the command was waiting (a swap, a drain)."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "shutting_down"

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from orchestra.control import GatewayReport
+from orchestra.protocol import GatewayReport
 
 
 @dataclass

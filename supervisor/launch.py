@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestra.config import EngineConfig, OrchestraConfig, ServerConfig
 
-from .adapters import lora_args, lora_enabled
+from .lora import lora_args, lora_enabled
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,14 @@
-"""The model table and the only code that places, swaps in and evicts engines.
+"""The model table and the supervisor's commands: ensure, load, unload, sleep, wake, restart,
+a gateway's sync, and start-up and shutdown of the whole.
 
-`ensure(model)` makes a model READY and returns it: concurrent ensures of one model join one
-swap task, and a failed swap raises the same error in every waiter. Placement (plan + evictions
-+ queueing the starts) runs under one lock so two swaps never pick the same GPUs or victims;
-waiting for readiness happens outside it.
+`ensure(model)` makes a model READY and returns it, joining the model's swap (`swaps.Swaps`:
+one swap task per model). Where engines go and who is evicted is `placement.Placer`'s alone;
+the manager asks it. Once the shutdown begins (`closing.Closing`), waiting commands answer 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from pathlib import Path
@@ -18,20 +17,16 @@ from typing import Any
 import aiohttp
 
 from orchestra.config import OrchestraConfig
-from orchestra.control import GatewayReport
+from orchestra.loops import every
+from orchestra.protocol import GatewayReport, ModelInfo, NodeLoad
 
 from .adoption import adopt_engines, engine_api_key
+from .closing import Closing
 from .demand import Demand
 from .engine import Engine
-from .errors import (
-    BadRequest,
-    EngineError,
-    EnsureTimeout,
-    ModelNotFound,
-    SupervisorError,
-)
+from .errors import BadRequest, ModelNotFound
 from .gateways import GatewayReports
-from .launch import build_specs
+from .launch import EngineSpec, build_specs
 from .logtail import tail_lines
 from .metrics import ModelSample, SupervisorMetrics
 from .model import Model
@@ -41,6 +36,7 @@ from .probe import EngineProbe
 from .procgroup import ProcessGroups
 from .rotation import ModelDemand, Rotator
 from .states import EngineState
+from .swaps import Swaps
 
 log = logging.getLogger(__name__)
 S = EngineState
@@ -71,7 +67,6 @@ class Manager:
         )
         self.metrics = SupervisorMetrics(self._sample)
         self.rotator = Rotator(self, config.rotation)
-        self._swaps: dict[str, asyncio.Task[None]] = {}
         self.placer = Placer(
             self.models,
             gpus,
@@ -79,9 +74,11 @@ class Manager:
             self.demand,
             self.reports,
             self.metrics,
-            lambda n: n in self._swaps,
+            lambda n: self.swaps.running(n),
         )
+        self.swaps = Swaps(self.placer, self.metrics)
         self._tasks: list[asyncio.Task[None]] = []
+        self.closing = Closing()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,10 +102,12 @@ class Manager:
     async def close(self, keep_engines: bool = False) -> None:
         """Stop every background task and every engine (each group: SIGTERM, deadline, SIGKILL);
         `keep_engines`: leave them serving, recorded for the next supervisor to adopt."""
+        self.closing.begin()
         self.preloader.close()
-        for task in [*self._tasks, *self._swaps.values()]:
+        swaps = self.swaps.tasks()
+        for task in [*self._tasks, *swaps]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._swaps.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *swaps, return_exceptions=True)
         engines = [e for m in self.models.values() for e in m.engines]
         if keep_engines:
             await asyncio.gather(*(e.detach() for e in engines), return_exceptions=True)
@@ -136,14 +135,12 @@ class Manager:
         await self.preloader.measure()
         if after is not None:
             await asyncio.wait([after])
-        while True:
-            try:
-                if self.config.preload.enabled:
-                    await self.preloader.preload(self.cold_models())
-                await self.preloader.measure()
-            except Exception:  # one bad pass must not end preloading for good
-                log.exception("page-cache pass failed")
-            await asyncio.sleep(self.config.preload.interval_s)
+        await every("page-cache pass", self.config.preload.interval_s, self._page_cache_pass, 0.0)
+
+    async def _page_cache_pass(self) -> None:
+        if self.config.preload.enabled:
+            await self.preloader.preload(self.cold_models())
+        await self.preloader.measure()
 
     # ---- queries --------------------------------------------------------------------------------
     def get(self, name: str) -> Model:
@@ -152,11 +149,11 @@ class Manager:
             raise ModelNotFound(f"The model `{name}` is not managed by this supervisor.", "model")
         return model
 
-    def info(self, name: str) -> dict[str, Any]:
+    def info(self, name: str) -> ModelInfo:
         model = self.get(name)
         return model.info(self.demand.seconds_since_use(name), self.preloader.residency[name])
 
-    def table(self) -> list[dict[str, Any]]:
+    def table(self) -> list[ModelInfo]:
         return [self.info(name) for name in self.models]
 
     def logs(self, name: str, lines: int, replica: int = 0) -> list[str]:
@@ -183,7 +180,7 @@ class Manager:
         return [
             ModelDemand(
                 name=m.name,
-                hot=m.hot or bool(m.holding()) or m.name in self._swaps,
+                hot=m.hot or bool(m.holding()) or self.swaps.running(m.name),
                 count=self.demand.count(m.name),
                 resident_since=m.resident_since,
                 busy=self.placer.busy(m),
@@ -207,17 +204,7 @@ class Manager:
         self.demand.touch(name)
         if model.serving():
             return model
-        task = self._swaps.get(name)
-        if task is None:
-            task = asyncio.create_task(self._swap_in(model, force, reset), name=f"swap:{name}")
-            self._swaps[name] = task
-            task.add_done_callback(functools.partial(self._swap_done, name))
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
-        except TimeoutError:
-            raise EnsureTimeout(
-                f"{name} is not ready after {timeout_s:g}s (state {model.state.value})"
-            ) from None
+        await self.swaps.join(model, timeout_s, force, reset)
         return model
 
     async def unload(self, name: str) -> Model:
@@ -254,7 +241,7 @@ class Manager:
         self.metrics.rotations.inc()
         await self.ensure(cold, self.config.supervisor.ensure_timeout_s)
 
-    def sync(self, gateway_id: str, report: GatewayReport) -> list[dict[str, Any]]:
+    def sync(self, gateway_id: str, report: GatewayReport) -> list[ModelInfo]:
         """A gateway's periodic report (demand, in-flight per engine); the model table back."""
         self.demand.record(report.demand)
         self.reports.record(gateway_id, report)
@@ -264,45 +251,21 @@ class Manager:
                 self.demand.touch(model.name)  # serving requests: recently used
         return self.table()
 
-    def node_load(self) -> dict[str, Any]:
+    def node_load(self) -> NodeLoad:
         """How full this node is: gateways place a cold model on the node with room first."""
         holding = [e for m in self.models.values() for e in m.holding()]
         held = {g for e in holding for g in e.gpus}
         max_resident = self.config.supervisor.max_resident
-        return {
-            "resident": len(holding),
-            "gpus": len(self.gpus),
-            "free_gpus": len([g for g in self.gpus if g not in held]),
-            "free_slots": None if max_resident is None else max(0, max_resident - len(holding)),
-        }
-
-    # ---- swap in --------------------------------------------------------------------------------
-    def _swap_done(self, name: str, task: asyncio.Task[None]) -> None:
-        if self._swaps.get(name) is task:
-            del self._swaps[name]
-        if not task.cancelled():
-            task.exception()
-
-    async def _swap_in(self, model: Model, force: bool, reset: bool) -> None:
-        began = time.monotonic()
-        self.placer.set_hot(model, True)
-        try:
-            waits = await self.placer.place(model, force, reset)
-            results = await asyncio.gather(*waits, return_exceptions=True)
-            if not model.ready():
-                errors = [r for r in results if isinstance(r, SupervisorError)]
-                raise errors[0] if errors else EngineError(f"{model.name}: no engine is ready")
-        except SupervisorError:
-            self.metrics.swap_failures.labels(model.name).inc()
-            if not model.holding():
-                self.placer.set_hot(model, False)
-            raise
-        self.metrics.swaps.labels(model.name).inc()
-        self.metrics.swap_seconds.observe(time.monotonic() - began)
+        return NodeLoad(
+            resident=len(holding),
+            gpus=len(self.gpus),
+            free_gpus=len([g for g in self.gpus if g not in held]),
+            free_slots=None if max_resident is None else max(0, max_resident - len(holding)),
+        )
 
     # ---- state changes and metrics --------------------------------------------------------------
-    def _on_change(self, engine: Engine, old: EngineState, new: EngineState) -> None:
-        model = self.models.get(engine.spec.served_name)
+    def _on_change(self, engine: EngineSpec, old: EngineState, new: EngineState) -> None:
+        model = self.models.get(engine.served_name)
         if model is not None:
             if new is S.READY and model.resident_since is None:
                 model.resident_since = time.monotonic()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from orchestra.config import ServerConfig
+from orchestra.protocol import EngineInfo, ModelInfo
 
 from .engine import Engine
 from .pagecache import Residency
@@ -49,39 +49,37 @@ class Model:
     def restarts(self) -> int:
         return sum(e.restarts for e in self.engines)
 
-    def info(self, last_used_s_ago: float | None, page_cache: Residency) -> dict[str, Any]:
-        """The control API's ModelInfo."""
-        return {
-            "name": self.name,
-            "managed": True,
-            "hot": self.hot,
-            "state": "draining" if self.draining and self.ready() else self.state.value,
-            "upstreams": [e.url for e in self.serving()],
-            "draining": [e.url for e in self.ready()] if self.draining else [],
-            "engines": [engine_info(e) for e in self.engines],
-            "page_cache": page_cache.as_dict(),
-            "last_used_s_ago": None if last_used_s_ago is None else round(last_used_s_ago, 3),
-            "sleep_mode": self.server.sleep_mode,
-            "adapters": [*(a.name for a in self.server.adapters), *self.runtime_adapters],
-            **({"api_key": self.engines[0].spec.api_key} if self.engines[0].spec.api_key else {}),
-        }
+    def info(self, last_used_s_ago: float | None, page_cache: Residency) -> ModelInfo:
+        """This model's entry in the control API's model table."""
+        return ModelInfo(
+            name=self.name,
+            managed=True,
+            hot=self.hot,
+            state="draining" if self.draining and self.ready() else self.state.value,
+            upstreams=[e.url for e in self.serving()],
+            draining=[e.url for e in self.ready()] if self.draining else [],
+            engines=[engine_info(e) for e in self.engines],
+            page_cache=page_cache.as_page_cache(),
+            last_used_s_ago=None if last_used_s_ago is None else round(last_used_s_ago, 3),
+            sleep_mode=self.server.sleep_mode,
+            adapters=[*(a.name for a in self.server.adapters), *self.runtime_adapters],
+            api_key=self.engines[0].spec.api_key or None,
+        )
 
 
-def engine_info(e: Engine) -> dict[str, Any]:
+def engine_info(e: Engine) -> EngineInfo:
     uptime = e.uptime_s
     starting = e.starting_since if e.state is EngineState.STARTING else None
-    return {
-        "id": e.id,
-        "state": e.state.value,
-        "pid": e.pid,
-        "port": e.spec.port,
-        "url": e.url,
-        "gpus": list(e.gpus),
-        "uptime_s": None if uptime is None else round(uptime, 3),
-        "restarts": e.restarts,
-        "last_error": e.last_error,
-        "last_startup_s": None if e.last_startup_s is None else round(e.last_startup_s, 4),
-        # how long the start in progress has run (None unless STARTING): with last_startup_s,
-        # the time a loading model has left
-        "starting_for_s": None if starting is None else round(time.monotonic() - starting, 3),
-    }
+    return EngineInfo(
+        id=e.id,
+        state=e.state.value,
+        pid=e.pid,
+        port=e.spec.port,
+        url=e.url,
+        gpus=list(e.gpus),
+        uptime_s=None if uptime is None else round(uptime, 3),
+        restarts=e.restarts,
+        last_error=e.last_error,
+        last_startup_s=None if e.last_startup_s is None else round(e.last_startup_s, 4),
+        starting_for_s=None if starting is None else round(time.monotonic() - starting, 3),
+    )

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestra.protocol import PageCache
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 _WINDOW = 1 << 30  # mincore one GiB of mapping at a time (a page-aligned window)
@@ -45,12 +47,13 @@ class Residency:
             self.bytes_total + other.bytes_total, self.bytes_resident + other.bytes_resident
         )
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {
-            "bytes_total": self.bytes_total,
-            "bytes_resident": self.bytes_resident,
-            "fraction": round(self.fraction, 4),
-        }
+    def as_page_cache(self) -> PageCache:
+        """As the model table sends it."""
+        return PageCache(
+            bytes_total=self.bytes_total,
+            bytes_resident=self.bytes_resident,
+            fraction=round(self.fraction, 4),
+        )
 
 
 def weight_files(model: str) -> list[Path]:

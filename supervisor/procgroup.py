@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -45,13 +44,6 @@ class EngineProcess(Protocol):
     def returncode(self) -> int | None: ...
 
     async def wait(self) -> int: ...
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """preexec_fn: have the kernel send `sig` to the child when its parent thread exits
-    (PR_SET_PDEATHSIG); spawn from the main thread. No-op where prctl is unavailable."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 def signal_group(pgid: int, sig: int) -> bool:

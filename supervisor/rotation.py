@@ -7,7 +7,6 @@ nothing in flight. Hysteresis: the factor of two, the residency floor, and one s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orchestra.config import RotationConfig
+from orchestra.loops import every
 
 from .errors import SupervisorError
 
@@ -85,9 +85,6 @@ class Rotator:
         return choice
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.interval_s)
-            try:
-                await self.tick()
-            except Exception:  # one bad tick must not end rotation for good
-                log.exception("rotation tick failed")
+        """`tick` every `interval_s` until cancelled (a failed tick is logged; the next runs)."""
+        interval = self._config.interval_s
+        await every("rotation tick", interval, self.tick, first_after_s=interval)

@@ -9,7 +9,13 @@ from typing import Any
 
 from rich.console import Console, RenderableType
 
-from orchestra.status_view import as_json, compact_table, model_row, top_view, wide_table
+from orchestra.status_view import (
+    as_json,
+    compact_table,
+    model_row,
+    print_wide,
+    top_view,
+)
 
 LONG_NAME = "meta-llama/Llama-3.1-70B-Instruct-with-a-name-longer-than-any-terminal-column"
 LONG_ERROR = (
@@ -93,12 +99,29 @@ def test_compact_status_uses_a_wider_terminal() -> None:
 
 
 def test_wide_shows_every_column_and_every_engine() -> None:
-    lines = _render(wide_table(_models()), width=200)
-    text = "\n".join(lines)
+    console = Console(width=200, file=io.StringIO(), record=True, color_system=None)
+    print_wide(console, _models())
+    text = console.export_text()
     for column in ("engine", "pid", "port", "gpus", "page cache", "last used", "last start"):
         assert column in text
     assert "e-0" in text and "e-1" in text and "1001" in text
     assert "87% of 143360 MiB" in text
+
+
+def test_wide_at_80_columns_runs_long_and_folds_no_cell() -> None:
+    console = Console(width=80, file=io.StringIO(), record=True, color_system=None)
+    print_wide(console, _models())
+    lines = console.export_text().rstrip("\n").splitlines()
+    # title, top border, header, rule, one line per engine (2 + 1 + 1), bottom border
+    assert len(lines) == 4 + 4 + 1, "\n".join(lines)
+    assert max(len(line) for line in lines) > 80  # rows run past the terminal, unwrapped
+    header = lines[2]
+    for column in ("model", "engine", "page cache", "last used", "last start", "last error"):
+        assert f" {column} " in header  # every header whole on its one line
+    assert LONG_NAME in lines[4]  # the long name whole, on its engine's row
+    assert "e-0" in lines[4] and "87% of 143360 MiB" in lines[4] and "llama exited" in lines[4]
+    assert "e-1" in lines[5] and "s-0" in lines[6] and "smollm2" in lines[6]
+    assert "remote" in lines[7] and "failed" in lines[7]
 
 
 def test_json_is_the_table_plus_a_summary() -> None:

@@ -28,6 +28,20 @@ ORCHESTRA = [sys.executable, "-m", "orchestra.cli"]
 LONG = "a-model-name-that-is-much-too-long-for-an-eighty-column-terminal-table"
 
 
+def _unread_request(port: int) -> bool:
+    """A request sits unread on a connection to local `port` (its server is stopped): the
+    kernel's receive queue of that socket is not empty (/proc/net/tcp)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in f.read().splitlines()[1:]:
+                fields = row.split()
+                local, state, queues = fields[1], fields[3], fields[4]
+                rx = int(queues.split(":")[1], 16)
+                if int(local.rsplit(":", 1)[1], 16) == port and state == "01" and rx > 0:
+                    return True
+    return False
+
+
 def _env(columns: int) -> dict[str, str]:
     return {**os.environ, "COLUMNS": str(columns), "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
 
@@ -65,6 +79,8 @@ def test_status_views_logs_follow_and_top(tmp_path: Path) -> None:
 
         wide = _cli("status", "-o", "wide", "--config", conf, columns=250)
         assert "last start" in wide.stdout and LONG[:60] in wide.stdout, wide.stdout
+        narrow = _cli("status", "-o", "wide", "--config", conf, columns=80)
+        assert LONG in narrow.stdout and "last start" in narrow.stdout, narrow.stdout  # unfolded
 
         data = json.loads(_cli("status", "-o", "json", "--config", conf).stdout)
         assert {m["name"]: m["summary"]["state"] for m in data["models"]} == {
@@ -97,8 +113,18 @@ def test_status_views_logs_follow_and_top(tmp_path: Path) -> None:
         assert restarted.json()["state"] == "ready"
         wait_until(lambda: has("listening", 2), 15, what=f"the restart's lines in {got}")
         assert has("--- orchestra: starting alpha")
-        follow.send_signal(signal.SIGINT)
-        assert follow.wait(10) == 0
+        # Ctrl-C ends it at once whatever it waits on: here an HTTP call that gets no answer
+        # (the supervisor is stopped), well before that call's own timeout (10 s).
+        sup.signal(signal.SIGSTOP)
+        try:
+            port = int(sup.url.rsplit(":", 1)[1])
+            wait_until(lambda: _unread_request(port), 10, what="a call waiting, unanswered")
+            interrupted = time.monotonic()
+            follow.send_signal(signal.SIGINT)
+            assert follow.wait(10) == 0
+            assert time.monotonic() - interrupted < 5.0
+        finally:
+            sup.signal(signal.SIGCONT)
 
         # top: the table and the gateway's per-model rates, redrawn; --count ends it.
         with GatewayProcess(cfg) as gateway:

@@ -1,22 +1,25 @@
 """`orchestra status|top|load|unload|sleep|wake|restart|ensure|logs`: the control API as
-tables (rendered by `orchestra.status_view`; `top` and `logs -f` loop in `orchestra.live`)."""
+tables (rendered by `orchestra.status_view`; `top` and `logs -f` loop in `orchestra.live`).
+
+A client of the control API like any other, so it lives in `orchestra/`, not the supervisor."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import urllib.error
-import urllib.request
+from collections.abc import Awaitable, Callable
 
+import aiohttp
 from rich.console import Console
 
 from orchestra.config import ConfigError, load_config
 from orchestra.control import ControlClient, ControlError, call_sync
-from orchestra.live import Unreachable, follow_logs, run_top
-from orchestra.status_view import as_json, compact_table, wide_table
+from orchestra.live import Unreachable, follow_logs, run_top, run_until_interrupted
+from orchestra.status_view import as_json, compact_table, print_wide
 
 QUERY_TIMEOUT_S = 10.0
+FOLLOW_INTERVAL_S = 0.5  # `logs -f`: how often it asks for new lines
 
 
 def _clients(args: argparse.Namespace) -> tuple[dict[str, ControlClient], float]:
@@ -62,7 +65,7 @@ def _status(console: Console, clients: dict[str, ControlClient], output: str) ->
         if output == "json":
             console.out(as_json(models), highlight=False)
         elif output == "wide":
-            console.print(wide_table(models))
+            print_wide(console, models)
         else:
             console.print(compact_table(models, console.width))
 
@@ -81,24 +84,35 @@ def _gateway_url(args: argparse.Namespace) -> str:
 
 def _top(console: Console, client: ControlClient, args: argparse.Namespace) -> int:
     gateway = _gateway_url(args)
+    timeout = aiohttp.ClientTimeout(total=QUERY_TIMEOUT_S)
 
-    def metrics() -> str:
-        try:
-            with urllib.request.urlopen(gateway + "/metrics", timeout=QUERY_TIMEOUT_S) as reply:
-                return str(reply.read().decode())
-        except (urllib.error.URLError, OSError) as exc:
-            raise Unreachable(f"{gateway}: {exc}") from None
+    async def top(interrupted: Callable[[], bool]) -> int:
+        async with client, aiohttp.ClientSession(timeout=timeout) as session:
 
-    return run_top(
-        console, lambda: call_sync(client, lambda c: c.table()), metrics, args.interval, args.count
-    )
+            async def metrics() -> str:
+                try:
+                    async with session.get(gateway + "/metrics") as reply:
+                        return await reply.text()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise Unreachable(f"{gateway}: {exc!r}") from None
+
+            return await run_top(
+                console, client.table, metrics, args.interval, args.count, interrupted
+            )
+
+    return run_until_interrupted(top)
 
 
 def _follow(console: Console, client: ControlClient, args: argparse.Namespace) -> int:
-    def logs(offset: int | None) -> tuple[list[str], int]:
-        return call_sync(client, lambda c: c.follow(args.model, offset, args.lines))
+    async def follow(interrupted: Callable[[], bool]) -> int:
+        async with client:
 
-    return follow_logs(console, logs, args.lines)
+            def logs(offset: int | None) -> Awaitable[tuple[list[str], int]]:
+                return client.follow(args.model, offset, args.lines)
+
+            return await follow_logs(console, logs, args.lines, FOLLOW_INTERVAL_S, interrupted)
+
+    return run_until_interrupted(follow)
 
 
 def main(args: argparse.Namespace) -> int:

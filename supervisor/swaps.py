@@ -1,0 +1,69 @@
+"""Swapping a model in: one task per model, joined by every ensure of it.
+
+Concurrent ensures of one model join one swap task, and a failed swap raises the same error in
+every waiter; a waiter that times out (or gives up) leaves the swap running for the others. The
+swap itself asks the placer for GPUs (evicting others if needed) and waits for the engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+from .errors import EngineError, EnsureTimeout, SupervisorError
+from .metrics import SupervisorMetrics
+from .model import Model
+from .placement import Placer
+
+
+class Swaps:
+    def __init__(self, placer: Placer, metrics: SupervisorMetrics) -> None:
+        self._placer = placer
+        self._metrics = metrics
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def running(self, name: str) -> bool:
+        return name in self._tasks
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks.values())
+
+    async def join(self, model: Model, timeout_s: float, force: bool, reset: bool) -> None:
+        """Wait for `model`'s swap (started now unless one is under way) up to `timeout_s`."""
+        task = self._tasks.get(model.name)
+        if task is None:
+            task = asyncio.create_task(
+                self._swap_in(model, force, reset), name=f"swap:{model.name}"
+            )
+            self._tasks[model.name] = task
+            task.add_done_callback(functools.partial(self._done, model.name))
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except TimeoutError:
+            raise EnsureTimeout(
+                f"{model.name} is not ready after {timeout_s:g}s (state {model.state.value})"
+            ) from None
+
+    def _done(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(name) is task:
+            del self._tasks[name]
+        if not task.cancelled():
+            task.exception()  # retrieved: a swap nobody waits for any more must not warn
+
+    async def _swap_in(self, model: Model, force: bool, reset: bool) -> None:
+        began = time.monotonic()
+        self._placer.set_hot(model, True)
+        try:
+            waits = await self._placer.place(model, force, reset)
+            results = await asyncio.gather(*waits, return_exceptions=True)
+            if not model.ready():
+                errors = [r for r in results if isinstance(r, SupervisorError)]
+                raise errors[0] if errors else EngineError(f"{model.name}: no engine is ready")
+        except SupervisorError:
+            self._metrics.swap_failures.labels(model.name).inc()
+            if not model.holding():
+                self._placer.set_hot(model, False)
+            raise
+        self._metrics.swaps.labels(model.name).inc()
+        self._metrics.swap_seconds.observe(time.monotonic() - began)

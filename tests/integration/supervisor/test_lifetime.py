@@ -1,0 +1,70 @@
+"""orchestra.lifetime: a child started with `dies_with_this_process()` ends when its parent dies,
+even by SIGKILL, and one whose parent is already gone ends at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+
+from .helpers import REPO_ROOT
+
+_PARENT = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from orchestra.lifetime import dies_with_this_process
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        preexec_fn=dies_with_this_process(),
+    )
+    print(child.pid, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def _gone(pid: int, limit_s: float) -> bool:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_child_ends_when_its_parent_is_killed() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert not _gone(child, 0.3)  # alive while the parent is
+        parent.send_signal(signal.SIGKILL)  # no chance to stop it
+        parent.wait(10)
+        assert _gone(child, 10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child and not _gone(child, 0):
+            os.kill(child, signal.SIGKILL)
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+def test_a_child_whose_parent_is_already_gone_ends_at_once() -> None:
+    # The "parent" named is not this process's parent: as if it died before the watch was set.
+    code = "from orchestra.lifetime import die_with_parent; import time; "
+    code += "die_with_parent(1, 15); time.sleep(60)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, timeout=30)
+    assert proc.returncode == -signal.SIGTERM
