@@ -14,7 +14,7 @@ import time
 
 import aiohttp
 
-from ..balancing.balancer import Replica
+from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute, RoutingTable
 from ..metrics import GatewayMetrics
 from .gauges import GaugeReader

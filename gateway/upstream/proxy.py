@@ -24,7 +24,7 @@ from starlette.responses import Response, StreamingResponse
 from orchestra.config import GatewayConfig
 from orchestra.protocol import error_json
 
-from ..balancing.balancer import Replica
+from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
 from ..edge.errors import (
     GatewayError,
