@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from orchestra.config import ApiKey, GatewayConfig
@@ -85,6 +87,9 @@ class RedisRateLimiter(RateLimiter):
             url,
             socket_timeout=config.redis_timeout_s,
             socket_connect_timeout=config.redis_timeout_s,
+            # No retry inside the client: a failed call falls back to the local buckets at
+            # once, so a request waits at most `redis_timeout_s` on Redis.
+            retry=Retry(NoBackoff(), 0),
         )
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
