@@ -74,10 +74,14 @@ class Proxy:
         self._errors_to_mark_down = config.errors_to_mark_down
         self._retries = config.retries
         self._budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_floor)
-        self._request_timeout = aiohttp.ClientTimeout(
-            total=config.timeouts.total_s, sock_connect=config.timeouts.connect_s
-        )
-        self._streams = StreamRelay(health, metrics, config.timeouts.idle_read_s)
+        # Bounds: `_head_s` until the first byte (a whole reply, when not relayed), the
+        # stream's own watch after it (idle reads and `total_s`), `connect_s` for a new
+        # connection. aiohttp's `total` stays off: it would put a timer context around every
+        # read of every chunk, and the bounds above already cover the request's life.
+        timeouts = config.timeouts
+        self._head_s = min(timeouts.first_byte_s, timeouts.total_s)
+        self._request_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s)
+        self._streams = StreamRelay(health, metrics, timeouts.idle_read_s, timeouts.total_s)
 
     async def forward(self, call: Call, route: ModelRoute) -> Response:
         started = time.perf_counter()
@@ -152,8 +156,9 @@ class Proxy:
         handed_to_stream = False
         try:
             sent = time.perf_counter()
+            deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
             try:
-                async with asyncio.timeout(self._timeouts.first_byte_s):
+                async with asyncio.timeout(self._head_s):
                     resp = await self._session.post(
                         replica.url + call.path,
                         data=call.body,
@@ -164,7 +169,7 @@ class Proxy:
                     first = await (resp.content.readany() if relay else resp.read())
             except TimeoutError:
                 self._health.mark_down(route, replica, "first byte timeout")
-                return _Failure("timeout", _timeout(call, self._timeouts.first_byte_s))
+                return _Failure("timeout", _timeout(call, self._head_s))
             except aiohttp.ClientConnectorError as exc:
                 self._health.mark_down(route, replica, f"connect: {exc.os_error!r}")
                 return _Failure("connect", _no_upstream(route))
@@ -188,7 +193,7 @@ class Proxy:
                     return _Failure("empty_stream", UpstreamError("upstream closed the stream"))
                 handed_to_stream = True  # the stream settles `outstanding` and `resp`
                 return self._streams.response(
-                    call, route, replica, resp, first, headers, content_type
+                    call, route, replica, resp, first, headers, content_type, deadline
                 )
             reply = Response(first, resp.status, headers=headers, media_type=content_type)
             if "retry-after" in resp.headers:  # 429 and 503 alike: the client needs the hint

@@ -10,8 +10,9 @@ Invariants:
   for reuse after a clean end, closed otherwise: that cancels the upstream request), and the
   usage read from the stream's tail.
 - A client that disconnects stops the upstream read at once (`ClientGone` set on the reader).
-- An upstream that sends nothing for `idle_read_s` fails the read (`IdleWatch`: one timer per
-  stream, not one per chunk).
+- An upstream that sends nothing for `idle_read_s` fails the read, and so does a stream still
+  running at the request's deadline (`total_s` after it was sent): `IdleWatch`, one timer per
+  stream for both, not one per chunk.
 
 The cheap parts (`IdleWatch`, `RelayResponse`) replace per-chunk costs measured at 256
 concurrent streams (py-spy, `python -m bench --py-spy`): an `asyncio.timeout` around every read
@@ -47,21 +48,27 @@ class ClientGone(Exception):
 
 
 class IdleWatch:
-    """Fails `fail` with TimeoutError when a read has waited `idle_s`.
+    """Fails `fail` with TimeoutError when a read has waited `idle_s`, or once the stream is
+    past its `deadline` (loop time: the request's `total_s` bound).
 
-    One timer per stream that re-arms itself, instead of a timeout context per chunk: the relay
-    only stores the time a read starts (`reading()`) and clears it when data came (`done()`).
-    The timer fires at most once per `idle_s`.
+    One timer per stream that re-arms itself, instead of a timeout context per chunk (ours or
+    aiohttp's: the proxy leaves aiohttp's `total` off, so its reads need no timer context):
+    the relay only stores the time a read starts (`reading()`) and clears it when data came
+    (`done()`). The timer fires at most once per `idle_s`, and at the deadline.
     """
 
-    __slots__ = ("_fail", "_handle", "_idle", "_loop", "since")
+    __slots__ = ("_deadline", "_fail", "_handle", "_idle", "_loop", "expired", "since")
 
-    def __init__(self, idle_s: float, fail: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self, idle_s: float, deadline: float, fail: Callable[[BaseException], None]
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._idle = idle_s
+        self._deadline = deadline
         self._fail = fail
         self.since = 0.0  # loop time the current read started; 0 = not reading
-        self._handle = self._loop.call_later(idle_s, self._check)
+        self.expired = False  # the deadline failed the stream (not an idle upstream)
+        self._handle = self._loop.call_at(min(self._loop.time() + idle_s, deadline), self._check)
 
     def reading(self) -> None:
         self.since = self._loop.time()
@@ -71,11 +78,15 @@ class IdleWatch:
 
     def _check(self) -> None:
         now = self._loop.time()
+        if now >= self._deadline:
+            self.expired = True
+            self._fail(TimeoutError())
+            return
         if self.since and now >= self.since + self._idle:
             self._fail(TimeoutError())
             return
         due = self.since + self._idle if self.since else now + self._idle
-        self._handle = self._loop.call_at(due, self._check)
+        self._handle = self._loop.call_at(min(due, self._deadline), self._check)
 
     def cancel(self) -> None:
         self._handle.cancel()
@@ -113,10 +124,13 @@ class RelayResponse(StreamingResponse):
 
 
 class StreamRelay:
-    def __init__(self, health: HealthMonitor, metrics: GatewayMetrics, idle_read_s: float) -> None:
+    def __init__(
+        self, health: HealthMonitor, metrics: GatewayMetrics, idle_read_s: float, total_s: float
+    ) -> None:
         self._health = health
         self._metrics = metrics
         self._idle_read_s = idle_read_s
+        self._total_s = total_s
 
     def response(
         self,
@@ -127,11 +141,13 @@ class StreamRelay:
         first: bytes,
         headers: dict[str, str],
         content_type: str,
+        deadline: float,
     ) -> RelayResponse:
-        """The client's streaming response; from here on the stream settles what it holds."""
+        """The client's streaming response; from here on the stream settles what it holds.
+        `deadline`: loop time by which the upstream request must be over (its `total_s`)."""
         reader = resp.content
         return RelayResponse(
-            self._relay(call, route, replica, resp, first),
+            self._relay(call, route, replica, resp, first, deadline),
             headers=headers,
             media_type=content_type,
             on_disconnect=lambda: reader.set_exception(ClientGone()),
@@ -144,6 +160,7 @@ class StreamRelay:
         replica: Replica,
         resp: aiohttp.ClientResponse,
         first: bytes,
+        deadline: float,
     ) -> AsyncIterator[bytes]:
         recent = [first]  # the last chunks, for the final usage and [DONE] (joined at the end)
         finished = False
@@ -151,7 +168,7 @@ class StreamRelay:
         sse = resp.headers.get("content-type", "").startswith(_SSE)  # no header: not SSE
         check = SseCheck() if sse else None
         reader = resp.content
-        watch = IdleWatch(self._idle_read_s, reader.set_exception)
+        watch = IdleWatch(self._idle_read_s, deadline, reader.set_exception)
         try:
             chunk = first
             while chunk:
@@ -178,8 +195,11 @@ class StreamRelay:
             recent = [b"\n\n"]  # only whole, valid events went out
             self._health.mark_down(route, replica, "malformed SSE")
         except TimeoutError:
-            problem = f"upstream sent nothing for {self._idle_read_s:g}s"
-            self._health.mark_down(route, replica, "idle read timeout")
+            if watch.expired:  # our bound, not the replica's fault: it stays in rotation
+                problem = f"upstream request ran past its {self._total_s:g}s limit"
+            else:
+                problem = f"upstream sent nothing for {self._idle_read_s:g}s"
+                self._health.mark_down(route, replica, "idle read timeout")
         except (aiohttp.ClientError, OSError) as exc:
             problem = f"upstream connection lost mid-stream: {exc.__class__.__name__}"
             self._health.mark_down(route, replica, "lost mid-stream")
