@@ -136,7 +136,9 @@ class Proxy:
         """x-orchestra-overhead-ms: the gateway's own time until the response head, upstream
         waits excluded (for a stream, the relay after the first chunk is not in it)."""
         overhead = time.perf_counter() - call.arrived - call.upstream_s
-        response.headers["x-orchestra-overhead-ms"] = f"{overhead * 1000:.3f}"
+        # Appended to the raw list (no MutableHeaders view built per request): a response is
+        # stamped once, when `forward` returns it, and nothing before sets this header.
+        response.raw_headers.append((b"x-orchestra-overhead-ms", b"%.3f" % (overhead * 1000)))
         self._metrics.model(call.model).overhead_seconds.observe(overhead)
         return response
 
