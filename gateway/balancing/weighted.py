@@ -24,7 +24,8 @@ class Weighted:
         credit = self._credit
         if len(credit) > _KEEP:
             urls = {r.url for r in candidates}
-            self._credit = credit = {u: c for u, c in credit.items() if u in urls}
+            for gone in [u for u in credit if u not in urls]:
+                del credit[gone]
         total = 0.0
         best = candidates[0]
         best_credit = float("-inf")

@@ -129,6 +129,15 @@ def test_weighted_credits_follow_the_url_when_the_candidates_change() -> None:
     assert (counts[heavy], counts[light]) == (300, 100)
 
 
+def test_weighted_forgets_urls_long_gone() -> None:
+    balancer = Weighted()
+    for i in range(100):  # managed engines come and go on new ports
+        balancer.pick([Replica(url=f"http://old{i}")])
+    a, b = _replicas(1, 1)
+    assert [balancer.pick([a, b]) for _ in range(4)] == [a, b, a, b]
+    assert len(balancer._credit) <= 65
+
+
 def test_least_loaded_scores_per_weight_and_rotates_ties() -> None:
     a, b, c = _replicas(1, 1, 2)
     a.outstanding, b.load, c.outstanding = 1, 1.0, 2  # 1.0 each per unit of weight
