@@ -20,37 +20,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-ENGINE_PY = REPO / ".venv-engine" / "bin" / "python"
-MODEL = "smollm2"
-ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-ENGINE_ARGS = ["--dtype", "float32", "--max-model-len", "1024", "--enforce-eager"]
-
-
-def _free_port() -> int:
-    sys.path.insert(0, str(REPO))
-    from tests.fake_engine import free_port
-
-    return free_port()
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got = predicate()
-        except httpx.HTTPError:
-            got = None
-        if got:
-            return got
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not within {timeout}s")
+from bench.batch_procs import (
+    ENGINE_ARGS,
+    ENGINE_ENV,
+    ENGINE_PY,
+    MODEL,
+    REPO,
+    Proc,
+    free_port,
+    start_engine,
+    start_gateway,
+    wait_for,
+)
 
 
 def _rows(n: int, max_tokens: int) -> list[dict[str, Any]]:
@@ -73,69 +59,6 @@ def _rows(n: int, max_tokens: int) -> list[dict[str, Any]]:
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
-
-
-class Proc:
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.log = log.open("wb")
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-
-    def kill(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-
-
-def _engine(port: int, tmp: Path) -> Proc:
-    argv = [
-        str(ENGINE_PY),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(REPO / "models" / "smollm2"),
-        "--served-model-name",
-        MODEL,
-        "--port",
-        str(port),
-        *ENGINE_ARGS,
-    ]
-    return Proc(argv, tmp / "engine.log", ENGINE_ENV)
-
-
-def _gateway(engine_url: str, store: Path, tmp: Path, name: str) -> tuple[Proc, str]:
-    port = _free_port()
-    cfg = tmp / f"{name}.yaml"
-    cfg.write_text(
-        json.dumps(
-            {
-                "servers": [{"name": MODEL, "url": engine_url}],
-                "gateway": {
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "timeouts": {"first_byte_s": 300, "total_s": 600},
-                },
-                "batch": {"dir": str(store), "poll_s": 0.1, "max_concurrency": 32},
-            }
-        )
-    )
-    proc = Proc(
-        [sys.executable, "-m", "orchestra.gateway", "--config", str(cfg)], tmp / f"{name}.log"
-    )
-    url = f"http://127.0.0.1:{port}"
-    _wait(lambda: httpx.get(url + "/health", timeout=2).status_code == 200, 30, "gateway")
-    return proc, url
 
 
 def _submit(url: str, rows: list[dict[str, Any]]) -> str:
@@ -251,17 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as name:
         tmp = Path(name)
-        engine_port = _free_port()
+        engine_port = free_port()
         engine_url = f"http://127.0.0.1:{engine_port}"
-        engine = _engine(engine_port, tmp)
+        engine = start_engine(engine_port, tmp)
         gateways: list[Proc] = []
         try:
-            _wait(
+            wait_for(
                 lambda: httpx.get(engine_url + "/health", timeout=2).status_code == 200,
                 600,
                 "engine",
             )
-            gw, url = _gateway(engine_url, tmp / "store", tmp, "gw1")
+            gw, url = start_gateway(engine_url, tmp / "store", tmp, "gw1")
             gateways.append(gw)
             _chat_ms(url)  # warm-up
             idle = [_chat_ms(url) for _ in range(a.probes)]
@@ -297,15 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             # SIGKILL at 50%, restart on the same store.
             before = _successes(engine_url)
             batch_id = _submit(url, rows)
-            _wait(
+            wait_for(
                 lambda: _batch(url, batch_id)["request_counts"]["completed"] >= a.rows // 2,
                 900,
                 "half the rows",
             )
             gw.kill(signal.SIGKILL)
-            gw, url = _gateway(engine_url, tmp / "store", tmp, "gw2")
+            gw, url = start_gateway(engine_url, tmp / "store", tmp, "gw2")
             gateways.append(gw)
-            final = _wait(
+            final = wait_for(
                 lambda: (b := _batch(url, batch_id))["status"] == "completed" and b,
                 900,
                 "resumed batch",

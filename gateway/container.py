@@ -3,7 +3,6 @@ and the background loops that keep it fresh."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -130,15 +129,3 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         shapers=Shapers(gw, lambda name: table.get(name) is not None, admission.priority_header),
         pipeline=pipeline,
     )
-
-
-async def run_forever(name: str, loop: Callable[[], Awaitable[None]]) -> None:
-    """Run a background loop; an unexpected error is logged and the loop restarted."""
-    while True:
-        try:
-            await loop()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("background task %s failed; restarting it", name)
-            await asyncio.sleep(1.0)

@@ -1,1 +1,1 @@
-"""Balancing policies that look at the request (prefix-cache affinity, session affinity)."""
+"""Replica choice per model: one balancing policy per module, behind `policy.Balancer`."""

@@ -29,14 +29,13 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestra.config import AffinityConfig
 
-from .key import NO_KEY, RequestKey, least_loaded, load_of
-
-if TYPE_CHECKING:
-    from .balancer import Replica
+from .key import NO_KEY, RequestKey
+from .load import least_loaded, load_of
+from .replica import Replica
 
 
 def render_prompt(payload: dict[str, Any], limit: int) -> str:
@@ -132,7 +131,7 @@ class PrefixAware:
             holders, depth = deeper, depth + 1
         if depth == 0:
             return None
-        return min(holders, key=load_of)
+        return least_loaded(holders)
 
     def _remember(self, chain: list[int], url: str) -> None:
         # Deepest block first, so the chain's head is the most recent: the LRU drops a chain

@@ -13,14 +13,12 @@ import bisect
 import hashlib
 import itertools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from orchestra.config import AffinityConfig
 
-from .key import NO_KEY, RequestKey, least_loaded
-
-if TYPE_CHECKING:
-    from .balancer import Replica
+from .key import NO_KEY, RequestKey
+from .load import least_loaded
+from .replica import Replica
 
 
 def stable_hash(text: str) -> int:

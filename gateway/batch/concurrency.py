@@ -6,45 +6,22 @@ Additive increase while the engine's `vllm:num_requests_waiting` is 0, no intera
 is in flight for the model and batch rows use the whole limit; a cut by half when requests wait
 in the engine, when interactive requests are in flight (people first: a smaller batch makes
 every decode step faster), or when the gateway refuses a row (429/503).
-Without gauges (an upstream that is not vLLM) only the refusals steer it.
+Without gauges (an upstream that is not vLLM) only the refusals steer it. The gauges come
+from `upstream.gauges.GaugeReader`, shared with the health monitor when the caller passes its
+reader (`gauges=`): a scrape made for one serves the other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 import aiohttp
 
 from ..cluster.routing import RoutingTable
+from ..upstream.gauges import GaugeReader, Gauges
 
 log = logging.getLogger(__name__)
-
-_RUNNING = b"vllm:num_requests_running"
-_WAITING = b"vllm:num_requests_waiting"
-
-
-@dataclass(frozen=True, slots=True)
-class Gauges:
-    running: float
-    waiting: float
-
-
-def parse_gauges(text: bytes) -> Gauges:
-    running = waiting = 0.0
-    for line in text.splitlines():
-        for name, is_running in ((_RUNNING, True), (_WAITING, False)):
-            if line.startswith(name) and line[len(name) : len(name) + 1] in (b"{", b" "):
-                try:
-                    value = float(line.rsplit(b" ", 1)[1])
-                except (IndexError, ValueError):
-                    continue
-                if is_running:
-                    running += value
-                else:
-                    waiting += value
-    return Gauges(running, waiting)
 
 
 class ModelLimit:
@@ -97,7 +74,9 @@ class ModelLimit:
 
 
 class Pacer:
-    """One `ModelLimit` per model with batch rows; `poll` reads each model's replicas' gauges."""
+    """One `ModelLimit` per model with batch rows; `poll` reads each model's replicas' gauges
+    (fresh ones: each poll scrapes, so a reader shared with the health monitor spares it its
+    own scrape of these replicas)."""
 
     def __init__(
         self,
@@ -106,11 +85,14 @@ class Pacer:
         low: int,
         high: int,
         timeout_s: float,
+        *,
+        gauges: GaugeReader | None = None,
     ) -> None:
+        """`gauges`: the reader to share (the health monitor's `gauges`); None builds one of
+        its own on `session`, `timeout_s` per scrape."""
         self._table = table
-        self._session = session
+        self._gauges = gauges if gauges is not None else GaugeReader(session, timeout_s)
         self._low, self._high = low, high
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.limits: dict[str, ModelLimit] = {}
 
     def limit(self, model: str) -> ModelLimit:
@@ -134,22 +116,17 @@ class Pacer:
         return max(0, sum(r.outstanding for r in replicas) - limit.inflight)
 
     async def _read(self, model: str) -> Gauges | None:
+        """The model's healthy replicas' gauges, summed; None when any of them could not be
+        read (a partial sum would look like a smaller queue than there is)."""
         route = self._table.get(model)
         if route is None or not route.replicas:
             return None
+        healthy = [r.url for r in route.replicas if r.healthy]
+        readings = await asyncio.gather(*(self._gauges.read(url) for url in healthy))
         running = waiting = 0.0
-        for replica in route.replicas:
-            if not replica.healthy:
-                continue
-            try:
-                async with self._session.get(
-                    replica.url + "/metrics", timeout=self._timeout
-                ) as resp:
-                    if resp.status != 200:
-                        return None
-                    gauges = parse_gauges(await resp.read())
-            except (aiohttp.ClientError, TimeoutError):
+        for reading in readings:
+            if reading is None:
                 return None
-            running += gauges.running
-            waiting += gauges.waiting
+            running += reading.running
+            waiting += reading.waiting
         return Gauges(running, waiting)

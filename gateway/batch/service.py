@@ -76,6 +76,7 @@ class BatchService:
             config.min_concurrency,
             max(config.min_concurrency, config.max_concurrency),
             gw.config.gateway.timeouts.health_probe_s,
+            gauges=gw.health.gauges,  # one scrape per replica, shared with the health monitor
         )
         self.runner = BatchRunner(
             store,

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from orchestra.config import BalancingPolicy, OrchestraConfig, ServerConfig
 from orchestra.control import GatewayReport, ModelStatus
 
-from ..balancing.balancer import Balancer, Replica, make_balancer
+from ..balancing.balancer import make_balancer
 from ..balancing.key import NO_KEY, RequestKey
+from ..balancing.policy import Balancer
+from ..balancing.replica import Replica
 from ..edge.errors import ModelNotFound, Unavailable
 
 

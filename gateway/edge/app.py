@@ -20,9 +20,10 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
+from orchestra.loops import run_forever
 
 from ..batch.service import BatchService
-from ..container import Gateway, build_gateway, run_forever
+from ..container import Gateway, build_gateway
 from ..metrics import GatewayMetrics
 from .anthropic import as_anthropic
 from .auth import AuthMiddleware
@@ -31,6 +32,8 @@ from .middleware import RequestIdMiddleware, ResponseCounter
 from .routes import RouteTable
 
 log = logging.getLogger(__name__)
+
+_RESTART_DELAY_S = 1.0  # a background loop that failed starts again after this long
 
 
 class FrontDoor:
@@ -84,11 +87,13 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
             limit_per_host=gw_config.max_connections_per_upstream,
             keepalive_timeout=gw_config.upstream_keepalive_s,
         )
-        async with aiohttp.ClientSession(connector=connector) as session:
+        # No cookie jar: a Set-Cookie from one engine must never ride on other clients' calls.
+        jar = aiohttp.DummyCookieJar()
+        async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
             gw = build_gateway(config, session)
             app.state.gateway = gw
             tasks = [
-                asyncio.create_task(run_forever(name, loop), name=name)
+                asyncio.create_task(run_forever(name, loop, _RESTART_DELAY_S), name=name)
                 for name, loop in gw.loops().items()
             ]
             app.state.batch = BatchService.start(gw, session) if config.batch.enabled else None

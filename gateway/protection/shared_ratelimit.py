@@ -1,7 +1,7 @@
 """Rate limits kept in Redis (`gateway.redis_url`): one set of buckets for every worker and
 every gateway on the same Redis, so a key's limit holds however its requests are spread.
 
-Same token buckets as `ratelimit.py`, updated atomically by a Lua script on Redis's own clock
+Same token buckets as `local_ratelimit.py`, updated atomically by a Lua script on Redis's own clock
 (`TIME`), so workers with skewed clocks agree. If Redis cannot be reached within
 `redis_timeout_s`, this worker falls back to its local buckets (each worker then enforces the
 whole limit on its own until Redis answers again; logged once per outage).
@@ -15,11 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from orchestra.config import ApiKey, GatewayConfig
 
-from .ratelimit import (
+from .local_ratelimit import (
     Bucket,
     RateLimiter,
     estimate_tokens,
@@ -85,6 +87,9 @@ class RedisRateLimiter(RateLimiter):
             url,
             socket_timeout=config.redis_timeout_s,
             socket_connect_timeout=config.redis_timeout_s,
+            # No retry inside the client: a failed call falls back to the local buckets at
+            # once, so a request waits at most `redis_timeout_s` on Redis.
+            retry=Retry(NoBackoff(), 0),
         )
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)

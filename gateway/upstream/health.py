@@ -1,8 +1,9 @@
 """Replica health: passive marking (the proxy reports failures) and active probing back.
 
 A replica marked down leaves rotation for a cool-down; afterwards `/health` is probed each
-`health_check_interval_s` until it answers 200. For load-aware models the same loop scrapes
-vLLM's queue gauges from each replica's `/metrics`.
+`health_check_interval_s` until it answers 200. For load-aware models the same loop sets each
+healthy replica's `load` from vLLM's queue gauges, read through `gauges.GaugeReader` (shared
+with batch pacing: a reading younger than one interval is reused, not scraped again).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import time
 
 import aiohttp
 
-from ..balancing.balancer import Replica
+from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute, RoutingTable
 from ..metrics import GatewayMetrics
+from .gauges import GaugeReader
 
 log = logging.getLogger(__name__)
 
-_QUEUE_GAUGES = (b"vllm:num_requests_running", b"vllm:num_requests_waiting")
 _LOAD_SCRAPED = frozenset({"load_aware", "prefix_aware", "session"})  # policies that read `load`
 
 
@@ -33,13 +34,17 @@ class HealthMonitor:
         cooldown_s: float,
         interval_s: float,
         probe_timeout_s: float,
+        gauges: GaugeReader | None = None,
     ) -> None:
+        """`gauges`: the reader to share with other users of vLLM's gauges (batch pacing);
+        None builds this monitor's own, with `probe_timeout_s` per scrape."""
         self.table = table
         self.metrics = metrics
         self.cooldown_s = cooldown_s
         self.interval_s = interval_s
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=probe_timeout_s)
+        self.gauges = gauges if gauges is not None else GaugeReader(session, probe_timeout_s)
 
     def mark_down(
         self, route: ModelRoute, replica: Replica, reason: str, retry_after_s: float | None = None
@@ -67,12 +72,15 @@ class HealthMonitor:
     async def check_once(self) -> None:
         now = time.monotonic()
         jobs = []
+        urls: set[str] = set()
         for route in self.table.routes.values():
             for replica in route.replicas:
+                urls.add(replica.url)
                 if not replica.healthy and now >= replica.retry_at:
                     jobs.append(self._probe(route, replica))
                 elif replica.healthy and route.policy in _LOAD_SCRAPED:
                     jobs.append(self._scrape_load(replica))
+        self.gauges.forget(urls)  # engines that left the table (managed models move)
         if jobs:
             await asyncio.gather(*jobs)
 
@@ -91,21 +99,6 @@ class HealthMonitor:
             replica.retry_at = time.monotonic() + self.cooldown_s
 
     async def _scrape_load(self, replica: Replica) -> None:
-        try:
-            async with self._session.get(replica.url + "/metrics", timeout=self._timeout) as resp:
-                text = await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
-            return
-        replica.load = parse_queue_load(text)
-
-
-def parse_queue_load(text: bytes) -> float:
-    """Sum of vLLM's running and waiting request gauges in a Prometheus text page."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(_QUEUE_GAUGES):
-            try:
-                total += float(line.rsplit(b" ", 1)[1])
-            except (IndexError, ValueError):
-                continue
-    return total
+        reading = await self.gauges.read(replica.url, max_age_s=self.interval_s)
+        if reading is not None:  # a failed scrape keeps the last value
+            replica.load = reading.load

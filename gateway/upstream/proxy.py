@@ -3,28 +3,31 @@
 Invariants:
 - Status, retries and failover are decided before any byte reaches the client. For streams the
   upstream's first body chunk is read before we answer, so an upstream that dies before it is
-  still retried.
-- Bytes are relayed as they arrive, never re-encoded. After the first byte a failure becomes one
-  final `data: {"error": ...}` event.
-- `outstanding`, the in-flight gauge and the upstream connection are settled exactly once, in
-  `finally`. Answers are counted elsewhere, once (`middleware.ResponseCounter`).
+  still retried. After that the stream is `stream_relay.StreamRelay`'s.
+- This is the one retry loop of the upstream side: another replica while untried ones are left,
+  `max_attempts` allows and the retry budget has room; then, once per request, a managed
+  model whose engine is gone is re-ensured and its replicas tried afresh. (Moving on to the next
+  model of a chain is the pipeline's.) Every wait is bounded: `first_byte_s` per attempt,
+  `backoff_s` between attempts.
+- Bytes are relayed as they arrive, never re-encoded.
+- `outstanding`, the in-flight gauge and the upstream connection are settled exactly once: in
+  `finally` here, or by the stream once it is handed one. Answers are counted elsewhere, once
+  (`middleware.ResponseCounter`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
-import orjson
 from starlette.responses import Response, StreamingResponse
 
 from orchestra.config import GatewayConfig
-from orchestra.protocol import error_json
 
-from ..balancing.balancer import Replica
+from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
 from ..edge.errors import (
     GatewayError,
@@ -36,15 +39,13 @@ from ..metrics import GatewayMetrics
 from ..pipeline.call import Call
 from ..protection.retry_budget import RetryBudget
 from .health import HealthMonitor
-from .sse_check import MalformedStream, SseCheck
-from .stream_relay import ClientGone, IdleWatch, RelayResponse
+from .stream_relay import StreamRelay
+from .usage import json_reply_usage
 
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 # Failures that mean the engine is not there any more (evicted by a swap, crashed, restarting):
 # for a managed model the supervisor is asked to make it ready again, once per request.
 _ENGINE_GONE = frozenset({"connect", "disconnect", "empty_stream", "no_replica"})
-_TAIL_BYTES = 4096  # enough to hold a stream's final usage chunk and [DONE]
-_SSE = "text/event-stream"
 
 
 @dataclass(slots=True)
@@ -73,9 +74,14 @@ class Proxy:
         self._errors_to_mark_down = config.errors_to_mark_down
         self._retries = config.retries
         self._budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_floor)
-        self._request_timeout = aiohttp.ClientTimeout(
-            total=config.timeouts.total_s, sock_connect=config.timeouts.connect_s
-        )
+        # Bounds: `_head_s` until the first byte (a whole reply, when not relayed), the
+        # stream's own watch after it (idle reads and `total_s`), `connect_s` for a new
+        # connection. aiohttp's `total` stays off: it would put a timer context around every
+        # read of every chunk, and the bounds above already cover the request's life.
+        timeouts = config.timeouts
+        self._head_s = min(timeouts.first_byte_s, timeouts.total_s)
+        self._request_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s)
+        self._streams = StreamRelay(health, metrics, timeouts.idle_read_s, timeouts.total_s)
 
     async def forward(self, call: Call, route: ModelRoute) -> Response:
         started = time.perf_counter()
@@ -131,7 +137,9 @@ class Proxy:
         """x-orchestra-overhead-ms: the gateway's own time until the response head, upstream
         waits excluded (for a stream, the relay after the first chunk is not in it)."""
         overhead = time.perf_counter() - call.arrived - call.upstream_s
-        response.headers["x-orchestra-overhead-ms"] = f"{overhead * 1000:.3f}"
+        # Appended to the raw list (no MutableHeaders view built per request): a response is
+        # stamped once, when `forward` returns it, and nothing before sets this header.
+        response.raw_headers.append((b"x-orchestra-overhead-ms", b"%.3f" % (overhead * 1000)))
         self._metrics.model(call.model).overhead_seconds.observe(overhead)
         return response
 
@@ -151,8 +159,9 @@ class Proxy:
         handed_to_stream = False
         try:
             sent = time.perf_counter()
+            deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
             try:
-                async with asyncio.timeout(self._timeouts.first_byte_s):
+                async with asyncio.timeout(self._head_s):
                     resp = await self._session.request(
                         call.method,
                         replica.url + call.path,
@@ -164,7 +173,7 @@ class Proxy:
                     first = await (resp.content.readany() if relay else resp.read())
             except TimeoutError:
                 self._health.mark_down(route, replica, "first byte timeout")
-                return _Failure("timeout", _timeout(call, self._timeouts.first_byte_s))
+                return _Failure("timeout", _timeout(call, self._head_s))
             except aiohttp.ClientConnectorError as exc:
                 self._health.mark_down(route, replica, f"connect: {exc.os_error!r}")
                 return _Failure("connect", _no_upstream(route))
@@ -186,13 +195,9 @@ class Proxy:
             if relay:
                 if not first:
                     return _Failure("empty_stream", UpstreamError("upstream closed the stream"))
-                handed_to_stream = True
-                reader = resp.content
-                return RelayResponse(
-                    self._relay(call, route, replica, resp, first),
-                    headers=headers,
-                    media_type=content_type,
-                    on_disconnect=lambda: reader.set_exception(ClientGone()),
+                handed_to_stream = True  # the stream settles `outstanding` and `resp`
+                return self._streams.response(
+                    call, route, replica, resp, first, headers, content_type, deadline
                 )
             reply = Response(first, resp.status, headers=headers, media_type=content_type)
             if "retry-after" in resp.headers:  # 429 and 503 alike: the client needs the hint
@@ -205,109 +210,18 @@ class Proxy:
                     self._health.mark_down(route, replica, f"HTTP {resp.status}", retry_after)
                 if resp.status in _RETRYABLE_STATUS:
                     return _Failure(f"http_{resp.status}", Unavailable("upstream error"), reply)
-            elif resp.status == 200 and not self._count_usage(call, first, content_type):
-                self._health.mark_down(route, replica, "malformed JSON reply")
-                return _Failure("malformed", UpstreamError("upstream sent malformed JSON"))
+            elif resp.status == 200:
+                ok, usage = json_reply_usage(first, content_type)
+                if not ok:
+                    self._health.mark_down(route, replica, "malformed JSON reply")
+                    return _Failure("malformed", UpstreamError("upstream sent malformed JSON"))
+                call.usage(self._metrics, usage)
             return reply
         finally:
             if not handed_to_stream:
                 replica.outstanding -= 1
                 if resp is not None:
                     resp.release()
-
-    async def _relay(
-        self,
-        call: Call,
-        route: ModelRoute,
-        replica: Replica,
-        resp: aiohttp.ClientResponse,
-        first: bytes,
-    ) -> AsyncIterator[bytes]:
-        recent = [first]  # the last chunks, for the final usage and [DONE] (joined at the end)
-        finished = False
-        problem = ""
-        sse = resp.headers.get("content-type", "").startswith(_SSE)
-        # Chat and completions streams end with `data: [DONE]`; streams of named events (the
-        # Responses and Anthropic Messages APIs: `event: ...` lines) end with their last event.
-        expects_done = sse and not first.lstrip().startswith(b"event:")
-        check = SseCheck() if sse else None
-        reader = resp.content
-        watch = IdleWatch(self._timeouts.idle_read_s, reader.set_exception)
-        try:
-            chunk = first
-            while chunk:
-                out = chunk if check is None else check.feed(chunk)
-                if out:
-                    yield out
-                if check is not None and check.bad:
-                    raise MalformedStream
-                watch.reading()
-                chunk = await reader.readany()
-                watch.done()
-                recent.append(chunk)
-                if len(recent) > 32:
-                    recent = [b"".join(recent)[-_TAIL_BYTES:]]
-            if check is not None and check.pending:
-                yield check.flush()
-            finished = True
-            if expects_done and b"[DONE]" not in b"".join(recent[-3:])[-64:]:
-                problem = "upstream closed the stream before [DONE]"
-        except ClientGone:
-            pass  # the upstream request is cancelled below, with its connection
-        except MalformedStream:
-            problem = "upstream sent a malformed SSE event"
-            recent = [b"\n\n"]  # only whole, valid events went out
-            self._health.mark_down(route, replica, "malformed SSE")
-        except TimeoutError:
-            problem = f"upstream sent nothing for {self._timeouts.idle_read_s:g}s"
-            self._health.mark_down(route, replica, "idle read timeout")
-        except (aiohttp.ClientError, OSError) as exc:
-            problem = f"upstream connection lost mid-stream: {exc.__class__.__name__}"
-            self._health.mark_down(route, replica, "lost mid-stream")
-        finally:
-            watch.cancel()
-            tail = b"".join(recent)[-_TAIL_BYTES:]
-            replica.outstanding -= 1
-            if finished:
-                resp.release()
-            else:
-                resp.close()  # drop the connection: the upstream request is cancelled with it
-            call.usage(self._metrics, _usage_from_tail(tail))
-            if problem:
-                self._metrics.stream_errors.labels(call.model).inc()
-            self._metrics.model(call.model).inflight.dec()
-        if problem:
-            separator = b"" if tail.endswith(b"\n\n") else b"\n\n"
-            body = error_json(problem, "upstream_error", "stream_interrupted")
-            yield separator + b"data: " + body + b"\n\n"
-
-    def _count_usage(self, call: Call, body: bytes, content_type: str) -> bool:
-        """Count a JSON reply's `usage`; False when the reply is not valid JSON."""
-        if not content_type.startswith("application/json"):
-            return True
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return False
-        if isinstance(payload, dict):
-            call.usage(self._metrics, payload.get("usage"))
-        return True
-
-
-def _usage_from_tail(tail: bytes) -> object:
-    """The `usage` of the stream's last chunk that carries one (include_usage), else None."""
-    at = tail.rfind(b'"usage"')
-    if at < 0:
-        return None
-    start = tail.rfind(b"data:", 0, at)
-    end = tail.find(b"\n", at)
-    if start < 0:
-        return None
-    try:
-        payload = orjson.loads(tail[start + 5 : end if end >= 0 else len(tail)])
-    except orjson.JSONDecodeError:
-        return None
-    return payload.get("usage") if isinstance(payload, dict) else None
 
 
 def _retry_after_s(value: str | None) -> float | None:

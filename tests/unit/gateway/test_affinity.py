@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import collections
 
-from orchestra.gateway.balancing.balancer import Replica, make_balancer
+from orchestra.gateway.balancing.balancer import make_balancer
 from orchestra.gateway.balancing.key import RequestKey
 from orchestra.gateway.balancing.prefix import PrefixAware, block_chain, render_prompt
+from orchestra.gateway.balancing.replica import Replica
 from orchestra.gateway.balancing.session import SessionAffinity
 
 from orchestra.config import AffinityConfig

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 
 import pytest
-from orchestra.gateway.balancing.balancer import (
-    LeastOutstanding,
-    LoadAware,
-    Replica,
-    RoundRobin,
-    Weighted,
-    make_balancer,
-)
+from orchestra.gateway.balancing.balancer import make_balancer
+from orchestra.gateway.balancing.key import RequestKey
+from orchestra.gateway.balancing.least_outstanding import LeastOutstanding
+from orchestra.gateway.balancing.load import least_loaded
+from orchestra.gateway.balancing.load_aware import LoadAware
+from orchestra.gateway.balancing.replica import Replica
+from orchestra.gateway.balancing.round_robin import RoundRobin
+from orchestra.gateway.balancing.weighted import Weighted
+
+from orchestra.config import AffinityConfig
 
 
 def _replicas(*weights: float) -> list[Replica]:
@@ -97,6 +100,60 @@ def test_balancer_never_touches_health_or_counters() -> None:
         for _ in range(10):
             balancer.pick(replicas)
         assert all(r.healthy and r.outstanding == 0 for r in replicas)
+
+
+def test_no_policy_writes_to_a_replica() -> None:
+    affinity = AffinityConfig(block_chars=16)
+    payload = {
+        "messages": [
+            {"role": "user", "content": "a prompt long enough to be hashed in 16-character blocks"}
+        ]
+    }
+    for policy in POLICIES:
+        replicas = _replicas(2, 1, 1)
+        replicas[1].outstanding, replicas[2].load = 3, 1.5
+        before = [dataclasses.asdict(r) for r in replicas]
+        balancer = make_balancer(policy, affinity)
+        for i in range(12):
+            balancer.pick(replicas, RequestKey({**payload, "user": f"u{i % 3}"}))
+        assert [dataclasses.asdict(r) for r in replicas] == before, policy
+
+
+def test_weighted_credits_follow_the_url_when_the_candidates_change() -> None:
+    heavy, light = _replicas(3, 1)
+    balancer = Weighted()
+    picks = [balancer.pick([heavy, light]) for _ in range(4)]
+    assert picks.count(light) == 1
+    assert balancer.pick([light]) is light  # the other one is out of rotation for a while
+    counts = collections.Counter(balancer.pick([heavy, light]) for _ in range(400))
+    assert (counts[heavy], counts[light]) == (300, 100)
+
+
+def test_weighted_forgets_urls_long_gone() -> None:
+    balancer = Weighted()
+    for i in range(100):  # managed engines come and go on new ports
+        balancer.pick([Replica(url=f"http://old{i}")])
+    a, b = _replicas(1, 1)
+    assert [balancer.pick([a, b]) for _ in range(4)] == [a, b, a, b]
+    assert len(balancer._credit) <= 65
+
+
+def test_least_loaded_scores_per_weight_and_rotates_ties() -> None:
+    a, b, c = _replicas(1, 1, 2)
+    a.outstanding, b.load, c.outstanding = 1, 1.0, 2  # 1.0 each per unit of weight
+    assert [least_loaded([a, b, c], start) for start in range(4)] == [a, b, c, a]
+    a.outstanding = 0
+    assert all(least_loaded([a, b, c], start) is a for start in range(3))
+
+
+POLICIES = (
+    "round_robin",
+    "weighted",
+    "least_outstanding",
+    "load_aware",
+    "session",
+    "prefix_aware",
+)
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from orchestra.gateway.batch.concurrency import Gauges, ModelLimit, Pacer, parse_gauges
+from orchestra.gateway.batch.concurrency import ModelLimit, Pacer
 from orchestra.gateway.batch.validation import validate
 from orchestra.gateway.cluster.routing import RoutingTable
+from orchestra.gateway.upstream.gauges import Gauges, parse_gauges
 
 from orchestra.config import parse_config
 

@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.upstream.health import HealthMonitor, parse_queue_load
+from orchestra.gateway.upstream.gauges import parse_queue_load
+from orchestra.gateway.upstream.health import HealthMonitor
 
 from orchestra.config import parse_config
 

@@ -1,0 +1,157 @@
+"""The one reader of vLLM's queue gauges: readings kept per URL for `max_age_s`, failures not
+kept, concurrent reads sharing one scrape, the health monitor and batch pacing sharing it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from orchestra.gateway.batch.concurrency import Pacer
+from orchestra.gateway.cluster.routing import RoutingTable
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.upstream.gauges import GaugeReader, Gauges
+from orchestra.gateway.upstream.health import HealthMonitor
+
+from orchestra.config import parse_config
+
+PAGE = b'vllm:num_requests_running{engine="0"} 2.0\nvllm:num_requests_waiting{engine="0"} 3.0\n'
+
+
+class _Reply:
+    def __init__(self, status: int, gate: asyncio.Event | None) -> None:
+        self.status = status
+        self.gate = gate
+
+    async def __aenter__(self) -> _Reply:
+        if self.gate is not None:
+            await self.gate.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return PAGE
+
+
+class _Refused:
+    async def __aenter__(self) -> Any:
+        raise aiohttp.ClientConnectionError("refused")
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class Pages:
+    """GET answers by URL: a status, or None (refused); `gate` holds replies back."""
+
+    def __init__(self, answers: dict[str, int | None]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+        self.gate: asyncio.Event | None = None
+
+    def get(self, url: str, timeout: Any = None) -> Any:
+        assert timeout is not None and timeout.total == 1.0  # every scrape is bounded
+        self.asked.append(url)
+        status = self.answers.get(url)
+        return _Refused() if status is None else _Reply(status, self.gate)
+
+
+def _reader(pages: Pages) -> GaugeReader:
+    return GaugeReader(pages, 1.0)  # type: ignore[arg-type]
+
+
+def test_a_young_reading_is_reused_and_an_old_one_scraped_again() -> None:
+    async def go() -> None:
+        pages = Pages({"http://a/metrics": 200})
+        reader = _reader(pages)
+        assert await reader.read("http://a") == Gauges(2.0, 3.0)
+        assert await reader.read("http://a", max_age_s=60) == Gauges(2.0, 3.0)
+        assert pages.asked == ["http://a/metrics"]
+        assert (await reader.read("http://a", max_age_s=0.0)) is not None  # 0: always fresh
+        assert len(pages.asked) == 2
+
+    asyncio.run(go())
+
+
+def test_failures_are_none_and_not_kept() -> None:
+    async def go() -> None:
+        pages = Pages({"http://a/metrics": 503})
+        reader = _reader(pages)
+        assert await reader.read("http://a", max_age_s=60) is None
+        assert await reader.read("http://b", max_age_s=60) is None  # refused
+        pages.answers = {"http://a/metrics": 200}
+        assert await reader.read("http://a", max_age_s=60) == Gauges(2.0, 3.0)
+        assert pages.asked == ["http://a/metrics", "http://b/metrics", "http://a/metrics"]
+
+    asyncio.run(go())
+
+
+def test_concurrent_reads_share_one_scrape_even_when_one_reader_is_cancelled() -> None:
+    async def go() -> None:
+        pages = Pages({"http://a/metrics": 200})
+        pages.gate = asyncio.Event()
+        reader = _reader(pages)
+        first = asyncio.create_task(reader.read("http://a"))
+        second = asyncio.create_task(reader.read("http://a"))
+        await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.sleep(0)
+        pages.gate.set()
+        assert await second == Gauges(2.0, 3.0)
+        assert first.cancelled()
+        assert pages.asked == ["http://a/metrics"]
+
+    asyncio.run(go())
+
+
+def test_forget_drops_readings_of_engines_that_left() -> None:
+    async def go() -> None:
+        pages = Pages({"http://a/metrics": 200, "http://b/metrics": 200})
+        reader = _reader(pages)
+        await reader.read("http://a")
+        await reader.read("http://b")
+        reader.forget({"http://b"})
+        await reader.read("http://a", max_age_s=60)
+        await reader.read("http://b", max_age_s=60)
+        assert pages.asked == ["http://a/metrics", "http://b/metrics", "http://a/metrics"]
+
+    asyncio.run(go())
+
+
+def test_health_and_pacing_sharing_a_reader_scrape_each_replica_once() -> None:
+    async def go() -> None:
+        config = parse_config(
+            {
+                "servers": [
+                    {
+                        "name": "m",
+                        "balancing": "load_aware",
+                        "replicas": [{"url": "http://a"}, {"url": "http://b"}],
+                    }
+                ]
+            }
+        )
+        table = RoutingTable(config)
+        pages = Pages({"http://a/metrics": 200, "http://b/metrics": 200})
+        reader = _reader(pages)
+        session: Any = pages
+        monitor = HealthMonitor(
+            table,
+            session,
+            GatewayMetrics(),
+            cooldown_s=5.0,
+            interval_s=30.0,
+            probe_timeout_s=1.0,
+            gauges=reader,
+        )
+        pacer = Pacer(table, session, 1, 8, 1.0, gauges=reader)
+        limit = pacer.limit("m")
+        await pacer.poll()  # the pacer scrapes (fresh)...
+        await monitor.check_once()  # ...and the monitor reuses those readings
+        assert sorted(pages.asked) == ["http://a/metrics", "http://b/metrics"]
+        assert [r.load for r in table.routes["m"].replicas] == [5.0, 5.0]
+        assert limit.engine_queue == 6.0  # both replicas' waiting requests
+
+    asyncio.run(go())
