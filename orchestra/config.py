@@ -30,7 +30,7 @@ from orchestra.config_gateway import (
     RetryPolicy,
     Timeouts,
 )
-from orchestra.config_servers import BalancingPolicy, ReplicaConfig, ServerConfig
+from orchestra.config_servers import BalancingPolicy, ModelEngine, ReplicaConfig, ServerConfig
 from orchestra.config_supervisor import (
     EngineConfig,
     PreloadConfig,
@@ -54,6 +54,7 @@ __all__ = [
     "EngineConfig",
     "FallbackConfig",
     "GatewayConfig",
+    "ModelEngine",
     "OllamaFallback",
     "OrchestraConfig",
     "PreloadConfig",

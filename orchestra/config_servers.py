@@ -28,6 +28,23 @@ class ReplicaConfig(StrictSection):
         return check_url(value)
 
 
+class ModelEngine(StrictSection):
+    """`servers[].engine`: another OpenAI-compatible server run for this model, under the same
+    lifecycle as vLLM (placement, swaps, drains, restarts, page cache, adoption, metrics).
+
+    Its argument list is `command [model_arg] MODEL --served-model-name NAME --host H --port P
+    [--api-key=KEY] extra_args server.extra_args`: none of vLLM's own flags (and none of the
+    global `engine.extra_args` / `engine.env`, which are vLLM's)."""
+
+    kind: str = Field("openai", min_length=1, description="what it is, as shown (`whisper`)")
+    command: list[str] = Field(min_length=1)
+    model_arg: str = Field("", description='flag before the model path; "" = positional')
+    extra_args: list[str] = []
+    env: dict[str, str] = {}
+    health_path: str = Field("/health", pattern=r"^/", description="200 once ready")
+    startup_timeout_s: float | None = Field(None, gt=0)
+
+
 class ServerConfig(StrictSection):
     """One model. Managed (`model:` path, launched by the supervisor) or unmanaged (`url:`)."""
 
@@ -64,6 +81,7 @@ class ServerConfig(StrictSection):
     loading_comments: bool | None = Field(
         None, description="SSE comments while a streamed request waits; None = gateway's"
     )
+    engine: ModelEngine | None = Field(None, description="not vLLM: this model's own server")
 
     @field_validator("url")
     @classmethod
@@ -82,12 +100,36 @@ class ServerConfig(StrictSection):
                 raise ValueError("replicas must all have `url` or none of them")
             if not all(with_url) and not self.model:
                 raise ValueError("replicas without `url` need the server's `model` to launch")
+        if self.engine is not None:
+            self._check_own_engine()
         if self.gpu_ids is not None and len(self.gpu_ids) != self.tensor_parallel_size:
             raise ValueError(
                 f"gpu_ids {self.gpu_ids} must list tensor_parallel_size "
                 f"({self.tensor_parallel_size}) GPUs"
             )
         return self
+
+    def _check_own_engine(self) -> None:
+        """vLLM's features need vLLM: a model with its own `engine:` cannot ask for them."""
+        vllm_only = {
+            "sleep_mode": self.sleep_mode,
+            "adapters": bool(self.adapters),
+            "tensor_parallel_size": self.tensor_parallel_size > 1,
+            "pipeline_parallel_size": self.pipeline_parallel_size > 1,
+            "distributed_executor_backend": self.distributed_executor_backend is not None,
+            "max_model_len": self.max_model_len is not None,
+            "gpu_memory_utilization": self.gpu_memory_utilization is not None,
+        }
+        asked = [name for name, on in vllm_only.items() if on]
+        if asked:
+            raise ValueError(f"{', '.join(asked)}: vLLM's only, and this model has its own engine")
+        if not self.managed:
+            raise ValueError("`engine` is for a model the supervisor launches (`model:`)")
+
+    @property
+    def kind(self) -> str:
+        """What serves this model: `vllm`, or its own engine's kind."""
+        return "vllm" if self.engine is None else self.engine.kind
 
     @property
     def managed(self) -> bool:

@@ -127,6 +127,7 @@ class ModelInfo(ModelStatus):
     item of `GET /models` and of the sync reply. `api_key` is sent only when there is one."""
 
     managed: bool = True
+    kind: str = "vllm"  # what serves it: vLLM, or a model's own engine (`whisper`, ...)
     hot: bool = False
     engines: list[EngineInfo] = []
     page_cache: PageCache = PageCache()

@@ -160,7 +160,7 @@ def wide_table(models: Sequence[Mapping[str, Any]]) -> Table:
     error shows its first line, cut at 60 columns (`-o json` has it whole)."""
     table = Table(title="Orchestra models", header_style="bold")
     table.add_column("model", no_wrap=True)
-    for column in ("state", "hot", "engine", "pid", "port", "gpus", "uptime"):
+    for column in ("kind", "state", "hot", "engine", "pid", "port", "gpus", "uptime"):
         table.add_column(column, no_wrap=True)
     for column in ("restarts", "page cache", "last used", "last start"):
         table.add_column(column, no_wrap=True)
@@ -173,6 +173,7 @@ def wide_table(models: Sequence[Mapping[str, Any]]) -> Table:
             error = (e.get("last_error") or "").splitlines()
             table.add_row(
                 str(m["name"]) if first else "",
+                str(m.get("kind", "vllm")) if first else "",
                 _state(str(e.get("state", m.get("state", "")))),
                 ("yes" if m.get("hot") else "") if first else "",
                 str(e.get("id", "")),

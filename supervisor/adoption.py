@@ -115,7 +115,11 @@ async def adopt_engines(
     for record in load_records(groups):
         engine = engines.get(str(record.get("engine")))
         why = _mismatch(engine, record, groups)
-        if why is None and engine is not None and not await probe.healthy(engine.url):
+        if (
+            why is None
+            and engine is not None
+            and not await probe.healthy(engine.url, engine.spec.health_path)
+        ):
             why = "its /health does not answer"
         if why is not None or engine is None:
             log.warning("not adopting engine record %s: %s", record.get("engine"), why)

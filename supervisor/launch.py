@@ -33,6 +33,7 @@ class EngineSpec:
     pinned_gpus: tuple[int, ...] | None
     sleep_mode: bool
     startup_timeout_s: float
+    health_path: str  # 200 there = READY (vLLM's /health, or the model's own engine's)
     base_argv: tuple[str, ...] = field(repr=False)
     base_env: tuple[tuple[str, str], ...] = field(repr=False)
 
@@ -64,6 +65,8 @@ def build_argv(
     engine: EngineConfig, server: ServerConfig, port: int, api_key: str | None = None
 ) -> list[str]:
     assert server.model is not None
+    if server.engine is not None:
+        return own_engine_argv(engine, server, port, api_key)
     argv = [*engine.command]
     argv += [engine.model_arg, server.model] if engine.model_arg else [server.model]
     argv += ["--served-model-name", server.name, "--host", engine.host, "--port", str(port)]
@@ -85,8 +88,22 @@ def build_argv(
     return [*argv, *engine.extra_args, *server.extra_args]
 
 
+def own_engine_argv(
+    engine: EngineConfig, server: ServerConfig, port: int, api_key: str | None
+) -> list[str]:
+    """A model's own (non-vLLM) engine: the model, its name and address, nothing of vLLM's."""
+    own, model = server.engine, server.model
+    assert own is not None and model is not None
+    argv = [*own.command, *([own.model_arg, model] if own.model_arg else [model])]
+    argv += ["--served-model-name", server.name, "--host", engine.host, "--port", str(port)]
+    if api_key:
+        argv.append(f"--api-key={api_key}")
+    return [*argv, *own.extra_args, *server.extra_args]
+
+
 def build_env(engine: EngineConfig, server: ServerConfig, engine_id: str) -> dict[str, str]:
-    env = {**engine.env, **server.env, "ORCHESTRA_ENGINE_ID": engine_id}
+    base = engine.env if server.engine is None else server.engine.env  # engine.env is vLLM's
+    env = {**base, **server.env, "ORCHESTRA_ENGINE_ID": engine_id}
     if server.sleep_mode:
         env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes /sleep, /wake_up, /is_sleeping
     if lora_enabled(server):
@@ -94,6 +111,11 @@ def build_env(engine: EngineConfig, server: ServerConfig, engine_id: str) -> dic
     if server.ray_address:
         env["RAY_ADDRESS"] = server.ray_address  # the head joins this Ray cluster
     return env
+
+
+def _startup_timeout(engine: EngineConfig, server: ServerConfig) -> float:
+    own = server.engine.startup_timeout_s if server.engine else None
+    return server.startup_timeout_s or own or engine.startup_timeout_s
 
 
 def _replica_slots(server: ServerConfig) -> list[tuple[int | None, list[int] | None]]:
@@ -143,7 +165,8 @@ def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str
                     tensor_parallel_size=server.tensor_parallel_size,
                     pinned_gpus=tuple(gpus) if gpus is not None else None,
                     sleep_mode=server.sleep_mode,
-                    startup_timeout_s=server.startup_timeout_s or config.engine.startup_timeout_s,
+                    startup_timeout_s=_startup_timeout(config.engine, server),
+                    health_path=server.engine.health_path if server.engine else "/health",
                     base_argv=tuple(build_argv(config.engine, server, port, api_key)),
                     base_env=tuple(build_env(config.engine, server, engine_id).items()),
                 )

@@ -54,6 +54,7 @@ class Model:
         return ModelInfo(
             name=self.name,
             managed=True,
+            kind=self.server.kind,
             hot=self.hot,
             state="draining" if self.draining and self.ready() else self.state.value,
             upstreams=[e.url for e in self.serving()],

@@ -25,21 +25,23 @@ class EngineProbe:
         self._config = config
         self._probe_timeout = aiohttp.ClientTimeout(total=config.health_probe_timeout_s)
 
-    async def healthy(self, url: str) -> bool:
+    async def healthy(self, url: str, path: str = "/health") -> bool:
         try:
-            async with self._session.get(url + "/health", timeout=self._probe_timeout) as resp:
+            async with self._session.get(url + path, timeout=self._probe_timeout) as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
 
-    async def wait_ready(self, url: str, interrupt: asyncio.Event, timeout_s: float) -> Readiness:
-        """Poll /health every `health_poll_interval_s` until 200, `interrupt`, or the deadline."""
+    async def wait_ready(
+        self, url: str, interrupt: asyncio.Event, timeout_s: float, path: str = "/health"
+    ) -> Readiness:
+        """Poll `path` every `health_poll_interval_s` until 200, `interrupt`, or the deadline."""
         deadline = time.monotonic() + timeout_s
         interval = self._config.health_poll_interval_s
         while True:
             if interrupt.is_set():
                 return Readiness.INTERRUPTED
-            if await self.healthy(url):
+            if await self.healthy(url, path):
                 return Readiness.READY
             remaining = deadline - time.monotonic()
             if remaining <= 0:

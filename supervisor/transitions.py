@@ -161,7 +161,9 @@ class EngineMachine:
         self._watcher = asyncio.create_task(
             self._watch(proc, generation, interrupt), name=f"watch:{self.id}"
         )
-        result = await self._probe.wait_ready(self.url, interrupt, self.spec.startup_timeout_s)
+        result = await self._probe.wait_ready(
+            self.url, interrupt, self.spec.startup_timeout_s, self.spec.health_path
+        )
         if result is Readiness.READY and proc.returncode is None:
             self.last_startup_s = time.monotonic() - began
             self.ready_since = time.monotonic()  # last_error stays: why it last restarted

@@ -64,6 +64,12 @@ def _actions_cell(model: Mapping[str, Any], row: ModelRow) -> str:
     return f'<td class="actions">{buttons}</td>'
 
 
+def _kind(model: Mapping[str, Any]) -> str:
+    """What serves it, when that is not vLLM (a model's own engine: `whisper`, ...)."""
+    kind = str(model.get("kind") or "vllm")
+    return "" if kind == "vllm" else f' <span class="muted kind">{escape(kind)}</span>'
+
+
 def model_rows_html(
     models: Sequence[Mapping[str, Any]], rates: Mapping[str, Mapping[str, float | None]]
 ) -> str:
@@ -75,7 +81,7 @@ def model_rows_html(
         cache = "-" if row.cache_pct is None else f"{row.cache_pct:.0f}%"
         out.append(
             f'<tr data-model="{name}" data-state="{escape(row.state)}">'
-            f'<td class="name">{name}</td>'
+            f'<td class="name">{name}{_kind(model)}</td>'
             f'<td><span class="state state-{escape(row.state)}">{escape(row.state)}</span></td>'
             f"<td>{hot}</td><td>{escape(row.where)}</td><td>{escape(row.gpus)}</td>"
             f'<td class="num">{ago(row.uptime_s)}</td><td class="num">{row.restarts}</td>'

@@ -7,6 +7,7 @@ import io
 import json
 from typing import Any
 
+from orchestra.gateway.console.render import model_rows_html
 from rich.console import Console, RenderableType
 
 from orchestra.status_view import (
@@ -153,3 +154,16 @@ def test_top_within_80_columns() -> None:
     assert rate_lines[2].split() == ["smollm2", "0.0", "-", "-", "0.0"]
     unreachable = _render(top_view(_models(), None, "connection refused", width=80))
     assert "gateway not reachable (connection refused)" in unreachable[-1]
+
+
+def test_wide_and_the_console_show_what_serves_a_model() -> None:
+    models = _models()
+    models[1]["kind"] = "whisper"  # a model's own engine; the others are vLLM's
+    out = io.StringIO()
+    print_wide(Console(width=80, file=out, color_system=None), models)
+    rows = {line.split()[1]: line for line in out.getvalue().splitlines() if "smollm2" in line}
+    assert "whisper" in rows["smollm2"]
+    assert "vllm" in out.getvalue()
+    html = model_rows_html(models, {})
+    assert '<span class="muted kind">whisper</span>' in html
+    assert html.count('class="muted kind"') == 1  # vLLM's models carry no tag
