@@ -28,7 +28,11 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_cpu_default_builds_engine_and_model_when_missing(calls: list[str]) -> None:
     config = load_config(REPO_ROOT / "configs" / "cpu.yaml")
     up._prepare_local(Console(quiet=True), config)
-    assert calls == ["engine", f"model smollm2 {REPO_ROOT / 'models' / 'smollm2'}"]
+    assert calls == [
+        "engine",
+        f"model smollm2 {REPO_ROOT / 'models' / 'smollm2'}",
+        f"model whisper-tiny {REPO_ROOT / 'models' / 'whisper-tiny'}",
+    ]
 
 
 def test_foreign_engine_and_model_paths_are_left_alone(calls: list[str], tmp_path: Path) -> None:
