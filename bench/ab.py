@@ -53,8 +53,11 @@ def unpack(rev: str, into: Path) -> Path:
             f.seek(0)
             with tarfile.open(fileobj=f) as tar:
                 tar.extractall(into, filter="data")
-    (into / "gateway").rename(into / "orchestra" / "gateway")
-    (into / "supervisor").rename(into / "orchestra" / "supervisor")
+    for name in ("gateway", "supervisor"):
+        inside = into / "orchestra" / name
+        if inside.is_symlink():  # revisions before package-dir linked them into orchestra/
+            inside.unlink()
+        (into / name).rename(inside)
     return into
 
 
