@@ -19,19 +19,24 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from bench.load import chat_body, have_wrk, run_wrk
-from bench.run import CHAT, REPO, BenchOptions, _get, _pin, _set_fake, cpu_plan, fake_upstream
+from bench.run import (
+    CHAT,
+    REPO,
+    BenchOptions,
+    _set_fake,
+    cpu_plan,
+    fake_upstream,
+    gateway_process,
+)
 
 _PACKAGES = ("orchestra", "gateway", "supervisor")
 
@@ -76,46 +81,9 @@ def cpu_seconds(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-@contextmanager
-def gateway_from(tree: Path, upstream: str, cpu: int | None) -> Iterator[tuple[str, int]]:
-    sys.path.insert(0, str(REPO))
-    from tests.fake_engine import free_port
-
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-ab-gw-") as tmp:
-        cfg = Path(tmp) / "gateway.yaml"
-        cfg.write_text(
-            json.dumps(
-                {
-                    "servers": [{"name": "bench", "url": upstream}],
-                    "gateway": {"host": "127.0.0.1", "port": port, "workers": 1},
-                    "batch": {"enabled": False},
-                }
-            )
-        )
-        log = open(Path(tmp) / "gateway.log", "w+b")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestra.gateway", "--config", str(cfg)],
-            cwd=tmp,
-            env={**os.environ, "PYTHONPATH": str(tree)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        _pin(proc.pid, cpu)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while _get(url + "/health") != 200:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"gateway did not start: {log.read()[-2000:]!r}")
-                time.sleep(0.1)
-            yield url, proc.pid
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
-            log.close()
+def gateway_from(tree: Path, upstream: str, cpu: int | None) -> Any:
+    """The gateway of the packages unpacked in `tree` (bench/run.py's launcher)."""
+    return gateway_process(upstream, "bench", cpu, tree=tree)
 
 
 def _summary(rps: list[float], cost: list[float]) -> dict[str, Any]:

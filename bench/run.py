@@ -120,8 +120,10 @@ def fake_upstream(opts: BenchOptions, cpu: int | None) -> Iterator[str]:
 
 @contextmanager
 def gateway_process(
-    upstream: str, model: str, cpu: int | None, workers: int = 1
+    upstream: str, model: str, cpu: int | None, workers: int = 1, tree: Path | None = None
 ) -> Iterator[tuple[str, int]]:
+    """A gateway in front of `upstream`, pinned to `cpu`: (its URL, its process group). `tree`:
+    run the packages unpacked there (bench/ab.py) instead of the installed ones."""
     sys.path.insert(0, str(REPO))
     from tests.fake_engine import free_port
 
@@ -133,14 +135,17 @@ def gateway_process(
                 {
                     "servers": [{"name": model, "url": upstream}],
                     "gateway": {"host": "127.0.0.1", "port": port, "workers": workers},
-                    "batch": {"enabled": workers == 1},  # a batch store is one process's
+                    # a batch store is one process's; an older tree may not have the section
+                    "batch": {"enabled": workers == 1 and tree is None},
                 }
             )
         )
         log = open(Path(tmp) / "gateway.log", "w+b")
         proc = subprocess.Popen(
             [sys.executable, "-m", "orchestra.gateway", "--config", str(cfg)],
-            cwd=REPO,
+            # a tree runs from a folder without an orchestra/ that could shadow it
+            cwd=REPO if tree is None else tmp,
+            env=None if tree is None else {**os.environ, "PYTHONPATH": str(tree)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
