@@ -10,12 +10,13 @@ stops syncing stops counting after `ttl_s`, so a dead gateway never blocks a dra
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from orchestra.protocol import GatewayReport
+
+from .changes import Changes
 
 
 @dataclass
@@ -30,7 +31,7 @@ class GatewayReports:
         self._ttl = ttl_s
         self._clock = clock
         self._by_gateway: dict[str, _Seen] = {}
-        self._changed = asyncio.Event()
+        self._changes = Changes()
 
     def record(self, gateway_id: str, report: GatewayReport) -> None:
         self._by_gateway[gateway_id] = _Seen(
@@ -38,8 +39,7 @@ class GatewayReports:
             {url: max(0, n) for url, n in report.inflight.items()},
             frozenset(report.draining_seen),
         )
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     def live(self) -> dict[str, _Seen]:
         horizon = self._clock() - self._ttl
@@ -67,10 +67,6 @@ class GatewayReports:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return False
-            changed = self._changed
-            try:
-                # Wake on every report; at least every second so an aged-out gateway is noticed.
-                await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
-            except TimeoutError:
-                pass
+            # Wake on every report; at least every second so an aged-out gateway is noticed.
+            await self._changes.wait(self._changes.ticket(), min(remaining, 1.0))
         return True

@@ -14,7 +14,6 @@ has taken it out of rotation and has no request left on it, or after `supervisor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from orchestra.config import OrchestraConfig
 
 from . import allocator
+from .changes import Changes
 from .demand import Demand
 from .engine import Engine
 from .errors import EngineError, NoCapacity, SupervisorError
@@ -54,12 +54,11 @@ class Placer:
         self.metrics = metrics
         self._swapping = swapping
         self._lock = asyncio.Lock()
-        self._changed = asyncio.Event()
+        self._changes = Changes()
 
     def notify(self) -> None:
         """An engine changed state: wake swaps waiting for capacity."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     def set_hot(self, model: Model, hot: bool) -> None:
         """Add to or drop from the wanted set (start-up, explicit load/unload, swaps)."""
@@ -81,10 +80,9 @@ class Placer:
                     remaining = deadline - time.monotonic()
                     if exc.permanent or remaining <= 0:
                         raise NoCapacity(f"cannot place {model.name}: {exc.reason}") from None
-                    changed = self._changed
+                    changed = self._changes.ticket()
             # Re-plan on any state change, and at least every _REPLAN_S.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(remaining, _REPLAN_S))
+            await self._changes.wait(changed, min(remaining, _REPLAN_S))
 
     async def _place_locked(self, model: Model, force: bool, reset: bool) -> list[Awaitable[None]]:
         waits: list[Awaitable[None]] = []
@@ -153,8 +151,7 @@ class Placer:
     async def _settled(self, e: Engine) -> None:
         """Wait until an engine started by someone else is READY; raise its error otherwise."""
         while e.state is S.STARTING or e.start_pending:
-            changed = self._changed
-            await changed.wait()
+            await self._changes.wait(self._changes.ticket())
         if e.state is not S.READY:
             raise EngineError(f"{e.id} did not start: {e.last_error}")
 
