@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from orchestra.supervisor.pagecache import evict_file, file_residency, preload_file
 
 from orchestra.control import ControlClient
+from orchestra.supervisor.pagecache import evict_file, file_residency, preload_file
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "cold"

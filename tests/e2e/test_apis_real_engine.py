@@ -12,8 +12,8 @@ import anthropic
 import httpx
 import openai
 import pytest
-from orchestra.gateway.edge.keys import hash_key
 
+from orchestra.gateway.edge.keys import hash_key
 from tests.conftest import GatewayProcess
 from tests.e2e.conftest import MODEL_DIR, START_TIMEOUT_S, Stack, record_figure, stack_config
 from tests.integration.supervisor.helpers import SupervisorProcess

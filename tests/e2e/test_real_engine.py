@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from orchestra.supervisor.pagecache import evict_file, preload_file, residency, weight_files
 
+from orchestra.supervisor.pagecache import evict_file, preload_file, residency, weight_files
 from tests.conftest import wait_until
 from tests.e2e.conftest import (
     COLD,

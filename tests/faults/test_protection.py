@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from orchestra.gateway.edge.keys import hash_key
 
+from orchestra.gateway.edge.keys import hash_key
 from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import FakeEngineProcess, free_port
 

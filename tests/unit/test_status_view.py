@@ -7,9 +7,9 @@ import io
 import json
 from typing import Any
 
-from orchestra.gateway.console.render import model_rows_html
 from rich.console import Console, RenderableType
 
+from orchestra.gateway.console.render import model_rows_html
 from orchestra.status_view import (
     as_json,
     compact_table,

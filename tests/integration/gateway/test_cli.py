@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from orchestra.gateway import __main__ as gateway_main
 
+from orchestra.gateway import __main__ as gateway_main
 from tests.conftest import REPO_ROOT, SEED_CONFIG, GatewayProcess, fast_gateway_section
 from tests.fake_engine import FakeEngineProcess, free_port
 

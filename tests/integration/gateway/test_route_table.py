@@ -16,11 +16,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+
+from orchestra.config import OrchestraConfig
 from orchestra.gateway.edge.app import create_app
 from orchestra.gateway.edge.keys import hash_key
 from orchestra.gateway.edge.routes import ROUTES, Caller
-
-from orchestra.config import OrchestraConfig
 from tests.conftest import GatewayProcess, fast_gateway_section, reset_engine
 from tests.fake_engine import FakeEngineProcess, free_port
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from orchestra.gateway.workers import _QUICK_EXIT_S
 
+from orchestra.gateway.workers import _QUICK_EXIT_S
 from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import FakeEngineProcess, free_port
 

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 import yaml
-from orchestra.supervisor.api import create_app
-from orchestra.supervisor.manager import Manager
 
 from orchestra.config import OrchestraConfig, parse_config
+from orchestra.supervisor.api import create_app
+from orchestra.supervisor.manager import Manager
 from tests.conftest import REPO_ROOT, parse_metrics
 from tests.fake_engine import free_port
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from orchestra.supervisor.launch import build_argv, build_env
 
 from orchestra.config import parse_config
+from orchestra.supervisor.launch import build_argv, build_env
 from tests.conftest import REPO_ROOT, GatewayProcess, wait_until
 from tests.fake_engine import free_port
 from tests.integration.supervisor.helpers import SupervisorProcess, config_dict, server

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from orchestra.supervisor.states import EngineState
 
 from orchestra.config import ConfigError
+from orchestra.supervisor.states import EngineState
 from tests.conftest import parse_metrics
 from tests.fake_engine import free_port
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from orchestra.supervisor.pagecache import evict_file
 
+from orchestra.supervisor.pagecache import evict_file
 from tests.conftest import parse_metrics
 
 from .helpers import make_config, run, running, server, until

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import psutil
 import yaml
-from orchestra.supervisor.states import EngineState
 
 from orchestra.config import parse_config
+from orchestra.supervisor.states import EngineState
 from tests.conftest import SEED_CONFIG
 from tests.fake_engine import free_port
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+
 from orchestra.supervisor.states import EngineState
 
 from .helpers import make_config, run, running, server, until

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import httpx
-from orchestra.supervisor.states import EngineState
 
+from orchestra.supervisor.states import EngineState
 from tests.conftest import parse_metrics
 
 from .helpers import make_config, run, running, server, until

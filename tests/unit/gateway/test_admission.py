@@ -3,10 +3,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from orchestra.gateway.edge.errors import BadRequest, Overloaded
-from orchestra.gateway.protection.admission import Admission, ModelGate
 
 from orchestra.config import parse_config
+from orchestra.gateway.edge.errors import BadRequest, Overloaded
+from orchestra.gateway.protection.admission import Admission, ModelGate
 
 
 def test_under_the_limit_is_a_counter() -> None:

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import pytest
+
+from orchestra.config import ApiKey, GatewayConfig
 from orchestra.gateway.edge.errors import Overloaded, Unauthorized
 from orchestra.gateway.edge.keys import Forbidden, KeyRing, bearer, hash_key
 from orchestra.gateway.protection.local_ratelimit import Bucket, RateLimiter, estimate_tokens
-
-from orchestra.config import ApiKey, GatewayConfig
 
 
 def _config(**kw: object) -> GatewayConfig:

@@ -7,6 +7,8 @@ import dataclasses
 import itertools
 
 import pytest
+
+from orchestra.config import AffinityConfig
 from orchestra.gateway.balancing.balancer import make_balancer
 from orchestra.gateway.balancing.key import RequestKey
 from orchestra.gateway.balancing.least_outstanding import LeastOutstanding
@@ -15,8 +17,6 @@ from orchestra.gateway.balancing.load_aware import LoadAware
 from orchestra.gateway.balancing.replica import Replica
 from orchestra.gateway.balancing.round_robin import RoundRobin
 from orchestra.gateway.balancing.weighted import Weighted
-
-from orchestra.config import AffinityConfig
 
 
 def _replicas(*weights: float) -> list[Replica]:

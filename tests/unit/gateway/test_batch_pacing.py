@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+
+from orchestra.config import parse_config
 from orchestra.gateway.batch.concurrency import ModelLimit, Pacer
 from orchestra.gateway.batch.validation import validate
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.upstream.gauges import Gauges, parse_gauges
-
-from orchestra.config import parse_config
 
 PAGE = b"""# TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{engine="0",model_name="m"} 3.0

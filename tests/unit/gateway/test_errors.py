@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
 from orchestra.gateway.edge.errors import (
     BadRequest,
     GatewayError,
@@ -20,8 +22,6 @@ from orchestra.gateway.edge.errors import (
     UpstreamTimeout,
     install_error_handlers,
 )
-from pydantic import BaseModel
-
 from orchestra.protocol import error_json
 
 

@@ -7,13 +7,13 @@ import asyncio
 from typing import Any
 
 import aiohttp
+
+from orchestra.config import parse_config
 from orchestra.gateway.batch.concurrency import Pacer
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.gauges import GaugeReader, Gauges
 from orchestra.gateway.upstream.health import HealthMonitor
-
-from orchestra.config import parse_config
 
 PAGE = b'vllm:num_requests_running{engine="0"} 2.0\nvllm:num_requests_waiting{engine="0"} 3.0\n'
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+
+from orchestra.config import parse_config
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.gauges import parse_queue_load
 from orchestra.gateway.upstream.health import HealthMonitor
-
-from orchestra.config import parse_config
 
 VLLM_METRICS = b"""\
 # HELP vllm:num_requests_running Number of requests in model execution batches.

@@ -7,14 +7,14 @@ import asyncio
 from typing import Any
 
 import pytest
+
+from orchestra.config import parse_config
+from orchestra.control import ControlError, GatewayReport, ModelStatus, NodeLoad, SyncReply
 from orchestra.gateway.cluster.link import SupervisorLink
 from orchestra.gateway.cluster.nodes import Node, placement_order
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.edge.errors import Unavailable
 from orchestra.gateway.metrics import GatewayMetrics
-
-from orchestra.config import parse_config
-from orchestra.control import ControlError, GatewayReport, ModelStatus, NodeLoad, SyncReply
 
 
 class FakeSupervisor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.proxy import _retry_after_s
 from orchestra.gateway.upstream.usage import json_reply_usage, usage_from_tail

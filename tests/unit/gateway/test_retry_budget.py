@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+
 from orchestra.gateway.protection import retry_budget
 from orchestra.gateway.protection.retry_budget import RetryBudget
 

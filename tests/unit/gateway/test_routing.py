@@ -7,14 +7,14 @@ import asyncio
 from typing import Any
 
 import pytest
+
+from orchestra.config import OrchestraConfig, ServerConfig, parse_config
+from orchestra.control import ControlError, GatewayReport, ModelStatus, SyncReply
 from orchestra.gateway.cluster.link import SupervisorLink
 from orchestra.gateway.cluster.nodes import Node
 from orchestra.gateway.cluster.routing import Router, RoutingTable, build_route
 from orchestra.gateway.edge.errors import ModelNotFound, Unavailable, UpstreamTimeout
 from orchestra.gateway.metrics import GatewayMetrics
-
-from orchestra.config import OrchestraConfig, ServerConfig, parse_config
-from orchestra.control import ControlError, GatewayReport, ModelStatus, SyncReply
 
 
 def _config() -> OrchestraConfig:

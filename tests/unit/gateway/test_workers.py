@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from orchestra.gateway.workers import MAX_DEFAULT_WORKERS, cores, divide, share, worker_count
 
 from orchestra.config import ConfigError, parse_config
+from orchestra.gateway.workers import MAX_DEFAULT_WORKERS, cores, divide, share, worker_count
 
 
 def _config(workers: int | None = None, rpm: int = 100, inflight: int = 7) -> dict[str, object]:

@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from python_multipart.multipart import MultipartParser
+
 from orchestra.gateway.edge.errors import BadRequest, PayloadTooLarge
 from orchestra.gateway.edge.multipart import SpooledBody, read_upload
 from orchestra.gateway.pipeline.ensembles import normalise
 from orchestra.gateway.pipeline.inproc import sse_events
-from python_multipart.multipart import MultipartParser
 
 BOUNDARY = "xyzzy"
 CTYPE = f"multipart/form-data; boundary={BOUNDARY}"

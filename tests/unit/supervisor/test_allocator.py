@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from orchestra.supervisor.allocator import Holder, Need, Unplaceable, plan
 
 from orchestra.config import load_config
+from orchestra.supervisor.allocator import Holder, Need, Unplaceable, plan
 from tests.conftest import SEED_CONFIG
 
 SEED = SEED_CONFIG

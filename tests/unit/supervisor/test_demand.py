@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from orchestra.control import GatewayReport
 from orchestra.supervisor.demand import Demand
 from orchestra.supervisor.gateways import GatewayReports
-
-from orchestra.control import GatewayReport
 
 
 class Clock:

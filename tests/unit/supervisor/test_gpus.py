@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from orchestra.supervisor.gpus import resolve_gpus
-
 from orchestra.config import SupervisorConfig
+from orchestra.supervisor.gpus import resolve_gpus
 
 
 def test_config_gpus_without_nvidia_smi() -> None:

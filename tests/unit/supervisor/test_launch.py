@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from orchestra.supervisor.launch import build_specs
-
 from orchestra.config import load_config, parse_config
+from orchestra.supervisor.launch import build_specs
 from tests.conftest import SEED_CONFIG
 
 SEED = SEED_CONFIG

@@ -8,10 +8,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from orchestra.supervisor.adoption import engine_api_key
-from orchestra.supervisor.launch import build_specs
 
 from orchestra.config import ConfigError, parse_config
+from orchestra.supervisor.adoption import engine_api_key
+from orchestra.supervisor.launch import build_specs
 
 
 def _flag(argv: list[str], flag: str) -> str:

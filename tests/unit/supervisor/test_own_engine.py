@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from orchestra.supervisor.launch import build_specs
 
 from orchestra.config import ConfigError, parse_config
+from orchestra.supervisor.launch import build_specs
 
 OWN = {"kind": "whisper", "command": ["py", "-m", "w"], "model_arg": "--model"}
 

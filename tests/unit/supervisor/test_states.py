@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from orchestra.supervisor.states import EngineState as S
 from orchestra.supervisor.states import check_transition, model_state
 
