@@ -29,9 +29,8 @@ from .validation import validate
 
 log = logging.getLogger(__name__)
 
-# A row refused for room (admission full, no capacity: it never reached an engine's generation)
-# waits and is sent again; an engine's own failure was already retried by the proxy (another
-# replica) and the pipeline (the next model in a chain), and goes to the error file.
+# A row refused for room (admission, capacity: no engine generated) waits and is sent again;
+# an engine's failure was retried by the proxy and the chain already: it goes to the error file.
 _REFUSED = frozenset({429, 503})
 _CLOSE = {
     "expired": (

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from orchestra.protocol import parse_error
 from orchestra.workload_config import EnsembleConfig
 
 from ..edge.errors import GatewayError
@@ -68,9 +69,9 @@ async def _pump(
                     continue
                 event = orjson.loads(data)
                 if not isinstance(event, dict) or "error" in event:
-                    found = event.get("error") if isinstance(event, dict) else None
-                    found = found if isinstance(found, dict) else {"message": "malformed event"}
-                    await queue.put((index, Outcome(member, 502, error=found)))
+                    found = parse_error(event if isinstance(event, dict) else None)
+                    error = found.model_dump() if found else {"message": "malformed event"}
+                    await queue.put((index, Outcome(member, 502, error=error)))
                     return
                 if not event.get("choices"):
                     usage = event.get("usage") or usage
