@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from orchestra.gateway.edge.keys import hash_key
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, wait_until
 from tests.e2e.conftest import MODEL_DIR, START_TIMEOUT_S, Stack, record_figure, stack_config
 from tests.integration.supervisor.helpers import SupervisorProcess
 
@@ -40,13 +40,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     supervisor.start()
     try:
         running = Stack(supervisor, gateway)
-        running.wait_state(NAME, "ready")
+        # `ready` once one engine is; the conversation needs both (two starts on two cores)
+        wait_until(
+            lambda: len(running.model(NAME)["upstreams"]) == 2,
+            timeout=START_TIMEOUT_S,
+            interval=0.5,
+            what="both replicas ready",
+        )
         gateway.start()
-        gateway.wait_ready(NAME, timeout=60)
+        wait_until(
+            lambda: len(_gateway_replicas(gateway)) == 2,
+            timeout=60,
+            what="the gateway routing to both replicas",
+        )
         yield running
     finally:
         gateway.stop()
         supervisor.stop()
+
+
+def _gateway_replicas(gateway: GatewayProcess) -> list[dict[str, object]]:
+    status = httpx.get(gateway.url + "/admin/status", timeout=10).json()  # loopback: open
+    return [r for r in status["models"][NAME]["replicas"] if r["healthy"]]
 
 
 def _openai(stack: Stack) -> openai.OpenAI:
