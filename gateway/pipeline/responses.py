@@ -77,7 +77,7 @@ class StoredResponses:
         (every model's when None)."""
         names = list(self._table.routes if models is None else models)
         known = self._where.get(response_id)
-        if known is not None:
+        if known is not None and known[0] in names:  # else: another model's, ask these
             model, url = known
             route = self._table.get(model)
             if route is not None and _replica(route, url) is not None:

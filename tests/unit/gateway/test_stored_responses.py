@@ -1,0 +1,42 @@
+"""StoredResponses' index: bounded, pinned to what the routing table still serves, and only
+for the models a call may reach."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from orchestra.config import OrchestraConfig
+from orchestra.gateway.cluster.routing import RoutingTable
+from orchestra.gateway.pipeline.responses import ResponseNotFound, StoredResponses
+
+# Nothing listens on port 9 here: a probe finds no engine holding anything.
+CONFIG = OrchestraConfig.model_validate(
+    {
+        "servers": [
+            {"name": "a", "url": "http://127.0.0.1:9"},
+            {"name": "b", "url": "http://127.0.0.1:9"},
+        ]
+    }
+)
+
+
+def test_the_index_pins_bounds_and_keeps_to_the_models_asked() -> None:
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            stored = StoredResponses(RoutingTable(CONFIG), session, 2, probe_timeout_s=0.5)
+            stored.remember("resp_1", "a", "http://127.0.0.1:9")
+            assert await stored.locate("resp_1", ["a"]) == ("a", "http://127.0.0.1:9")
+            with pytest.raises(ResponseNotFound):  # model b's engines do not hold it
+                await stored.locate("resp_1", ["b"])
+            stored.remember("resp_2", "a", "http://127.0.0.1:9")
+            stored.remember("resp_3", "a", "http://127.0.0.1:9")  # pushes resp_1 out (LRU of 2)
+            with pytest.raises(ResponseNotFound):
+                await stored.locate("resp_1", ["a"])  # and the probe finds no engine with it
+            stored.remember("resp_4", "a", "http://127.0.0.1:8")  # an engine no longer served
+            with pytest.raises(ResponseNotFound):
+                await stored.locate("resp_4")
+
+    asyncio.run(scenario())
