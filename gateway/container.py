@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from orchestra.config import OrchestraConfig
+from orchestra.config import KvAwareConfig, OrchestraConfig
 from orchestra.control import ControlClient
 
+from .balancing.balancer import KvShared
+from .balancing.kv.feed import KvFeeds, Wanted
+from .balancing.kv.index import KvIndex
+from .balancing.kv.tokens import Tokenizer
 from .cluster.link import SupervisorLink
 from .cluster.nodes import Node
 from .cluster.routing import Router, RoutingTable
@@ -46,6 +50,7 @@ class Gateway:
     limiter: RateLimiter
     shapers: Shapers  # HTTP request -> call (edge)
     pipeline: Pipeline  # call -> response: the one entrance for every workload
+    kv_feeds: KvFeeds | None = None  # the KV-event subscriptions, when a model is kv_aware
     started: int = field(default_factory=lambda: int(time.time()))
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -55,13 +60,17 @@ class Gateway:
             loops["supervisor-sync"] = self.link.run
         if self.fallback is not None:
             loops["ollama-health"] = self.fallback.run
+        if self.kv_feeds is not None:
+            loops["kv-events"] = self.kv_feeds.run
         return loops
 
 
 def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Gateway:
     gw = config.gateway
     metrics = GatewayMetrics()
-    table = RoutingTable(config)
+    kv_configs = {s.name: s.kv for s in config.all_servers if s.balancing == "kv_aware"}
+    kv = KvShared(KvIndex(), Tokenizer(session)) if kv_configs else None
+    table = RoutingTable(config, kv)
     models = ModelMap(config, metrics.registry)
     health = HealthMonitor(
         table,
@@ -128,4 +137,21 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         limiter=limiter,
         shapers=Shapers(gw, lambda name: table.get(name) is not None, admission.priority_header),
         pipeline=pipeline,
+        kv_feeds=(
+            KvFeeds(kv.index, lambda: kv_wanted(table, kv_configs), gw.routing_refresh_s)
+            if kv
+            else None
+        ),
     )
+
+
+def kv_wanted(table: RoutingTable, configs: Mapping[str, KvAwareConfig]) -> dict[str, Wanted]:
+    """The engines whose KV events the kv_aware models route on: their upstreams in rotation
+    (a draining engine takes no new request, so its cache no longer matters here)."""
+    return {
+        replica.url: Wanted(replica.kv_events, configs[name])
+        for name, route in table.routes.items()
+        if name in configs
+        for replica in route.replicas
+        if replica.kv_events is not None
+    }

@@ -30,7 +30,14 @@ from orchestra.config_gateway import (
     RetryPolicy,
     Timeouts,
 )
-from orchestra.config_servers import BalancingPolicy, ModelEngine, ReplicaConfig, ServerConfig
+from orchestra.config_servers import (
+    BalancingPolicy,
+    KvAwareConfig,
+    ModelEngine,
+    ReplicaConfig,
+    ReplicaKvEvents,
+    ServerConfig,
+)
 from orchestra.config_supervisor import (
     EngineConfig,
     PreloadConfig,
@@ -54,11 +61,13 @@ __all__ = [
     "EngineConfig",
     "FallbackConfig",
     "GatewayConfig",
+    "KvAwareConfig",
     "ModelEngine",
     "OllamaFallback",
     "OrchestraConfig",
     "PreloadConfig",
     "ReplicaConfig",
+    "ReplicaKvEvents",
     "RetryPolicy",
     "RotationConfig",
     "ServerConfig",

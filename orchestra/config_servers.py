@@ -12,13 +12,49 @@ from orchestra.config_gateway import AffinityConfig, StrictSection, check_url
 from orchestra.workload_config import AdapterConfig
 
 BalancingPolicy = Literal[
-    "round_robin", "weighted", "least_outstanding", "load_aware", "prefix_aware", "session"
+    "round_robin",
+    "weighted",
+    "least_outstanding",
+    "load_aware",
+    "prefix_aware",
+    "session",
+    "kv_aware",
 ]
+
+
+class KvAwareConfig(StrictSection):
+    """Knobs of `balancing: kv_aware` (docs/balancing.md): route on the engines' KV events."""
+
+    tokenize_timeout_s: float = Field(
+        0.5, gt=0, description="the engine's /tokenize; slower = prefix_aware for that request"
+    )
+    load_gate: float = Field(
+        8.0,
+        ge=0,
+        description="leave the engine with the longest cached prefix when its load exceeds "
+        "the least-loaded engine's by more than this",
+    )
+    max_blocks_per_engine: int = Field(
+        262144, ge=1, description="block hashes kept per engine (LRU), over the engine's own"
+    )
+    replay_timeout_s: float = Field(
+        5.0, gt=0, description="rebuilding the index from an engine's replay socket"
+    )
+
+
+class ReplicaKvEvents(StrictSection):
+    """`replicas[].kv_events`: where an engine Orchestra does not launch publishes its KV-cache
+    events (its `--kv-events-config` endpoints, as this gateway reaches them)."""
+
+    publisher: str = Field(pattern=r"^(tcp|ipc)://", description="ZMQ PUB, e.g. tcp://h:5557")
+    replay: str | None = Field(None, pattern=r"^(tcp|ipc)://", description="ZMQ ROUTER")
+    hash_seed: str = Field("vllm-none-hash", description="the engine's PYTHONHASHSEED, if set")
 
 
 class ReplicaConfig(StrictSection):
     url: str | None = Field(None, description="an upstream Orchestra does not launch")
     weight: float = Field(1.0, gt=0)
+    kv_events: ReplicaKvEvents | None = Field(None, description="kv_aware: its KV events")
     gpu_ids: list[int] | None = None
     port: int | None = Field(None, ge=1, le=65535)
 
@@ -82,6 +118,10 @@ class ServerConfig(StrictSection):
         None, description="SSE comments while a streamed request waits; None = gateway's"
     )
     engine: ModelEngine | None = Field(None, description="not vLLM: this model's own server")
+    kv_events: bool | None = Field(
+        None, description="vLLM KV-cache events (ZMQ); None = on when balancing is kv_aware"
+    )
+    kv: KvAwareConfig = KvAwareConfig()
 
     @field_validator("url")
     @classmethod
@@ -130,6 +170,13 @@ class ServerConfig(StrictSection):
     def kind(self) -> str:
         """What serves this model: `vllm`, or its own engine's kind."""
         return "vllm" if self.engine is None else self.engine.kind
+
+    @property
+    def publishes_kv_events(self) -> bool:
+        """Its vLLM engines are started with --kv-events-config (a model's own engine never)."""
+        if self.engine is not None or not self.managed:
+            return False
+        return self.kv_events if self.kv_events is not None else self.balancing == "kv_aware"
 
     @property
     def managed(self) -> bool:

@@ -109,6 +109,18 @@ class PageCache(BaseModel):
     fraction: float = 0.0
 
 
+class KvEvents(BaseModel):
+    """Where one engine publishes its KV-cache events (vLLM's ZMQ publisher) and how it hashes
+    blocks, so a gateway can compute the same block hashes (`balancing: kv_aware`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    publisher: str  # ZMQ PUB: multipart (topic, seq: 8 bytes big-endian, msgpack KVEventBatch)
+    replay: str | None = None  # ZMQ ROUTER: send the first seq wanted, get the buffered batches
+    hash_algo: str = "sha256"  # vLLM --prefix-caching-hash-algo
+    hash_seed: str = "vllm-none-hash"  # NONE_HASH's seed: PYTHONHASHSEED when set, else this
+
+
 class ModelStatus(BaseModel):
     """The part of one model-table entry the gateway routes by."""
 
@@ -120,11 +132,13 @@ class ModelStatus(BaseModel):
     draining: list[str] = []  # engines being evicted: no new requests, in-flight ones finish
     adapters: list[str] = []  # LoRA adapters its engines serve (config and runtime)
     api_key: str | None = None  # the engines' --api-key (engines off loopback); send as Bearer
+    kv_events: dict[str, KvEvents] = {}  # engine URL -> its KV events (absent in old replies)
 
 
 class ModelInfo(ModelStatus):
     """One entry of the model table, whole: `GET /models/{name}`, every command's reply, each
-    item of `GET /models` and of the sync reply. `api_key` is sent only when there is one."""
+    item of `GET /models` and of the sync reply. `api_key` and `kv_events` are sent only when
+    there are some."""
 
     managed: bool = True
     kind: str = "vllm"  # what serves it: vLLM, or a model's own engine (`whisper`, ...)
@@ -141,6 +155,8 @@ class ModelInfo(ModelStatus):
         out: dict[str, Any] = handler(self)
         if out.get("api_key") is None:
             out.pop("api_key", None)
+        if not out.get("kv_events"):
+            out.pop("kv_events", None)  # engines without KV events: the entry as before
         return out
 
 

@@ -1,7 +1,9 @@
 """From config to launch specs: one `EngineSpec` per managed engine (model x replica).
 
 Ports are the configured ones, or assigned from `engine.first_port` upward, skipping every port
-the config names. The argument list follows `vllm serve` / the OpenAI api_server.
+the config names; then two more per engine that publishes KV-cache events (its ZMQ publisher
+and replay sockets), after every HTTP port, so turning events on moves no HTTP port. The
+argument list follows `vllm serve` / the OpenAI api_server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestra.config import EngineConfig, OrchestraConfig, ServerConfig
+from orchestra.protocol import KvEvents
 
 from .lora import lora_args, lora_enabled
 
@@ -36,6 +39,7 @@ class EngineSpec:
     health_path: str  # 200 there = READY (vLLM's /health, or the model's own engine's)
     base_argv: tuple[str, ...] = field(repr=False)
     base_env: tuple[tuple[str, str], ...] = field(repr=False)
+    kv_events: KvEvents | None = None  # where it publishes KV-cache events (kv_aware routing)
 
     @property
     def url(self) -> str:
@@ -62,7 +66,11 @@ class EngineSpec:
 
 
 def build_argv(
-    engine: EngineConfig, server: ServerConfig, port: int, api_key: str | None = None
+    engine: EngineConfig,
+    server: ServerConfig,
+    port: int,
+    api_key: str | None = None,
+    kv_ports: tuple[int, int] | None = None,
 ) -> list[str]:
     assert server.model is not None
     if server.engine is not None:
@@ -83,9 +91,46 @@ def build_argv(
     if server.sleep_mode:
         argv.append("--enable-sleep-mode")
     argv += lora_args(server)
+    if kv_ports is not None:
+        argv += ["--enable-prefix-caching", "--kv-events-config", kv_events_config(*kv_ports)]
     if api_key:
         argv.append(f"--api-key={api_key}")  # one token: a key may start with "-"
     return [*argv, *engine.extra_args, *server.extra_args]
+
+
+def kv_events_config(publisher_port: int, replay_port: int) -> str:
+    """vLLM's --kv-events-config. vLLM's publisher binds only wildcard endpoints (a host
+    address would make it connect instead), so the sockets listen on every interface and
+    carry token ids unauthenticated: docs/balancing.md says so; `kv_events: false` opts out."""
+    return json.dumps(
+        {
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": f"tcp://*:{publisher_port}",
+            "replay_endpoint": f"tcp://*:{replay_port}",
+        }
+    )
+
+
+def kv_events_of(
+    spec_host: str, kv_ports: tuple[int, int], argv: list[str], env: dict[str, str]
+) -> KvEvents:
+    """What a gateway needs to follow one engine's events and hash blocks as it does: the
+    hash algorithm (vLLM's default unless the args name one) and NONE_HASH's seed
+    (PYTHONHASHSEED in the engine's environment when set, else vLLM's fixed default)."""
+    algo = "sha256"
+    for i, arg in enumerate(argv):
+        if arg == "--prefix-caching-hash-algo" and i + 1 < len(argv):
+            algo = argv[i + 1]
+        elif arg.startswith("--prefix-caching-hash-algo="):
+            algo = arg.split("=", 1)[1]
+    seed = env.get("PYTHONHASHSEED", os.environ.get("PYTHONHASHSEED"))
+    return KvEvents(
+        publisher=f"tcp://{spec_host}:{kv_ports[0]}",
+        replay=f"tcp://{spec_host}:{kv_ports[1]}",
+        hash_algo=algo,
+        **({"hash_seed": seed} if seed is not None else {}),
+    )
 
 
 def own_engine_argv(
@@ -135,23 +180,44 @@ def log_path(log_dir: Path, model: str, index: int) -> Path:
     return log_dir / (f"{safe}.log" if index == 0 else f"{safe}.{index}.log")
 
 
+def _zmq_host(advertise_host: str) -> str:
+    host = "127.0.0.1" if advertise_host in ("0.0.0.0", "::") else advertise_host
+    return f"[{host}]" if ":" in host else host
+
+
 def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str, list[EngineSpec]]:
     """Launch specs per managed model name, hot models first, in config order. `api_key` is
     given to every engine (`--api-key`); the supervisor passes one when engines leave loopback."""
     taken = {p for s in config.all_servers for p, _ in _replica_slots(s) if p is not None}
     next_port = config.engine.first_port
+
+    def assign() -> int:
+        nonlocal next_port
+        while next_port in taken:
+            next_port += 1
+        taken.add(next_port)
+        return next_port
+
+    managed = [s for s in config.all_servers if s.managed]
+    ports = {
+        s.name: [port if port is not None else assign() for port, _ in _replica_slots(s)]
+        for s in managed
+    }
+    kv_ports = {
+        s.name: [(assign(), assign()) for _ in ports[s.name]]
+        for s in managed
+        if s.publishes_kv_events
+    }
+    advertise = config.engine.advertise_host or config.engine.host
     out: dict[str, list[EngineSpec]] = {}
-    for server in config.all_servers:
-        if not server.managed:
-            continue
+    for server in managed:
         specs = []
-        for index, (port, gpus) in enumerate(_replica_slots(server)):
-            if port is None:
-                while next_port in taken:
-                    next_port += 1
-                port = next_port
-                taken.add(port)
+        for index, (_, gpus) in enumerate(_replica_slots(server)):
+            port = ports[server.name][index]
+            kv = kv_ports[server.name][index] if server.name in kv_ports else None
             engine_id = server.name if index == 0 else f"{server.name}#{index}"
+            argv = build_argv(config.engine, server, port, api_key, kv)
+            env = build_env(config.engine, server, engine_id)
             specs.append(
                 EngineSpec(
                     id=engine_id,
@@ -159,7 +225,7 @@ def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str
                     index=index,
                     port=port,
                     host=config.engine.host,
-                    advertise_host=config.engine.advertise_host or config.engine.host,
+                    advertise_host=advertise,
                     api_key=api_key,
                     log_path=log_path(config.engine.log_dir, server.name, index),
                     tensor_parallel_size=server.tensor_parallel_size,
@@ -167,8 +233,9 @@ def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str
                     sleep_mode=server.sleep_mode,
                     startup_timeout_s=_startup_timeout(config.engine, server),
                     health_path=server.engine.health_path if server.engine else "/health",
-                    base_argv=tuple(build_argv(config.engine, server, port, api_key)),
-                    base_env=tuple(build_env(config.engine, server, engine_id).items()),
+                    base_argv=tuple(argv),
+                    base_env=tuple(env.items()),
+                    kv_events=kv_events_of(_zmq_host(advertise), kv, argv, env) if kv else None,
                 )
             )
         out[server.name] = specs

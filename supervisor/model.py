@@ -65,6 +65,7 @@ class Model:
             sleep_mode=self.server.sleep_mode,
             adapters=[*(a.name for a in self.server.adapters), *self.runtime_adapters],
             api_key=self.engines[0].spec.api_key or None,
+            kv_events={e.url: e.spec.kv_events for e in self.engines if e.spec.kv_events},
         )
 
 

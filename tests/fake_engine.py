@@ -280,6 +280,8 @@ class Engine:
         self.stopping = False  # SIGTERM received: a request arriving now was sent too late
         # the Responses API's stored responses: this process's memory, lost with it (as vLLM's)
         self.stored: dict[str, dict[str, Any]] = {}
+        # --kv-events-config (as vLLM takes it): a prefix cache publishing KV events
+        self.kv = kv_publisher(a) if a.kv_events_config else None
         self.reset()
 
     def reset(self) -> None:
@@ -543,6 +545,8 @@ class Engine:
         else:
             prompt_tokens, question = words(body.get("prompt", "")), str(body.get("prompt", ""))
         model = str(body.get("model"))
+        if self.kv is not None:
+            self.kv.serve(body)
         if model in self.loras:  # an adapter answers differently from its base
             toks, finish = [f"{model}-tok{i}" for i in range(n)], "length"
         elif self.a.reply:
@@ -734,6 +738,7 @@ class Engine:
         ):
             suffix = "_total" if kind == "counter" else ""
             lines += [f"# TYPE {name} {kind}", f"{name}{suffix}{lbl} {float(value)}"]
+        lines += self.kv.metric_lines(lbl) if self.kv is not None else []
         lines.append("# TYPE vllm:request_success counter")
         for reason in ("stop", "length"):
             lines.append(
@@ -839,6 +844,8 @@ class Engine:
         r.add_post("/fake/config", self.set_config)
         r.add_get("/fake/stats", self.stats)
         r.add_post("/fake/reset", self.reset_stats)
+        if self.kv is not None:
+            self.kv.install(app)
         return app
 
 
@@ -873,9 +880,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lora-modules", nargs="+", default=None)
     p.add_argument("--reply", default="", help="answer every generation with this text")
     p.add_argument("--api-key", default=None, help="like vLLM: /v1/* need Bearer KEY (else 401)")
+    p.add_argument("--kv-events-config", default=None, help="like vLLM's: publish KV events")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--num-gpu-blocks-override", type=int, default=4096)
     a, _unknown = p.parse_known_args(argv)
     a.model = a.model or a.model_tag or "fake-model"
     return a
+
+
+def kv_publisher(a: argparse.Namespace) -> Any:
+    """tests/fake_kv_events.py's publisher (imported as a sibling: this file runs as a script)."""
+    try:
+        from tests.fake_kv_events import KvPublisher
+    except ModuleNotFoundError:
+        from fake_kv_events import KvPublisher  # type: ignore[no-redef]
+    return KvPublisher(a.kv_events_config, a.block_size, a.num_gpu_blocks_override)
 
 
 def die(code: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 class RequestKey:
     payload: dict[str, Any]
     headers: Sequence[tuple[bytes, bytes]] = ()  # ASGI scope headers (lower-case names)
+    tokens: tuple[int, ...] | None = None  # the prompt's token ids, when a policy prepared them
 
     def header(self, name: bytes) -> str | None:
         for key, value in self.headers:

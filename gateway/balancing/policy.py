@@ -8,7 +8,7 @@ State a policy needs (a counter, credits, a prefix table) is its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .key import NO_KEY, RequestKey
 from .replica import Replica
@@ -16,3 +16,20 @@ from .replica import Replica
 
 class Balancer(Protocol):
     def pick(self, candidates: Sequence[Replica], key: RequestKey = NO_KEY) -> Replica: ...
+
+
+@runtime_checkable
+class Preparing(Protocol):
+    """A policy that needs an async step before it can pick (kv_aware: the prompt's tokens)."""
+
+    async def prepare(self, candidates: Sequence[Replica], key: RequestKey) -> RequestKey: ...
+
+
+async def prepared_key(
+    balancer: object, candidates: Sequence[Replica], key: RequestKey
+) -> RequestKey:
+    """`key` as the balancer wants it for `pick`: unchanged unless the policy prepares keys.
+    Called once per request, before its first pick (the proxy's)."""
+    if len(candidates) < 2 or not isinstance(balancer, Preparing):
+        return key
+    return await balancer.prepare(candidates, key)

@@ -2,13 +2,15 @@
 
 Who writes what (a balancer writes none of it): the proxy owns `outstanding` and
 `consecutive_500s`; the health monitor owns `healthy`, `retry_at`, `down_reason` and `load`;
-the routing table owns `api_key` (from the supervisor). A policy's own state lives in the
-policy object.
+the routing table owns `api_key` and `kv_events` (from the supervisor). A policy's own state
+lives in the policy object.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from orchestra.protocol import KvEvents
 
 
 @dataclass(eq=False)
@@ -22,3 +24,4 @@ class Replica:
     consecutive_500s: int = 0
     load: float = 0.0  # vLLM's running + waiting requests, scraped (load-reading policies)
     api_key: str | None = field(default=None, repr=False)  # the engine's --api-key, if any
+    kv_events: KvEvents | None = field(default=None, repr=False)  # its KV events (kv_aware)

@@ -11,10 +11,11 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestra.config import BalancingPolicy, OrchestraConfig, ServerConfig
+from orchestra.config import BalancingPolicy, OrchestraConfig, ReplicaKvEvents, ServerConfig
 from orchestra.control import GatewayReport, ModelStatus
+from orchestra.protocol import KvEvents
 
-from ..balancing.balancer import make_balancer
+from ..balancing.balancer import KvShared, make_balancer
 from ..balancing.key import NO_KEY, RequestKey
 from ..balancing.policy import Balancer
 from ..balancing.replica import Replica
@@ -65,6 +66,7 @@ class ModelRoute:
         urls: Sequence[str],
         draining: Sequence[str] = (),
         keys: Mapping[str, str | None] | None = None,
+        kv_events: Mapping[str, KvEvents] | None = None,
     ) -> None:
         """Adopt the supervisors' upstreams, keeping counters of replicas that stay. `keys`:
         the --api-key of each engine URL that has one."""
@@ -73,30 +75,38 @@ class ModelRoute:
         self.draining = [known.get(url) or Replica(url=url) for url in draining]
         for replica in (*self.replicas, *self.draining):
             replica.api_key = (keys or {}).get(replica.url)
+            replica.kv_events = (kv_events or {}).get(replica.url)
 
 
-def build_route(server: ServerConfig) -> ModelRoute:
+def build_route(server: ServerConfig, kv: KvShared | None = None) -> ModelRoute:
     if server.managed:
         replicas: list[Replica] = []
         state = "unknown"
     elif server.url:
         replicas, state = [Replica(url=server.url, weight=server.weight)], "ready"
     else:
-        replicas = [Replica(url=r.url or "", weight=r.weight) for r in server.replicas or []]
+        replicas = [
+            Replica(url=r.url or "", weight=r.weight, kv_events=_kv_events(r.kv_events))
+            for r in server.replicas or []
+        ]
         state = "ready"
     return ModelRoute(
         name=server.name,
         managed=server.managed,
         policy=server.balancing,
         replicas=replicas,
-        balancer=make_balancer(server.balancing, server.affinity),
+        balancer=make_balancer(server.balancing, server.affinity, server.kv, kv),
         reported_state=state,
     )
 
 
+def _kv_events(config: ReplicaKvEvents | None) -> KvEvents | None:
+    return KvEvents.model_validate(config.model_dump()) if config is not None else None
+
+
 class RoutingTable:
-    def __init__(self, config: OrchestraConfig) -> None:
-        self.routes: dict[str, ModelRoute] = {s.name: build_route(s) for s in config.all_servers}
+    def __init__(self, config: OrchestraConfig, kv: KvShared | None = None) -> None:
+        self.routes = {s.name: build_route(s, kv) for s in config.all_servers}
 
     def get(self, name: str) -> ModelRoute | None:
         return self.routes.get(name)
@@ -137,7 +147,8 @@ class RoutingTable:
         draining = [url for part in parts for url in part.draining]
         keys = {url: p.api_key for p in parts for url in (*p.upstreams, *p.draining)}
         route.reported_state = merged_state([p.state for p in parts], bool(upstreams))
-        route.set_upstreams(upstreams, draining, keys)
+        events = {url: e for p in parts for url, e in p.kv_events.items()}
+        route.set_upstreams(upstreams, draining, keys, events)
 
 
 _STATE_RANK = ("ready", "draining", "starting", "stopping", "sleeping", "backoff", "failed")

@@ -27,6 +27,7 @@ from starlette.responses import Response, StreamingResponse
 
 from orchestra.config import GatewayConfig
 
+from ..balancing.policy import prepared_key
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
 from ..edge.errors import (
@@ -94,9 +95,9 @@ class Proxy:
         last: _Failure | None = None
         reensured = False
         try:
+            key = await prepared_key(route.balancer, route.replicas, call.route_key)
             while True:
                 # Untried replicas first (in panic: even ones marked down), then healthy again.
-                key = call.route_key
                 replica = route.pick(tried, key) or route.pick(key=key, panic=False)
                 failure: _Failure | None = None
                 if replica is None:

@@ -8,6 +8,7 @@ import orjson
 from orchestra.control import _error_message
 from orchestra.protocol import (
     EngineInfo,
+    KvEvents,
     ModelInfo,
     ModelStatus,
     NodeLoad,
@@ -42,6 +43,16 @@ def test_a_model_entry_has_every_key_and_api_key_only_when_set() -> None:
         "last_startup_s", "starting_for_s",
     }  # fmt: skip
     assert orjson.loads(_entry("k").model_dump_json())["api_key"] == "k"
+
+
+def test_kv_event_endpoints_travel_per_engine_and_old_replies_still_parse() -> None:
+    events = KvEvents(publisher="tcp://10.0.0.2:9101", replay="tcp://10.0.0.2:9102")
+    entry = _entry().model_copy(update={"kv_events": {"http://127.0.0.1:9001": events}})
+    read = SyncReply.model_validate_json(SyncReply(models=[entry]).model_dump_json())
+    assert read.models[0].kv_events == {"http://127.0.0.1:9001": events}
+    assert read.models[0].kv_events["http://127.0.0.1:9001"].hash_seed == "vllm-none-hash"
+    old = ModelStatus.model_validate_json(b'{"name": "a", "state": "ready", "upstreams": []}')
+    assert old.kv_events == {}
 
 
 def test_the_sync_reply_sends_whole_entries_and_a_gateway_reads_its_part() -> None:
