@@ -381,6 +381,8 @@ class Engine:
             await asyncio.sleep(self.a.slow_ms / 1000)  # a tail: this request is slow
         if request.path == "/v1/embeddings":
             return self.embeddings(body)
+        if request.path == "/tokenize" and self.kv is not None:
+            return self.kv.tokenize(body)
         if request.path in EXTRA:
             return web.json_response(extra_reply(request.path, body, self.name))
         if request.path in APIS:

@@ -63,13 +63,13 @@ class KvPublisher:
         self.buffer: deque[tuple[int, bytes]] = deque(maxlen=config.get("buffer_steps", 10000))
         self.seq = 0
         self.hits = self.queries = 0
+        self.replays = 0  # replay requests served (a subscriber that has just synced)
         self._ctx = zmq.asyncio.Context()
         self._pub = self._ctx.socket(zmq.PUB)
         self._router = self._ctx.socket(zmq.ROUTER)
         self._replayer: asyncio.Task[None] | None = None
 
     def install(self, app: web.Application) -> None:
-        app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/fake/kv/clear", self.clear)
         app.router.add_get("/fake/kv/stats", self.stats)
         app.on_startup.append(self._start)
@@ -95,6 +95,7 @@ class KvPublisher:
             if len(frames) != 3:
                 continue
             client, _, start = frames
+            self.replays += 1
             for seq, payload in list(self.buffer):
                 if seq >= seq_of(start):
                     await self._router.send_multipart([client, b"", b"", seq_bytes(seq), payload])
@@ -142,8 +143,9 @@ class KvPublisher:
             f"vllm:prefix_cache_hits_total{label} {float(self.hits)}",
         ]
 
-    async def tokenize(self, request: web.Request) -> web.Response:
-        tokens = prompt_tokens(await request.json())
+    def tokenize(self, body: dict[str, Any]) -> web.Response:
+        """/tokenize as the cache sees the prompt (the engine routes it here when events are on)."""
+        tokens = prompt_tokens(body)
         return web.json_response({"tokens": tokens, "count": len(tokens), "max_model_len": 0})
 
     async def clear(self, request: web.Request) -> web.Response:
@@ -152,4 +154,11 @@ class KvPublisher:
         return web.json_response({"ok": True})
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"seq": self.seq, "cached": list(self.cached), "hits": self.hits})
+        return web.json_response(
+            {
+                "seq": self.seq,
+                "cached": list(self.cached),
+                "hits": self.hits,
+                "replays": self.replays,
+            }
+        )

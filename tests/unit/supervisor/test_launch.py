@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from orchestra.config import load_config, parse_config
 from orchestra.supervisor.launch import build_specs
 from tests.conftest import SEED_CONFIG
@@ -58,3 +62,51 @@ def test_module_command_sleep_mode_replicas_and_auto_ports() -> None:
     assert (b0.id, b1.id) == ("b", "b#1") and b1.pinned_gpus == (3,)
     assert b0.argv()[-2:] == ["--enforce-eager", "--x"] and b0.env(None)["K"] == "v"
     assert b1.log_path.name == "b.1.log" and b0.log_path.name == "b.log"
+
+
+def test_kv_aware_engines_publish_events_on_ports_after_the_http_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)  # the engines inherit the supervisor's
+
+    config = parse_config(
+        {
+            "engine": {"command": ["vllm", "serve"], "first_port": 9000},
+            "servers": [
+                {"name": "kv", "model": "/m/kv", "balancing": "kv_aware", "replicas": [{}, {}]},
+                {"name": "plain", "model": "/m/plain"},
+                {"name": "off", "model": "/m/off", "balancing": "kv_aware", "kv_events": False},
+                {
+                    "name": "seeded",
+                    "model": "/m/s",
+                    "port": 9006,  # named: skipped by the assigned ports
+                    "balancing": "kv_aware",
+                    "env": {"PYTHONHASHSEED": "7"},
+                },
+            ],
+        }
+    )
+    specs = build_specs(config)
+    assert [s.port for s in specs["kv"]] == [9000, 9001]  # HTTP ports as without events
+    assert [specs[n][0].port for n in ("plain", "off", "seeded")] == [9002, 9003, 9006]
+    first = specs["kv"][0]
+    argv = first.argv()
+    assert "--enable-prefix-caching" in argv
+    kv_config = json.loads(argv[argv.index("--kv-events-config") + 1])
+    assert kv_config == {
+        "enable_kv_cache_events": True,
+        "publisher": "zmq",
+        "endpoint": "tcp://*:9004",
+        "replay_endpoint": "tcp://*:9005",
+    }
+    assert first.kv_events is not None
+    assert first.kv_events.publisher == "tcp://127.0.0.1:9004"
+    assert first.kv_events.replay == "tcp://127.0.0.1:9005"
+    assert first.kv_events.hash_seed == "vllm-none-hash" and first.kv_events.hash_algo == "sha256"
+    second = specs["kv"][1].kv_events
+    assert second is not None and second.publisher == "tcp://127.0.0.1:9007"  # 9006 is taken
+    for name in ("plain", "off"):
+        assert specs[name][0].kv_events is None
+        assert "--kv-events-config" not in specs[name][0].argv()
+    seeded = specs["seeded"][0].kv_events
+    assert seeded is not None and seeded.hash_seed == "7"  # NONE_HASH's seed follows the env
