@@ -3,7 +3,8 @@
 Derived from `gateway/edge/routes.ROUTES` and the app's own routes, so a new path cannot escape:
 every route the app serves has an entry; with `gateway.api_keys` set, every model call is
 refused without a key and with a wrong one (401, the engine never reached) and served with a
-good one (and its reply names the engine in `x-orchestra-replica`); every admin route refuses a request without the admin key.
+good one (and its reply names the engine in `x-orchestra-replica`); every admin route refuses
+a request without the admin key.
 """
 
 from __future__ import annotations
