@@ -9,6 +9,7 @@ lives in the policy object.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from orchestra.protocol import KvEvents
 
@@ -25,3 +26,7 @@ class Replica:
     load: float = 0.0  # vLLM's running + waiting requests, scraped (load-reading policies)
     api_key: str | None = field(default=None, repr=False)  # the engine's --api-key, if any
     kv_events: KvEvents | None = field(default=None, repr=False)  # its KV events (kv_aware)
+    address: str = field(init=False, repr=False)  # `host:port` of `url` (the reply header)
+
+    def __post_init__(self) -> None:
+        self.address = urlsplit(self.url).netloc
