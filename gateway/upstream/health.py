@@ -21,7 +21,7 @@ from .gauges import GaugeReader
 
 log = logging.getLogger(__name__)
 
-_LOAD_SCRAPED = frozenset({"load_aware", "prefix_aware", "session"})  # policies that read `load`
+_LOAD_SCRAPED = frozenset({"load_aware", "prefix_aware", "session", "kv_aware"})  # read `load`
 
 
 class HealthMonitor:
