@@ -78,7 +78,9 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--ceiling", action="store_true", help="req/s ceiling: gateway vs nginx")
     p.add_argument("--affinity", action="store_true", help="session stickiness (fake engines)")
     p.add_argument(
-        "--prefix-engines", action="store_true", help="prefix_aware vs round robin, 2 real engines"
+        "--prefix-engines",
+        action="store_true",
+        help="2 real engines, caches that overflow one: rr vs session vs prefix_aware vs kv_aware",
     )
     p.add_argument(
         "--quick",
@@ -216,13 +218,14 @@ def extra_figures(
     extras: tuple[str, ...], cpus: dict[str, int | None], console: Console
 ) -> dict[str, Any]:
     """The figures of issue 13 (ceiling vs nginx, workers, session, prefix-cache hits)."""
-    from bench.affinity import prefix_figures, session_figures
+    from bench.affinity import session_figures
     from bench.ceiling import ceiling_figures
+    from bench.prefix_cache import prefix_cache_figures
 
     makers = {
         "ceiling": lambda: ceiling_figures(cpus),
         "affinity": session_figures,
-        "prefix_engines": prefix_figures,
+        "prefix_engines": prefix_cache_figures,
     }
     out: dict[str, Any] = {}
     for name in extras:
