@@ -79,7 +79,8 @@ def _engine(port: int, kv_ports: tuple[int, int], core: int, log: Path) -> Itera
         deadline = time.monotonic() + 900
         while _get(url + "/health") != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"engine did not start: {log.read_text()[-2000:]}")
+                errors = [ln for ln in log.read_text().splitlines() if "Error" in ln]
+                raise RuntimeError(f"engine did not start: {errors[-5:]}")
             time.sleep(0.5)
         yield url
     finally:
