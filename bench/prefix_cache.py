@@ -5,7 +5,7 @@ two; round robin vs session vs prefix_aware vs kv_aware through one gateway.
 Workload: SYSTEMS long system prompts (~SYSTEM_TOKENS tokens each), CONVERSATIONS multi-turn
 conversations on each, TURNS turns; every turn resends the system prompt and the history, and
 all conversations run at once (CONCURRENCY requests in flight). Each engine holds BLOCKS KV
-blocks of 128 tokens (`--num-gpu-blocks-override`): the prompts and histories take ~150 blocks,
+blocks of 128 tokens (`--num-gpu-blocks-override`): the prompts and histories take ~116 blocks,
 more than one engine's BLOCKS but less than two. Before each policy's phase both caches are emptied
 (`/reset_prefix_cache`), and each phase uses its own texts.
 
@@ -36,14 +36,14 @@ from bench.run import REPO, _get
 from orchestra.gateway.balancing.kv.hashing import block_hashes
 from orchestra.lifetime import spawn, stop_group
 
-# 144 requests a phase: the 12 first sights of a prompt (a miss under any policy) are under 10%
-# of them, so p90 TTFT measures the placement, not the cold starts.
-SYSTEMS, SYSTEM_WORDS, CONVERSATIONS, TURNS, CONCURRENCY = 12, 600, 3, 4, 4
+# 128 requests a phase: the 8 first sights of a prompt (a miss under any policy) are 6% of
+# them, so p90 TTFT measures the placement more than the cold starts.
+SYSTEMS, SYSTEM_WORDS, CONVERSATIONS, TURNS, CONCURRENCY = 8, 600, 4, 4, 4
 WORKERS = 2  # gateway workers: prefix_aware's tables are per worker, kv_aware's index is not
-# Per engine. Demand: 12 prompts x ~6.5 blocks + ~2 history blocks per conversation (36):
-# ~150 blocks when every engine sees every prompt (round robin), ~75 per engine when each
+# Per engine. Demand: 8 prompts x ~6.5 blocks + ~2 history blocks per conversation (32):
+# ~116 blocks when every engine sees every prompt (round robin), ~58 per engine when each
 # prompt lives on one: over one engine's cache, under two.
-BLOCKS = 96
+BLOCKS = 72
 POLICIES = {"rr": "round_robin", "sess": "session", "px": "prefix_aware", "kv": "kv_aware"}
 
 
