@@ -82,6 +82,13 @@ class ServerConfig(StrictSection):
         None, description="SSE comments while a streamed request waits; None = gateway's"
     )
     engine: ModelEngine | None = Field(None, description="not vLLM: this model's own server")
+    # Residency (helper C): the supervisor's idle unload (supervisor/idle.py).
+    idle_unload_s: float | None = Field(
+        None,
+        gt=0,
+        description="evict this model when nobody asked for it this long (llama-swap's ttl, "
+        "Ollama's keep_alive); its page cache is kept warm; None = never",
+    )
 
     @field_validator("url")
     @classmethod

@@ -46,11 +46,39 @@ class SupervisorConfig(StrictSection):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="wait for open control requests before stopping the engines"
     )
+    # The swap scheduler (supervisor/turns.py) and the cost model (supervisor/costs.py).
+    swap_quantum_s: float = Field(
+        10.0,
+        ge=0,
+        description="a resident model with requests in flight keeps its slot this long before "
+        "a waiting model may evict it; 0 = evict on the first arrival (the old policy)",
+    )
+    swap_max_wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="a swap waiting this long evicts the resident model even mid-quantum "
+        "(the starvation bound, before the drain and the start)",
+    )
+    idle_check_interval_s: float = Field(
+        1.0, gt=0, description="how often models are checked against their idle_unload_s"
+    )
+    cost_history: int = Field(
+        8, ge=1, le=256, description="measured start/wake times kept per model (median of these)"
+    )
     on_supervisor_exit: OnSupervisorExit = Field(
         "adopt",
         description="adopt: engines outlive a crashed supervisor, the next one adopts them; "
         "kill: the reaper kills them (SIGTERM/Ctrl-C stops them either way)",
     )
+
+    @model_validator(mode="after")
+    def _quantum_within_wait(self) -> SupervisorConfig:
+        if self.swap_quantum_s > self.swap_max_wait_s:
+            raise ValueError(
+                f"swap_quantum_s ({self.swap_quantum_s:g}) must not exceed swap_max_wait_s "
+                f"({self.swap_max_wait_s:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> SupervisorConfig:

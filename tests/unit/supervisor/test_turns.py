@@ -1,0 +1,106 @@
+"""The swap scheduler (supervisor/turns.py): a resident model with work keeps its slot for a
+quantum, waiting swaps go first come first served, and a swap that has waited the bound evicts
+regardless (no starvation). A quantum of 0 is the old policy: evict at once."""
+
+from __future__ import annotations
+
+from orchestra.supervisor.turns import Resident, Turns
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _turns(quantum_s: float = 10.0, max_wait_s: float = 30.0) -> tuple[Turns, Clock]:
+    clock = Clock()
+    return Turns(quantum_s, max_wait_s, clock), clock
+
+
+def test_a_busy_resident_keeps_its_slot_for_the_quantum() -> None:
+    turns, clock = _turns()
+    a = Resident("a", resident_since=clock.now, inflight=3)
+    turns.begin("b")
+    clock.now += 4
+    why = turns.may_evict("b", [Resident("a", a.resident_since, 3)])
+    assert why is not None and "quantum" in why
+    clock.now += 6  # a has held the slot 10 s
+    assert turns.may_evict("b", [Resident("a", a.resident_since, 3)]) is None
+
+
+def test_an_idle_resident_is_evicted_at_once() -> None:
+    turns, clock = _turns()
+    turns.begin("b")
+    assert turns.may_evict("b", [Resident("a", clock.now, inflight=0)]) is None
+    assert turns.may_evict("b", [Resident("a", None, inflight=5)]) is None  # not yet serving
+
+
+def test_no_victims_or_quantum_zero_never_waits() -> None:
+    turns, clock = _turns()
+    turns.begin("b")
+    assert turns.may_evict("b", []) is None
+    old, clock = _turns(quantum_s=0.0)
+    assert not old.enabled
+    old.begin("b")
+    assert old.may_evict("b", [Resident("a", clock.now, inflight=9)]) is None
+
+
+def test_the_older_waiting_swap_goes_first() -> None:
+    turns, clock = _turns()
+    a = Resident("a", clock.now - 60, inflight=0)  # idle: evictable
+    turns.begin("b")
+    turns.want("b", ["a"])  # its plan (say, while a was still busy)
+    clock.now += 1
+    turns.begin("c")
+    why = turns.may_evict("c", [a])
+    assert why is not None and "older swap of b" in why
+    assert turns.may_evict("b", [a]) is None
+    turns.end("b")  # b evicted a and started
+    assert turns.may_evict("c", [a]) is None
+    assert list(turns.waiting()) == ["c"]
+
+
+def test_an_older_swap_wanting_other_victims_does_not_block() -> None:
+    turns, clock = _turns()
+    turns.begin("b")
+    turns.want("b", ["x"])
+    clock.now += 1
+    turns.begin("c")
+    assert turns.may_evict("c", [Resident("a", None, 0)]) is None
+
+
+def test_the_starvation_bound_overrides_the_quantum() -> None:
+    turns, clock = _turns(quantum_s=10.0, max_wait_s=12.0)
+    turns.begin("b")
+    clock.now += 5
+    busy = Resident("a", resident_since=clock.now, inflight=4)  # a's turn only just began
+    assert turns.may_evict("b", [busy]) is not None
+    clock.now += 7  # b has waited 12 s: a is 7 s into its 10 s quantum, b goes anyway
+    assert turns.waited_s("b") == 12.0
+    assert turns.may_evict("b", [busy]) is None
+
+
+def test_a_bounded_wait_for_every_model_under_round_robin_turns() -> None:
+    """Three models, one slot, always work for each: simulate the slot's owner over time and
+    check every waiting swap gets in within max_wait_s."""
+    quantum, bound = 2.0, 5.0
+    turns, clock = _turns(quantum, bound)
+    owner, since = "a", clock.now
+    for m in ("b", "c"):
+        turns.begin(m)
+        clock.now += 0.1
+    worst: dict[str, float] = {}
+    for _ in range(400):
+        clock.now += 0.1
+        for m, waited in turns.waiting().items():
+            if turns.may_evict(m, [Resident(owner, since, inflight=3)]) is None:
+                worst[m] = max(worst.get(m, 0.0), waited)
+                turns.end(m)
+                turns.begin(owner)  # the evicted one has work: it waits now
+                owner, since = m, clock.now
+                break
+    assert set(worst) == {"a", "b", "c"}
+    assert max(worst.values()) <= bound + 0.1
