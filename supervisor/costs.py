@@ -8,8 +8,9 @@ wakes), or start a cold one (the median of its measured starts, kept apart for a
 cold page cache). `choose` takes the least expected wait; ties go ready < starting < wake <
 cold, so a wake is preferred over a cold start and a cold replica is never started when a ready
 one serves sooner. An unmeasured wait counts as 0 for a replica that is ready or starting (no
-evidence: bring nothing more up) and as longer than every measured one for a wake or a cold
-start. Every history is bounded: the last `cost_history` figures per model and kind.
+evidence: bring nothing more up), as the measured cold start for a wake (a wake reloads weights
+from host RAM: never slower than a start), else as longer than every measured wait.
+Every history is bounded: the last `cost_history` figures per model and kind.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from .states import EngineState
@@ -46,8 +47,17 @@ def choose(options: list[Option]) -> Option | None:
     """The option with the least expected wait (unknown: see the module's note); ties by rank."""
     if not options:
         return None
+    colds = [o.expected_s for o in options if o.way is Way.COLD and o.expected_s is not None]
+    cold = min(colds) if colds else None
+
+    # A wake never takes longer than a start (the weights come from host RAM): an unmeasured
+    # one is expected to take at most the measured start.
+    bounded = [
+        replace(o, expected_s=cold) if o.way is Way.WAKE and o.expected_s is None else o
+        for o in options
+    ]
     return min(
-        options,
+        bounded,
         key=lambda o: (o.expected_s is None and o.way >= Way.WAKE, o.expected_s or 0.0, o.way),
     )
 

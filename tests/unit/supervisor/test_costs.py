@@ -129,10 +129,13 @@ def test_ties_and_unknowns_prefer_ready_then_starting_then_wake_then_cold() -> N
     unknown = [Option(Way.COLD, None, "c"), Option(Way.WAKE, None, "s")]
     assert choose(unknown) == Option(Way.WAKE, None, "s")
     assert choose([Option(Way.WAKE, 0.5, "s"), Option(Way.READY, None)]) == Option(Way.READY, None)
-    # A measured cold start beats an unmeasured wake (the measurement is the evidence).
+    # An unmeasured wake is expected to take at most the measured cold start: it still wins.
     assert choose([Option(Way.WAKE, None, "s"), Option(Way.COLD, 9.0, "c")]) == Option(
-        Way.COLD, 9.0, "c"
+        Way.WAKE, 9.0, "s"
     )
+    # ... but not over a ready queue that is shorter than that start.
+    ready = Option(Way.READY, 4.0)
+    assert choose([Option(Way.WAKE, None, "s"), Option(Way.COLD, 9.0, "c"), ready]) == ready
 
 
 def test_a_model_with_no_history_prefers_waking_over_starting() -> None:
