@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -31,6 +32,7 @@ from bench.run import (
 )
 from bench.supervisor_figures import SupervisorBenchOptions, supervisor_figures
 from bench.swap import swap_figures
+from orchestra.lifetime import spawn
 
 
 def parse_args(argv: list[str] | None = None) -> BenchOptions:
@@ -165,7 +167,7 @@ def run_sweep(
             )
             legs = [Leg("direct", upstream), Leg("gateway", gw_url)]
             if opts.py_spy:
-                spy = subprocess.Popen(
+                spy = spawn(
                     [
                         "py-spy",
                         "record",
@@ -179,7 +181,6 @@ def run_sweep(
                         "raw" if opts.py_spy.endswith(".txt") else "flamegraph",
                     ],
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
                 )
 
                 def stop_spy() -> None:
@@ -231,7 +232,16 @@ def extra_figures(
     return out
 
 
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM or SIGHUP (`timeout 390 make bench`, a closed terminal): unwind like Ctrl-C, so
+    every leg's `with` stops what it started; were the bench killed outright, its children
+    still get SIGTERM from the kernel (`orchestra.lifetime.spawn`)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)
     if "--batch" in (sys.argv[1:] if argv is None else argv):  # batch figures: bench/batch.py
         from bench.batch import main as batch_main
 

@@ -15,8 +15,6 @@ import asyncio
 import collections
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ import httpx
 import yaml
 
 from bench.run import REPO, _get
+from orchestra.lifetime import spawn, stop_group
 
 SYSTEMS, CONVERSATIONS, TURNS, CONCURRENCY = 8, 3, 4, 4
 _WORDS = (
@@ -53,9 +52,7 @@ def _engine(python: Path, model: Path, port: int, core: int, log: Path) -> Itera
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
     }
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        proc = spawn(argv, stdout=out, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 900
@@ -65,14 +62,7 @@ def _engine(python: Path, model: Path, port: int, core: int, log: Path) -> Itera
             time.sleep(0.5)
         yield url
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
+        stop_group(proc, 30.0)
 
 
 @contextmanager
@@ -80,12 +70,8 @@ def _gateway(config: dict[str, Any], tmp: Path) -> Iterator[str]:
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     with (tmp / "gateway.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestra.gateway", "--config", str(path)],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        proc = spawn(
+            [sys.executable, "-m", "orchestra.gateway", "--config", str(path)], cwd=REPO, stdout=out
         )
     url = f"http://127.0.0.1:{config['gateway']['port']}"
     try:
@@ -96,8 +82,7 @@ def _gateway(config: dict[str, Any], tmp: Path) -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        stop_group(proc, 30.0)
 
 
 def _cache_counters(urls: list[str]) -> tuple[float, float]:

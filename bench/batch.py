@@ -37,6 +37,7 @@ from bench.batch_procs import (
     start_gateway,
     wait_for,
 )
+from orchestra.lifetime import spawn, stop_group
 
 
 def _rows(n: int, max_tokens: int) -> list[dict[str, Any]]:
@@ -129,22 +130,17 @@ def _run_batch_seconds(rows: list[dict[str, Any]], tmp: Path) -> dict[str, float
         *ENGINE_ARGS,
     ]
     started = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **ENGINE_ENV},
-        start_new_session=True,
-    )
+    proc = spawn(argv, cwd=REPO, stdout=subprocess.PIPE, env={**os.environ, **ENGINE_ENV})
     assert proc.stdout is not None
     running_at = None
     buffer = b""
-    while chunk := os.read(proc.stdout.fileno(), 65536):
-        buffer = (buffer + chunk)[-4096:]
-        if running_at is None and b"Running batch" in buffer:
-            running_at = time.monotonic()
-    proc.wait()
+    try:
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            buffer = (buffer + chunk)[-4096:]
+            if running_at is None and b"Running batch" in buffer:
+                running_at = time.monotonic()
+    finally:
+        stop_group(proc, 30.0)  # it has exited (EOF), unless the bench is being stopped
     ended = time.monotonic()
     done = sum(1 for _ in out.open()) if out.exists() else 0
     return {

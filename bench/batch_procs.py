@@ -4,10 +4,10 @@ all of its children."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from orchestra.lifetime import spawn, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE_PY = REPO / ".venv-engine" / "bin" / "python"
@@ -46,23 +48,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 class Proc:
     def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log.open("wb")
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
+        self.proc = spawn(argv, cwd=REPO, stdout=self.log, env={**os.environ, **(env or {})})
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
+        """Stop the group (SIGTERM, then SIGKILL); SIGKILL at once to crash it on purpose."""
+        if sig == signal.SIGKILL:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 30.0)
         self.log.close()
 
 

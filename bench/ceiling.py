@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 from bench.load import chat_body, have_wrk, run_wrk
 from bench.run import CHAT, BenchOptions, _get, _set_fake, fake_upstream, gateway_process
+from orchestra.lifetime import spawn, stop_group
 
 _NGINX_CONF = """
 worker_processes 1;
@@ -74,9 +74,7 @@ def nginx_proxy(binary: str, upstream: str, cpu: int | None) -> Iterator[str]:
         cmd = [binary, "-c", str(conf), "-p", tmp]
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(cpu), *cmd]
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        proc = spawn(cmd, stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 10
@@ -86,8 +84,7 @@ def nginx_proxy(binary: str, upstream: str, cpu: int | None) -> Iterator[str]:
                 time.sleep(0.05)
             yield url
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
+            stop_group(proc, 10.0)
 
 
 def _rps(url: str, body: bytes, concurrency: int, seconds: float, cpu: int | None) -> float:

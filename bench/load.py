@@ -24,6 +24,8 @@ from typing import Any
 
 import aiohttp
 
+from orchestra.lifetime import dies_with_this_process
+
 _WRK_LUA = r"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -225,7 +227,14 @@ def run_python_subprocess(
         cmd.append("--stream")
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 90, check=False)
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 90,
+        check=False,
+        preexec_fn=dies_with_this_process(),  # the bench's children die with it (lifetime.py)
+    )
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed: {out.stderr[-1000:]}")
     return RoundResult(**json.loads(out.stdout))

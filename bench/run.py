@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +19,7 @@ from typing import Any
 from bench.load import RoundResult, chat_body, have_wrk, run_python_subprocess, run_wrk
 from bench.stats import merge, ratios, summarize
 from bench.supervisor_figures import SupervisorBenchOptions
+from orchestra.lifetime import spawn, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 CHAT = "/v1/chat/completions"
@@ -141,14 +140,12 @@ def gateway_process(
             )
         )
         log = open(Path(tmp) / "gateway.log", "w+b")
-        proc = subprocess.Popen(
+        proc = spawn(
             [sys.executable, "-m", "orchestra.gateway", "--config", str(cfg)],
             # a tree runs from a folder without an orchestra/ that could shadow it
             cwd=REPO if tree is None else tmp,
             env=None if tree is None else {**os.environ, "PYTHONPATH": str(tree)},
             stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         _pin(proc.pid, cpu)
         url = f"http://127.0.0.1:{port}"
@@ -161,13 +158,7 @@ def gateway_process(
                 time.sleep(0.1)
             yield url, proc.pid
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_group(proc, 10.0)
             log.close()
 
 

@@ -10,9 +10,7 @@ get SIGTERM from the kernel if `up` itself is killed (`orchestra.lifetime`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -29,7 +27,7 @@ from rich.console import Console
 from orchestra import models
 from orchestra.config import ConfigError, OrchestraConfig, load_config
 from orchestra.control import ControlClient, ControlError, call_sync
-from orchestra.lifetime import dies_with_this_process
+from orchestra.lifetime import spawn, stop_group
 
 GPU_CONFIG = Path("configs/vllm_config.yaml")
 CPU_CONFIG = Path("configs/cpu.yaml")
@@ -75,27 +73,15 @@ class Child:
         self.name, self.log_path = name, log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches `up` only; it stops children in order
-                preexec_fn=dies_with_this_process(),
-            )
+            # its own session: Ctrl-C reaches `up` only, and `up` stops its children in order
+            self.proc = spawn(argv, stdout=log)
 
     def exited(self) -> int | None:
         return self.proc.poll()
 
     def stop(self, timeout_s: float) -> int:
         """SIGTERM, then SIGKILL to its whole group (the gateway's workers) after `timeout_s`."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-        return self.proc.wait()
+        return stop_group(self.proc, timeout_s)
 
     def tail(self, lines: int = 20) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from orchestra.lifetime import spawn, stop_group
 from tests.fake_engine import FakeEngineProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -131,13 +131,11 @@ class GatewayProcess:
         if self.config is not None:
             self.config_path.write_text(yaml.safe_dump(self.config))
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 [sys.executable, "-m", "orchestra.gateway", "--config", str(self.config_path)],
                 cwd=REPO_ROOT,
                 stdout=log,
-                stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env},
-                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while not self._answers_health():
@@ -200,16 +198,7 @@ class GatewayProcess:
         )
 
     def stop(self) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # it exited between poll() and killpg()
-            self.proc.wait()
-        code = self.proc.returncode if self.proc is not None else None
+        code = stop_group(self.proc, 10.0) if self.proc is not None else None
         self._dir.cleanup()
         return code
 

@@ -64,6 +64,8 @@ from typing import Any
 import orjson
 from aiohttp import BodyPartReader, web
 
+from orchestra.lifetime import spawn, stop_group
+
 ERROR_TYPES = {
     400: "BadRequestError",
     404: "NotFoundError",
@@ -972,13 +974,7 @@ class FakeEngineProcess:
     def start(self, wait_ready: bool = True, timeout: float = 15) -> FakeEngineProcess:
         env = {**os.environ, **(self.env or {})}
         self._log = tempfile.NamedTemporaryFile(prefix="fake-engine-", suffix=".log")
-        self.proc = subprocess.Popen(
-            self.command,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        self.proc = spawn(self.command, stdout=self._log, env=env)
         if wait_ready:
             deadline = time.monotonic() + timeout
             while not self.healthy():
@@ -1014,18 +1010,8 @@ class FakeEngineProcess:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                    self.proc.wait(grace)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-                except ProcessLookupError:
-                    break
         if self.proc is not None:
-            self.proc.wait()
+            stop_group(self.proc, 5.0)
         if self._log is not None and not self._log.closed:
             self._output = self.output()
             self._log.close()

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from orchestra.lifetime import spawn
+
 SUBNET = "10.231"
 
 
@@ -58,13 +60,7 @@ class Node:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def popen(self, argv: list[str], log: IO[bytes], cwd: Path) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, *argv],
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = spawn(["ip", "netns", "exec", self.name, *argv], cwd=cwd, stdout=log)
         self.procs.append(proc)
         return proc
 

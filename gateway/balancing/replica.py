@@ -9,6 +9,7 @@ policy object.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 
 @dataclass(eq=False)
@@ -22,3 +23,7 @@ class Replica:
     consecutive_500s: int = 0
     load: float = 0.0  # vLLM's running + waiting requests, scraped (load-reading policies)
     api_key: str | None = field(default=None, repr=False)  # the engine's --api-key, if any
+    address: str = field(init=False, repr=False)  # `host:port` of `url` (the reply header)
+
+    def __post_init__(self) -> None:
+        self.address = urlsplit(self.url).netloc

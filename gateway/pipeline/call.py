@@ -22,6 +22,9 @@ from ..balancing.key import NO_KEY, RequestKey
 from ..metrics import GatewayMetrics
 
 SERVED_BY = "x-orchestra-served-by"  # reply header: the upstream name that answered
+# Reply header: the engine that answered, as `host:port` (the node and the port); an
+# ensemble's merged reply lists its members' engines, comma-separated.
+REPLICA = "x-orchestra-replica"
 
 
 @dataclass(slots=True)

@@ -36,6 +36,7 @@ class Outcome:
     body: dict[str, Any] | None = None  # a 200 reply
     error: dict[str, Any] | None = None  # {"message", "type", "code"} of a failed member
     response: Response | None = None  # `first` streaming: the winner's live response
+    replica: str | None = None  # the engine that answered (its x-orchestra-replica)
 
     @property
     def ok(self) -> bool:
@@ -43,6 +44,8 @@ class Outcome:
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "status": self.status}
+        if self.replica is not None:
+            out["replica"] = self.replica
         if self.error is not None:
             out["error"] = self.error
         elif self.body is not None:

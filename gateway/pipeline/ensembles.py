@@ -27,7 +27,7 @@ from starlette.responses import Response
 from orchestra.workload_config import EnsembleConfig
 
 from ..edge.errors import BadRequest, GatewayError
-from .call import SERVED_BY, Call
+from .call import REPLICA, SERVED_BY, Call
 from .ensemble_parts import (
     JSON,
     Members,
@@ -52,7 +52,7 @@ async def run_member(wl: Members, call: Call, member: str, live: bool = False) -
         error = {"message": exc.message, "type": exc.type, "code": exc.code}
         return Outcome(member, exc.status, error=error | {"status": exc.status})
     if live and response.status_code == 200:
-        return Outcome(member, 200, response=response)
+        return Outcome(member, 200, response=response, replica=response.headers.get(REPLICA))
     drain = Drain(response)
     try:
         raw = await drain.body()
@@ -67,7 +67,7 @@ async def run_member(wl: Members, call: Call, member: str, live: bool = False) -
     if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
         error = {"message": "member sent a malformed reply", "type": "upstream_error"}
         return Outcome(member, 502, error=error | {"code": "bad_gateway", "status": 502})
-    return Outcome(member, 200, body=parsed)
+    return Outcome(member, 200, body=parsed, replica=response.headers.get(REPLICA))
 
 
 async def _discard(outcome: Outcome) -> None:
@@ -210,4 +210,5 @@ async def serve_ensemble(wl: Members, call: Call, ensemble: EnsembleConfig) -> R
     )
     if call.on_usage is not None and merged["usage"] is not None:
         call.on_usage(merged["usage"])
+    headers[REPLICA] = ",".join(o.replica for o in outcomes if o.ok and o.replica)
     return Response(orjson.dumps(merged), headers=headers, media_type=JSON)

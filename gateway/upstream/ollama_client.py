@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -21,7 +22,7 @@ from orchestra.protocol import error_json
 
 from ..edge.errors import UpstreamError
 from ..metrics import GatewayMetrics
-from ..pipeline.call import Call
+from ..pipeline.call import REPLICA, Call
 from . import ollama
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class OllamaClient:
     ) -> None:
         self.config = config
         self.url = config.url
+        self._address = urlsplit(config.url).netloc  # the x-orchestra-replica value
         self.healthy = True  # optimistic until the first probe says otherwise
         self._session = session
         self._metrics = metrics
@@ -93,7 +95,7 @@ class OllamaClient:
             return None
         try:
             self._metrics.fallbacks.labels(call.model, reason).inc()
-            headers = {**call.reply_headers, BACKEND_HEADER: "ollama"}
+            headers = {**call.reply_headers, BACKEND_HEADER: "ollama", REPLICA: self._address}
             if resp.status != 200:
                 return self._error_reply(resp.status, first, headers)
             if stream and first.lstrip().startswith(b'{"error"'):

@@ -36,7 +36,7 @@ from ..edge.errors import (
     UpstreamTimeout,
 )
 from ..metrics import GatewayMetrics
-from ..pipeline.call import Call
+from ..pipeline.call import REPLICA, Call
 from ..protection.retry_budget import RetryBudget
 from .health import HealthMonitor
 from .stream_relay import StreamRelay
@@ -186,7 +186,11 @@ class Proxy:
                 call.upstream_s += time.perf_counter() - sent
 
             self._metrics.model(call.model).ttfb_seconds.observe(time.perf_counter() - started)
-            headers = {**call.reply_headers, "x-orchestra-backend": "vllm"}
+            headers = {
+                **call.reply_headers,
+                "x-orchestra-backend": "vllm",
+                REPLICA: replica.address,  # the engine that served it: node and port
+            }
             content_type = resp.headers.get("content-type", "application/json")
             if resp.status < 500:
                 replica.consecutive_500s = 0

@@ -64,8 +64,16 @@ def _extra(obj: Any) -> dict[str, Any]:
     return dict(obj.model_extra or {})
 
 
-def test_all_answers_with_every_member(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model="panel", messages=MESSAGES, max_tokens=5)
+def test_all_answers_with_every_member(
+    client: openai.OpenAI, engines: dict[str, FakeEngineProcess]
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="panel", messages=MESSAGES, max_tokens=5
+    )
+    reply = raw.parse()
+    # the merged reply names every member's engine, in member order, and so does its report
+    addresses = [engines[n].url.removeprefix("http://") for n in REPLIES]
+    assert raw.headers["x-orchestra-replica"] == ",".join(addresses)
     assert reply.model == "trio"
     got = {_extra(c)["model"]: c.message.content for c in reply.choices}
     assert got == REPLIES
@@ -75,6 +83,7 @@ def test_all_answers_with_every_member(client: openai.OpenAI) -> None:
     assert reply.usage.prompt_tokens == 3 * 4
     members = _extra(reply)["orchestra"]["members"]
     assert [m["status"] for m in members] == [200, 200, 200]
+    assert [m["replica"] for m in members] == addresses
 
 
 def test_all_reports_a_failed_member(

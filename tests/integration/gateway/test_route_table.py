@@ -3,7 +3,8 @@
 Derived from `gateway/edge/routes.ROUTES` and the app's own routes, so a new path cannot escape:
 every route the app serves has an entry; with `gateway.api_keys` set, every model call is
 refused without a key and with a wrong one (401, the engine never reached) and served with a
-good one; every admin route refuses a request without the admin key.
+good one (and its reply names the engine in `x-orchestra-replica`); every admin route refuses
+a request without the admin key.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def test_a_model_call_needs_a_good_key(
     assert [r["path"] for r in engine.stats()["records"]] == [path]
     # the gateway's own key is not the engine's business
     assert reply.headers.get("x-orchestra-served-by") == "m"
+    # every proxied reply names the engine that served it: node and port
+    assert reply.headers.get("x-orchestra-replica") == engine.url.removeprefix("http://")
 
 
 @pytest.mark.parametrize(
