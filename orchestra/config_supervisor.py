@@ -59,6 +59,12 @@ class SupervisorConfig(StrictSection):
         description="a swap waiting this long evicts the resident model even mid-quantum "
         "(the starvation bound, before the drain and the start; it caps the quantum)",
     )
+    swap_idle_s: float = Field(
+        2.0,
+        ge=0,
+        description="a resident with nothing in flight is still in its quantum while its last "
+        "request is this recent (open-loop arrivals leave gaps)",
+    )
     idle_check_interval_s: float = Field(
         1.0, gt=0, description="how often models are checked against their idle_unload_s"
     )

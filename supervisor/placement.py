@@ -177,7 +177,8 @@ class Placer:
 
     def _resident(self, name: str) -> Resident:
         m = self.models[name]
-        return Resident(name, m.resident_since, self.reports.inflight(e.url for e in m.ready()))
+        inflight = self.reports.inflight(e.url for e in m.ready())
+        return Resident(name, m.resident_since, inflight, self.demand.last_used(name))
 
     def _need(self, e: Engine) -> allocator.Need:
         if not self.gpus:

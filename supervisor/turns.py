@@ -4,8 +4,10 @@ Under open-loop load on models that share a slot, evicting on every arrival swap
 forth and serves little. Rules, with `quantum_s` = `supervisor.swap_quantum_s` and
 `max_wait_s` = `supervisor.swap_max_wait_s`:
 
-- a resident model with requests in flight keeps its slot for `quantum_s` after it became
-  ready (its turn); an idle one (nothing in flight) may be evicted at once;
+- a resident model in use keeps its slot for `quantum_s` after it became ready (its turn); in
+  use = requests in flight, or one asked for within `idle_s` (`supervisor.swap_idle_s`: open-loop
+  arrivals leave gaps with nothing in flight, which must not end a turn); an idle one may be
+  evicted at once;
 - waiting swaps go first come, first served: one may not evict a model that an older waiting
   swap also wants to evict (the older goes first);
 - a swap that has waited `max_wait_s` evicts regardless of the quantum (the starvation bound).
@@ -30,14 +32,20 @@ class Resident:
     model: str
     resident_since: float | None
     inflight: int
+    last_used: float = float("-inf")  # monotonic time of its last request (Demand.last_used)
 
 
 class Turns:
     def __init__(
-        self, quantum_s: float, max_wait_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        quantum_s: float,
+        max_wait_s: float,
+        idle_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.quantum_s = quantum_s
         self.max_wait_s = max_wait_s
+        self.idle_s = idle_s
         self._clock = clock
         self._waiting: dict[str, float] = {}  # model -> when its swap began waiting
         self._wants: dict[str, frozenset[str]] = {}  # model -> the victims its last plan named
@@ -82,8 +90,10 @@ class Turns:
                 return f"behind the older swap of {other}"
         now = self._clock()
         for v in victims:
-            if v.inflight <= 0 or v.resident_since is None:
-                continue  # idle (or not yet serving): its turn is over
+            if v.resident_since is None:
+                continue  # not serving yet
+            if v.inflight <= 0 and now - v.last_used >= self.idle_s:
+                continue  # idle: its turn is over
             held = now - v.resident_since
             if held < self.quantum_s:
                 return f"{v.model} serves its quantum ({held:.1f}s of {self.quantum_s:g}s)"

@@ -29,6 +29,7 @@ def _config(tmp: Path, quantum_s: float, max_wait_s: float) -> Any:
             "max_resident": 1,
             "swap_quantum_s": quantum_s,
             "swap_max_wait_s": max_wait_s,
+            "swap_idle_s": 0.5,
             "drain_timeout_s": 10,
         },
     )
@@ -80,8 +81,10 @@ def test_a_busy_resident_serves_its_quantum_before_the_swap(tmp_path: Path) -> N
                 # a became ready well before; its quantum counts from then.
                 assert 1.0 < waited < 6.0, waited
                 assert manager.models["a"].state.value == "sleeping"
-                # An idle resident is evicted at once.
+                # An idle resident (nothing in flight, not asked for in swap_idle_s) is evicted
+                # at once.
                 load.clear()
+                await asyncio.sleep(0.6)
                 began = time.monotonic()
                 await manager.ensure("c", 30)
                 assert time.monotonic() - began < 2.0

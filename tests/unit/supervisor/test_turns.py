@@ -15,9 +15,11 @@ class Clock:
         return self.now
 
 
-def _turns(quantum_s: float = 10.0, max_wait_s: float = 30.0) -> tuple[Turns, Clock]:
+def _turns(
+    quantum_s: float = 10.0, max_wait_s: float = 30.0, idle_s: float = 0.0
+) -> tuple[Turns, Clock]:
     clock = Clock()
-    return Turns(quantum_s, max_wait_s, clock), clock
+    return Turns(quantum_s, max_wait_s, idle_s, clock), clock
 
 
 def test_a_busy_resident_keeps_its_slot_for_the_quantum() -> None:
@@ -36,6 +38,17 @@ def test_an_idle_resident_is_evicted_at_once() -> None:
     turns.begin("b")
     assert turns.may_evict("b", [Resident("a", clock.now, inflight=0)]) is None
     assert turns.may_evict("b", [Resident("a", None, inflight=5)]) is None  # not yet serving
+
+
+def test_a_resident_asked_for_recently_is_in_use_between_requests() -> None:
+    turns, clock = _turns(idle_s=2.0)
+    turns.begin("b")
+    since = clock.now
+    recent = Resident("a", since, inflight=0, last_used=clock.now - 1.0)
+    why = turns.may_evict("b", [recent])
+    assert why is not None and "quantum" in why  # a gap between arrivals is not idleness
+    stale = Resident("a", since, inflight=0, last_used=clock.now - 2.0)
+    assert turns.may_evict("b", [stale]) is None
 
 
 def test_no_victims_or_quantum_zero_never_waits() -> None:
