@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         help="open-loop swaps: 3 models on one slot, Poisson arrivals, old vs new swap policy",
     )
     p.add_argument(
-        "--swap-open-duration", type=float, default=45.0, help="--swap-open: arrivals per policy"
+        "--swap-open-duration", type=float, default=40.0, help="--swap-open: arrivals per policy"
     )
     p.add_argument(
         "--quick",
@@ -225,7 +225,7 @@ def extra_figures(
     extras: tuple[str, ...],
     cpus: dict[str, int | None],
     console: Console,
-    swap_open_s: float = 45.0,
+    swap_open_s: float = 40.0,
 ) -> dict[str, Any]:
     """The figures of issue 13 (ceiling vs nginx, workers, session, prefix-cache hits)."""
     from bench.affinity import prefix_figures, session_figures

@@ -50,8 +50,15 @@ class SupervisorConfig(StrictSection):
     swap_quantum_s: float = Field(
         10.0,
         ge=0,
-        description="a resident model with requests in flight keeps its slot this long before "
-        "a waiting model may evict it; 0 = evict on the first arrival (the old policy)",
+        description="the longest turn: a resident model in use keeps its slot up to this long "
+        "before a waiting model may evict it; 0 = evict on the first arrival (the old policy)",
+    )
+    swap_quantum_ratio: float = Field(
+        2.0,
+        ge=0,
+        description="a turn lasts this many times the waiting model's measured swap-in (wake "
+        "or start), up to swap_quantum_s: swapping takes at most 1/(1+ratio) of the slot; 0 = "
+        "always swap_quantum_s",
     )
     swap_max_wait_s: float = Field(
         30.0,

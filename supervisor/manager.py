@@ -74,7 +74,10 @@ class Manager:
         self.metrics = SupervisorMetrics(self._sample)
         self.rotator = Rotator(self, config.rotation)
         sup = config.supervisor
-        turns = Turns(sup.swap_quantum_s, sup.swap_max_wait_s, sup.swap_idle_s)
+        turns = Turns(
+            sup.swap_quantum_s, sup.swap_max_wait_s, sup.swap_idle_s, sup.swap_quantum_ratio,
+            lambda n: self.scaler.swap_in_s(self.models[n]),
+        )  # fmt: skip
         placer = self.placer = Placer(
             self.models, gpus, config, self.demand, self.reports, self.metrics,
             lambda n: self.swaps.running(n), turns,

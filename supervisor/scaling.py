@@ -88,6 +88,12 @@ class Scaler:
         outstanding = self._reports.inflight(e.url for e in model.serving())
         return choose(options(self.costs, model.name, views, outstanding, self._warm(model.name)))
 
+    def swap_in_s(self, model: Model) -> float | None:
+        """The measured time to bring `model` in: a wake when it has a sleeping engine."""
+        if model.sleeping():
+            return self.costs.wake_s(model.name) or self.costs.start_s(model.name, True)
+        return self.costs.start_s(model.name, self._warm(model.name))
+
     def expected_s(self, model: Model) -> float | None:
         best = self.best(model)
         return None if best is None or best.expected_s is None else round(best.expected_s, 3)

@@ -4,7 +4,10 @@ Under open-loop load on models that share a slot, evicting on every arrival swap
 forth and serves little. Rules, with `quantum_s` = `supervisor.swap_quantum_s` and
 `max_wait_s` = `supervisor.swap_max_wait_s`:
 
-- a resident model in use keeps its slot for `quantum_s` after it became ready (its turn); in
+- a resident model in use keeps its slot for its quantum after it became ready (its turn): the
+  waiting model's expected swap-in (its measured wake or start) times `ratio`
+  (`supervisor.swap_quantum_ratio`), at most `quantum_s` (`quantum_s` when never measured), so
+  that while every model is in use the slot spends at most 1/(1 + ratio) of its time swapping; in
   use = requests in flight, or one asked for within `idle_s` (`supervisor.swap_idle_s`: open-loop
   arrivals leave gaps with nothing in flight, which must not end a turn); an idle one may be
   evicted at once;
@@ -41,11 +44,15 @@ class Turns:
         quantum_s: float,
         max_wait_s: float,
         idle_s: float = 0.0,
+        ratio: float = 0.0,
+        swap_in_s: Callable[[str], float | None] = lambda _: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.quantum_s = quantum_s
         self.max_wait_s = max_wait_s
         self.idle_s = idle_s
+        self.ratio = ratio
+        self._swap_in_s = swap_in_s
         self._clock = clock
         self._waiting: dict[str, float] = {}  # model -> when its swap began waiting
         self._wants: dict[str, frozenset[str]] = {}  # model -> the victims its last plan named
@@ -76,6 +83,13 @@ class Turns:
         """The victims the swap of `model` needs (its plan, even while they are busy)."""
         self._wants[model] = frozenset(victims)
 
+    def quantum(self, model: str) -> float:
+        """The turn a resident gets before the swap of `model` may end it."""
+        swap_in = self._swap_in_s(model)
+        if swap_in is None or self.ratio <= 0:
+            return self.quantum_s
+        return min(self.quantum_s, self.ratio * swap_in)
+
     def may_evict(self, model: str, victims: list[Resident]) -> str | None:
         """None when the swap of `model` may evict `victims` now; else why it waits."""
         self.want(model, [v.model for v in victims])
@@ -89,12 +103,13 @@ class Turns:
             if other != model and other_since < since and self._wants.get(other, wanted) & wanted:
                 return f"behind the older swap of {other}"
         now = self._clock()
+        quantum = self.quantum(model)
         for v in victims:
             if v.resident_since is None:
                 continue  # not serving yet
             if v.inflight <= 0 and now - v.last_used >= self.idle_s:
                 continue  # idle: its turn is over
             held = now - v.resident_since
-            if held < self.quantum_s:
-                return f"{v.model} serves its quantum ({held:.1f}s of {self.quantum_s:g}s)"
+            if held < quantum:
+                return f"{v.model} serves its quantum ({held:.1f}s of {quantum:.1f}s)"
         return None

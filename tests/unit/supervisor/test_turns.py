@@ -19,7 +19,7 @@ def _turns(
     quantum_s: float = 10.0, max_wait_s: float = 30.0, idle_s: float = 0.0
 ) -> tuple[Turns, Clock]:
     clock = Clock()
-    return Turns(quantum_s, max_wait_s, idle_s, clock), clock
+    return Turns(quantum_s, max_wait_s, idle_s, clock=clock), clock
 
 
 def test_a_busy_resident_keeps_its_slot_for_the_quantum() -> None:
@@ -117,3 +117,18 @@ def test_a_bounded_wait_for_every_model_under_round_robin_turns() -> None:
                 break
     assert set(worst) == {"a", "b", "c"}
     assert max(worst.values()) <= bound + 0.1
+
+
+def test_the_quantum_scales_with_the_measured_swap_in_up_to_the_cap() -> None:
+    clock = Clock()
+    swap_in = {"b": 1.5, "c": 60.0}
+    turns = Turns(10.0, 30.0, ratio=2.0, swap_in_s=swap_in.get, clock=clock)
+    assert turns.quantum("b") == 3.0  # 2 x a 1.5 s wake
+    assert turns.quantum("c") == 10.0  # 2 x a 60 s start, capped
+    assert turns.quantum("d") == 10.0  # never measured: the cap
+    turns.begin("b")
+    since = clock.now
+    clock.now += 2.0
+    assert turns.may_evict("b", [Resident("a", since, inflight=1)]) is not None
+    clock.now += 1.0
+    assert turns.may_evict("b", [Resident("a", since, inflight=1)]) is None
