@@ -247,3 +247,21 @@ def swap_open_figures(opts: SwapOpenOptions | None = None) -> dict[str, Any]:
                 results, span = asyncio.run(_drive(gw_url, arrivals, opts.drain_s))
                 report[policy] = _figures(results, span, _swaps(sup_url) - before)
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.swap_open [--duration S]`: the figures alone, as JSON on stdout."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m bench.swap_open")
+    p.add_argument("--duration", type=float, default=SwapOpenOptions().duration_s)
+    p.add_argument("--rate", type=float, default=SwapOpenOptions().rate)
+    a = p.parse_args(argv)
+    figures = swap_open_figures(SwapOpenOptions(duration_s=a.duration, rate=a.rate))
+    print(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestra.protocol import GatewayReport
@@ -104,9 +105,9 @@ def test_idle_unload_evicts_an_unused_model_and_keeps_its_page_cache_warm(tmp_pa
         tmp_path,
         [
             server(
-                "idle", tmp_path, "--startup-delay", "0.1", idle_unload_s=1.0, model=str(weights)
+                "idle", tmp_path, "--startup-delay", "0.1", idle_unload_s=3.0, model=str(weights)
             ),
-            server("busy", tmp_path, "--startup-delay", "0.1", idle_unload_s=1.0),
+            server("busy", tmp_path, "--startup-delay", "0.1", idle_unload_s=3.0),
             server("kept", tmp_path, "--startup-delay", "0.1"),
         ],
         supervisor={"idle_check_interval_s": 0.1},
@@ -116,15 +117,21 @@ def test_idle_unload_evicts_an_unused_model_and_keeps_its_page_cache_warm(tmp_pa
     async def scenario() -> None:
         async with running(config) as (_, manager):
             models = manager.models
-            await until(lambda: all(m.ready() for m in models.values()), 20, "all ready")
+
+            def asked(done: Callable[[], bool]) -> Callable[[], bool]:
+                """A gateway's report on every poll: "busy" is asked for all along."""
+
+                def check() -> bool:
+                    out = [e.url for m in models.values() if m.draining for e in m.ready()]
+                    manager.sync("g", GatewayReport(demand={"busy": 1}, draining_seen=out))
+                    return done()
+
+                return check
+
+            await until(asked(lambda: bool(models["idle"].ready())), 20, "idle ready")
             evict_file(weights / "model.safetensors")  # as if memory pressure dropped it
-            deadline = time.monotonic() + 2.5
-            while time.monotonic() < deadline:  # "busy" is asked for all along
-                out = [e.url for m in models.values() if m.draining for e in m.ready()]
-                manager.sync("g", GatewayReport(demand={"busy": 1}, draining_seen=out))
-                await asyncio.sleep(0.1)
-            assert models["idle"].state is S.COLD
-            assert "idle" in manager.preloader.preloaded  # its next start reads from RAM
+            await until(asked(lambda: models["idle"].state is S.COLD), 20, "idle unloaded")
+            await until(asked(lambda: "idle" in manager.preloader.preloaded), 10, "the preload")
             assert manager.preloader.residency["idle"].fraction > 0.99
             assert models["busy"].ready() and models["kept"].ready()
 

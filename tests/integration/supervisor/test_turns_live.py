@@ -30,6 +30,7 @@ def _config(tmp: Path, quantum_s: float, max_wait_s: float) -> Any:
             "swap_quantum_s": quantum_s,
             "swap_max_wait_s": max_wait_s,
             "swap_idle_s": 0.5,
+            "swap_quantum_ratio": 0,  # the quantum is swap_quantum_s, measured or not
             "drain_timeout_s": 10,
         },
     )
@@ -65,10 +66,18 @@ def _ready(manager: Manager, name: str) -> bool:
     return bool(manager.models[name].serving())
 
 
+async def _warm(manager: Manager) -> None:
+    """Start b and c once (idle swaps: at once), then a again: b and c sleep, so the swaps
+    timed below are wakes, not a cold start of a Python process on a busy machine."""
+    await until(lambda: _ready(manager, "a"), what="a ready")
+    for name in ("b", "c", "a"):
+        await manager.ensure(name, 30)
+
+
 def test_a_busy_resident_serves_its_quantum_before_the_swap(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running(_config(tmp_path, quantum_s=2.5, max_wait_s=30)) as (_, manager):
-            await until(lambda: _ready(manager, "a"), what="a ready")
+            await _warm(manager)  # a has just been woken: its quantum begins
             load = {"a": 3}
             async with gateway(manager, load):
                 began = time.monotonic()
@@ -78,7 +87,7 @@ def test_a_busy_resident_serves_its_quantum_before_the_swap(tmp_path: Path) -> N
                 assert manager.placer.turns.waiting().keys() == {"b"}
                 await b
                 waited = time.monotonic() - began
-                # a became ready well before; its quantum counts from then.
+                # a's 2.5 s quantum counted from its wake, just before; then a sleep and a wake.
                 assert 1.0 < waited < 6.0, waited
                 assert manager.models["a"].state.value == "sleeping"
                 # An idle resident (nothing in flight, not asked for in swap_idle_s) is evicted
@@ -97,7 +106,7 @@ def test_the_wait_bound_evicts_mid_quantum_and_the_older_swap_goes_first(
 ) -> None:
     async def scenario() -> None:
         async with running(_config(tmp_path, quantum_s=20, max_wait_s=2.0)) as (_, manager):
-            await until(lambda: _ready(manager, "a"), what="a ready")
+            await _warm(manager)
             async with gateway(manager, {"a": 2, "b": 2, "c": 2}):
                 began = time.monotonic()
                 b = asyncio.create_task(manager.ensure("b", 30))
@@ -119,7 +128,7 @@ def test_the_wait_bound_evicts_mid_quantum_and_the_older_swap_goes_first(
 def test_quantum_zero_swaps_on_arrival(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running(_config(tmp_path, quantum_s=0, max_wait_s=30)) as (_, manager):
-            await until(lambda: _ready(manager, "a"), what="a ready")
+            await _warm(manager)
             async with gateway(manager, {"a": 5}):
                 began = time.monotonic()
                 await manager.ensure("b", 30)
