@@ -4,6 +4,9 @@ regardless (no starvation). A quantum of 0 is the old policy: evict at once."""
 
 from __future__ import annotations
 
+import pytest
+
+from orchestra.config import ConfigError, parse_config
 from orchestra.supervisor.turns import Resident, Turns
 
 
@@ -132,3 +135,14 @@ def test_the_quantum_scales_with_the_measured_swap_in_up_to_the_cap() -> None:
     assert turns.may_evict("b", [Resident("a", since, inflight=1)]) is not None
     clock.now += 1.0
     assert turns.may_evict("b", [Resident("a", since, inflight=1)]) is None
+
+
+def test_the_bounds_are_config_fields_with_defaults_and_named_errors() -> None:
+    config = parse_config({"servers": [{"name": "a", "model": "/m", "idle_unload_s": 5}]})
+    sup = config.supervisor
+    assert (sup.swap_quantum_s, sup.swap_max_wait_s, sup.swap_idle_s) == (10.0, 30.0, 2.0)
+    assert sup.swap_quantum_ratio == 2.0 and config.servers[0].idle_unload_s == 5.0
+    with pytest.raises(ConfigError, match=r"servers\[0\]\.idle_unload_s"):
+        parse_config({"servers": [{"name": "a", "model": "/m", "idle_unload_s": 0}]})
+    with pytest.raises(ConfigError, match=r"supervisor\.swap_max_wait_s"):
+        parse_config({"supervisor": {"swap_max_wait_s": 0}})
