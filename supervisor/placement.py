@@ -150,10 +150,11 @@ class Placer:
             if not exc.permanent:  # busy victims: still queue for them, first come first served
                 self._note_wants(model, holders, needs)
             raise
-        if plan.victims:
+        if plan.victims and not force:  # a forced load takes no turn
             why = self.turns.may_evict(model.name, [self._resident(v) for v in plan.victims])
             if why is not None:
                 raise allocator.Unplaceable(why, False)
+        if plan.victims:
             log.info("placing %s on %s: evicting %s", model.name, plan.assignment, plan.victims)
             await asyncio.gather(*(self._evict(self.models[v], "swap") for v in plan.victims))
         for engine, gpus in zip(placing, plan.assignment, strict=True):
