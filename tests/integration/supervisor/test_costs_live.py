@@ -100,7 +100,10 @@ def test_a_long_queue_wakes_a_sleeping_replica_an_idle_one_does_not(tmp_path: Pa
 def test_idle_unload_evicts_an_unused_model_and_keeps_its_page_cache_warm(tmp_path: Path) -> None:
     weights = tmp_path / "idle-weights"
     weights.mkdir()
-    (weights / "model.safetensors").write_bytes(os.urandom(4 << 20))
+    with (weights / "model.safetensors").open("wb") as f:
+        f.write(os.urandom(4 << 20))
+        f.flush()
+        os.fsync(f.fileno())  # clean pages: evict_file can drop them (dirty ones stay cached)
     config = make_config(
         tmp_path,
         [
