@@ -62,6 +62,7 @@ class SupervisorLink:
         self._on_ready = on_ready
         self._on_status = on_status
         self._ensuring: dict[str, asyncio.Future[None]] = {}
+        self._members_changed = asyncio.Event()
 
     @property
     def client(self) -> ControlClient:
@@ -78,7 +79,39 @@ class SupervisorLink:
 
     # ---- the sync loops -------------------------------------------------------------------------
     async def run(self) -> None:
-        await asyncio.gather(*(self._run_node(node) for node in self.nodes))
+        """One sync loop per node, following `add_node`/`remove_node`; a loop that fails fails
+        this (its owner restarts it, `orchestra.loops.run_forever`)."""
+        tasks: dict[Node, asyncio.Task[None]] = {}
+        try:
+            while True:
+                self._members_changed.clear()
+                for node in [n for n in tasks if n not in self.nodes]:
+                    tasks.pop(node).cancel()
+                for node in self.nodes:
+                    if node not in tasks:
+                        tasks[node] = asyncio.create_task(self._run_node(node))
+                changed = asyncio.create_task(self._members_changed.wait())
+                done, _ = await asyncio.wait(
+                    {changed, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED
+                )
+                changed.cancel()
+                for task in done - {changed}:
+                    task.result()  # a node loop never returns: this raises its error
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+    # ---- membership (Ray's view of the cluster, `membership.py`) -------------------------------
+    def add_node(self, node: Node) -> None:
+        self.nodes.append(node)
+        self._members_changed.set()
+
+    def remove_node(self, name: str) -> None:
+        """A node gone for good (Ray marked it dead): its engines leave rotation now."""
+        self.nodes[:] = [n for n in self.nodes if n.name != name]
+        self._members_changed.set()
+        self._merge()
 
     async def _run_node(self, node: Node) -> None:
         while True:
@@ -137,6 +170,9 @@ class SupervisorLink:
         node.alive = alive
 
     def _merge(self) -> None:
+        # A model a supervisor serves is routed even when the gateway's config lacks it.
+        for name in {n for node in self.nodes for n in node.statuses}:
+            self.table.discovered(name)
         for route in self.table.managed:
             parts = [v for n in self.nodes if (v := n.view(route.name)) is not None]
             if parts or any(n.synced for n in self.nodes):

@@ -28,6 +28,7 @@ class Node:
     alive: set[str] | None = None  # while away: its engines that answered /health
     down_since: float | None = None  # monotonic time it went away
     demand: collections.Counter[str] = field(default_factory=collections.Counter)
+    ray_free: dict[str, float] | None = None  # with `ray:`: Ray's free resources on the node
 
     @property
     def away(self) -> bool:
