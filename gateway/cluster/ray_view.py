@@ -50,8 +50,7 @@ class RayView:
         nodes = {n["NodeID"]: n for n in ray.nodes() if n["Alive"]}
         free = self._available(ray)
         found: list[RaySupervisor] = []
-        for entry in ray.util.list_named_actors():
-            name = entry["name"]
+        for name in ray.util.list_named_actors():  # this namespace's, by name
             node_id = node_of(name)
             if node_id is None or node_id not in nodes:
                 continue

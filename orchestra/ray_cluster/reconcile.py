@@ -11,6 +11,7 @@ the reconciler first (so nothing comes back), then stops every supervisor (and i
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,16 @@ class Reconciler:
         self.ray = RayClusterConfig.model_validate(ray_config)
         self.stop_s = stop_s
 
+    def start(self) -> None:
+        """In the actor: run the rounds in a thread of its own, so they do not hang on the call
+        of the `ray up` that created it (which exits)."""
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        threading.Thread(target=self.run, name="reconcile", daemon=True).start()
+
     def step(self) -> list[dict[str, Any]]:
         """Start a supervisor on each alive eligible node without one; their infos."""
         started: list[dict[str, Any]] = []
-        have = {node_of(a["name"]) for a in ray.util.list_named_actors()}
+        have = {node_of(name) for name in ray.util.list_named_actors()}
         for node in ray.nodes():
             if not node["Alive"] or node["NodeID"] in have:
                 continue
@@ -127,7 +134,7 @@ def up(
         )
         .remote(with_ray, ray_config.model_dump(), stop_timeout_s(config))
     )
-    actor.run.remote()  # runs until `down` kills it
+    ray.get(actor.start.remote(), timeout=ray_config.call_timeout_s)  # until `down` kills it
     return started
 
 
@@ -135,9 +142,9 @@ def supervisors(ray_config: RayClusterConfig) -> list[dict[str, Any]]:
     """The live supervisors' infos, from their actors."""
     alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     found: list[dict[str, Any]] = []
-    for entry in ray.util.list_named_actors():
-        if node_of(entry["name"]) in alive:
-            actor: Any = ray.get_actor(entry["name"], namespace=ray_config.namespace)
+    for name in ray.util.list_named_actors():
+        if node_of(name) in alive:
+            actor: Any = ray.get_actor(name, namespace=ray_config.namespace)
             found.append(ray.get(actor.info.remote(), timeout=ray_config.call_timeout_s))
     return found
 
@@ -146,16 +153,16 @@ def down(ray_config: RayClusterConfig, timeout_s: float) -> list[str]:
     """Stop the reconciler, then every supervisor and its engines; the nodes' addresses."""
     _kill_reconciler(ray_config)
     stopped: list[str] = []
-    for entry in ray.util.list_named_actors():
-        if node_of(entry["name"]) is None:
+    for name in ray.util.list_named_actors():
+        if node_of(name) is None:
             continue
-        actor: Any = ray.get_actor(entry["name"], namespace=ray_config.namespace)
+        actor: Any = ray.get_actor(name, namespace=ray_config.namespace)
         try:
             info: dict[str, Any] = ray.get(actor.info.remote(), timeout=ray_config.call_timeout_s)
             ray.get(actor.stop.remote(), timeout=timeout_s)
             stopped.append(str(info["address"]))
         except Exception as exc:  # its node is gone: the actor with it
-            log.warning("supervisor %s: %s", entry["name"], exc)
+            log.warning("supervisor %s: %s", name, exc)
         ray.kill(actor)
     return stopped
 
