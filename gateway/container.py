@@ -92,6 +92,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
             probe=health.answers,
             on_ready=health.mark_up,
             on_status=lambda status: models.sync_adapters(status.name, status.adapters),
+            gpus_for=lambda name: s.tensor_parallel_size if (s := config.server(name)) else 1,
         )
         if table.managed or config.supervisors or config.ray
         else None

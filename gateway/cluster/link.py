@@ -50,6 +50,7 @@ class SupervisorLink:
         probe: Callable[[str], Awaitable[bool]] = _no_probe,
         on_ready: Callable[[ModelRoute, Replica], None] = lambda route, replica: None,
         on_status: Callable[[ModelStatus], None] = lambda status: None,  # e.g. its adapters
+        gpus_for: Callable[[str], int] = lambda model: 1,  # GPUs per engine (placement)
     ) -> None:
         self.nodes = list(nodes)
         self.table = table
@@ -61,6 +62,7 @@ class SupervisorLink:
         self._probe = probe
         self._on_ready = on_ready
         self._on_status = on_status
+        self._gpus_for = gpus_for
         self._ensuring: dict[str, asyncio.Future[None]] = {}
         self._members_changed = asyncio.Event()
 
@@ -201,7 +203,7 @@ class SupervisorLink:
     async def _ensure(self, route: ModelRoute) -> None:
         started = time.perf_counter()
         errors: list[str] = []
-        for node in placement_order(self.nodes, route.name):
+        for node in placement_order(self.nodes, route.name, self._gpus_for(route.name)):
             try:
                 status = await node.client.ensure(route.name, self._ensure_timeout_s)
             except ControlError as exc:
