@@ -130,6 +130,24 @@ class RayNodes:
                 raise AssertionError(f"ray start exited:\n{self.logs(name)}")
         return "Ray runtime started" in self.logs(name)
 
+    def orchestra(
+        self, verb: str, config: Path, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """`orchestra ray VERB --config CONFIG --address <this cluster>`."""
+        argv = [sys.executable, "-m", "orchestra.cli", "ray", verb, "--config", str(config)]
+        done = subprocess.run(
+            [*argv, "--address", self.address],
+            env=self.env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if check:
+            assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
     def raylet_pid(self, temp: str) -> int:
         """The raylet of the node whose --temp-dir is `temp`."""
         marker = str(self.dir / temp)

@@ -10,7 +10,6 @@ alive there (same pids), and the gateway routes to them again."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, GatewayProcess, fast_gateway_section, wait_until
+from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import free_port
 from tests.netns import Cluster, ensure_iproute2
 
@@ -51,27 +50,9 @@ def ray_cluster(tmp_path: Path) -> Iterator[RayNodes]:
         nodes.start_worker()
         yield nodes
     finally:
-        _orchestra_ray(nodes, "down", tmp_path / "ray-up.yaml", check=False)
+        nodes.orchestra("down", tmp_path / "ray-up.yaml", check=False)
         nodes.close(str(tmp_path))
         cluster.close()
-
-
-def _orchestra_ray(
-    nodes: RayNodes, verb: str, config: Path, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "orchestra.cli", "ray", verb, "--config", str(config)]
-    done = subprocess.run(
-        [*argv, "--address", nodes.address],
-        env=nodes.env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
 
 
 def _up_config(tmp: Path) -> dict[str, Any]:
@@ -122,7 +103,7 @@ def test_supervisors_follow_ray_nodes_death_and_rejoin(
     config = _up_config(tmp_path)
     path = tmp_path / "ray-up.yaml"
     path.write_text(yaml.safe_dump(config))
-    up = _orchestra_ray(nodes, "up", path)
+    up = nodes.orchestra("up", path)
     assert "2 started" in up.stdout, up.stdout
     port = config["supervisor"]["port"]
     head_url = f"http://{nodes.head_address}:{port}"
@@ -177,7 +158,7 @@ def test_supervisors_follow_ray_nodes_death_and_rejoin(
         wait_until(lambda: len(replica_urls(gw, "both")) == 2, 30, 0.1, "worker back in rotation")
         assert completion(gw.url, "both").status_code == 200
         assert admin_status(gw)["models"]["both"]["state"] == "ready"
-    down = _orchestra_ray(nodes, "down", path)
+    down = nodes.orchestra("down", path)
     assert "stopped 2 supervisors" in down.stdout, down.stdout
     assert not _answers(head_url) and not _answers(worker_url)
 
