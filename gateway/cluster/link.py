@@ -69,7 +69,9 @@ class SupervisorLink:
     @property
     def client(self) -> ControlClient:
         """The first node's control client (the console and loading hints use it; with several
-        nodes they see the first one listed)."""
+        nodes they see the first one listed; with `ray:`, before any has joined, ControlError)."""
+        if not self.nodes:
+            raise ControlError(0, "no supervisor has joined yet")
         return self.nodes[0].client
 
     # ---- demand ---------------------------------------------------------------------------------
