@@ -28,7 +28,6 @@ import httpx
 from aiohttp import web
 
 from tests.conftest import GatewayProcess, wait_until
-from tests.fake_engine import free_port
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -44,9 +43,10 @@ def _table(node: int, layout: str, extra: bool) -> dict[str, Any]:
     return {"models": models, "node": {"resident": 4, "gpus": 0, "free_slots": 0}}
 
 
-def _serve(ports: list[int], layout: str, conn: Any) -> None:
-    """The fake supervisors (child process). Commands over `conn`: 'extra'/'plain' flip node
-    0's table; 'periods' returns the sync intervals seen per node."""
+def _serve(n: int, layout: str, conn: Any) -> None:
+    """The fake supervisors (child process), each on a port the kernel picks (sent back once
+    all listen). Commands over `conn`: 'extra'/'plain' flip node 0's table; 'periods' returns
+    the sync intervals seen."""
     extra = {"on": False}
     last: dict[int, float] = {}
     periods: list[float] = []
@@ -66,14 +66,16 @@ def _serve(ports: list[int], layout: str, conn: Any) -> None:
         return web.json_response({"status": "ok"})
 
     async def main() -> None:
-        for node, port in enumerate(ports):
+        ports = []
+        for node in range(n):
             app = web.Application()
             app.router.add_post("/gateways/{gid}/sync", handler(node))
             app.router.add_get("/health", health)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-        conn.send("ready")
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            ports.append(runner.addresses[0][1])
+        conn.send(ports)
         loop = asyncio.get_running_loop()
         while True:
             command = await loop.run_in_executor(None, conn.recv)
@@ -95,12 +97,12 @@ def _cpu_s(pid: int) -> float:
 
 
 def measure(n: int, layout: str, window_s: float, changes: int) -> dict[str, Any]:
-    ports = [free_port() for _ in range(n)]
     parent, child = mp.Pipe()
-    fakes = mp.Process(target=_serve, args=(ports, layout, child), daemon=True)
+    fakes = mp.Process(target=_serve, args=(n, layout, child), daemon=True)
     fakes.start()
     try:
-        assert parent.poll(60) and parent.recv() == "ready"
+        assert parent.poll(60), "fake supervisors did not start"
+        ports: list[int] = parent.recv()
         sups = [
             {"name": f"s{i}", "url": f"http://127.0.0.1:{p}", "admin_token": "t"}
             for i, p in enumerate(ports)
@@ -119,9 +121,10 @@ def measure(n: int, layout: str, window_s: float, changes: int) -> dict[str, Any
             parent.send("periods")
             periods = sorted(parent.recv())
             lags = []
+            base = len(_replicas(gw, first))  # node 0's engine, and the others' (shared)
             for i in range(changes):
-                want = 2 if i % 2 == 0 else 1
-                parent.send("extra" if want == 2 else "plain")
+                want = base + 1 if i % 2 == 0 else base
+                parent.send("extra" if want > base else "plain")
                 parent.recv()
                 began = time.monotonic()
                 wait_until(lambda w=want: len(_replicas(gw, first)) == w, 30, 0.01, "change seen")

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from orchestra.control import ControlClient, ControlError, GatewayReport, ModelStatus
 
@@ -113,9 +113,10 @@ class SupervisorLink:
 
     def remove_node(self, name: str) -> None:
         """A node gone for good (Ray marked it dead): its engines leave rotation now."""
+        gone = {m for n in self.nodes if n.name == name for m in n.statuses}
         self.nodes[:] = [n for n in self.nodes if n.name != name]
         self._members_changed.set()
-        self._merge()
+        self._merge(gone)
 
     async def _run_node(self, node: Node) -> None:
         while True:
@@ -127,6 +128,7 @@ class SupervisorLink:
         await asyncio.gather(*(self.sync_node(node) for node in self.nodes))
 
     async def sync_node(self, node: Node) -> None:
+        before = set(node.statuses)
         report = self._report_for(node)
         demand = dict(node.demand)
         node.demand.clear()
@@ -142,7 +144,7 @@ class SupervisorLink:
             node.answered(reply.models, reply.node)
             for status in reply.models:
                 self._on_status(status)
-        self._merge()
+        self._merge(before | set(node.statuses))
 
     def _report_for(self, node: Node) -> GatewayReport:
         """The table's report restricted to this node's engines (each supervisor drains only its
@@ -173,14 +175,19 @@ class SupervisorLink:
             )
         node.alive = alive
 
-    def _merge(self) -> None:
-        # A model a supervisor serves is routed even when the gateway's config lacks it.
-        for name in {n for node in self.nodes for n in node.statuses}:
-            self.table.discovered(name)
-        for route in self.table.managed:
-            parts = [v for n in self.nodes if (v := n.view(route.name)) is not None]
-            if parts or any(n.synced for n in self.nodes):
-                self.table.apply_merged(route.name, parts)
+    def _merge(self, names: Collection[str]) -> None:
+        """Re-merge the routes of `names` (the models one node's answer or silence touched:
+        every route on every sync made the control plane's cost grow with nodes x models per
+        sync, `bench/fleet.py`). A model a supervisor serves is routed even when the gateway's
+        config lacks it."""
+        synced = any(n.synced for n in self.nodes)
+        for name in names:
+            route = self.table.discovered(name) if synced else self.table.get(name)
+            if route is None or not route.managed:
+                continue
+            parts = [v for n in self.nodes if (v := n.view(name)) is not None]
+            if parts or synced:
+                self.table.apply_merged(name, parts)
 
     # ---- ensure ---------------------------------------------------------------------------------
     async def ensure(self, route: ModelRoute) -> None:
@@ -220,7 +227,7 @@ class SupervisorLink:
                 errors.append(f"{node.name}: {exc.message}")
                 continue
             node.statuses[route.name] = status
-            self._merge()
+            self._merge({route.name})
             for replica in route.replicas:  # the supervisor has just seen them answer /health
                 self._on_ready(route, replica)
             self._metrics.ensure_seconds.labels(route.name).observe(time.perf_counter() - started)
