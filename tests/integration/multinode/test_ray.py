@@ -27,7 +27,7 @@ from tests.netns import Cluster, ensure_iproute2
 from .cluster import FAKE_ENGINE, Load, admin_status, completion
 from .ray_nodes import RESOURCE, RayNodes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # Ray marks the node dead in ~2-3 s (HEALTH in ray_nodes.py), the gateway reads Ray every
 # 0.2 s; the bound leaves room for a busy 2-core machine.
