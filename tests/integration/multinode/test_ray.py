@@ -10,6 +10,7 @@ alive there (same pids), and the gateway routes to them again."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -126,6 +127,18 @@ def test_supervisors_follow_ray_nodes_death_and_rejoin(
         assert all(nodes.worker.address in u for u in replica_urls(gw, "cold"))
         worker_pids = _pids(worker_url, "both") | _pids(worker_url, "cold")
         assert completion(gw.url, "cold").status_code == 200
+        # `orchestra status` with the gateway's config: one table per supervisor Ray knows.
+        status = subprocess.run(
+            [sys.executable, "-m", "orchestra.cli", "status", "--config", str(gw.config_path)],
+            env={**nodes.env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        for address in (nodes.head_address, nodes.worker.address):
+            assert f"models on ray-{address}" in status.stdout, status.stdout
 
         with Load(gw.url, "both") as load:
             wait_until(lambda: load.ok("both") >= 20, 30, 0.05, "load flowing")
