@@ -27,6 +27,7 @@ from orchestra.config_gateway import (
     FallbackConfig,
     GatewayConfig,
     OllamaFallback,
+    RayClusterConfig,
     RetryPolicy,
     Timeouts,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "OllamaFallback",
     "OrchestraConfig",
     "PreloadConfig",
+    "RayClusterConfig",
     "ReplicaConfig",
     "RetryPolicy",
     "RotationConfig",
@@ -107,6 +109,7 @@ class OrchestraConfig(BaseSettings):
     fallbacks: dict[str, list[str]] = Field({}, description="model -> models that serve instead")
     batch: BatchConfig = BatchConfig()
     supervisors: list[SupervisorEndpoint] = []
+    ray: RayClusterConfig | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -152,6 +155,8 @@ class OrchestraConfig(BaseSettings):
             if endpoint.name in seen:
                 raise ValueError(f"supervisors[{index}].name: {endpoint.name!r} is already used")
             seen.add(endpoint.name)
+        if self.supervisors and self.ray is not None:
+            raise ValueError("ray: and supervisors: exclude each other (Ray finds the supervisors)")
         return self
 
     def iter_servers_with_path(self) -> Iterator[tuple[str, int, ServerConfig]]:
