@@ -83,6 +83,14 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         help="2 real engines, caches that overflow one: rr vs session vs prefix_aware vs kv_aware",
     )
     p.add_argument(
+        "--swap-open",
+        action="store_true",
+        help="open-loop swaps: 3 models on one slot, Poisson arrivals, old vs new swap policy",
+    )
+    p.add_argument(
+        "--swap-open-duration", type=float, default=40.0, help="--swap-open: arrivals per policy"
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: c=1,8, 1 s, 1 round; supervisor: 1 run at poll 0.1 s, 0.5 s startup, "
@@ -114,8 +122,9 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         sweep=not a.supervisor_only,
     )
     opts.extras = tuple(
-        name for name in ("ceiling", "affinity", "prefix_engines") if getattr(a, name)
+        name for name in ("ceiling", "affinity", "prefix_engines", "swap_open") if getattr(a, name)
     )
+    opts.swap_open_duration_s = a.swap_open_duration
     if a.supervisor or a.supervisor_only:
         opts.supervisor = SupervisorBenchOptions(
             runs=max(1, a.supervisor_runs), page_cache_mb=a.page_cache_mb, scratch_dir=a.scratch_dir
@@ -215,17 +224,22 @@ def run_sweep(
 
 
 def extra_figures(
-    extras: tuple[str, ...], cpus: dict[str, int | None], console: Console
+    extras: tuple[str, ...],
+    cpus: dict[str, int | None],
+    console: Console,
+    swap_open_s: float = 40.0,
 ) -> dict[str, Any]:
     """The figures of issue 13 (ceiling vs nginx, workers, session, prefix-cache hits)."""
     from bench.affinity import session_figures
     from bench.ceiling import ceiling_figures
     from bench.prefix_cache import prefix_cache_figures
+    from bench.swap_open import SwapOpenOptions, swap_open_figures
 
     makers = {
         "ceiling": lambda: ceiling_figures(cpus),
         "affinity": session_figures,
         "prefix_engines": prefix_cache_figures,
+        "swap_open": lambda: swap_open_figures(SwapOpenOptions(duration_s=swap_open_s)),
     }
     out: dict[str, Any] = {}
     for name in extras:
@@ -268,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.supervisor:
         console.print("measuring supervisor figures (fake engine, real supervisor) ...")
         report["supervisor"] = supervisor_figures(opts.supervisor)
-    report |= extra_figures(opts.extras, cpus, console)
+    report |= extra_figures(opts.extras, cpus, console, opts.swap_open_duration_s)
     if opts.sweep:
         report["method"] = method(opts, cpus)
     report["options"] = _jsonable(dataclasses.asdict(opts))

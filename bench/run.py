@@ -49,6 +49,7 @@ class BenchOptions:
     out_dir: Path = REPO / "bench" / "results"
     py_spy: str | None = None  # record the gateway with py-spy into this SVG (fake mode only)
     extras: tuple[str, ...] = ()  # ceiling, affinity, prefix_engines (bench/ceiling, affinity)
+    swap_open_duration_s: float = 40.0  # --swap-open: arrivals per policy (bench/swap_open.py)
     supervisor: SupervisorBenchOptions | None = None  # --supervisor: measure supervisor figures
     sweep: bool = True  # False with --supervisor-only
 

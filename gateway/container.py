@@ -18,7 +18,9 @@ from .balancing.kv.feed import KvFeeds, Wanted
 from .balancing.kv.index import KvIndex
 from .balancing.kv.tokens import Tokenizer
 from .cluster.link import SupervisorLink
+from .cluster.membership import RayMembership
 from .cluster.nodes import Node
+from .cluster.ray_view import RayView
 from .cluster.routing import Router, RoutingTable
 from .edge.keys import KeyRing
 from .edge.shapers import Shapers
@@ -51,6 +53,7 @@ class Gateway:
     shapers: Shapers  # HTTP request -> call (edge)
     pipeline: Pipeline  # call -> response: the one entrance for every workload
     kv_feeds: KvFeeds | None = None  # the KV-event subscriptions, when a model is kv_aware
+    membership: RayMembership | None = None  # with `ray:`: the link's nodes follow Ray
     started: int = field(default_factory=lambda: int(time.time()))
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -58,6 +61,8 @@ class Gateway:
         loops: dict[str, Callable[[], Awaitable[None]]] = {"health": self.health.run}
         if self.link is not None:
             loops["supervisor-sync"] = self.link.run
+        if self.membership is not None:
+            loops["ray-membership"] = self.membership.run
         if self.fallback is not None:
             loops["ollama-health"] = self.fallback.run
         if self.kv_feeds is not None:
@@ -83,6 +88,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
     nodes = [
         Node(ep.name, ControlClient(ep.url, ep.admin_token, session, gw.timeouts.health_probe_s))
         for ep in config.supervisor_endpoints
+        if config.ray is None  # with `ray:` the nodes come from Ray (membership below)
     ]
     link = (
         SupervisorLink(
@@ -95,10 +101,20 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
             probe=health.answers,
             on_ready=health.mark_up,
             on_status=lambda status: models.sync_adapters(status.name, status.adapters),
+            gpus_for=lambda name: s.tensor_parallel_size if (s := config.server(name)) else 1,
         )
-        if table.managed
+        if table.managed or config.supervisors or config.ray
         else None
     )
+    membership = None
+    if config.ray is not None and link is not None:
+        token = config.ray.admin_token or config.supervisor.admin_token
+        membership = RayMembership(
+            RayView(config.ray),
+            link,
+            lambda url: ControlClient(url, token, session, gw.timeouts.health_probe_s),
+            config.ray.discover_s,
+        )
     router = Router(
         table,
         link.ensure if link else None,
@@ -142,6 +158,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
             if kv
             else None
         ),
+        membership=membership,
     )
 
 

@@ -62,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from orchestra.adapters_cli import add_parser as add_adapters
     from orchestra.batch_cli import add_batch_parser
+    from orchestra.ray_cluster.cli import add_ray_parser
 
     add_adapters(sub)
     add_batch_parser(sub)
+    add_ray_parser(sub)
 
     names = ("status", "top", "load", "unload", "sleep", "wake", "restart", "ensure", "logs")
     for name in names:

@@ -27,6 +27,7 @@ from orchestra.config_gateway import (
     FallbackConfig,
     GatewayConfig,
     OllamaFallback,
+    RayClusterConfig,
     RetryPolicy,
     Timeouts,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "OllamaFallback",
     "OrchestraConfig",
     "PreloadConfig",
+    "RayClusterConfig",
     "ReplicaConfig",
     "ReplicaKvEvents",
     "RetryPolicy",
@@ -116,6 +118,7 @@ class OrchestraConfig(BaseSettings):
     fallbacks: dict[str, list[str]] = Field({}, description="model -> models that serve instead")
     batch: BatchConfig = BatchConfig()
     supervisors: list[SupervisorEndpoint] = []
+    ray: RayClusterConfig | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -161,6 +164,8 @@ class OrchestraConfig(BaseSettings):
             if endpoint.name in seen:
                 raise ValueError(f"supervisors[{index}].name: {endpoint.name!r} is already used")
             seen.add(endpoint.name)
+        if self.supervisors and self.ray is not None:
+            raise ValueError("ray: and supervisors: exclude each other (Ray finds the supervisors)")
         return self
 
     def iter_servers_with_path(self) -> Iterator[tuple[str, int, ServerConfig]]:

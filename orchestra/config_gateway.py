@@ -196,3 +196,32 @@ class OllamaFallback(StrictSection):
 
 class FallbackConfig(StrictSection):
     ollama: OllamaFallback | None = None
+
+
+class RayClusterConfig(StrictSection):
+    """`ray:`: Orchestra on a Ray cluster (docs/multi-node.md). Read by `orchestra ray up` (which
+    supervisor runs where) and by the gateway (which supervisors are alive); instead of a
+    `supervisors:` list."""
+
+    address: str = Field(
+        "auto", description="Ray's GCS, e.g. 10.0.0.1:6379; `auto` = the cluster on this machine"
+    )
+    namespace: str = Field("orchestra", min_length=1, description="Ray namespace of the actors")
+    node_resource: str | None = Field(
+        None,
+        description="a node gets a supervisor when Ray reports this custom resource on it (CPU "
+        "nodes: `ray start --resources='{\"orchestra\": 1}'`); None = nodes with a GPU",
+    )
+    admin_token: str | None = Field(
+        None, description="every supervisor's admin token; None = supervisor.admin_token"
+    )
+    discover_s: float = Field(
+        0.5, gt=0, description="how often the gateway reads Ray's nodes and supervisors"
+    )
+    reconcile_s: float = Field(
+        1.0, gt=0, description="how often `ray up`'s reconciler looks for nodes without one"
+    )
+    call_timeout_s: float = Field(10.0, gt=0, description="one call to a Ray actor or the GCS")
+    start_timeout_s: float = Field(
+        120.0, gt=0, description="a supervisor actor's control API answers within this"
+    )

@@ -122,6 +122,13 @@ class ServerConfig(StrictSection):
         None, description="vLLM KV-cache events (ZMQ); None = on when balancing is kv_aware"
     )
     kv: KvAwareConfig = KvAwareConfig()
+    # Residency (helper C): the supervisor's idle unload (supervisor/idle.py).
+    idle_unload_s: float | None = Field(
+        None,
+        gt=0,
+        description="evict this model when nobody asked for it this long (llama-swap's ttl, "
+        "Ollama's keep_alive); its page cache is kept warm; None = never",
+    )
 
     @field_validator("url")
     @classmethod

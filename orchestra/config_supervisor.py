@@ -46,6 +46,38 @@ class SupervisorConfig(StrictSection):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="wait for open control requests before stopping the engines"
     )
+    # The swap scheduler (supervisor/turns.py) and the cost model (supervisor/costs.py).
+    swap_quantum_s: float = Field(
+        10.0,
+        ge=0,
+        description="the longest turn: a resident model in use keeps its slot up to this long "
+        "before a waiting model may evict it; 0 = evict on the first arrival (the old policy)",
+    )
+    swap_quantum_ratio: float = Field(
+        2.0,
+        ge=0,
+        description="a turn lasts this many times the waiting model's measured swap-in (wake "
+        "or start), up to swap_quantum_s: swapping takes at most 1/(1+ratio) of the slot; 0 = "
+        "always swap_quantum_s",
+    )
+    swap_max_wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="a swap waiting this long evicts the resident model even mid-quantum "
+        "(the starvation bound, before the drain and the start; it caps the quantum)",
+    )
+    swap_idle_s: float = Field(
+        2.0,
+        ge=0,
+        description="a resident with nothing in flight is still in its quantum while its last "
+        "request is this recent (open-loop arrivals leave gaps)",
+    )
+    idle_check_interval_s: float = Field(
+        1.0, gt=0, description="how often models are checked against their idle_unload_s"
+    )
+    cost_history: int = Field(
+        8, ge=1, le=256, description="measured start/wake times kept per model (median of these)"
+    )
     on_supervisor_exit: OnSupervisorExit = Field(
         "adopt",
         description="adopt: engines outlive a crashed supervisor, the next one adopts them; "

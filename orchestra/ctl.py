@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from rich.console import Console
 
-from orchestra.config import ConfigError, load_config
+from orchestra.config import ConfigError, RayClusterConfig, load_config
 from orchestra.control import ControlClient, ControlError, call_sync
 from orchestra.live import Unreachable, follow_logs, run_top, run_until_interrupted
 from orchestra.status_view import as_json, compact_table, print_wide
@@ -24,8 +24,8 @@ FOLLOW_INTERVAL_S = 0.5  # `logs -f`: how often it asks for new lines
 
 def _clients(args: argparse.Namespace) -> tuple[dict[str, ControlClient], float]:
     """The control clients by node name (URL and admin token from --url / env / the config; with
-    `supervisors:` in the config, every node, or the one `--node` names) and the timeout for
-    actions that wait for a model."""
+    `supervisors:` in the config, every node, with `ray:` every live supervisor Ray knows, or
+    the one `--node` names) and the timeout for actions that wait for a model."""
     token = os.environ.get("ORCHESTRA_ADMIN_TOKEN")
     url, action_timeout = "http://127.0.0.1:8100", 900.0
     endpoints: dict[str, tuple[str, str | None]] = {}
@@ -35,6 +35,8 @@ def _clients(args: argparse.Namespace) -> tuple[dict[str, ControlClient], float]
         token = token or config.supervisor.admin_token
         action_timeout = config.supervisor.ensure_timeout_s
         endpoints = {e.name: (e.url, e.admin_token) for e in config.supervisors}
+        if config.ray is not None:  # the gateway's `ray:`: the live supervisors, from Ray
+            endpoints = _ray_endpoints(config.ray, token)
     except ConfigError:
         pass  # no readable config: defaults (or --url) still work
     node = getattr(args, "node", None)
@@ -50,6 +52,15 @@ def _clients(args: argparse.Namespace) -> tuple[dict[str, ControlClient], float]
         for name, (u, node_token) in endpoints.items()
     }
     return clients, action_timeout
+
+
+def _ray_endpoints(ray: RayClusterConfig, token: str | None) -> dict[str, tuple[str, str | None]]:
+    """Node name (as the gateway names it) -> (control URL, token) of each live supervisor."""
+    from orchestra.ray_cluster import reconcile  # imports Ray: only with `ray:`
+
+    reconcile.connect(ray)
+    found = reconcile.supervisors(ray)
+    return {f"ray-{i['address']}": (str(i["url"]), ray.admin_token or token) for i in found}
 
 
 def _status(console: Console, clients: dict[str, ControlClient], output: str) -> None:

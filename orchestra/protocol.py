@@ -147,6 +147,7 @@ class ModelInfo(ModelStatus):
     page_cache: PageCache = PageCache()
     last_used_s_ago: float | None = None
     sleep_mode: bool = False
+    expected_s: float | None = None  # the cost model's expected wait for a request now
 
     @model_serializer(mode="wrap")
     def _without_absent_key(

@@ -2,8 +2,10 @@
 a gateway's sync, and start-up and shutdown of the whole.
 
 `ensure(model)` makes a model READY and returns it, joining the model's swap (`swaps.Swaps`:
-one swap task per model). Where engines go and who is evicted is `placement.Placer`'s alone;
-the manager asks it. Once the shutdown begins (`closing.Closing`), waiting commands answer 503.
+one swap task per model). Where engines go and who is evicted is `placement.Placer`'s alone (the
+swap scheduler `turns.Turns` says when); how a serving model's next request is served (queue,
+wake, cold start) is `scaling.Scaler`'s; `idle.IdleUnloader` evicts idle models. Once the
+shutdown begins (`closing.Closing`), waiting commands answer 503.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from orchestra.protocol import GatewayReport, ModelInfo, NodeLoad
 
 from .adoption import adopt_engines, engine_api_key
 from .closing import Closing
+from .costs import CostModel
 from .demand import Demand
 from .engine import Engine
 from .errors import BadRequest, ModelNotFound
 from .gateways import GatewayReports
+from .idle import IdleUnloader
 from .launch import EngineSpec, build_specs
 from .logtail import tail_lines
 from .metrics import ModelSample, SupervisorMetrics
@@ -35,8 +39,10 @@ from .preloader import Preloader
 from .probe import EngineProbe
 from .procgroup import ProcessGroups
 from .rotation import ModelDemand, Rotator
+from .scaling import Scaler
 from .states import EngineState
 from .swaps import Swaps
+from .turns import Turns
 
 log = logging.getLogger(__name__)
 S = EngineState
@@ -67,16 +73,19 @@ class Manager:
         )
         self.metrics = SupervisorMetrics(self._sample)
         self.rotator = Rotator(self, config.rotation)
-        self.placer = Placer(
-            self.models,
-            gpus,
-            config,
-            self.demand,
-            self.reports,
-            self.metrics,
-            lambda n: self.swaps.running(n),
-        )
-        self.swaps = Swaps(self.placer, self.metrics)
+        sup = config.supervisor
+        turns = Turns(
+            sup.swap_quantum_s, sup.swap_max_wait_s, sup.swap_idle_s, sup.swap_quantum_ratio,
+            lambda n: self.scaler.swap_in_s(self.models[n]),
+        )  # fmt: skip
+        placer = self.placer = Placer(
+            self.models, gpus, config, self.demand, self.reports, self.metrics,
+            lambda n: self.swaps.running(n), turns,
+        )  # fmt: skip
+        self.swaps = Swaps(placer, self.metrics)
+        costs = CostModel(sup.cost_history)
+        self.scaler = Scaler(self.models, costs, placer, self.reports, self.preloader)
+        self.idle = IdleUnloader(self.models, self.demand, self.reports, placer, self.preloader)
         self._tasks: list[asyncio.Task[None]] = []
         self.closing = Closing()
 
@@ -98,13 +107,15 @@ class Manager:
         self._spawn(self._page_cache_loop(self._tasks[-1] if self._tasks else None), "page-cache")
         if self.config.rotation.enabled:
             self._spawn(self.rotator.run(), "rotation")
+        if any(m.server.idle_unload_s is not None for m in self.models.values()):
+            self._spawn(self.idle.run(self.config.supervisor.idle_check_interval_s), "idle-unload")
 
     async def close(self, keep_engines: bool = False) -> None:
         """Stop every background task and every engine (each group: SIGTERM, deadline, SIGKILL);
         `keep_engines`: leave them serving, recorded for the next supervisor to adopt."""
         self.closing.begin()
         self.preloader.close()
-        swaps = self.swaps.tasks()
+        swaps = [*self.swaps.tasks(), *self.scaler.tasks()]
         for task in [*self._tasks, *swaps]:
             task.cancel()
         await asyncio.gather(*self._tasks, *swaps, return_exceptions=True)
@@ -151,7 +162,8 @@ class Manager:
 
     def info(self, name: str) -> ModelInfo:
         model = self.get(name)
-        return model.info(self.demand.seconds_since_use(name), self.preloader.residency[name])
+        last_used = self.demand.seconds_since_use(name)
+        return model.info(last_used, self.preloader.residency[name], self.scaler.expected_s(model))
 
     def table(self) -> list[ModelInfo]:
         return [self.info(name) for name in self.models]
@@ -203,6 +215,7 @@ class Manager:
         model = self.get(name)
         self.demand.touch(name)
         if model.serving():
+            self.scaler.consider(model)  # a wake or a cold start may serve sooner than the queue
             return model
         await self.swaps.join(model, timeout_s, force, reset)
         return model
@@ -249,6 +262,8 @@ class Manager:
         for model in self.models.values():
             if any(e.url in busy_urls for e in model.engines):
                 self.demand.touch(model.name)  # serving requests: recently used
+        self.scaler.after_report(report)
+        self.placer.notify()  # in-flight counts changed: swaps waiting for a turn re-plan
         return self.table()
 
     def node_load(self) -> NodeLoad:
@@ -267,8 +282,10 @@ class Manager:
     def _on_change(self, engine: EngineSpec, old: EngineState, new: EngineState) -> None:
         model = self.models.get(engine.served_name)
         if model is not None:
-            if new is S.READY and model.resident_since is None:
-                model.resident_since = time.monotonic()
+            if new is S.READY:
+                self.scaler.on_ready(model, engine.id, old)  # a start or a wake measured
+                if model.resident_since is None:
+                    model.resident_since = time.monotonic()
             if not model.ready():
                 model.resident_since = None
             if new is S.FAILED and not model.holding():
@@ -276,21 +293,8 @@ class Manager:
         self.placer.notify()
 
     def _sample(self) -> tuple[list[ModelSample], int]:
-        samples = []
-        for m in self.models.values():
-            by_state: dict[EngineState, int] = {}
-            for e in m.engines:
-                by_state[e.state] = by_state.get(e.state, 0) + 1
-            samples.append(
-                ModelSample(
-                    name=m.name,
-                    state=m.state,
-                    restarts=m.restarts(),
-                    engines_by_state=by_state,
-                    cache_total=self.preloader.residency[m.name].bytes_total,
-                    cache_resident=self.preloader.residency[m.name].bytes_resident,
-                    demand=self.demand.count(m.name),
-                    gpus=sum(len(e.gpus) for e in m.holding()),
-                )
-            )
+        samples = [
+            m.sample(self.preloader.residency[m.name], self.demand.count(m.name))
+            for m in self.models.values()
+        ]
         return samples, len(self.gpus)

@@ -9,6 +9,7 @@ from orchestra.config import ServerConfig
 from orchestra.protocol import EngineInfo, ModelInfo
 
 from .engine import Engine
+from .metrics import ModelSample
 from .pagecache import Residency
 from .states import ACTIVE, EngineState, model_state
 
@@ -49,7 +50,9 @@ class Model:
     def restarts(self) -> int:
         return sum(e.restarts for e in self.engines)
 
-    def info(self, last_used_s_ago: float | None, page_cache: Residency) -> ModelInfo:
+    def info(
+        self, last_used_s_ago: float | None, page_cache: Residency, expected_s: float | None
+    ) -> ModelInfo:
         """This model's entry in the control API's model table."""
         return ModelInfo(
             name=self.name,
@@ -66,6 +69,23 @@ class Model:
             adapters=[*(a.name for a in self.server.adapters), *self.runtime_adapters],
             api_key=self.engines[0].spec.api_key or None,
             kv_events={e.url: e.spec.kv_events for e in self.engines if e.spec.kv_events},
+            expected_s=expected_s,
+        )
+
+    def sample(self, page_cache: Residency, demand: int) -> ModelSample:
+        """What the metrics collector reads of this model at scrape time."""
+        by_state: dict[EngineState, int] = {}
+        for e in self.engines:
+            by_state[e.state] = by_state.get(e.state, 0) + 1
+        return ModelSample(
+            name=self.name,
+            state=self.state,
+            restarts=self.restarts(),
+            engines_by_state=by_state,
+            cache_total=page_cache.bytes_total,
+            cache_resident=page_cache.bytes_resident,
+            demand=demand,
+            gpus=sum(len(e.gpus) for e in self.holding()),
         )
 
 

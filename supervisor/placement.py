@@ -3,7 +3,9 @@
 Two swaps never pick the same GPUs or victims because planning, evicting and queueing the starts
 (which mark the GPUs taken at once) happen under `_lock`; readiness is awaited outside it. When
 the only possible victims are busy (starting, stopping, swapping), a swap waits (unlocked) for
-any state change and re-plans, up to `supervisor.capacity_wait_s`.
+any state change and re-plans, up to `supervisor.capacity_wait_s`. A swap that must evict asks
+the swap scheduler first (`turns.Turns`: the resident's quantum, first come first served, the
+starvation bound) and, while it says wait, re-plans the same way (on every gateway report too).
 
 Eviction asks the gateways first: the victim is marked draining (the model table stops listing
 its engines as upstreams), and it is stopped or put to sleep only once every live gateway says it
@@ -29,6 +31,7 @@ from .gateways import GatewayReports
 from .metrics import SupervisorMetrics
 from .model import Model
 from .states import ACTIVE, EngineState
+from .turns import Resident, Turns
 
 log = logging.getLogger(__name__)
 S = EngineState
@@ -45,6 +48,7 @@ class Placer:
         reports: GatewayReports,
         metrics: SupervisorMetrics,
         swapping: Callable[[str], bool],
+        turns: Turns,
     ) -> None:
         self.models = models
         self.gpus = gpus
@@ -53,6 +57,7 @@ class Placer:
         self.reports = reports
         self.metrics = metrics
         self._swapping = swapping
+        self.turns = turns
         self._lock = asyncio.Lock()
         self._changes = Changes()
 
@@ -70,19 +75,47 @@ class Placer:
             await self._evict(model, why, sleep_only=sleep_only)
 
     async def place(self, model: Model, force: bool, reset: bool) -> list[Awaitable[None]]:
-        """Plan, evict and queue the starts under the lock; wait (unlocked) for busy victims."""
-        deadline = time.monotonic() + self.config.supervisor.capacity_wait_s
-        while True:
-            async with self._lock:
-                try:
-                    return await self._place_locked(model, force, reset)
-                except allocator.Unplaceable as exc:
-                    remaining = deadline - time.monotonic()
-                    if exc.permanent or remaining <= 0:
-                        raise NoCapacity(f"cannot place {model.name}: {exc.reason}") from None
-                    changed = self._changes.ticket()
-            # Re-plan on any state change, and at least every _REPLAN_S.
-            await self._changes.wait(changed, min(remaining, _REPLAN_S))
+        """Plan, evict and queue the starts under the lock; wait (unlocked) for busy victims
+        and for the swap scheduler's turn (which adds at most `swap_max_wait_s`)."""
+        wait_s = self.config.supervisor.capacity_wait_s
+        if self.turns.enabled:
+            wait_s += self.turns.max_wait_s
+        deadline = time.monotonic() + wait_s
+        self.turns.begin(model.name)
+        try:
+            while True:
+                async with self._lock:
+                    try:
+                        return await self._place_locked(model, force, reset)
+                    except allocator.Unplaceable as exc:
+                        remaining = deadline - time.monotonic()
+                        if exc.permanent or remaining <= 0:
+                            raise NoCapacity(f"cannot place {model.name}: {exc.reason}") from None
+                        changed = self._changes.ticket()
+                # Re-plan on any state change, and at least every _REPLAN_S.
+                await self._changes.wait(changed, min(remaining, _REPLAN_S))
+        finally:
+            self.turns.end(model.name)
+
+    async def grow(self, model: Model, engines: list[Engine]) -> list[Awaitable[None]]:
+        """Bring up more replicas of a serving model (the cost model chose to): on free capacity
+        only (no eviction, no waiting); [] when there is none now."""
+        async with self._lock:
+            placing = [e for e in engines if e.state in (S.COLD, S.SLEEPING)]
+            if not placing:
+                return []
+            try:
+                plan = allocator.plan(
+                    self.gpus,
+                    self._holders(exclude=model, include_self=True),
+                    [self._need(e) for e in placing],
+                    max_resident=self.config.supervisor.max_resident,
+                )
+            except allocator.Unplaceable:
+                return []
+            if plan.victims:
+                return []
+            return [e.begin_start(g, False) for e, g in zip(placing, plan.assignment, strict=True)]
 
     async def _place_locked(self, model: Model, force: bool, reset: bool) -> list[Awaitable[None]]:
         waits: list[Awaitable[None]] = []
@@ -104,19 +137,49 @@ class Placer:
                 needs.append(self._need(e))
         if not placing:
             return waits
-        plan = allocator.plan(
-            self.gpus,
-            self._holders(exclude=model),
-            needs,
-            max_resident=self.config.supervisor.max_resident,
-            force=force,
-        )
+        holders = self._holders(exclude=model)
+        try:
+            plan = allocator.plan(
+                self.gpus,
+                holders,
+                needs,
+                max_resident=self.config.supervisor.max_resident,
+                force=force,
+            )
+        except allocator.Unplaceable as exc:
+            if not exc.permanent:  # busy victims: still queue for them, first come first served
+                self._note_wants(model, holders, needs)
+            raise
+        if plan.victims and not force:  # a forced load takes no turn
+            why = self.turns.may_evict(model.name, [self._resident(v) for v in plan.victims])
+            if why is not None:
+                raise allocator.Unplaceable(why, False)
         if plan.victims:
             log.info("placing %s on %s: evicting %s", model.name, plan.assignment, plan.victims)
             await asyncio.gather(*(self._evict(self.models[v], "swap") for v in plan.victims))
         for engine, gpus in zip(placing, plan.assignment, strict=True):
             waits.append(engine.begin_start(gpus, reset))
         return waits
+
+    def _note_wants(
+        self, model: Model, holders: list[allocator.Holder], needs: list[allocator.Need]
+    ) -> None:
+        try:
+            forced = allocator.plan(
+                self.gpus,
+                holders,
+                needs,
+                max_resident=self.config.supervisor.max_resident,
+                force=True,
+            )
+        except allocator.Unplaceable:
+            return
+        self.turns.want(model.name, forced.victims)
+
+    def _resident(self, name: str) -> Resident:
+        m = self.models[name]
+        inflight = self.reports.inflight(e.url for e in m.ready())
+        return Resident(name, m.resident_since, inflight, self.demand.last_used(name))
 
     def _need(self, e: Engine) -> allocator.Need:
         if not self.gpus:
@@ -127,11 +190,11 @@ class Placer:
             return allocator.Need(pins=e.spec.pinned_gpus)
         return allocator.Need(count=e.spec.tensor_parallel_size)
 
-    def _holders(self, exclude: Model) -> list[allocator.Holder]:
+    def _holders(self, exclude: Model, include_self: bool = False) -> list[allocator.Holder]:
         holders = []
         for m in self.models.values():
             held = m.holding()
-            if m is exclude or not held:
+            if (m is exclude and not include_self) or not held:
                 continue
             gpus = frozenset(g for e in held for g in e.gpus)
             serving = self.reports.inflight(e.url for e in held) > 0

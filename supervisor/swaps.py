@@ -2,19 +2,25 @@
 
 Concurrent ensures of one model join one swap task, and a failed swap raises the same error in
 every waiter; a waiter that times out (or gives up) leaves the swap running for the others. The
-swap itself asks the placer for GPUs (evicting others if needed) and waits for the engines.
+swap itself asks the placer for GPUs (evicting others if needed) and waits for the first of the
+model's engines to be READY: a woken replica serves while a cold one is still starting (the
+others keep coming up; a late failure is logged and left to the engine's own backoff).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
+from collections.abc import Awaitable
 
 from .errors import EngineError, EnsureTimeout, SupervisorError
 from .metrics import SupervisorMetrics
 from .model import Model
 from .placement import Placer
+
+log = logging.getLogger(__name__)
 
 
 class Swaps:
@@ -56,10 +62,7 @@ class Swaps:
         self._placer.set_hot(model, True)
         try:
             waits = await self._placer.place(model, force, reset)
-            results = await asyncio.gather(*waits, return_exceptions=True)
-            if not model.ready():
-                errors = [r for r in results if isinstance(r, SupervisorError)]
-                raise errors[0] if errors else EngineError(f"{model.name}: no engine is ready")
+            await _first_ready(model, waits)
         except SupervisorError:
             self._metrics.swap_failures.labels(model.name).inc()
             if not model.holding():
@@ -67,3 +70,27 @@ class Swaps:
             raise
         self._metrics.swaps.labels(model.name).inc()
         self._metrics.swap_seconds.observe(time.monotonic() - began)
+
+
+async def _first_ready(model: Model, waits: list[Awaitable[None]]) -> None:
+    """Return once one of `model`'s engines is READY; raise the first error if none will be."""
+    pending = {asyncio.ensure_future(w) for w in waits}
+    errors: list[BaseException] = []
+    try:
+        while pending and not model.ready():
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            errors += [e for t in done if (e := t.exception()) is not None]
+    except asyncio.CancelledError:
+        for task in pending:
+            task.cancel()
+        raise
+    for task in pending:
+        task.add_done_callback(functools.partial(_late, model.name))
+    if not model.ready():
+        first = next((e for e in errors if isinstance(e, SupervisorError)), None)
+        raise first or EngineError(f"{model.name}: no engine is ready")
+
+
+def _late(name: str, task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("%s: a replica brought up after the first failed: %s", name, exc)

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from orchestra.control import ControlClient, ControlError, GatewayReport, ModelStatus
 
@@ -50,6 +50,7 @@ class SupervisorLink:
         probe: Callable[[str], Awaitable[bool]] = _no_probe,
         on_ready: Callable[[ModelRoute, Replica], None] = lambda route, replica: None,
         on_status: Callable[[ModelStatus], None] = lambda status: None,  # e.g. its adapters
+        gpus_for: Callable[[str], int] = lambda model: 1,  # GPUs per engine (placement)
     ) -> None:
         self.nodes = list(nodes)
         self.table = table
@@ -61,12 +62,16 @@ class SupervisorLink:
         self._probe = probe
         self._on_ready = on_ready
         self._on_status = on_status
+        self._gpus_for = gpus_for
         self._ensuring: dict[str, asyncio.Future[None]] = {}
+        self._members_changed = asyncio.Event()
 
     @property
     def client(self) -> ControlClient:
         """The first node's control client (the console and loading hints use it; with several
-        nodes they see the first one listed)."""
+        nodes they see the first one listed; with `ray:`, before any has joined, ControlError)."""
+        if not self.nodes:
+            raise ControlError(0, "no supervisor has joined yet")
         return self.nodes[0].client
 
     # ---- demand ---------------------------------------------------------------------------------
@@ -78,7 +83,40 @@ class SupervisorLink:
 
     # ---- the sync loops -------------------------------------------------------------------------
     async def run(self) -> None:
-        await asyncio.gather(*(self._run_node(node) for node in self.nodes))
+        """One sync loop per node, following `add_node`/`remove_node`; a loop that fails fails
+        this (its owner restarts it, `orchestra.loops.run_forever`)."""
+        tasks: dict[Node, asyncio.Task[None]] = {}
+        try:
+            while True:
+                self._members_changed.clear()
+                for node in [n for n in tasks if n not in self.nodes]:
+                    tasks.pop(node).cancel()
+                for node in self.nodes:
+                    if node not in tasks:
+                        tasks[node] = asyncio.create_task(self._run_node(node))
+                changed = asyncio.create_task(self._members_changed.wait())
+                done, _ = await asyncio.wait(
+                    {changed, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED
+                )
+                changed.cancel()
+                for task in done - {changed}:
+                    task.result()  # a node loop never returns: this raises its error
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+    # ---- membership (Ray's view of the cluster, `membership.py`) -------------------------------
+    def add_node(self, node: Node) -> None:
+        self.nodes.append(node)
+        self._members_changed.set()
+
+    def remove_node(self, name: str) -> None:
+        """A node gone for good (Ray marked it dead): its engines leave rotation now."""
+        gone = {m for n in self.nodes if n.name == name for m in n.statuses}
+        self.nodes[:] = [n for n in self.nodes if n.name != name]
+        self._members_changed.set()
+        self._merge(gone)
 
     async def _run_node(self, node: Node) -> None:
         while True:
@@ -90,6 +128,7 @@ class SupervisorLink:
         await asyncio.gather(*(self.sync_node(node) for node in self.nodes))
 
     async def sync_node(self, node: Node) -> None:
+        before = set(node.statuses)
         report = self._report_for(node)
         demand = dict(node.demand)
         node.demand.clear()
@@ -105,7 +144,7 @@ class SupervisorLink:
             node.answered(reply.models, reply.node)
             for status in reply.models:
                 self._on_status(status)
-        self._merge()
+        self._merge(before | set(node.statuses))
 
     def _report_for(self, node: Node) -> GatewayReport:
         """The table's report restricted to this node's engines (each supervisor drains only its
@@ -136,11 +175,19 @@ class SupervisorLink:
             )
         node.alive = alive
 
-    def _merge(self) -> None:
-        for route in self.table.managed:
-            parts = [v for n in self.nodes if (v := n.view(route.name)) is not None]
-            if parts or any(n.synced for n in self.nodes):
-                self.table.apply_merged(route.name, parts)
+    def _merge(self, names: Collection[str]) -> None:
+        """Re-merge the routes of `names` (the models one node's answer or silence touched:
+        every route on every sync made the control plane's cost grow with nodes x models per
+        sync, `bench/fleet.py`). A model a supervisor serves is routed even when the gateway's
+        config lacks it."""
+        synced = any(n.synced for n in self.nodes)
+        for name in names:
+            route = self.table.discovered(name) if synced else self.table.get(name)
+            if route is None or not route.managed:
+                continue
+            parts = [v for n in self.nodes if (v := n.view(name)) is not None]
+            if parts or synced:
+                self.table.apply_merged(name, parts)
 
     # ---- ensure ---------------------------------------------------------------------------------
     async def ensure(self, route: ModelRoute) -> None:
@@ -165,7 +212,7 @@ class SupervisorLink:
     async def _ensure(self, route: ModelRoute) -> None:
         started = time.perf_counter()
         errors: list[str] = []
-        for node in placement_order(self.nodes, route.name):
+        for node in placement_order(self.nodes, route.name, self._gpus_for(route.name)):
             try:
                 status = await node.client.ensure(route.name, self._ensure_timeout_s)
             except ControlError as exc:
@@ -180,7 +227,7 @@ class SupervisorLink:
                 errors.append(f"{node.name}: {exc.message}")
                 continue
             node.statuses[route.name] = status
-            self._merge()
+            self._merge({route.name})
             for replica in route.replicas:  # the supervisor has just seen them answer /health
                 self._on_ready(route, replica)
             self._metrics.ensure_seconds.labels(route.name).observe(time.perf_counter() - started)

@@ -28,6 +28,7 @@ class Node:
     alive: set[str] | None = None  # while away: its engines that answered /health
     down_since: float | None = None  # monotonic time it went away
     demand: collections.Counter[str] = field(default_factory=collections.Counter)
+    ray_free: dict[str, float] | None = None  # with `ray:`: Ray's free resources on the node
 
     @property
     def away(self) -> bool:
@@ -77,9 +78,25 @@ class Node:
         }
 
 
-def placement_order(nodes: list[Node], model: str) -> list[Node]:
-    """Nodes to ask for a cold `model`, in order: reachable ones whose supervisor manages it;
-    those with room for one more engine without evicting (free GPU and free resident slot)
-    first, then fewest resident engines; ties keep config order."""
+def ray_fits(node: Node, gpus: int) -> bool:
+    """Whether Ray reports the free resources a new engine needs on the node: `gpus` GPUs (its
+    tensor parallelism) on a GPU node; on a CPU node, some of Ray's `memory` resource (logical:
+    what Ray tasks have not reserved, not the kernel's free memory). True without a Ray view."""
+    free = node.ray_free
+    if free is None:
+        return True
+    if "GPU" in free or gpus > 1:
+        return free.get("GPU", 0) >= gpus
+    return free.get("memory", 0) > 0
+
+
+def placement_order(nodes: list[Node], model: str, gpus: int = 1) -> list[Node]:
+    """Nodes to ask for a cold `model` (an engine of `gpus` GPUs), in order: reachable ones
+    whose supervisor manages it; those where Ray reports the free resources it needs first
+    (`ray:` only), then those with room for one more engine without evicting (free GPU and
+    free resident slot), then fewest resident engines; ties keep config order."""
     candidates = [n for n in nodes if n.reachable and n.may_have(model)]
-    return sorted(candidates, key=lambda n: (not n.load.has_room, n.load.resident))
+    return sorted(
+        candidates,
+        key=lambda n: (not ray_fits(n, gpus), not n.load.has_room, n.load.resident),
+    )

@@ -111,6 +111,15 @@ class RoutingTable:
     def get(self, name: str) -> ModelRoute | None:
         return self.routes.get(name)
 
+    def discovered(self, name: str) -> ModelRoute:
+        """The route of a model some supervisor reports: the configured one, or (a model the
+        config does not list) a managed route with the default balancing, made once."""
+        route = self.routes.get(name)
+        if route is None:
+            # `model` only marks it managed: the gateway never launches anything.
+            route = self.routes[name] = build_route(ServerConfig(name=name, model=name))
+        return route
+
     @property
     def managed(self) -> list[ModelRoute]:
         return [r for r in self.routes.values() if r.managed]

@@ -1,7 +1,10 @@
 """The gateway's own small routes: the model list, health and metrics.
 
 `/v1/models` adds, for a loading model, how long it has been starting and how long its last
-start took (the supervisor's `starting_for_s` and `last_startup_s`).
+start took (the supervisor's `starting_for_s` and `last_startup_s`); and for every managed
+model that is not ready, `expected_s`: the supervisor's cost model's expected wait for a
+request now (the cheapest of waiting for a start, a wake or a cold start, from measured times;
+supervisor/costs.py), null when nothing was measured yet.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ _UNHEALTHY_STATES = frozenset({"down", "failed", "unknown", "backoff"})
 
 async def list_models(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    loading = await loading_info(gw)  # a starting model: elapsed, expected, remaining
+    table = await _supervisor_table(gw)
+    starting = [r.name for r in gw.table.managed if r.state == "starting" and r.name in table]
+    loading = {name: _eta(table[name]) for name in starting}
     data = [
         {
             "id": route.name,
@@ -32,6 +37,7 @@ async def list_models(request: Request) -> Response:
             "state": route.state,
             "managed": route.managed,
             **({"loading": loading[route.name]} if route.name in loading else {}),
+            **({"expected_s": table[route.name].get("expected_s")} if route.name in table else {}),
         }
         for route in gw.table.routes.values()
     ]
@@ -52,18 +58,19 @@ async def metrics(request: Request) -> Response:
     return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-async def loading_info(gw: Gateway) -> dict[str, dict[str, float | None]]:
-    """For each managed model that is starting: {elapsed_s, expected_s, remaining_s} (expected
-    from its last start; None when it never started). Asks the supervisor only when the
-    routing table shows a model starting."""
-    starting = [r.name for r in gw.table.managed if r.state == "starting"]
-    if not starting or gw.link is None:
+async def _supervisor_table(gw: Gateway) -> dict[str, dict[str, Any]]:
+    """The supervisor's entries of the managed models that are not ready (for `loading` of a
+    starting one: {elapsed_s, expected_s, remaining_s}, expected from its last start, None when
+    it never started; and `expected_s`). Asks the supervisor only when the routing table shows
+    such a model; {} when it cannot be asked."""
+    waiting = {r.name for r in gw.table.managed if r.state != "ready"}
+    if not waiting or gw.link is None:
         return {}
     try:
-        table = {str(m.get("name")): m for m in await gw.link.client.table()}
+        entries = await gw.link.client.table()
     except ControlError:
         return {}
-    return {name: _eta(table[name]) for name in starting if name in table}
+    return {str(m.get("name")): m for m in entries if m.get("name") in waiting}
 
 
 def _eta(model: dict[str, Any]) -> dict[str, float | None]:

@@ -92,7 +92,8 @@ def test_cold_model_is_placed_on_the_node_with_room(cluster: Cluster, tmp_path: 
     roomy = NodeSupervisor(n2, tmp_path, servers, pool, max_resident=2).start()
     for sup in (full, roomy):
         sup.wait_ready("shared")
-    with gateway_for([full, roomy], ["shared"], ["extra"]) as gw:
+    # `extra` is not in the gateway's config: learnt from the supervisors, routed, ensured.
+    with gateway_for([full, roomy], ["shared"]) as gw:
         wait_until(lambda: admin_status(gw)["nodes"][n2.name]["has_room"], 10)
         assert completion(gw.url, "extra", timeout=30).status_code == 200
         assert replica_urls(gw, "extra") == [f"http://{n2.address}:8002"]

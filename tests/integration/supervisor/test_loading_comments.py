@@ -89,6 +89,8 @@ def test_loading_comments(tmp_path: Path) -> None:
             # Second start: the last start time gives the time left.
             assert httpx.post(f"{supervisor.url}/models/slow/unload", timeout=30).is_success
             wait_until(lambda: _models(gateway)["slow"]["state"] == "cold", 10, what="cold")
+            # Cold now, with one start measured: the cost model expects a request to wait that.
+            assert _models(gateway)["slow"]["expected_s"] >= 2
             worker = threading.Thread(target=lambda: result.update(r=_stream(gateway, "slow")))
             worker.start()
             wait_until(lambda: _models(gateway)["slow"]["state"] == "starting", 15, what="start")

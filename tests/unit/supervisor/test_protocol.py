@@ -35,7 +35,7 @@ def test_a_model_entry_has_every_key_and_api_key_only_when_set() -> None:
     plain = orjson.loads(_entry().model_dump_json())
     assert set(plain) == {
         "name", "managed", "kind", "hot", "state", "upstreams", "draining", "engines", "page_cache",
-        "last_used_s_ago", "sleep_mode", "adapters",
+        "last_used_s_ago", "sleep_mode", "adapters", "expected_s",
     }  # fmt: skip
     assert plain["last_used_s_ago"] is None  # None values are sent, not dropped
     assert set(plain["engines"][0]) == {

@@ -1,0 +1,125 @@
+"""Today's supervisor, run by a Ray actor pinned to its node.
+
+`SupervisorActor` (created detached and named by the reconciler, `reconcile.py`) writes the
+node's copy of the config and starts `python -m orchestra.supervisor` as its subprocess, in its
+own process group; the engines stay the supervisor's subprocesses, as on one machine. The
+control API and the engines bind the node's address (Ray's view of it) and need the configured
+admin token.
+
+Lifetimes, which node death and rejoin rely on:
+- the supervisor dies with the actor's process (the kernel's parent-death watch,
+  `orchestra.lifetime`) by SIGUSR1: the graceful exit that *leaves the engines serving*;
+- its state lives in `supervisor.state_dir/<node address>`, stable when the node rejoins under
+  a new Ray id, so the next actor's supervisor adopts the engines still alive
+  (`supervisor/adoption.py`);
+- `stop()` (`orchestra ray down`) is SIGTERM: the supervisor stops every engine first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestra.config import parse_config
+from orchestra.lifetime import dies_with_this_process
+
+_POLL_S = 0.1
+_LOG_TAIL_BYTES = 4000
+
+
+def node_config(raw: dict[str, Any], address: str) -> dict[str, Any]:
+    """The node's copy of `raw` (paths already absolute): control API and engines on
+    `address`, state and logs in folders of the node's own (nodes may share a filesystem)."""
+    data = copy.deepcopy(raw)
+    data.pop("supervisors", None)
+    sup = data.setdefault("supervisor", {})
+    engine = data.setdefault("engine", {})
+    ray = data.get("ray") or {}
+    sup["host"] = address
+    if ray.get("admin_token"):
+        sup["admin_token"] = ray["admin_token"]
+    sup["state_dir"] = str(Path(sup.get("state_dir", "run")) / address)
+    engine["host"] = engine["advertise_host"] = address
+    engine["log_dir"] = str(Path(engine.get("log_dir", "logs")) / address)
+    return data
+
+
+class SupervisorActor:
+    """Owns one supervisor process on this node (see the module doc)."""
+
+    def __init__(self, raw: dict[str, Any], address: str, stop_timeout_s: float) -> None:
+        import ray  # the actor runs inside Ray; nothing else of this module needs it
+
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.address = address
+        data = node_config(raw, address)
+        config = parse_config(data, f"the config sent to node {address}")  # fail here, named
+        state = Path(config.supervisor.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        self.path = state / "ray-supervisor.yaml"
+        self.path.write_text(yaml.safe_dump(data))
+        self.log = state / "ray-supervisor.log"
+        self.url = f"http://{address}:{config.supervisor.port}"
+        self._stop_timeout_s = stop_timeout_s
+        argv = [sys.executable, "-m", "orchestra.supervisor", "--config", str(self.path)]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=dies_with_this_process(signal.SIGUSR1),
+            )
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "url": self.url,
+            "pid": self.proc.pid,
+            "running": self.proc.poll() is None,
+        }
+
+    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        """Block until the control API's /health answers; raise with the log's tail if the
+        supervisor exits or `timeout_s` passes."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"supervisor on {self.address} exited:\n{self._tail()}")
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as reply:
+                    if reply.status == 200:
+                        return self.info()
+            time.sleep(_POLL_S)
+        raise RuntimeError(
+            f"supervisor on {self.address} not ready in {timeout_s}s:\n{self._tail()}"
+        )
+
+    def stop(self) -> int | None:
+        """SIGTERM (the supervisor stops its engines), then SIGKILL of its group after
+        `engine.stop_timeout_s` and some. Returns its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self._stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+    def _tail(self) -> str:
+        data = self.log.read_bytes() if self.log.exists() else b""
+        return data[-_LOG_TAIL_BYTES:].decode(errors="replace")
