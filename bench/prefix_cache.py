@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from bench.affinity import _cache_counters, _gateway, _text
+from bench.affinity import gateway_from_config as start_gateway
 from bench.run import REPO, _get
 from orchestra.gateway.balancing.kv.hashing import block_hashes
 from orchestra.lifetime import spawn, stop_group
@@ -45,6 +45,27 @@ WORKERS = 2  # gateway workers: prefix_aware's tables are per worker, kv_aware's
 # prompt lives on one: over one engine's cache, under two.
 BLOCKS = 72
 POLICIES = {"rr": "round_robin", "sess": "session", "px": "prefix_aware", "kv": "kv_aware"}
+
+
+WORDS = (
+    "model cache token prefix replica engine router gateway latency batch stream kernel "
+    "memory block window prompt answer request system user history context weight layer"
+).split()
+
+
+def text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+def cache_counters(urls: list[str]) -> tuple[float, float]:
+    hits = queries = 0.0
+    for url in urls:
+        for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith("vllm:prefix_cache_hits_total"):
+                hits += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("vllm:prefix_cache_queries_total"):
+                queries += float(line.rsplit(" ", 1)[1])
+    return hits, queries
 
 
 @contextmanager
@@ -79,7 +100,7 @@ def _engine(port: int, kv_ports: tuple[int, int], core: int, log: Path) -> Itera
         deadline = time.monotonic() + 900
         while _get(url + "/health") != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
-                errors = [ln for ln in log.read_text().splitlines() if "Error" in ln]
+                errors = [ln for ln in log.readtext().splitlines() if "Error" in ln]
                 raise RuntimeError(f"engine did not start: {errors[-5:]}")
             time.sleep(0.5)
         yield url
@@ -115,7 +136,7 @@ async def _turn(
 async def _phase(gateway: str, model: str) -> dict[str, Any]:
     rng = random.Random(f"{model}-prefix-cache")
     systems = [
-        f"[{model}] You are assistant {i}. " + _text(rng, SYSTEM_WORDS) for i in range(SYSTEMS)
+        f"[{model}] You are assistant {i}. " + text(rng, SYSTEM_WORDS) for i in range(SYSTEMS)
     ]
     chats = [
         (f"{model}-{s}-{c}", s, [{"role": "system", "content": systems[s]}])
@@ -130,7 +151,7 @@ async def _phase(gateway: str, model: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=gateway, timeout=600) as client:
 
         async def turn(session: str, system: int, chat: list[dict[str, str]]) -> None:
-            chat.append({"role": "user", "content": _text(rng, 40)})
+            chat.append({"role": "user", "content": text(rng, 40)})
             async with gate:
                 sent.append((system, list(chat)))
                 try:
@@ -223,13 +244,13 @@ def prefix_cache_figures() -> dict[str, Any]:
                 for m, p in POLICIES.items()
             ],
         }
-        gateway = stack.enter_context(_gateway(config, tmp))
+        gateway = stack.enter_context(start_gateway(config, tmp))
         for model, policy in POLICIES.items():
             for url in urls:
                 httpx.post(url + "/reset_prefix_cache", timeout=60)
-            before = _cache_counters(urls)
+            before = cache_counters(urls)
             figures = asyncio.run(_phase(gateway, model))
-            after = _cache_counters(urls)
+            after = cache_counters(urls)
             hits, queries = after[0] - before[0], after[1] - before[1]
             sent = figures.pop("_sent")
             figures["hit_rate"] = round(hits / queries, 4) if queries else None
