@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,47 @@ class Stack:
     def engine_log(self, name: str) -> str:
         reply = httpx.get(f"{self.supervisor.url}/models/{name}/logs", params={"lines": 40})
         return "\n".join(reply.json().get("lines", []))
+
+
+def two_replica_config(tmp: Path, name: str, **server: Any) -> dict[str, Any]:
+    """The stack's config with one model, `name`, on two engines (each on a free port) and
+    the given server fields; nothing in the rotation pool."""
+    config = stack_config(tmp)
+    hot = {**config["servers"][0], "name": name, "model": str(MODEL_DIR), **server}
+    hot.pop("port")
+    config["servers"] = [{**hot, "replicas": [{}, {}]}]
+    config["rotation_pool"] = []
+    config["supervisor"]["max_resident"] = 2
+    return config
+
+
+@contextmanager
+def two_replica_stack(config: dict[str, Any], name: str, tmp: Path) -> Iterator[Stack]:
+    """Supervisor and gateway for a `two_replica_config`, yielded once both engines are ready
+    at the supervisor and the gateway routes to both (`ready` comes with the first engine; on
+    two cores the second may still be starting)."""
+    supervisor = SupervisorProcess(config, tmp)
+    gateway = GatewayProcess(config)
+    supervisor.start()
+    try:
+        running = Stack(supervisor, gateway)
+        wait_until(
+            lambda: len(running.model(name)["upstreams"]) == 2,
+            timeout=START_TIMEOUT_S,
+            interval=0.5,
+            what="both replicas ready",
+        )
+        gateway.start()
+
+        def routed() -> int:  # /admin/status is open on loopback
+            status = httpx.get(gateway.url + "/admin/status", timeout=10).json()
+            return sum(1 for r in status["models"][name]["replicas"] if r["healthy"])
+
+        wait_until(lambda: routed() == 2, timeout=60, what="the gateway routing to both")
+        yield running
+    finally:
+        gateway.stop()
+        supervisor.stop()
 
 
 @pytest.fixture(scope="session")

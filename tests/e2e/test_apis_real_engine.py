@@ -14,9 +14,13 @@ import openai
 import pytest
 
 from orchestra.gateway.edge.keys import hash_key
-from tests.conftest import GatewayProcess, wait_until
-from tests.e2e.conftest import MODEL_DIR, START_TIMEOUT_S, Stack, record_figure, stack_config
-from tests.integration.supervisor.helpers import SupervisorProcess
+from tests.e2e.conftest import (
+    START_TIMEOUT_S,
+    Stack,
+    record_figure,
+    two_replica_config,
+    two_replica_stack,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NAME, KEY = "smollm2", "sk-e2e-apis"
@@ -27,41 +31,11 @@ GREEDY = {"temperature": 0}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("apis")
-    config = stack_config(tmp)
-    hot = {**config["servers"][0], "name": NAME, "model": str(MODEL_DIR)}
-    hot.pop("port")  # two engines: each gets its own free port
-    config["servers"] = [{**hot, "replicas": [{}, {}]}]
-    config["rotation_pool"] = []
-    config["supervisor"]["max_resident"] = 2
+    config = two_replica_config(tmp, NAME)
     config["engine"]["env"] = {**config["engine"]["env"], "VLLM_ENABLE_RESPONSES_API_STORE": "1"}
     config["gateway"]["api_keys"] = [{"name": "e2e", "sha256": hash_key(KEY)}]
-    supervisor = SupervisorProcess(config, tmp)
-    gateway = GatewayProcess(config)
-    supervisor.start()
-    try:
-        running = Stack(supervisor, gateway)
-        # `ready` once one engine is; the conversation needs both (two starts on two cores)
-        wait_until(
-            lambda: len(running.model(NAME)["upstreams"]) == 2,
-            timeout=START_TIMEOUT_S,
-            interval=0.5,
-            what="both replicas ready",
-        )
-        gateway.start()
-        wait_until(
-            lambda: len(_gateway_replicas(gateway)) == 2,
-            timeout=60,
-            what="the gateway routing to both replicas",
-        )
+    with two_replica_stack(config, NAME, tmp) as running:
         yield running
-    finally:
-        gateway.stop()
-        supervisor.stop()
-
-
-def _gateway_replicas(gateway: GatewayProcess) -> list[dict[str, object]]:
-    status = httpx.get(gateway.url + "/admin/status", timeout=10).json()  # loopback: open
-    return [r for r in status["models"][NAME]["replicas"] if r["healthy"]]
 
 
 def _openai(stack: Stack) -> openai.OpenAI:

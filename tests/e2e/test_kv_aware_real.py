@@ -16,9 +16,7 @@ import zmq.asyncio
 
 from orchestra.gateway.balancing.kv.hashing import block_hashes
 from orchestra.gateway.balancing.kv.wire import BlockStored, decode_batch
-from tests.conftest import GatewayProcess, wait_until
-from tests.e2e.conftest import MODEL_DIR, START_TIMEOUT_S, Stack, stack_config
-from tests.integration.supervisor.helpers import SupervisorProcess
+from tests.e2e.conftest import Stack, two_replica_config, two_replica_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NAME = "smollm2"
@@ -28,28 +26,8 @@ SYSTEM = "You are a patient librarian who answers questions about old maps. " * 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("kv")
-    config = stack_config(tmp)
-    hot = {**config["servers"][0], "name": NAME, "model": str(MODEL_DIR), "balancing": "kv_aware"}
-    hot.pop("port")
-    config["servers"] = [{**hot, "replicas": [{}, {}]}]
-    config["rotation_pool"] = []
-    config["supervisor"]["max_resident"] = 2
-    supervisor = SupervisorProcess(config, tmp)
-    gateway = GatewayProcess(config)
-    supervisor.start()
-    try:
-        running = Stack(supervisor, gateway)
-        wait_until(
-            lambda: len(running.model(NAME)["upstreams"]) == 2,
-            timeout=START_TIMEOUT_S,
-            interval=0.5,
-            what="both replicas ready",
-        )
-        gateway.start()
-        yield running
-    finally:
-        gateway.stop()
-        supervisor.stop()
+    with two_replica_stack(two_replica_config(tmp, NAME, balancing="kv_aware"), NAME, tmp) as s:
+        yield s
 
 
 def _metric(url: str, name: str) -> float:
