@@ -16,8 +16,7 @@ import yaml
 from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
 from tests.e2e.conftest import ENGINE_PYTHON, MODEL_DIR, START_TIMEOUT_S, stack_config
 from tests.fake_engine import free_port
-from tests.integration.multinode.ray_nodes import RESOURCE, RayNodes
-from tests.netns import Cluster, ensure_iproute2
+from tests.integration.multinode.ray_nodes import RESOURCE, RayNodes, ray_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 TOKEN = "ray-e2e-admin-token"
@@ -26,20 +25,8 @@ NAMESPACE = "orchestra-e2e"
 
 @pytest.fixture
 def ray_head(tmp_path: Path) -> Iterator[RayNodes]:
-    why = ensure_iproute2()
-    if why is not None:
-        pytest.skip(why)
-    pytest.importorskip("ray")
-    cluster = Cluster(1)  # only for an address off loopback: the head uses the root end
-    (node,) = cluster.nodes
-    nodes = RayNodes(node.address.rsplit(".", 1)[0] + ".1", node)
-    try:
-        nodes.start_head()
+    with ray_nodes(tmp_path, worker=False) as nodes:
         yield nodes
-    finally:
-        nodes.orchestra("down", tmp_path / "ray-up.yaml", check=False)
-        nodes.close(str(tmp_path))
-        cluster.close()
 
 
 def test_real_engine_under_a_ray_supervisor(ray_head: RayNodes, tmp_path: Path) -> None:

@@ -23,12 +23,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import pytest
+
+from orchestra.lifetime import spawn
 from tests.conftest import REPO_ROOT, wait_until
 from tests.fake_engine import free_port
-from tests.netns import Node
+from tests.netns import Cluster, Node, ensure_iproute2
 
 # Ray's defaults mark a node dead ~13 s after its raylet dies (period 3 s x threshold 5 ...).
 HEALTH = {
@@ -90,14 +95,7 @@ class RayNodes:
             *self._argv("head"),
         ]
         with self._log("head") as log:
-            self.head = subprocess.Popen(
-                argv,
-                env={**self.env, **HEALTH},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=REPO_ROOT,
-            )
+            self.head = spawn(argv, env={**self.env, **HEALTH}, stdout=log, cwd=REPO_ROOT)
         wait_until(lambda: self._started("head"), 90, 0.2, f"ray head\n{self.logs('head')}")
 
     def start_worker(self) -> None:
@@ -114,11 +112,9 @@ class RayNodes:
         ]
         with self._log(temp) as log:
             # `ip netns exec` with our environment: the token must reach the worker's raylet.
-            self.worker_proc = subprocess.Popen(
+            self.worker_proc = spawn(
                 ["ip", "netns", "exec", self.worker.name, "env", *_env_args(self.env), *argv],
                 stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
                 cwd=REPO_ROOT,
             )
         self.worker.procs.append(self.worker_proc)
@@ -204,3 +200,26 @@ def _processes() -> list[tuple[int, str]]:
             raw = (entry / "cmdline").read_bytes()
             found.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
     return found
+
+
+@contextmanager
+def ray_nodes(tmp: Path, worker: bool) -> Iterator[RayNodes]:
+    """A Ray head in the root namespace at a namespace's peer address (off loopback), and with
+    `worker` a second node inside the namespace; stopped with whatever `orchestra ray up` put
+    on them (`ray-up.yaml` in `tmp`), whatever the test did. Skips without iproute2 or Ray."""
+    why = ensure_iproute2()
+    if why is not None:
+        pytest.skip(why)
+    pytest.importorskip("ray")
+    cluster = Cluster(1)
+    (node,) = cluster.nodes
+    nodes = RayNodes(node.address.rsplit(".", 1)[0] + ".1", node)
+    try:
+        nodes.start_head()
+        if worker:
+            nodes.start_worker()
+        yield nodes
+    finally:
+        nodes.orchestra("down", tmp / "ray-up.yaml", check=False)
+        nodes.close(str(tmp))
+        cluster.close()

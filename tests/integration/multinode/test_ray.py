@@ -23,10 +23,9 @@ import yaml
 
 from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import free_port
-from tests.netns import Cluster, ensure_iproute2
 
 from .cluster import FAKE_ENGINE, Load, admin_status, completion
-from .ray_nodes import RESOURCE, RayNodes
+from .ray_nodes import RESOURCE, RayNodes, ray_nodes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -39,21 +38,8 @@ NAMESPACE = "orchestra-test"
 
 @pytest.fixture
 def ray_cluster(tmp_path: Path) -> Iterator[RayNodes]:
-    why = ensure_iproute2()
-    if why is not None:
-        pytest.skip(why)
-    pytest.importorskip("ray")
-    cluster = Cluster(1)
-    worker = cluster.nodes[0]
-    nodes = RayNodes(worker.address.rsplit(".", 1)[0] + ".1", worker)
-    try:
-        nodes.start_head()
-        nodes.start_worker()
+    with ray_nodes(tmp_path, worker=True) as nodes:
         yield nodes
-    finally:
-        nodes.orchestra("down", tmp_path / "ray-up.yaml", check=False)
-        nodes.close(str(tmp_path))
-        cluster.close()
 
 
 def _up_config(tmp: Path) -> dict[str, Any]:
