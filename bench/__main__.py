@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import FrameType
@@ -75,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument(
         "--scratch-dir", type=Path, help="where the page-cache file goes (default: system temp)"
     )
+    p.add_argument(
+        "--gateway-rev",
+        help="run the gateway of this git revision (`.`: the working tree) instead of the "
+        "installed one, e.g. the figures before a change",
+    )
     p.add_argument("--ceiling", action="store_true", help="req/s ceiling: gateway vs nginx")
     p.add_argument("--affinity", action="store_true", help="session stickiness (fake engines)")
     p.add_argument(
@@ -109,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         model_path=a.model_path,
         out_dir=a.out_dir,
         py_spy=a.py_spy,
+        gateway_rev=a.gateway_rev,
         sweep=not a.supervisor_only,
     )
     opts.extras = tuple(
@@ -153,6 +160,16 @@ def ensure_wrk(console: Console) -> None:
     )
 
 
+def gateway_tree(opts: BenchOptions, stack: contextlib.ExitStack) -> Path | None:
+    """`--gateway-rev`: that revision's packages unpacked for this run (None: the installed)."""
+    if opts.gateway_rev is None:
+        return None
+    from bench.ab import unpack
+
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-rev-")))
+    return unpack(opts.gateway_rev, work)
+
+
 def run_sweep(
     opts: BenchOptions, cpus: dict[str, int | None], console: Console
 ) -> dict[str, list[dict[str, Any]]]:
@@ -162,10 +179,11 @@ def run_sweep(
         if opts.base_url is None:
             console.print("starting the fake upstream and the gateway ...")
             upstream = stack.enter_context(fake_upstream(opts, cpus["upstream"]))
+            tree = gateway_tree(opts, stack)
             gw_url, gw_pid = stack.enter_context(
-                gateway_process(upstream, opts.model, cpus["gateway"])
+                gateway_process(upstream, opts.model, cpus["gateway"], tree=tree)
             )
-            legs = [Leg("direct", upstream), Leg("gateway", gw_url)]
+            legs = [Leg("direct", upstream), Leg("gateway", gw_url, gw_pid)]
             if opts.py_spy:
                 spy = spawn(
                     [
@@ -213,22 +231,24 @@ def run_sweep(
 
 
 def extra_figures(
-    extras: tuple[str, ...], cpus: dict[str, int | None], console: Console
+    extras: tuple[str, ...], cpus: dict[str, int | None], console: Console, opts: BenchOptions
 ) -> dict[str, Any]:
     """The figures of issue 13 (ceiling vs nginx, workers, session, prefix-cache hits)."""
     from bench.affinity import prefix_figures, session_figures
     from bench.ceiling import ceiling_figures
 
+    stack = contextlib.ExitStack()
     makers = {
-        "ceiling": lambda: ceiling_figures(cpus),
+        "ceiling": lambda: ceiling_figures(cpus, tree=gateway_tree(opts, stack)),
         "affinity": session_figures,
         "prefix_engines": prefix_figures,
     }
     out: dict[str, Any] = {}
-    for name in extras:
-        console.print(f"measuring {name} ...")
-        out[name] = makers[name]()
-        console.print_json(data=out[name])
+    with stack:
+        for name in extras:
+            console.print(f"measuring {name} ...")
+            out[name] = makers[name]()
+            console.print_json(data=out[name])
     return out
 
 
@@ -265,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.supervisor:
         console.print("measuring supervisor figures (fake engine, real supervisor) ...")
         report["supervisor"] = supervisor_figures(opts.supervisor)
-    report |= extra_figures(opts.extras, cpus, console)
+    report |= extra_figures(opts.extras, cpus, console, opts)
     if opts.sweep:
         report["method"] = method(opts, cpus)
     report["options"] = _jsonable(dataclasses.asdict(opts))
