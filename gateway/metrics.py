@@ -37,6 +37,9 @@ _LATENCY_BUCKETS = (
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 
 
+_TOKEN_KINDS = {"prompt": "prompt_tokens", "completion": "completion_tokens"}  # label: usage key
+
+
 class ModelMetrics:
     """One model's labelled children, looked up once: `labels()` costs a lock and a tuple
     hash per call, which showed up at several percent of the gateway's CPU under load."""
@@ -48,6 +51,7 @@ class ModelMetrics:
         "inflight",
         "overhead_seconds",
         "request_seconds",
+        "tokens",
         "ttfb_seconds",
     )
 
@@ -57,6 +61,7 @@ class ModelMetrics:
         self.request_seconds = metrics.request_seconds.labels(model)
         self.ttfb_seconds = metrics.ttfb_seconds.labels(model)
         self.overhead_seconds = metrics.overhead_seconds.labels(model)
+        self.tokens = {kind: metrics.tokens.labels(model, kind) for kind in _TOKEN_KINDS}
         self._requests = metrics.requests
         self._statuses: dict[int, Counter] = {}
 
@@ -165,10 +170,11 @@ class GatewayMetrics:
     def count_usage(self, model: str, usage: object) -> None:
         if not isinstance(usage, dict):
             return
-        for kind in ("prompt", "completion"):
-            value = usage.get(f"{kind}_tokens")
+        tokens = self.model(model).tokens
+        for kind, field in _TOKEN_KINDS.items():
+            value = usage.get(field)
             if isinstance(value, int) and value > 0:
-                self.tokens.labels(model, kind).inc(value)
+                tokens[kind].inc(value)
 
     def render(self) -> bytes:
         if self._multiprocess_dir:
