@@ -1,13 +1,14 @@
-"""The ASGI layers every request passes: a request id, and the one place that counts answers.
+"""The stacked ASGI layers of every path but the model calls (`calls.py` does their steps in one
+layer): a request id, and counting answers.
 
-`ResponseCounter` is the only writer of `orchestra_requests_total` and
-`orchestra_request_duration_seconds`: it wraps `send` (Starlette's own middleware pattern) and
-records the status of `http.response.start` once the response has ended, so every answer is
-counted once with the status the client saw — a 401 from the auth layer, a 404 for an unknown
-model, an upstream's 503, an Ollama fallback's 200 alike. A response the client left before its
-last byte counts as 499. The model label comes from `scope["state"]["model"]` (set by the
-shaper, edge/shapers.py, once the body is read, always a configured name) and is `_unknown`
-before that.
+`count_answer` is the only writer of `orchestra_requests_total` and
+`orchestra_request_duration_seconds`, called once per answer by `calls.ModelCalls` (model calls)
+and by `ResponseCounter` (the other counted paths). Both record the status of
+`http.response.start` once the response has ended, so every answer is counted once with the
+status the client saw — a 401 from auth, a 404 for an unknown model, an upstream's 503, an Ollama
+fallback's 200 alike. A response the client left before its last byte counts as 499. The model
+label comes from `scope["state"]["model"]` (set by the shaper, edge/shapers.py, once the body is
+read, always a configured name) and is `_unknown` before that.
 """
 
 from __future__ import annotations
