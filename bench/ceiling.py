@@ -127,6 +127,7 @@ def ceiling_figures(
     seconds: float = 4.0,
     rounds: int = 2,
     tree: Path | None = None,  # the gateway's packages unpacked there (`--gateway-rev`)
+    baseline: Path | None = None,  # also this tree's gateway, as `baseline` (`--baseline-rev`)
 ) -> dict[str, Any]:
     if not have_wrk():
         return {"skipped": "wrk not found"}
@@ -144,37 +145,51 @@ def ceiling_figures(
             gateway_process(upstream, "bench", cpus["gateway"], tree=tree)
         )
         legs["gateway"] = gw_url
-        _rps(gw_url, body, concurrency, 1, cpus["load"])  # warm the pools
         groups = {"gateway": gw_pid}
+        if baseline is not None:  # the same core as the gateway: one leg runs at a time
+            legs["baseline"], groups["baseline"] = stack.enter_context(
+                gateway_process(upstream, "bench", cpus["gateway"], tree=baseline)
+            )
+        for name in groups:
+            _rps(legs[name], body, concurrency, 1, cpus["load"])  # warm the pools
         rps, cost = _alternate(legs, body, concurrency, seconds, rounds, cpus["load"], groups)
         out["req_per_s_one_core"] = rps
         out["gateway_cpu_us_per_request"] = cost["gateway"]
+        if baseline is not None:
+            out["baseline_cpu_us_per_request"] = cost["baseline"]
+            if "nginx" in rps:
+                out["baseline_vs_nginx"] = round(rps["baseline"] / rps["nginx"], 3)
         out["gateway_vs_direct"] = round(rps["gateway"] / rps["direct"], 3)
         if "nginx" in rps:
             out["gateway_vs_nginx"] = round(rps["gateway"] / rps["nginx"], 3)
         with ExitStack() as gws:
-            one, one_pid = gws.enter_context(
-                gateway_process(upstream, "bench", None, workers=1, tree=tree)
-            )
-            two, two_pid = gws.enter_context(
-                gateway_process(upstream, "bench", None, workers=2, tree=tree)
-            )
-            for url in (one, two):
+            trees = {"": tree} | ({} if baseline is None else {"baseline ": baseline})
+            pools: dict[str, tuple[str, int]] = {}
+            for prefix, at in trees.items():
+                for n in (1, 2):
+                    pools[f"{prefix}{n}"] = gws.enter_context(
+                        gateway_process(upstream, "bench", None, workers=n, tree=at)
+                    )
+            for url, _ in pools.values():
                 _rps(url, body, concurrency, 1, None)
             workers, worker_cost = _alternate(
-                {"1": one, "2": two},
+                {name: url for name, (url, _) in pools.items()},
                 body,
                 concurrency,
                 seconds,
                 rounds,
                 None,
-                {"1": one_pid, "2": two_pid},
+                {name: pid for name, (_, pid) in pools.items()},
             )
         out["workers_req_per_s_unpinned"] = workers
         # all the workers' CPU (one process group) per request: equal to one worker's when
         # the second adds no per-request cost, so a total below 2x is the cores, not the code
         out["workers_cpu_us_per_request"] = worker_cost
         out["two_vs_one_worker"] = round(workers["2"] / workers["1"], 3)
+        if baseline is not None:
+            out["baseline_two_vs_one_worker"] = round(
+                workers["baseline 2"] / workers["baseline 1"], 3
+            )
     return out
 
 

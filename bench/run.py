@@ -50,6 +50,7 @@ class BenchOptions:
     out_dir: Path = REPO / "bench" / "results"
     py_spy: str | None = None  # record the gateway with py-spy into this SVG (fake mode only)
     gateway_rev: str | None = None  # run the gateway of this git revision (bench/ab.py's unpack)
+    baseline_rev: str | None = None  # also a "baseline" leg: this revision's gateway, alternated
     extras: tuple[str, ...] = ()  # ceiling, affinity, prefix_engines (bench/ceiling, affinity)
     supervisor: SupervisorBenchOptions | None = None  # --supervisor: measure supervisor figures
     sweep: bool = True  # False with --supervisor-only
@@ -217,6 +218,8 @@ def sweep(
                     row[leg.name] |= cpu_cost(mode, used[leg.name], merged)
             if "direct" in row and "gateway" in row:
                 row["ratios"] = ratios(mode, row["direct"], row["gateway"])
+            if "direct" in row and "baseline" in row:
+                row["baseline_ratios"] = ratios(mode, row["direct"], row["baseline"])
             rows.append(row)
         results[mode] = rows
     return results
