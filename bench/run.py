@@ -257,7 +257,10 @@ def method(opts: BenchOptions, cpus: dict[str, int | None]) -> dict[str, Any]:
         "cpu_pinning": cpus,
         "upstream": "fake vLLM (tests/fake_engine.py)" if opts.base_url is None else opts.base_url,
         "nonstream_upstream_latency_ms": round(
-            opts.ttft_ms + (opts.max_tokens - 1) / opts.token_rate * 1000, 1
+            # a token rate of 0: the fake answers at once (tests/fake_engine.py)
+            opts.ttft_ms
+            + ((opts.max_tokens - 1) / opts.token_rate * 1000 if opts.token_rate else 0),
+            1,
         )
         if opts.base_url is None
         else None,
