@@ -45,13 +45,14 @@ class ModelMetrics:
     hash per call, which showed up at several percent of the gateway's CPU under load."""
 
     __slots__ = (
+        "_kinds",
         "_model",
         "_requests",
         "_statuses",
+        "_tokens",
         "inflight",
         "overhead_seconds",
         "request_seconds",
-        "tokens",
         "ttfb_seconds",
     )
 
@@ -61,9 +62,16 @@ class ModelMetrics:
         self.request_seconds = metrics.request_seconds.labels(model)
         self.ttfb_seconds = metrics.ttfb_seconds.labels(model)
         self.overhead_seconds = metrics.overhead_seconds.labels(model)
-        self.tokens = {kind: metrics.tokens.labels(model, kind) for kind in _TOKEN_KINDS}
+        self._tokens = metrics.tokens
+        self._kinds: dict[str, Counter] = {}  # made on first use: no series before a token
         self._requests = metrics.requests
         self._statuses: dict[int, Counter] = {}
+
+    def tokens(self, kind: str) -> Counter:
+        child = self._kinds.get(kind)
+        if child is None:
+            child = self._kinds[kind] = self._tokens.labels(self._model, kind)
+        return child
 
     def requests(self, status: int) -> Counter:
         child = self._statuses.get(status)
@@ -170,11 +178,11 @@ class GatewayMetrics:
     def count_usage(self, model: str, usage: object) -> None:
         if not isinstance(usage, dict):
             return
-        tokens = self.model(model).tokens
+        bound = self.model(model)
         for kind, field in _TOKEN_KINDS.items():
             value = usage.get(field)
             if isinstance(value, int) and value > 0:
-                tokens[kind].inc(value)
+                bound.tokens(kind).inc(value)
 
     def render(self) -> bytes:
         if self._multiprocess_dir:
