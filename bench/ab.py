@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import cpu_seconds
 from bench.load import chat_body, have_wrk, run_wrk
 from bench.run import (
     CHAT,
@@ -64,21 +64,6 @@ def unpack(rev: str, into: Path) -> Path:
             inside.unlink()
         (into / name).rename(inside)
     return into
-
-
-def cpu_seconds(pgid: int) -> float:
-    """user+sys CPU seconds of every live process in the process group `pgid`."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def gateway_from(tree: Path, upstream: str, cpu: int | None) -> Any:

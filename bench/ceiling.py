@@ -22,6 +22,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import cpu_seconds
 from bench.load import chat_body, have_wrk, run_wrk
 from bench.run import CHAT, BenchOptions, _get, _set_fake, fake_upstream, gateway_process
 from orchestra.lifetime import spawn, stop_group
@@ -93,18 +94,40 @@ def _rps(url: str, body: bytes, concurrency: int, seconds: float, cpu: int | Non
 
 
 def _alternate(
-    legs: dict[str, str], body: bytes, c: int, seconds: float, rounds: int, cpu: int | None
-) -> dict[str, float]:
+    legs: dict[str, str],
+    body: bytes,
+    c: int,
+    seconds: float,
+    rounds: int,
+    cpu: int | None,
+    groups: dict[str, int] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean req/s per leg, and the CPU µs per request of the legs with a process group."""
     totals: dict[str, list[float]] = {name: [] for name in legs}
+    groups = groups or {}
+    used = dict.fromkeys(groups, 0.0)
+    answered = dict.fromkeys(groups, 0)
     names = list(legs)
     for i in range(rounds):
         for name in names if i % 2 == 0 else names[::-1]:
-            totals[name].append(_rps(legs[name], body, c, seconds, cpu))
-    return {name: round(sum(v) / len(v), 1) for name, v in totals.items()}
+            before = cpu_seconds(groups[name]) if name in groups else 0.0
+            result = run_wrk(legs[name] + CHAT, body, c, seconds, cpu)
+            totals[name].append(result.requests / (result.window_s or 1.0))
+            if name in groups:
+                used[name] += cpu_seconds(groups[name]) - before
+                answered[name] += result.requests
+    rps = {name: round(sum(v) / len(v), 1) for name, v in totals.items()}
+    cost = {name: round(1e6 * used[name] / max(1, answered[name]), 1) for name in groups}
+    return rps, cost
 
 
 def ceiling_figures(
-    cpus: dict[str, int | None], concurrency: int = 64, seconds: float = 4.0, rounds: int = 2
+    cpus: dict[str, int | None],
+    concurrency: int = 64,
+    seconds: float = 4.0,
+    rounds: int = 2,
+    tree: Path | None = None,  # the gateway's packages unpacked there (`--gateway-rev`)
+    baseline: Path | None = None,  # also this tree's gateway, as `baseline` (`--baseline-rev`)
 ) -> dict[str, Any]:
     if not have_wrk():
         return {"skipped": "wrk not found"}
@@ -118,22 +141,55 @@ def ceiling_figures(
         nginx = ensure_nginx()
         if nginx:
             legs["nginx"] = stack.enter_context(nginx_proxy(nginx, upstream, cpus["gateway"]))
-        gw_url, _ = stack.enter_context(gateway_process(upstream, "bench", cpus["gateway"]))
+        gw_url, gw_pid = stack.enter_context(
+            gateway_process(upstream, "bench", cpus["gateway"], tree=tree)
+        )
         legs["gateway"] = gw_url
-        _rps(gw_url, body, concurrency, 1, cpus["load"])  # warm the pools
-        rps = _alternate(legs, body, concurrency, seconds, rounds, cpus["load"])
+        groups = {"gateway": gw_pid}
+        if baseline is not None:  # the same core as the gateway: one leg runs at a time
+            legs["baseline"], groups["baseline"] = stack.enter_context(
+                gateway_process(upstream, "bench", cpus["gateway"], tree=baseline)
+            )
+        for name in groups:
+            _rps(legs[name], body, concurrency, 1, cpus["load"])  # warm the pools
+        rps, cost = _alternate(legs, body, concurrency, seconds, rounds, cpus["load"], groups)
         out["req_per_s_one_core"] = rps
+        out["gateway_cpu_us_per_request"] = cost["gateway"]
+        if baseline is not None:
+            out["baseline_cpu_us_per_request"] = cost["baseline"]
+            if "nginx" in rps:
+                out["baseline_vs_nginx"] = round(rps["baseline"] / rps["nginx"], 3)
         out["gateway_vs_direct"] = round(rps["gateway"] / rps["direct"], 3)
         if "nginx" in rps:
             out["gateway_vs_nginx"] = round(rps["gateway"] / rps["nginx"], 3)
         with ExitStack() as gws:
-            one, _ = gws.enter_context(gateway_process(upstream, "bench", None, workers=1))
-            two, _ = gws.enter_context(gateway_process(upstream, "bench", None, workers=2))
-            for url in (one, two):
+            trees = {"": tree} | ({} if baseline is None else {"baseline ": baseline})
+            pools: dict[str, tuple[str, int]] = {}
+            for prefix, at in trees.items():
+                for n in (1, 2):
+                    pools[f"{prefix}{n}"] = gws.enter_context(
+                        gateway_process(upstream, "bench", None, workers=n, tree=at)
+                    )
+            for url, _ in pools.values():
                 _rps(url, body, concurrency, 1, None)
-            workers = _alternate({"1": one, "2": two}, body, concurrency, seconds, rounds, None)
+            workers, worker_cost = _alternate(
+                {name: url for name, (url, _) in pools.items()},
+                body,
+                concurrency,
+                seconds,
+                rounds,
+                None,
+                {name: pid for name, (_, pid) in pools.items()},
+            )
         out["workers_req_per_s_unpinned"] = workers
+        # all the workers' CPU (one process group) per request: equal to one worker's when
+        # the second adds no per-request cost, so a total below 2x is the cores, not the code
+        out["workers_cpu_us_per_request"] = worker_cost
         out["two_vs_one_worker"] = round(workers["2"] / workers["1"], 3)
+        if baseline is not None:
+            out["baseline_two_vs_one_worker"] = round(
+                workers["baseline 2"] / workers["baseline 1"], 3
+            )
     return out
 
 

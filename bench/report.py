@@ -32,6 +32,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
             "direct p50/p95/p99 ms",
             "gw p50/p95/p99 ms",
             "+p50 ms",
+            "gw CPU µs/req",
             "errors d/g",
         ):
             t.add_column(col, justify="right")
@@ -51,6 +52,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
                 lat(d),
                 lat(g),
                 _f(r.get("added_latency_p50_ms"), 2),
+                _f(g.get("cpu_us_per_request")),  # from /proc over the gateway's rounds
                 f"{d.get('errors', '-')}/{g.get('errors', '-')}",
             )
         out.append(t)
@@ -66,6 +68,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
             "gw TTFT p50/p95",
             "+TTFT p50 ms",
             "ITL p50 d/g ms",
+            "gw CPU µs/chunk",
             "errors d/g",
         ):
             t.add_column(col, justify="right")
@@ -80,6 +83,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
                 f"{_f(g.get('ttft_p50_ms'))}/{_f(g.get('ttft_p95_ms'))}",
                 _f(r.get("added_ttft_p50_ms"), 2),
                 f"{_f(d.get('itl_p50_ms'), 2)}/{_f(g.get('itl_p50_ms'), 2)}",
+                _f(g.get("cpu_us_per_chunk")),
                 f"{d.get('errors', '-')}/{g.get('errors', '-')}",
             )
         out.append(t)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import cpu_seconds
 from bench.load import RoundResult, chat_body, have_wrk, run_python_subprocess, run_wrk
 from bench.stats import merge, ratios, summarize
 from bench.supervisor_figures import SupervisorBenchOptions
@@ -48,6 +49,8 @@ class BenchOptions:
     model_path: str | None = None  # to evict/warm the page cache for cold-start figures
     out_dir: Path = REPO / "bench" / "results"
     py_spy: str | None = None  # record the gateway with py-spy into this SVG (fake mode only)
+    gateway_rev: str | None = None  # run the gateway of this git revision (bench/ab.py's unpack)
+    baseline_rev: str | None = None  # also a "baseline" leg: this revision's gateway, alternated
     extras: tuple[str, ...] = ()  # ceiling, affinity, prefix_engines (bench/ceiling, affinity)
     swap_open_duration_s: float = 40.0  # --swap-open: arrivals per policy (bench/swap_open.py)
     supervisor: SupervisorBenchOptions | None = None  # --supervisor: measure supervisor figures
@@ -58,6 +61,7 @@ class BenchOptions:
 class Leg:
     name: str  # "direct" | "gateway"
     url: str  # base URL
+    pgid: int | None = None  # a process group started here: its CPU per round is measured
 
 
 def _get(url: str, timeout: float = 2.0) -> int:
@@ -196,21 +200,44 @@ def sweep(
         rows = []
         for c in opts.concurrency:
             collected: dict[str, list[RoundResult]] = {leg.name: [] for leg in legs}
+            used = {leg.name: 0.0 for leg in legs}
             for i in range(opts.rounds):
                 order = legs if i % 2 == 0 else legs[::-1]  # A B, B A, ...
                 for leg in order:
                     progress(f"{mode} c={c} {leg.name} round {i + 1}/{opts.rounds}")
+                    before = 0.0 if leg.pgid is None else cpu_seconds(leg.pgid)
                     collected[leg.name].append(
                         run_round(opts, mode, leg.url, c, per_round, cpus["load"])
                     )
+                    if leg.pgid is not None:
+                        used[leg.name] += cpu_seconds(leg.pgid) - before
             row: dict[str, Any] = {"concurrency": c}
-            for name, rounds in collected.items():
-                row[name] = summarize(mode, merge(rounds))
+            for leg in legs:
+                merged = merge(collected[leg.name])
+                row[leg.name] = summarize(mode, merged)
+                if leg.pgid is not None:
+                    row[leg.name] |= cpu_cost(mode, used[leg.name], merged)
             if "direct" in row and "gateway" in row:
                 row["ratios"] = ratios(mode, row["direct"], row["gateway"])
+            if "direct" in row and "baseline" in row:
+                row["baseline_ratios"] = ratios(mode, row["direct"], row["baseline"])
             rows.append(row)
         results[mode] = rows
     return results
+
+
+def cpu_cost(mode: str, seconds: float, r: RoundResult) -> dict[str, Any]:
+    """The leg's CPU (its process group, /proc) over its rounds, per request answered or per
+    SSE data event relayed inside the windows. The rounds' ramp-up and the streams cut at the
+    window's end are in the CPU but not in the counts: a slight overestimate, alike for every
+    revision measured this way."""
+    out: dict[str, Any] = {"cpu_s": round(seconds, 3)}
+    if mode == "nonstream":
+        out["cpu_us_per_request"] = round(1e6 * seconds / max(1, r.requests), 1)
+    else:
+        out["cpu_us_per_chunk"] = round(1e6 * seconds / max(1, r.chunks), 1)
+        out["cpu_us_per_stream"] = round(1e6 * seconds / max(1, r.requests), 1)
+    return out
 
 
 def total_rounds(opts: BenchOptions, legs: int) -> int:
@@ -231,7 +258,10 @@ def method(opts: BenchOptions, cpus: dict[str, int | None]) -> dict[str, Any]:
         "cpu_pinning": cpus,
         "upstream": "fake vLLM (tests/fake_engine.py)" if opts.base_url is None else opts.base_url,
         "nonstream_upstream_latency_ms": round(
-            opts.ttft_ms + (opts.max_tokens - 1) / opts.token_rate * 1000, 1
+            # a token rate of 0: the fake answers at once (tests/fake_engine.py)
+            opts.ttft_ms
+            + ((opts.max_tokens - 1) / opts.token_rate * 1000 if opts.token_rate else 0),
+            1,
         )
         if opts.base_url is None
         else None,

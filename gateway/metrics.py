@@ -37,14 +37,19 @@ _LATENCY_BUCKETS = (
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 
 
+_TOKEN_KINDS = {"prompt": "prompt_tokens", "completion": "completion_tokens"}  # label: usage key
+
+
 class ModelMetrics:
     """One model's labelled children, looked up once: `labels()` costs a lock and a tuple
     hash per call, which showed up at several percent of the gateway's CPU under load."""
 
     __slots__ = (
+        "_kinds",
         "_model",
         "_requests",
         "_statuses",
+        "_tokens",
         "inflight",
         "overhead_seconds",
         "request_seconds",
@@ -57,8 +62,16 @@ class ModelMetrics:
         self.request_seconds = metrics.request_seconds.labels(model)
         self.ttfb_seconds = metrics.ttfb_seconds.labels(model)
         self.overhead_seconds = metrics.overhead_seconds.labels(model)
+        self._tokens = metrics.tokens
+        self._kinds: dict[str, Counter] = {}  # made on first use: no series before a token
         self._requests = metrics.requests
         self._statuses: dict[int, Counter] = {}
+
+    def tokens(self, kind: str) -> Counter:
+        child = self._kinds.get(kind)
+        if child is None:
+            child = self._kinds[kind] = self._tokens.labels(self._model, kind)
+        return child
 
     def requests(self, status: int) -> Counter:
         child = self._statuses.get(status)
@@ -165,10 +178,11 @@ class GatewayMetrics:
     def count_usage(self, model: str, usage: object) -> None:
         if not isinstance(usage, dict):
             return
-        for kind in ("prompt", "completion"):
-            value = usage.get(f"{kind}_tokens")
+        bound = self.model(model)
+        for kind, field in _TOKEN_KINDS.items():
+            value = usage.get(field)
             if isinstance(value, int) and value > 0:
-                self.tokens.labels(model, kind).inc(value)
+                bound.tokens(kind).inc(value)
 
     def render(self) -> bytes:
         if self._multiprocess_dir:

@@ -1,9 +1,10 @@
 """The gateway's ASGI app: the route table's paths in, pipeline calls out.
 
-Layers, outermost first: request id → response counter (the one place answers are counted, and
-the last resort that keeps every answer OpenAI-shaped) → the front door, which sends the model
-calls (POSTs the route table gives a shaper) down a short path (auth, shaper, pipeline) and
-everything else (and the lifespan) to the FastAPI app, whose routes are the table's endpoints.
+The front door sends the model calls (POSTs the route table gives a shaper) down one layer,
+`calls.ModelCalls` (request id, auth, shaper, pipeline, counting), and everything else (and
+the lifespan) down the stack: request id → response counter (counts the counted paths, and is
+the last resort that keeps every answer OpenAI-shaped) → auth → the FastAPI app, whose routes
+are the table's endpoints.
 Everything stateful is built in the lifespan (`container.build_gateway`) and hangs off
 `app.state.gateway`.
 """
@@ -13,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
@@ -25,11 +26,11 @@ from orchestra.loops import run_forever
 from ..batch.service import BatchService
 from ..container import Gateway, build_gateway
 from ..metrics import GatewayMetrics
-from .anthropic import as_anthropic
 from .auth import AuthMiddleware
-from .errors import GatewayError, install_error_handlers
-from .middleware import RequestIdMiddleware, ResponseCounter
-from .routes import RouteTable
+from .calls import ModelCalls
+from .errors import install_error_handlers
+from .middleware import RequestIdMiddleware, RequestIds, ResponseCounter
+from .routes import RouteSpec, RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -37,42 +38,26 @@ _RESTART_DELAY_S = 1.0  # a background loop that failed starts again after this 
 
 
 class FrontDoor:
-    """Model calls skip FastAPI's routing, exception and exit-stack layers, which cost more CPU
-    per request than the proxying itself. They keep auth and the same error mapping: a
-    GatewayError becomes its OpenAI-shaped body, anything else a logged 500 without details.
-    Every other path, and the lifespan, go to the FastAPI app."""
+    """Model calls (the POSTs the route table gives a shaper) take `calls.ModelCalls`, one
+    layer that does what the stacked ones do; every other path, and the lifespan, take the
+    stack: request id, response counter, auth, the FastAPI app."""
 
-    def __init__(self, app: FastAPI, table: RouteTable) -> None:
-        self.app = app
-        self._calls = table.model_calls
-        self._fast: ASGIApp = AuthMiddleware(self._serve, table)
+    def __init__(
+        self, app: FastAPI, calls: dict[str, RouteSpec], fast: ASGIApp, others: ASGIApp
+    ) -> None:
+        self.app = app  # the FastAPI app both paths end in (its state holds the gateway)
+        self._calls = calls
+        self._fast = fast
+        self._others = others
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function returning the chosen layer's coroutine for the server to await, not
+        # a coroutine awaiting it: one frame less that every resumption of the request's task
+        # passes through. Safe: nothing runs after the layer. The server must be told this is
+        # ASGI 3 (gateway/__main__.py: uvicorn guesses ASGI 2 for a non-async `__call__`).
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self._calls:
-            scope["app"] = self.app  # what Starlette would set: auth reads app.state through it
-            await self._fast(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gw: Gateway = self.app.state.gateway
-        request = Request(scope, receive)
-        spec = self._calls[scope["path"]]
-        shape = gw.shapers.json if spec.body == "json" else gw.shapers.multipart
-        try:
-            shaped = await shape(request)
-            try:
-                response = await gw.pipeline.serve(shaped.call)
-            finally:
-                shaped.close()  # an upload: the upstream has read it (it answered)
-        except GatewayError as exc:
-            response = exc.response()
-        except Exception:
-            log.exception("unhandled error on POST %s", scope["path"])
-            response = GatewayError("internal gateway error").response()
-        if spec.errors == "anthropic":
-            response = as_anthropic(response)
-        await response(scope, receive, send)
+            return self._fast(scope, receive, send)
+        return self._others(scope, receive, send)
 
 
 def create_app(config: OrchestraConfig) -> ASGIApp:
@@ -126,4 +111,8 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
         gw: Gateway | None = getattr(app.state, "gateway", None)
         return None if gw is None else gw.metrics
 
-    return RequestIdMiddleware(ResponseCounter(FrontDoor(app, table), metrics, table.counted))
+    ids = RequestIds()
+    others = RequestIdMiddleware(ResponseCounter(app, metrics, table.counted), ids)
+    return FrontDoor(
+        app, table.model_calls, ModelCalls(app, table.model_calls, ids, metrics), others
+    )

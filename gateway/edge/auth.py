@@ -37,7 +37,7 @@ class AuthMiddleware:
                 await starting.response()(scope, receive, send)
                 return
             try:
-                identify(ring, spec, scope)
+                identify(ring, spec, scope, first_headers(scope))
             except GatewayError as exc:
                 if spec.browser_prompt and exc.status == 401:  # let the browser ask for the key
                     exc.headers["www-authenticate"] = 'Basic realm="Orchestra console"'
@@ -49,12 +49,19 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def identify(ring: KeyRing, spec: RouteSpec, scope: Scope) -> None:
+def first_headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by (lowercase, ASGI) name, the first value of each: built from
+    the reversed list, so a repeated header's first value is the one that stays."""
+    return dict(reversed(scope["headers"]))
+
+
+def identify(ring: KeyRing, spec: RouteSpec, scope: Scope, headers: dict[bytes, bytes]) -> None:
     """Raise unless the caller may call `spec`; an API key found goes to the scope's state.
-    Anthropic's clients send their key as `x-api-key`: it counts as a bearer key."""
-    authorization = _header(scope, b"authorization")
+    Anthropic's clients send their key as `x-api-key`: it counts as a bearer key. `headers`:
+    `first_headers(scope)`."""
+    authorization = headers.get(b"authorization")
     if authorization is None:
-        api_key = _header(scope, b"x-api-key")
+        api_key = headers.get(b"x-api-key")
         authorization = b"Bearer " + api_key if api_key else None
     if spec.caller is Caller.API_KEY:
         if ring.enabled:
@@ -62,10 +69,3 @@ def identify(ring: KeyRing, spec: RouteSpec, scope: Scope) -> None:
         return
     client = scope.get("client")
     ring.check_admin(authorization, client[0] if client else None)
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None

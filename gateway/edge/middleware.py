@@ -1,13 +1,14 @@
-"""The ASGI layers every request passes: a request id, and the one place that counts answers.
+"""The stacked ASGI layers of every path but the model calls (`calls.py` does their steps in one
+layer): a request id, and counting answers.
 
-`ResponseCounter` is the only writer of `orchestra_requests_total` and
-`orchestra_request_duration_seconds`: it wraps `send` (Starlette's own middleware pattern) and
-records the status of `http.response.start` once the response has ended, so every answer is
-counted once with the status the client saw — a 401 from the auth layer, a 404 for an unknown
-model, an upstream's 503, an Ollama fallback's 200 alike. A response the client left before its
-last byte counts as 499. The model label comes from `scope["state"]["model"]` (set by the
-shaper, edge/shapers.py, once the body is read, always a configured name) and is `_unknown`
-before that.
+`count_answer` is the only writer of `orchestra_requests_total` and
+`orchestra_request_duration_seconds`, called once per answer by `calls.ModelCalls` (model calls)
+and by `ResponseCounter` (the other counted paths). Both record the status of
+`http.response.start` once the response has ended, so every answer is counted once with the
+status the client saw — a 401 from auth, a 404 for an unknown model, an upstream's 503, an Ollama
+fallback's 200 alike. A response the client left before its last byte counts as 499. The model
+label comes from `scope["state"]["model"]` (set by the shaper, edge/shapers.py, once the body is
+read, always a configured name) and is `_unknown` before that.
 """
 
 from __future__ import annotations
@@ -29,28 +30,43 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's code: the client went away before the response ended
 
 
-class RequestIdMiddleware:
-    """Accepts `x-request-id` (or makes one), exposes it to handlers, returns it on every reply."""
+class RequestIds:
+    """The request ids of one gateway process: the client's `x-request-id` (up to 128
+    characters), or a new one. Shared by the model-call path (`calls.py`) and
+    `RequestIdMiddleware`, so ids stay unique across both."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self) -> None:
         # Unique per gateway process and cheap: a random 16-hex prefix and a 16-hex counter,
         # 32 hex digits like a uuid4 (a uuid4 per request cost ~2% of the CPU under load).
         self._prefix = uuid.uuid4().hex[:16]
         self._issued = 0
 
+    def take(self, given: bytes | None) -> str:
+        if given:
+            request_id = given.decode("latin-1")[:128]
+            if request_id:
+                return request_id
+        self._issued += 1
+        return f"{self._prefix}{self._issued:016x}"
+
+
+class RequestIdMiddleware:
+    """Accepts `x-request-id` (or makes one), exposes it to handlers, returns it on every reply."""
+
+    def __init__(self, app: ASGIApp, ids: RequestIds) -> None:
+        self.app = app
+        self._ids = ids
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = ""
+        given = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
+                given = value
                 break
-        if not request_id:
-            self._issued += 1
-            request_id = f"{self._prefix}{self._issued:016x}"
+        request_id = self._ids.take(given)
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
 
@@ -102,32 +118,40 @@ class ResponseCounter:
             await self.app(scope, receive, counting_send)
         except asyncio.CancelledError:
             if not status:
-                await _answer(scope, receive, counting_send, _shutting_down)
+                await _answer(scope, receive, counting_send, shutting_down)
             raise
         except Exception:
             if status:
                 raise  # the response is on its way: the server closes the connection
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await _answer(scope, receive, counting_send, _internal)
+            await _answer(scope, receive, counting_send, internal)
         finally:
             if counted:
-                if not status:
-                    status = 500  # the app failed before answering and so did the answer
-                elif not ended:
-                    status = CLIENT_CLOSED
-                self._count(scope, status, started)
-
-    def _count(self, scope: Scope, status: int, started: float) -> None:
-        metrics = self._metrics()
-        if metrics is None:
-            return
-        model = scope.get("state", {}).get("model") or UNKNOWN_MODEL
-        bound = metrics.model(model)
-        bound.requests(status).inc()
-        bound.request_seconds.observe(time.perf_counter() - started)
+                count_answer(self._metrics(), scope.get("state", {}), status, ended, started)
 
 
-def _shutting_down() -> GatewayError:
+def count_answer(
+    metrics: GatewayMetrics | None,
+    state: dict[str, object],
+    status: int,
+    ended: bool,
+    started: float,
+) -> None:
+    """One answer counted: `status` as the client saw it (0: nothing went out, a 500), a 499
+    when the client left before the last byte; the model label from the scope's state."""
+    if metrics is None:
+        return
+    if not status:
+        status = 500  # the app failed before answering and so did the answer
+    elif not ended:
+        status = CLIENT_CLOSED
+    model = state.get("model") or UNKNOWN_MODEL
+    bound = metrics.model(str(model))
+    bound.requests(status).inc()
+    bound.request_seconds.observe(time.perf_counter() - started)
+
+
+def shutting_down() -> GatewayError:
     return Unavailable(
         "the gateway is shutting down; retry on another instance or shortly",
         code="shutting_down",
@@ -135,7 +159,7 @@ def _shutting_down() -> GatewayError:
     )
 
 
-def _internal() -> GatewayError:
+def internal() -> GatewayError:
     return GatewayError("internal gateway error")
 
 

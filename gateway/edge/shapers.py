@@ -9,12 +9,13 @@ the `model` value when an alias or a chain sends it to another model).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope
 
 from orchestra.config import GatewayConfig
 
@@ -23,6 +24,32 @@ from .errors import BadRequest, PayloadTooLarge
 from .multipart import SpooledBody, Upload, read_upload
 
 _JSON = "application/json"  # what a JSON call is sent upstream as, whatever the client said
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A model call's HTTP request as the front door holds it (no Starlette `Request`: its
+    lazy header and state objects cost more than the few lookups the shapers make)."""
+
+    scope: Scope
+    receive: Receive
+    headers: dict[bytes, bytes]  # `auth.first_headers(scope)`: lowercase name -> first value
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else value.decode("latin-1")
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body's chunks as they arrive; ClientDisconnect when the client leaves first."""
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
 
 
 @dataclass(slots=True)
@@ -41,9 +68,9 @@ class Shapers:
     ) -> None:
         self._config = config
         self._known = known  # a configured model name (the only metrics labels)
-        self._priority_header = priority_header
+        self._priority_header = priority_header.lower().encode("latin-1")  # ASGI names
 
-    async def json(self, request: Request) -> Shaped:
+    async def json(self, request: Incoming) -> Shaped:
         arrived = time.perf_counter()
         payload, body = await _read_json_object(request, self._config.max_body_bytes)
         model = payload.get("model")
@@ -53,13 +80,13 @@ class Shapers:
         call = self._call(request, body, payload, model, stream, len(body), arrived, _JSON)
         return Shaped(call)
 
-    async def multipart(self, request: Request) -> Shaped:
+    async def multipart(self, request: Incoming) -> Shaped:
         arrived = time.perf_counter()
         limits = self._config.uploads
         upload = await read_upload(
             request.stream(),
-            request.headers.get("content-type", ""),
-            request.headers.get("content-length"),
+            request.header(b"content-type") or "",
+            request.header(b"content-length"),
             limits.max_bytes,
             limits.spool_bytes,
         )
@@ -71,7 +98,7 @@ class Shapers:
                 raise BadRequest("you must provide a `file` form field (the audio)", param="file")
             stream = upload.fields.get("stream", "").lower() == "true"
             body = SpooledBody(upload)
-            content_type = request.headers["content-type"]  # with the boundary
+            content_type = request.header(b"content-type") or ""  # with the boundary
             payload = {"model": model}
             call = self._call(
                 request, body, payload, model, stream, upload.size, arrived, content_type
@@ -83,7 +110,7 @@ class Shapers:
 
     def _call(
         self,
-        request: Request,
+        request: Incoming,
         body: bytes | SpooledBody,
         payload: dict[str, Any],
         model: str,
@@ -92,7 +119,7 @@ class Shapers:
         arrived: float,
         content_type: str,
     ) -> Call:
-        state = request.scope["state"]  # filled by RequestIdMiddleware and AuthMiddleware
+        state = request.scope["state"]  # with the request id and API key (edge/calls.py)
         if self._known(model):
             state["model"] = model  # the metrics label: a configured name, never a client string
         return new_call(
@@ -103,17 +130,17 @@ class Shapers:
             request_id=state["request_id"],
             stream=stream,
             content_type=content_type,
-            authorization=request.headers.get("authorization"),
+            authorization=request.header(b"authorization"),
             api_key=state.get("api_key"),
-            priority=request.headers.get(self._priority_header),
+            priority=request.header(self._priority_header),
             body_size=size,
             raw_headers=request.scope["headers"],
             arrived=arrived,
         )
 
 
-async def _read_json_object(request: Request, limit: int) -> tuple[dict[str, Any], bytes]:
-    declared = request.headers.get("content-length")
+async def _read_json_object(request: Incoming, limit: int) -> tuple[dict[str, Any], bytes]:
+    declared = request.header(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
@@ -123,7 +150,7 @@ async def _read_json_object(request: Request, limit: int) -> tuple[dict[str, Any
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

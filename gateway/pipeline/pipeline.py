@@ -15,7 +15,7 @@ follow-up) is pinned to the engine that stored it (`responses.py`) and takes ste
 
 Retries live in two places only: the proxy's (another replica, step 3) and the chain's (the
 next model, step 4). A streamed call to a model that must load first may get SSE comments
-while it waits (`loading.py`). Nothing here counts answers: `edge/middleware.ResponseCounter`
+while it waits (`loading.py`). Nothing here counts answers: `edge/middleware.count_answer`
 does (and the batch runner for its rows).
 """
 
