@@ -139,13 +139,7 @@ class Placer:
             return waits
         holders = self._holders(exclude=model)
         try:
-            plan = allocator.plan(
-                self.gpus,
-                holders,
-                needs,
-                max_resident=self.config.supervisor.max_resident,
-                force=force,
-            )
+            plan = self._plan(holders, needs, force)
         except allocator.Unplaceable as exc:
             if not exc.permanent:  # busy victims: still queue for them, first come first served
                 self._note_wants(model, holders, needs)
@@ -165,16 +159,17 @@ class Placer:
         self, model: Model, holders: list[allocator.Holder], needs: list[allocator.Need]
     ) -> None:
         try:
-            forced = allocator.plan(
-                self.gpus,
-                holders,
-                needs,
-                max_resident=self.config.supervisor.max_resident,
-                force=True,
-            )
+            forced = self._plan(holders, needs, force=True)
         except allocator.Unplaceable:
             return
         self.turns.want(model.name, forced.victims)
+
+    def _plan(
+        self, holders: list[allocator.Holder], needs: list[allocator.Need], force: bool
+    ) -> allocator.Plan:
+        return allocator.plan(
+            self.gpus, holders, needs, max_resident=self.config.supervisor.max_resident, force=force
+        )
 
     def _resident(self, name: str) -> Resident:
         m = self.models[name]
