@@ -38,6 +38,7 @@ from bench.batch_procs import (
     wait_for,
 )
 from orchestra.lifetime import spawn, stop_group
+from tests.conftest import scrape_total
 
 
 def _rows(n: int, max_tokens: int) -> list[dict[str, Any]]:
@@ -103,12 +104,7 @@ def _chat_ms(url: str) -> float:
 
 
 def _successes(engine_url: str) -> float:
-    text = httpx.get(engine_url + "/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:request_success_total")
-    )
+    return scrape_total(engine_url, "vllm:request_success_total")
 
 
 def _run_batch_seconds(rows: list[dict[str, Any]], tmp: Path) -> dict[str, float]:

@@ -35,6 +35,7 @@ from bench.affinity import gateway_from_config as start_gateway
 from bench.run import REPO, _get
 from orchestra.gateway.balancing.kv.hashing import block_hashes
 from orchestra.lifetime import spawn, stop_group
+from tests.conftest import scrape_total
 
 # 128 requests a phase: the 8 first sights of a prompt (a miss under any policy) are 6% of
 # them, so p90 TTFT measures the placement more than the cold starts.
@@ -58,13 +59,9 @@ def text(rng: random.Random, words: int) -> str:
 
 
 def cache_counters(urls: list[str]) -> tuple[float, float]:
-    hits = queries = 0.0
-    for url in urls:
-        for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-            if line.startswith("vllm:prefix_cache_hits_total"):
-                hits += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("vllm:prefix_cache_queries_total"):
-                queries += float(line.rsplit(" ", 1)[1])
+    """The engines' prefix-cache hits and queries (tokens), summed over `urls`."""
+    hits = sum(scrape_total(url, "vllm:prefix_cache_hits_total") for url in urls)
+    queries = sum(scrape_total(url, "vllm:prefix_cache_queries_total") for url in urls)
     return hits, queries
 
 

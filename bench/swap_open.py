@@ -33,6 +33,7 @@ import yaml
 from bench.stats import percentile
 from orchestra.config import parse_config
 from orchestra.lifetime import spawn, stop_group
+from tests.conftest import scrape_total
 
 
 @dataclass
@@ -146,12 +147,7 @@ def _warm_up(sup_url: str, order: list[str]) -> None:
 
 
 def _swaps(sup_url: str) -> float:
-    text = httpx.get(sup_url + "/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("orchestra_supervisor_swaps_total")
-    )
+    return scrape_total(sup_url, "orchestra_supervisor_swaps_total", timeout=5)
 
 
 async def _drive(

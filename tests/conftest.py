@@ -87,6 +87,13 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
     return out
 
 
+def scrape_total(url: str, name: str, timeout: float = 10.0) -> float:
+    """The sum over every label set of the samples named `name` on `url`'s /metrics (an
+    engine's `vllm:...` counters, a supervisor's `orchestra_...` ones)."""
+    text = httpx.get(url + "/metrics", timeout=timeout).text
+    return sum(v for (sample, _), v in parse_metrics(text).items() if sample == name)
+
+
 class GatewayProcess:
     """`python -m orchestra.gateway --config FILE` as a subprocess, ready once `/health`
     answers 200.

@@ -5,7 +5,6 @@ cached on one engine behind the gateway's back is routed there (its own hit coun
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import zmq.asyncio
 
 from orchestra.gateway.balancing.kv.hashing import block_hashes
 from orchestra.gateway.balancing.kv.wire import BlockStored, decode_batch
+from tests.conftest import scrape_total
 from tests.e2e.conftest import Stack, two_replica_config, two_replica_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -31,8 +31,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _metric(url: str, name: str) -> float:
-    text = httpx.get(url + "/metrics", timeout=30).text
-    return sum(float(m) for m in re.findall(rf"^{name}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.M))
+    return scrape_total(url, name, timeout=30)
 
 
 def _chat(messages: list[dict[str, str]]) -> dict[str, object]:
