@@ -29,7 +29,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from orchestra.config import KvAwareConfig
-from orchestra.loops import run_forever
+from orchestra.loops import every, run_forever
 from orchestra.protocol import KvEvents
 
 from .index import KvIndex
@@ -152,10 +152,12 @@ class KvFeeds:
 
     async def run(self) -> None:
         ctx = zmq.asyncio.Context()
+
+        async def step() -> None:
+            self.reconcile(ctx)
+
         try:
-            while True:
-                self.reconcile(ctx)
-                await asyncio.sleep(self._interval_s)
+            await every("kv-events subscriptions", self._interval_s, step, first_after_s=0)
         finally:
             await self._stop(list(self.feeds))
             ctx.destroy(linger=0)  # closes any socket a cancelled feed left
