@@ -2,12 +2,19 @@
 CPU engines whose caches are sized so the long shared prefixes overflow one engine but fit in
 two; round robin vs session vs prefix_aware vs kv_aware through one gateway.
 
-Workload: SYSTEMS long system prompts (~SYSTEM_TOKENS tokens each), CONVERSATIONS multi-turn
-conversations on each, TURNS turns; every turn resends the system prompt and the history, and
-all conversations run at once (CONCURRENCY requests in flight). Each engine holds BLOCKS KV
-blocks of 128 tokens (`--num-gpu-blocks-override`): the prompts and histories take ~116 blocks,
-more than one engine's BLOCKS but less than two. Before each policy's phase both caches are emptied
-(`/reset_prefix_cache`), and each phase uses its own texts.
+Workload: SYSTEMS long system prompts (SYSTEM_WORDS words, ~1,225 tokens with the template: 9
+full KV blocks of 128 tokens), CONVERSATIONS multi-turn conversations on each, TURNS turns of
+USER_WORDS words; every turn resends the system prompt and the history, and CONCURRENCY requests
+are in flight. Each engine holds BLOCKS KV blocks (`--num-gpu-blocks-override`). Sizes: the
+shared prefixes alone are SYSTEMS x 9 = 72 blocks, more than one engine's 64 and less than two
+engines' 128; with each prompt on one engine, an engine needs its 36 prompt blocks plus ~2
+blocks of history per conversation (~76, about its cache); when every engine sees every prompt
+(round robin) it needs 72 + ~2 per conversation of all 40 (~150), over twice its cache. A
+simulation of vLLM's LRU prefix cache on these sizes, made to choose them: round robin hits
+~55%, longest-prefix placement ~88%, the ideal ~88%. The first sight of a prompt is a miss
+under every policy: 8 of 160 requests (5%), so p90 TTFT falls among requests placement can
+help. Before each policy's phase both caches are emptied (`/reset_prefix_cache`), and each
+phase uses its own texts.
 
 Per policy: TTFT p50/p90 (streamed, first content chunk), throughput (requests/s over the
 phase), prefix hit rate from the engines' own `vllm:prefix_cache_hits_total /
@@ -37,14 +44,13 @@ from orchestra.gateway.balancing.kv.hashing import block_hashes
 from orchestra.lifetime import spawn, stop_group
 from tests.conftest import scrape_total
 
-# 128 requests a phase: the 8 first sights of a prompt (a miss under any policy) are 6% of
-# them, so p90 TTFT measures the placement more than the cold starts.
-SYSTEMS, SYSTEM_WORDS, CONVERSATIONS, TURNS, CONCURRENCY = 8, 600, 4, 4, 4
+# 160 requests a phase: the 8 first sights of a prompt (a miss under any policy) are 5% of
+# them, so p90 TTFT measures the placement, not the cold starts.
+SYSTEMS, SYSTEM_WORDS, CONVERSATIONS, TURNS, CONCURRENCY = 8, 1200, 5, 4, 4
+USER_WORDS = 24
 WORKERS = 2  # gateway workers: prefix_aware's tables are per worker, kv_aware's index is not
-# Per engine. Demand: 8 prompts x ~6.5 blocks + ~2 history blocks per conversation (32):
-# ~116 blocks when every engine sees every prompt (round robin), ~58 per engine when each
-# prompt lives on one: over one engine's cache, under two.
-BLOCKS = 72
+# Per engine: the 72 blocks of shared prefixes overflow it, and fit in two (see above).
+BLOCKS = 64
 POLICIES = {"rr": "round_robin", "sess": "session", "px": "prefix_aware", "kv": "kv_aware"}
 
 
@@ -148,7 +154,7 @@ async def _phase(gateway: str, model: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=gateway, timeout=600) as client:
 
         async def turn(session: str, system: int, chat: list[dict[str, str]]) -> None:
-            chat.append({"role": "user", "content": text(rng, 40)})
+            chat.append({"role": "user", "content": text(rng, USER_WORDS)})
             async with gate:
                 sent.append((system, list(chat)))
                 try:
@@ -206,7 +212,8 @@ def prefix_cache_figures() -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "workload": f"{SYSTEMS} system prompts (~{SYSTEM_WORDS} words) x {CONVERSATIONS} "
-        f"conversations x {TURNS} turns, {CONCURRENCY} in flight, max_tokens 8",
+        f"conversations x {TURNS} turns of {USER_WORDS} words, {CONCURRENCY} in flight, "
+        "max_tokens 8",
         "kv_blocks_per_engine": BLOCKS,
         "gateway_workers": WORKERS,
         "block_tokens": 128,
