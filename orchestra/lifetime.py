@@ -56,8 +56,10 @@ def spawn(
     stdout: IO[bytes] | int | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | str | None = None,
+    death_signal: int = signal.SIGTERM,
 ) -> subprocess.Popen[bytes]:
-    """`argv` in its own session, bound to this process's life; stderr goes with stdout."""
+    """`argv` in its own session, bound to this process's life (it gets `death_signal` when
+    this process dies); stderr goes with stdout."""
     main = threading.current_thread() is threading.main_thread()
     return subprocess.Popen(
         list(argv),
@@ -66,7 +68,7 @@ def spawn(
         stderr=subprocess.STDOUT if stdout is not None else None,
         env=None if env is None else dict(env),
         start_new_session=True,
-        preexec_fn=dies_with_this_process() if main else None,
+        preexec_fn=dies_with_this_process(death_signal) if main else None,
     )
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -32,7 +30,7 @@ from typing import Any
 import yaml
 
 from orchestra.config import parse_config
-from orchestra.lifetime import dies_with_this_process
+from orchestra.lifetime import spawn, stop_group
 
 _POLL_S = 0.1
 _LOG_TAIL_BYTES = 4000
@@ -73,14 +71,10 @@ class SupervisorActor:
         self.url = f"http://{address}:{config.supervisor.port}"
         self._stop_timeout_s = stop_timeout_s
         argv = [sys.executable, "-m", "orchestra.supervisor", "--config", str(self.path)]
+        # A sync actor's methods (its __init__ too) run on its worker's main thread, which
+        # `spawn` needs to set the watch (checked with Ray 2: threading.main_thread() there).
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=dies_with_this_process(signal.SIGUSR1),
-            )
+            self.proc = spawn(argv, stdout=log, death_signal=signal.SIGUSR1)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -107,18 +101,11 @@ class SupervisorActor:
             f"supervisor on {self.address} not ready in {timeout_s}s:\n{self._tail()}"
         )
 
-    def stop(self) -> int | None:
-        """SIGTERM (the supervisor stops its engines), then SIGKILL of its group after
+    def stop(self) -> int:
+        """SIGTERM (the supervisor stops its engines: they run in sessions of their own, so
+        the group's signal reaches only the supervisor), then SIGKILL of its group after
         `engine.stop_timeout_s` and some. Returns its exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(self._stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_group(self.proc, self._stop_timeout_s)
 
     def _tail(self) -> str:
         data = self.log.read_bytes() if self.log.exists() else b""

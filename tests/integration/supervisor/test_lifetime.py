@@ -1,5 +1,6 @@
 """orchestra.lifetime: a child started with `dies_with_this_process()` ends when its parent dies,
-even by SIGKILL, and one whose parent is already gone ends at once."""
+even by SIGKILL, and one whose parent is already gone ends at once; `spawn`'s child gets the
+death signal it was given (the Ray actor's supervisor: SIGUSR1, which leaves engines serving)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 
@@ -58,6 +60,54 @@ def test_a_child_ends_when_its_parent_is_killed() -> None:
             parent.wait()
         if child and not _gone(child, 0):
             os.kill(child, signal.SIGKILL)
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+_SPAWNING_PARENT = textwrap.dedent(
+    """
+    import signal, sys, time
+    from orchestra.lifetime import spawn
+    child = (
+        "import signal, sys, time\\n"
+        "def got(sig, frame):\\n"
+        f"    open({sys.argv[1]!r}, 'w').write(signal.Signals(sig).name)\\n"
+        "    sys.exit(0)\\n"
+        "signal.signal(signal.SIGUSR1, got)\\n"
+        "print('ready', flush=True)\\n"
+        "time.sleep(120)\\n"
+    )
+    proc = spawn([sys.executable, "-c", child], stdout=-1, death_signal=signal.SIGUSR1)
+    print(proc.pid, flush=True)
+    print(proc.stdout.readline().decode().strip(), flush=True)  # its handler is installed
+    time.sleep(120)
+    """
+)
+
+
+def test_a_spawned_child_gets_its_death_signal(tmp_path: Path) -> None:
+    marker = tmp_path / "signal"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _SPAWNING_PARENT, str(marker)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert parent.stdout.readline().strip() == "ready"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        assert _gone(child, 10)
+        assert marker.read_text() == "SIGUSR1"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child and not _gone(child, 0):
+            os.killpg(child, signal.SIGKILL)
         if parent.stdout is not None:
             parent.stdout.close()
 
