@@ -4,12 +4,14 @@ death signal it was given (the Ray actor's supervisor: SIGUSR1, which leaves eng
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -42,26 +44,33 @@ def _gone(pid: int, limit_s: float) -> bool:
     return False
 
 
-def test_a_child_ends_when_its_parent_is_killed() -> None:
+@contextlib.contextmanager
+def _parent(script: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`script` run as a parent that prints its child's pid first: (the parent, that pid);
+    both are killed after the test, whatever it did."""
     parent = subprocess.Popen(
-        [sys.executable, "-c", _PARENT], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
     )
+    assert parent.stdout is not None
     child = 0
     try:
-        assert parent.stdout is not None
         child = int(parent.stdout.readline())
-        assert not _gone(child, 0.3)  # alive while the parent is
-        parent.send_signal(signal.SIGKILL)  # no chance to stop it
-        parent.wait(10)
-        assert _gone(child, 10)
+        yield parent, child
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
         if child and not _gone(child, 0):
             os.kill(child, signal.SIGKILL)
-        if parent.stdout is not None:
-            parent.stdout.close()
+        parent.stdout.close()
+
+
+def test_a_child_ends_when_its_parent_is_killed() -> None:
+    with _parent(_PARENT) as (parent, child):
+        assert not _gone(child, 0.3)  # alive while the parent is
+        parent.send_signal(signal.SIGKILL)  # no chance to stop it
+        parent.wait(10)
+        assert _gone(child, 10)
 
 
 _SPAWNING_PARENT = textwrap.dedent(
@@ -87,29 +96,13 @@ _SPAWNING_PARENT = textwrap.dedent(
 
 def test_a_spawned_child_gets_its_death_signal(tmp_path: Path) -> None:
     marker = tmp_path / "signal"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", _SPAWNING_PARENT, str(marker)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    child = 0
-    try:
+    with _parent(_SPAWNING_PARENT, str(marker)) as (parent, child):
         assert parent.stdout is not None
-        child = int(parent.stdout.readline())
         assert parent.stdout.readline().strip() == "ready"
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         assert _gone(child, 10)
         assert marker.read_text() == "SIGUSR1"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        if child and not _gone(child, 0):
-            os.killpg(child, signal.SIGKILL)
-        if parent.stdout is not None:
-            parent.stdout.close()
 
 
 def test_a_child_whose_parent_is_already_gone_ends_at_once() -> None:
