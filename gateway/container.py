@@ -154,7 +154,12 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         shapers=Shapers(gw, lambda name: table.get(name) is not None, admission.priority_header),
         pipeline=pipeline,
         kv_feeds=(
-            KvFeeds(kv.index, lambda: kv_wanted(table, kv_configs), gw.routing_refresh_s)
+            KvFeeds(
+                kv.index,
+                lambda: kv_wanted(table, kv_configs),
+                gw.routing_refresh_s,
+                metrics.kv_index_blocks,
+            )
             if kv
             else None
         ),

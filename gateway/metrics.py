@@ -142,6 +142,14 @@ class GatewayMetrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.kv_index_blocks = Gauge(
+            "orchestra_kv_index_blocks",
+            "Block hashes kv_aware's index holds for an engine (set every routing refresh; "
+            "every worker follows the same events; at most kv.max_blocks_per_engine).",
+            ["upstream"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.upstream_errors = Counter(
             "orchestra_upstream_errors",
             "Failed upstream attempts, by kind.",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import msgspec
 import zmq
 import zmq.asyncio
+from prometheus_client import Gauge
 from zmq.utils.monitor import parse_monitor_message
 
 from orchestra.config import KvAwareConfig
@@ -143,11 +144,19 @@ class KvFeeds:
     swapped out, stopped) is unfollowed and dropped from the index. Stopping `run` stops all."""
 
     def __init__(
-        self, index: KvIndex, wanted: Callable[[], Mapping[str, Wanted]], interval_s: float
+        self,
+        index: KvIndex,
+        wanted: Callable[[], Mapping[str, Wanted]],
+        interval_s: float,
+        blocks: Gauge,
     ) -> None:
         self.index = index
         self._wanted = wanted
         self._interval_s = interval_s
+        # orchestra_kv_index_blocks{upstream}: each followed engine's entry size, set every
+        # round (not per event: the hot path of the feed stays a dict update); 0 once dropped
+        # (a multiprocess gauge keeps a label it was given, so it is zeroed, not removed).
+        self.blocks = blocks
         self.feeds: dict[str, tuple[Wanted, EngineFeed, asyncio.Task[None]]] = {}
 
     async def run(self) -> None:
@@ -168,7 +177,7 @@ class KvFeeds:
         for url in gone:
             _, _, task = self.feeds.pop(url)
             task.cancel()
-            self.index.drop(url)
+            self._drop(url)
         for url, want in wanted.items():
             if url in self.feeds:
                 continue
@@ -177,6 +186,12 @@ class KvFeeds:
             name = f"kv-events {url}"
             task = asyncio.create_task(run_forever(name, feed.run, _RESTART_DELAY_S), name=name)
             self.feeds[url] = (want, feed, task)
+        for url in self.feeds:
+            self.blocks.labels(url).set(self.index.size(url))
+
+    def _drop(self, url: str) -> None:
+        self.index.drop(url)
+        self.blocks.labels(url).set(0)
 
     async def _stop(self, urls: list[str]) -> None:
         tasks = []
@@ -184,5 +199,5 @@ class KvFeeds:
             _, _, task = self.feeds.pop(url)
             task.cancel()
             tasks.append(task)
-            self.index.drop(url)
+            self._drop(url)
         await asyncio.gather(*tasks, return_exceptions=True)

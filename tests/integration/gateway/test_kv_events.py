@@ -16,6 +16,7 @@ from orchestra.config import KvAwareConfig
 from orchestra.gateway.balancing.kv.feed import KvFeeds, Wanted
 from orchestra.gateway.balancing.kv.index import KvIndex
 from orchestra.gateway.balancing.kv.wire import seq_bytes
+from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.protocol import KvEvents
 from tests.conftest import GatewayProcess, fast_gateway_section
 from tests.fake_engine import FakeEngineProcess, free_port
@@ -56,7 +57,10 @@ async def following(
 ) -> None:
     """Run `workers` independent feed sets (each its own index, as each gateway worker has)
     over `wanted` around `body`; stopped whatever happens."""
-    feeds = [KvFeeds(KvIndex(), lambda: dict(wanted), interval_s=0.05) for _ in range(workers)]
+    feeds = [
+        KvFeeds(KvIndex(), lambda: dict(wanted), 0.05, GatewayMetrics().kv_index_blocks)
+        for _ in range(workers)
+    ]
     tasks = [asyncio.create_task(f.run()) for f in feeds]
     try:
         await body(feeds)
@@ -72,6 +76,12 @@ def synced(feeds: KvFeeds, url: str) -> bool:
     return entry is not None and entry[1].rebuilds > 0
 
 
+def indexed(feeds: KvFeeds, url: str) -> float | None:
+    """orchestra_kv_index_blocks for `url`, as a scrape would read it."""
+    samples = feeds.blocks.collect()[0].samples
+    return next((s.value for s in samples if s.labels == {"upstream": url}), None)
+
+
 def test_the_index_follows_stores_evictions_and_clears() -> None:
     engine, events = kv_engine("kv", blocks=4)
     wanted = {engine.url: Wanted(events, KvAwareConfig())}
@@ -84,6 +94,7 @@ def test_the_index_follows_stores_evictions_and_clears() -> None:
         want = await asyncio.to_thread(cached, engine)
         await until(lambda: index.hashes(engine.url) == want, "the stored blocks")
         assert len(want) == 3 and index.block_size(engine.url) == BLOCK
+        await until(lambda: indexed(feed, engine.url) == 3, "orchestra_kv_index_blocks")
         await asyncio.to_thread(chat, engine, "b" * 50)  # 3 more: the engine evicts 2
         want = await asyncio.to_thread(cached, engine)
         await until(lambda: index.hashes(engine.url) == want, "the evictions")
@@ -142,6 +153,7 @@ def test_a_restarted_engine_is_rebuilt_and_one_that_leaves_is_dropped() -> None:
         assert not old & index.hashes(engine.url)
         wanted.clear()  # drained or swapped out: out of the model's upstreams
         await until(lambda: not index.tracks(engine.url), "the engine to leave the index")
+        assert indexed(feed, engine.url) == 0  # and the gauge with it
 
     with engine:
         asyncio.run(following(wanted, body))
