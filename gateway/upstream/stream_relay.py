@@ -145,11 +145,12 @@ class StreamRelay:
     ) -> RelayResponse:
         """The client's streaming response; from here on the stream settles what it holds.
         `deadline`: loop time by which the upstream request must be over (its `total_s`)."""
+        lease = resp.leases  # the connection goes back to the pool when the stream ends
         return RelayResponse(
             self._relay(call, route, replica, resp, first, deadline),
             headers=headers,
             media_type=content_type,
-            on_disconnect=lambda: resp.set_exception(ClientGone()),
+            on_disconnect=lambda: resp.fail_lease(lease, ClientGone()),
         )
 
     async def _relay(

@@ -56,6 +56,7 @@ class Connection(asyncio.Protocol):
         "closed",
         "headers",
         "idle_since",
+        "leases",
         "status",
     )
 
@@ -81,12 +82,14 @@ class Connection(asyncio.Protocol):
         # The pool's: called once per lease, with (connection, reusable), at release or close.
         self._home = home
         self._leased = False
+        self.leases = 0  # requests sent so far: names one lease (see `fail_lease`)
 
     # ---- the request -----------------------------------------------------------------------
     def send(self, request: bytes) -> asyncio.Future[None]:
         """Write one request (head and body in one buffer); the future resolves at the head.
         From here until `release` or `close` the connection is leased."""
         self._leased = True
+        self.leases += 1
         self._body = []
         self._buffered = 0
         self._done = self._to_eof = self._keep_alive = False
@@ -159,6 +162,12 @@ class Connection(asyncio.Protocol):
         if self._error is None:
             self._error = exc
         self._wake()
+
+    def fail_lease(self, lease: int, exc: BaseException) -> None:
+        """`set_exception`, only while lease number `lease` holds the connection: a late
+        signal (a client that left after its stream ended) never reaches the next request."""
+        if self._leased and lease == self.leases:
+            self.set_exception(exc)
 
     # ---- settling --------------------------------------------------------------------------
     def release(self) -> None:

@@ -338,3 +338,27 @@ def test_idle_connections_are_closed_after_keepalive_s() -> None:
             pool.close()
 
     _run(go)
+
+
+def test_a_late_failure_for_an_ended_lease_does_not_reach_the_next_request() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await _read_request(reader)
+            writer.write(_ok())
+            await writer.drain()
+
+    async def go() -> None:
+        async with _server(handler) as url:
+            pool = Pool(1, 30.0, 2.0)
+            conn = await pool.request(url, "POST", "/", {}, b"")
+            lease = conn.leases
+            await conn.read_all()
+            conn.release()
+            again = await pool.request(url, "POST", "/", {}, b"")
+            assert again is conn  # reused
+            conn.fail_lease(lease, RuntimeError("the first request's client left"))
+            assert await again.read_all() == JSON
+            again.release()
+            pool.close()
+
+    _run(go)
