@@ -20,10 +20,11 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Mapping
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aiohttp import Payload
 from aiohttp.abc import AbstractStreamWriter
@@ -46,6 +47,11 @@ _DROPPED = frozenset(
         "content-length",
     }
 )
+# A request target sent as is: printable ASCII, no space, no '#'. Anything else (a path with a
+# client's decoded id in it: `/v1/responses/{id}`) is percent-encoded, so no line break or
+# space can ever split the request line.
+_TARGET_AS_IS = re.compile(r"[!\x22\x24-\x7e]*")
+_TARGET_SAFE = "/?=&%:@!$'()*+,;~-._"
 HIGH_WATER = 256 * 1024  # unread body bytes per connection before its socket stops being read
 
 
@@ -207,7 +213,8 @@ class Pool:
 def _head(
     method: str, path: str, prefix: bytes, headers: Mapping[str, str], body: bytes | Payload
 ) -> bytes:
-    lines = [method.encode("ascii"), b" ", path.encode("ascii"), prefix]
+    target = path if _TARGET_AS_IS.fullmatch(path) else quote(path, safe=_TARGET_SAFE)
+    lines = [method.encode("ascii"), b" ", target.encode("ascii"), prefix]
     for name, value in headers.items():
         if name.lower() in _DROPPED:
             continue

@@ -362,3 +362,26 @@ def test_a_late_failure_for_an_ended_lease_does_not_reach_the_next_request() -> 
             pool.close()
 
     _run(go)
+
+
+def test_a_path_with_a_line_break_or_space_is_percent_encoded() -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await _read_request(reader))
+        writer.write(_ok())
+        await writer.drain()
+
+    async def go() -> None:
+        async with _server(handler) as url:
+            pool = Pool(1, 30.0, 2.0)
+            # a stored response's id comes from the client, decoded by the server
+            conn = await pool.request(url, "GET", "/v1/responses/a b\r\nX-Evil: 1?s=1", {}, b"")
+            assert await conn.read_all() == JSON
+            conn.release()
+            pool.close()
+
+    _run(go)
+    request_line, rest = seen[0].split(b"\r\n", 1)
+    assert request_line == b"GET /v1/responses/a%20b%0D%0AX-Evil:%201?s=1 HTTP/1.1"
+    assert b"x-evil" not in rest.lower()
