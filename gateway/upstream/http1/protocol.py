@@ -32,6 +32,10 @@ class UpstreamClosed(ConnectionResetError):
     ended: a crash, or a keep-alive socket it closed while we held it idle."""
 
 
+class _Unasked(Exception):
+    """Raised from the parser's callback to stop it at a response no request asked for."""
+
+
 _LOST = "upstream closed the connection before the response ended"
 
 
@@ -218,8 +222,11 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            # A response we did not ask for (after a complete one) closes the connection and
+            # leaves the complete one as it is; anything else unparsable fails the request.
             self.closed = True
-            self.set_exception(UpstreamClosed(f"upstream sent a malformed response: {exc}"))
+            if not self._done:
+                self.set_exception(UpstreamClosed(f"upstream sent a malformed response: {exc}"))
             assert self._transport is not None
             self._transport.close()
 
@@ -243,6 +250,10 @@ class Connection(asyncio.Protocol):
             drained.set_result(None)
 
     # ---- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._done:  # a second response to one request: stop parsing (data_received)
+            raise _Unasked
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 

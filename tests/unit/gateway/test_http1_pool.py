@@ -385,3 +385,22 @@ def test_a_path_with_a_line_break_or_space_is_percent_encoded() -> None:
     request_line, rest = seen[0].split(b"\r\n", 1)
     assert request_line == b"GET /v1/responses/a%20b%0D%0AX-Evil:%201?s=1 HTTP/1.1"
     assert b"x-evil" not in rest.lower()
+
+
+def test_a_second_response_to_one_request_is_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(_ok() + _ok())  # one response too many, in the same segment
+        await writer.drain()
+        await reader.read(1)
+
+    async def go() -> None:
+        async with _server(handler) as url:
+            pool = Pool(1, 30.0, 2.0)
+            conn = await pool.request(url, "POST", "/", {}, b"")
+            assert conn.status == 200 and await conn.read_all() == JSON
+            conn.release()
+            assert conn.closed  # closed, not back in the pool
+            pool.close()
+
+    _run(go)
