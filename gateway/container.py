@@ -32,6 +32,7 @@ from .pipeline.responses import StoredResponses
 from .protection.admission import Admission
 from .protection.ratelimit import RateLimiter, make_limiter
 from .upstream.health import HealthMonitor
+from .upstream.http1.pool import Pool
 from .upstream.ollama_client import OllamaClient
 from .upstream.proxy import Proxy
 
@@ -70,7 +71,9 @@ class Gateway:
         return loops
 
 
-def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Gateway:
+def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool: Pool) -> Gateway:
+    """Everything the gateway holds. `session` serves the side calls (probes, control, batch,
+    Ollama, tokenize); `pool` the proxied model calls (`upstream.http1`)."""
     gw = config.gateway
     metrics = GatewayMetrics()
     kv_configs = {s.name: s.kv for s in config.all_servers if s.balancing == "kv_aware"}
@@ -128,7 +131,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession) -> Ga
         if config.fallback.ollama is not None
         else None
     )
-    proxy = Proxy(session, health, metrics, gw, reensure=link.reensure if link else None)
+    proxy = Proxy(pool, health, metrics, gw, reensure=link.reensure if link else None)
     loading = LoadingComments(config, table, metrics)
     pipeline = Pipeline(
         models,

@@ -26,6 +26,7 @@ from orchestra.loops import run_forever
 from ..batch.service import BatchService
 from ..container import Gateway, build_gateway
 from ..metrics import GatewayMetrics
+from ..upstream.http1.pool import Pool
 from .auth import AuthMiddleware
 from .calls import ModelCalls
 from .errors import install_error_handlers
@@ -74,8 +75,14 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
         )
         # No cookie jar: a Set-Cookie from one engine must never ride on other clients' calls.
         jar = aiohttp.DummyCookieJar()
+        # The proxied model calls take their own lean pool (`upstream.http1`), same bounds.
+        pool = Pool(
+            gw_config.max_connections_per_upstream,
+            gw_config.upstream_keepalive_s,
+            gw_config.timeouts.connect_s,
+        )
         async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
-            gw = build_gateway(config, session)
+            gw = build_gateway(config, session, pool)
             app.state.gateway = gw
             tasks = [
                 asyncio.create_task(run_forever(name, loop, _RESTART_DELAY_S), name=name)
@@ -91,6 +98,7 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await gw.limiter.close()
+                pool.close()
 
     # No /docs or /openapi.json: the app serves the route table's paths and nothing else.
     app = FastAPI(

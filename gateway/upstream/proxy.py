@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
 from starlette.responses import Response, StreamingResponse
 
 from orchestra.config import GatewayConfig
@@ -40,6 +39,8 @@ from ..metrics import GatewayMetrics
 from ..pipeline.call import REPLICA, Call
 from ..protection.retry_budget import RetryBudget
 from .health import HealthMonitor
+from .http1.pool import ConnectFailed, Pool
+from .http1.protocol import Connection
 from .stream_relay import StreamRelay
 from .usage import json_reply_usage
 
@@ -61,13 +62,13 @@ class _Failure:
 class Proxy:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         health: HealthMonitor,
         metrics: GatewayMetrics,
         config: GatewayConfig,
         reensure: Callable[[ModelRoute], Awaitable[bool]] | None = None,
     ) -> None:
-        self._session = session
+        self._pool = pool
         self._reensure = reensure
         self._health = health
         self._metrics = metrics
@@ -77,11 +78,9 @@ class Proxy:
         self._budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_floor)
         # Bounds: `_head_s` until the first byte (a whole reply, when not relayed), the
         # stream's own watch after it (idle reads and `total_s`), `connect_s` for a new
-        # connection. aiohttp's `total` stays off: it would put a timer context around every
-        # read of every chunk, and the bounds above already cover the request's life.
+        # connection (the pool's). No timer context around each read of a chunk.
         timeouts = config.timeouts
         self._head_s = min(timeouts.first_byte_s, timeouts.total_s)
-        self._request_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s)
         self._streams = StreamRelay(health, metrics, timeouts.idle_read_s, timeouts.total_s)
 
     async def forward(self, call: Call, route: ModelRoute) -> Response:
@@ -156,29 +155,29 @@ class Proxy:
         self, call: Call, route: ModelRoute, replica: Replica, started: float
     ) -> Response | _Failure:
         replica.outstanding += 1
-        resp: aiohttp.ClientResponse | None = None
+        resp: Connection | None = None
         handed_to_stream = False
         try:
             sent = time.perf_counter()
             deadline = asyncio.get_running_loop().time() + self._timeouts.total_s
             try:
                 async with asyncio.timeout(self._head_s):
-                    resp = await self._session.request(
+                    resp = await self._pool.request(
+                        replica.url,
                         call.method,
-                        replica.url + call.path,
-                        data=call.body,
-                        headers=upstream_headers(call.headers, replica),
-                        timeout=self._request_timeout,
+                        call.path,
+                        upstream_headers(call.headers, replica),
+                        call.body,
                     )
                     relay = call.stream and resp.status == 200
-                    first = await (resp.content.readany() if relay else resp.read())
+                    first = await (resp.read() if relay else resp.read_all())
             except TimeoutError:
                 self._health.mark_down(route, replica, "first byte timeout")
                 return _Failure("timeout", _timeout(call, self._head_s))
-            except aiohttp.ClientConnectorError as exc:
-                self._health.mark_down(route, replica, f"connect: {exc.os_error!r}")
+            except ConnectFailed as exc:
+                self._health.mark_down(route, replica, f"connect: {exc}")
                 return _Failure("connect", _no_upstream(route))
-            except (aiohttp.ClientError, OSError) as exc:
+            except OSError as exc:
                 # The upstream dropped the connection before answering (crash, or a stale
                 # keep-alive socket): retry, and let the health probe judge the replica.
                 self._metrics.upstream_errors.labels(call.model, "disconnect").inc()

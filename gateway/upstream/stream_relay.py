@@ -25,7 +25,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -36,6 +35,7 @@ from ..cluster.routing import ModelRoute
 from ..metrics import GatewayMetrics
 from ..pipeline.call import Call
 from .health import HealthMonitor
+from .http1.protocol import Connection
 from .sse_check import MalformedStream, SseCheck
 from .usage import TAIL_BYTES, usage_from_tail
 
@@ -51,8 +51,8 @@ class IdleWatch:
     """Fails `fail` with TimeoutError when a read has waited `idle_s`, or once the stream is
     past its `deadline` (loop time: the request's `total_s` bound).
 
-    One timer per stream that re-arms itself, instead of a timeout context per chunk (ours or
-    aiohttp's: the proxy leaves aiohttp's `total` off, so its reads need no timer context):
+    One timer per stream that re-arms itself, instead of a timeout context per chunk (the
+    upstream connection's reads have no timer of their own):
     the relay only stores the time a read starts (`reading()`) and clears it when data came
     (`done()`). The timer fires at most once per `idle_s`, and at the deadline.
     """
@@ -137,7 +137,7 @@ class StreamRelay:
         call: Call,
         route: ModelRoute,
         replica: Replica,
-        resp: aiohttp.ClientResponse,
+        resp: Connection,
         first: bytes,
         headers: dict[str, str],
         content_type: str,
@@ -145,12 +145,12 @@ class StreamRelay:
     ) -> RelayResponse:
         """The client's streaming response; from here on the stream settles what it holds.
         `deadline`: loop time by which the upstream request must be over (its `total_s`)."""
-        reader = resp.content
+        lease = resp.leases  # the connection goes back to the pool when the stream ends
         return RelayResponse(
             self._relay(call, route, replica, resp, first, deadline),
             headers=headers,
             media_type=content_type,
-            on_disconnect=lambda: reader.set_exception(ClientGone()),
+            on_disconnect=lambda: resp.fail_lease(lease, ClientGone()),
         )
 
     async def _relay(
@@ -158,7 +158,7 @@ class StreamRelay:
         call: Call,
         route: ModelRoute,
         replica: Replica,
-        resp: aiohttp.ClientResponse,
+        resp: Connection,
         first: bytes,
         deadline: float,
     ) -> AsyncIterator[bytes]:
@@ -170,8 +170,7 @@ class StreamRelay:
         # Responses and Anthropic Messages APIs: `event: ...` lines) end with their last event.
         expects_done = sse and not first.lstrip().startswith(b"event:")
         check = SseCheck() if sse else None
-        reader = resp.content
-        watch = IdleWatch(self._idle_read_s, deadline, reader.set_exception)
+        watch = IdleWatch(self._idle_read_s, deadline, resp.set_exception)
         try:
             chunk = first
             while chunk:
@@ -180,9 +179,15 @@ class StreamRelay:
                     yield out
                 if check is not None and check.bad:
                     raise MalformedStream
-                watch.reading()
-                chunk = await reader.readany()
-                watch.done()
+                # The fewest frames per chunk: what already came is taken without a wait; else
+                # one wait on the connection's own future (no coroutine of its own).
+                taken = resp.take()
+                while taken is None:
+                    watch.reading()
+                    await resp.wait()
+                    watch.done()
+                    taken = resp.take()
+                chunk = taken
                 recent.append(chunk)
                 if len(recent) > _RECENT:
                     recent = [b"".join(recent)[-TAIL_BYTES:]]
@@ -203,7 +208,7 @@ class StreamRelay:
             else:
                 problem = f"upstream sent nothing for {self._idle_read_s:g}s"
                 self._health.mark_down(route, replica, "idle read timeout")
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             problem = f"upstream connection lost mid-stream: {exc.__class__.__name__}"
             self._health.mark_down(route, replica, "lost mid-stream")
         finally:
