@@ -28,6 +28,13 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--token-rate", type=float, default=200.0, help="fake, non-streaming")
     p.add_argument("--stream-token-rate", type=float, default=20.0, help="fake, streaming")
     p.add_argument("--ttft-ms", type=float, default=20.0, help="fake upstream's TTFT")
+    p.add_argument(
+        "--stream-stagger-s",
+        type=float,
+        default=None,
+        help="spread stream starts over seconds (default: one fake stream's length; 0 with "
+        "--base-url); TTFT is sampled after the ramp",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument("--no-wrk", action="store_true", help="python load generator only")
     p.add_argument("--swap", action="store_true", help="also measure swap figures")
@@ -99,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         token_rate=a.token_rate,
         stream_token_rate=a.stream_token_rate,
         ttft_ms=a.ttft_ms,
+        stream_stagger_s=a.stream_stagger_s,
         pin=not a.no_pin,
         use_wrk=not a.no_wrk,
         swap=a.swap,

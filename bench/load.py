@@ -6,6 +6,13 @@ The Python generator runs in its own process (`python -m bench.load ...`), print
 object and exits, so the harness (rich, subprocess bookkeeping) never shares its event loop.
 Only requests that *complete inside the measuring window* count; ramp-up is the same for
 both legs because every round starts from idle workers.
+
+Streams can start staggered (`stagger_s`, the bench passes one stream's length): worker i
+sends its first request at i/concurrency of it, so arrivals are spread as a steady population
+of that many streams spreads them, instead of one burst per stream length (all workers start
+together and, streams being equally long, stay in lockstep: then TTFT measures the queue of
+each burst in whichever process takes it, direct or not). TTFT is then sampled from requests
+sent after the ramp (`stagger_s` in), when every worker is streaming, at their first chunk.
 """
 
 from __future__ import annotations
@@ -134,9 +141,15 @@ async def _worker(
     stream: bool,
     t_end: float,
     res: RoundResult,
+    start_at: float = 0.0,
+    steady_at: float = 0.0,
 ) -> None:
+    """Requests back to back from `start_at` until `t_end`; a stream's TTFT is kept when it
+    was sent at `steady_at` or later (perf_counter times)."""
     headers = {"Content-Type": "application/json"}
     clock = time.perf_counter
+    if start_at > clock():
+        await asyncio.sleep(start_at - clock())
     while clock() < t_end:
         t0 = clock()
         try:
@@ -170,10 +183,11 @@ async def _worker(
                     res.chunks += n
                     if not events:
                         first = now
+                        if t0 >= steady_at:  # counted at the first chunk, cut or not later
+                            res.ttfts.append(first - t0)
                     events += n
                     last = now
                 res.requests += 1
-                res.ttfts.append(first - t0)
                 if events > 1:
                     res.itls.append((last - first) / (events - 1))
                 res.latencies.append(last - t0)
@@ -183,16 +197,24 @@ async def _worker(
 
 
 async def run_python(
-    url: str, body: bytes, concurrency: int, duration_s: float, stream: bool
+    url: str, body: bytes, concurrency: int, duration_s: float, stream: bool, stagger_s: float = 0
 ) -> RoundResult:
+    """`duration_s` of closed-loop load; with `stagger_s` the workers start spread over its
+    first `stagger_s` (see the module doc)."""
     res = RoundResult(window_s=duration_s)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=duration_s + 60, sock_connect=10)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        t_end = time.perf_counter() + duration_s
+        t0 = time.perf_counter()
+        t_end = t0 + duration_s
+        steady = t0 + stagger_s
         tasks = [
-            asyncio.create_task(_worker(session, url, body, stream, t_end, res))
-            for _ in range(concurrency)
+            asyncio.create_task(
+                _worker(
+                    session, url, body, stream, t_end, res, t0 + stagger_s * i / concurrency, steady
+                )
+            )
+            for i in range(concurrency)
         ]
         _done, pending = await asyncio.wait(tasks, timeout=duration_s + 30)
         for task in pending:
@@ -208,6 +230,7 @@ def run_python_subprocess(
     duration_s: float,
     stream: bool,
     cpu: int | None = None,
+    stagger_s: float = 0.0,
 ) -> RoundResult:
     """`run_python` in a child process (optionally pinned to `cpu`)."""
     cmd = [
@@ -225,6 +248,8 @@ def run_python_subprocess(
     ]
     if stream:
         cmd.append("--stream")
+    if stagger_s:
+        cmd += ["--stagger", str(stagger_s)]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
     out = subprocess.run(
@@ -248,6 +273,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--stream", action="store_true")
     p.add_argument("--cpu", type=int, default=None)
+    p.add_argument("--stagger", type=float, default=0.0, help="spread the starts over seconds")
     a = p.parse_args()
     if a.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.cpu})
@@ -257,7 +283,7 @@ def main() -> int:
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    res = runner(run_python(a.url, a.body.encode(), a.concurrency, a.duration, a.stream))
+    res = runner(run_python(a.url, a.body.encode(), a.concurrency, a.duration, a.stream, a.stagger))
     json.dump(res.to_json(), sys.stdout)
     return 0
 

@@ -40,6 +40,9 @@ class BenchOptions:
     token_rate: float = 200.0  # fake upstream, non-streaming (latency = ttft + tokens/rate)
     ttft_ms: float = 20.0
     stream_token_rate: float = 20.0  # fake upstream, streaming (inter-token gap = 1/rate)
+    # Streams start spread over this many seconds (bench/load.py); None: one fake stream's
+    # length against the fake upstream, 0 (all at once) against real servers.
+    stream_stagger_s: float | None = None
     pin: bool = True
     use_wrk: bool = True
     swap: bool = False
@@ -171,14 +174,27 @@ def _set_fake(upstream: str, token_rate: float, ttft_ms: float) -> None:
     _post(upstream + "/fake/config", {"token_rate": token_rate, "ttft_ms": ttft_ms}, 5)
 
 
+def stream_stagger_s(opts: BenchOptions) -> float:
+    if opts.stream_stagger_s is not None:
+        return opts.stream_stagger_s
+    if opts.base_url is not None:
+        return 0.0
+    return opts.ttft_ms / 1000 + opts.stream_max_tokens / opts.stream_token_rate
+
+
 def run_round(
     opts: BenchOptions, mode: str, url: str, concurrency: int, seconds: float, cpu: int | None
 ) -> RoundResult:
+    """One round of `seconds` of load; a stream round runs its stagger's ramp first, so its
+    TTFT comes from `seconds` of the steady state (bench/load.py)."""
     stream = mode == "stream"
     body = chat_body(opts.model, opts.stream_max_tokens if stream else opts.max_tokens, stream)
     if not stream and opts.use_wrk and have_wrk():
         return run_wrk(url + CHAT, body, concurrency, seconds, cpu)
-    return run_python_subprocess(url + CHAT, body, concurrency, seconds, stream, cpu)
+    stagger = stream_stagger_s(opts) if stream else 0.0
+    return run_python_subprocess(
+        url + CHAT, body, concurrency, seconds + stagger, stream, cpu, stagger_s=stagger
+    )
 
 
 Progress = Callable[[str], None]

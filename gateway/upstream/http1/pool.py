@@ -4,7 +4,7 @@ connections (`protocol.Connection`), built in the app's lifespan and closed ther
 Invariants:
 - Per upstream (scheme, host, port) at most `max_per_upstream` connections exist, idle ones
   included: a request takes a slot before it takes or opens a connection and gives it back
-  when the connection is released or closed (exactly once: `Connection.on_done`). A new
+  when the connection is released or closed (exactly once: `Connection._settle`). A new
   connection is opened only when no idle one is left, so open = leased ≤ the bound then.
 - An idle connection is reused most-recent first, and only while it is younger than
   `keepalive_s` (below the upstream's own keep-alive, so it is not the one closing it) and
