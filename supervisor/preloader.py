@@ -60,7 +60,8 @@ class Preloader:
                     )
                 except OSError as exc:
                     log.warning("preload of %s (%s) failed: %s", name, path, exc)
+            await self.measure([name])
+            # Only now: whoever sees it preloaded sees its residency measured after the read.
             self.preloaded.add(name)
             done.append(name)
-            await self.measure([name])
         return done
