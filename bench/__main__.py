@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from bench.args import parse_args
 from bench.report import print_report, write_json, write_png
 from bench.run import (
+    REPO,
     BenchOptions,
     Leg,
     cpu_plan,
@@ -37,8 +38,8 @@ from orchestra.lifetime import spawn
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, Path):  # under the checkout: relative, so a result names no machine
+        return str(value.relative_to(REPO)) if value.is_relative_to(REPO) else str(value)
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
