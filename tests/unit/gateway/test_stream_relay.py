@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestra.gateway.upstream.stream_relay import IdleWatch
+from orchestra.gateway.upstream.idle_watch import IdleWatch
 
 
 def _watch(idle_s: float, total_s: float) -> tuple[IdleWatch, list[BaseException]]:

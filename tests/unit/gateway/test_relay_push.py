@@ -1,0 +1,248 @@
+"""The stream relay's two ways (`gateway/upstream/stream_relay.py`) against a raw upstream that
+writes SSE events as the test says: pushed from the read callback, bytes arrive whole and in
+order also when the client's send has to wait (the hand-back to the task), a send that fails
+fails the stream, a malformed event ends it with one error event, and pulled as an iterator
+gives the same bytes. `send_now` itself: finished, waiting, cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import pytest
+from starlette.types import Message
+
+from orchestra.gateway.balancing.replica import Replica
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.pipeline.call import new_call
+from orchestra.gateway.upstream.eager_send import send_now
+from orchestra.gateway.upstream.http1.pool import Pool
+from orchestra.gateway.upstream.stream_relay import RelayResponse, StreamRelay
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def _event(i: int) -> bytes:
+    return b'data: {"i": %d}\n\n' % i
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+Writer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _upstream(write: Writer) -> AsyncIterator[str]:
+    """Answers one request with HEAD and whatever `write` sends."""
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(cast(asyncio.Task[Any], asyncio.current_task()))
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)  # the body: b"{}"
+        writer.write(HEAD)
+        try:
+            await write(writer)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+
+async def _events(writer: asyncio.StreamWriter, n: int, done: bool = True) -> None:
+    """`n` events, then `[DONE]` and the body's end (with `done`)."""
+    for i in range(n):
+        writer.write(_chunk(_event(i)))
+        if i % 50 == 0:
+            await writer.drain()
+            await asyncio.sleep(0)  # let the gateway read: many small reads, as in production
+    if done:
+        writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+
+
+class Health:
+    """Records what the relay marks down (the only health call a stream makes)."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def mark_down(self, route: object, replica: Replica, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+async def _relayed(
+    url: str, pool: Pool, health: Health | None = None
+) -> tuple[RelayResponse, Replica, GatewayMetrics]:
+    resp = await pool.request(url, "POST", "/v1/chat/completions", {}, b"{}")
+    first = await resp.read()
+    metrics = GatewayMetrics()
+    metrics.model("m").inflight.inc()
+    replica = Replica(url, outstanding=1)
+    call = new_call("/v1/chat/completions", b"{}", {}, "m", request_id="r", stream=True)
+    relay = StreamRelay(cast(Any, health or Health()), metrics, 5.0, 60.0)
+    loop = asyncio.get_running_loop()
+    response = relay.response(
+        call, cast(Any, None), replica, resp, first, {}, "text/event-stream", loop.time() + 60
+    )
+    return response, replica, metrics
+
+
+class Client:
+    """An ASGI send whose every `every`-th body message waits (a client whose buffer is full)."""
+
+    def __init__(self, every: int = 0, fail_at: int = 0) -> None:
+        self.every = every
+        self.fail_at = fail_at
+        self.bodies: list[bytes] = []
+        self.waited = 0
+        self.from_callback = 0  # sent from the upstream's read callback: no task is running
+        self.ended = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] != "http.response.body":
+            return
+        self.from_callback += asyncio.current_task() is None
+        if self.fail_at and len(self.bodies) + 1 == self.fail_at:
+            raise ConnectionResetError("client socket broke")
+        if self.every and len(self.bodies) % self.every == self.every - 1:
+            self.waited += 1
+            drained = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.001, drained.set_result, None)
+            await drained
+        self.bodies.append(message["body"])
+        self.ended = self.ended or not message.get("more_body", False)
+
+
+async def _receive() -> Message:
+    await asyncio.Event().wait()  # the client never leaves
+    raise AssertionError
+
+
+def _run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 20))
+
+
+EXPECTED = b"".join(_event(i) for i in range(400)) + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("every", [0, 7])
+def test_pushed_stream_arrives_whole_and_in_order(every: int) -> None:
+    async def go() -> None:
+        async with _upstream(lambda w: _events(w, 400)) as url:
+            pool = Pool(4, 30.0, 2.0)
+            response, replica, metrics = await _relayed(url, pool)
+            client = Client(every)
+            await response({"type": "http"}, _receive, client.send)
+            assert b"".join(client.bodies) == EXPECTED
+            assert client.ended and (client.waited > 0) == (every > 0)
+            assert client.from_callback > len(client.bodies) // 2
+            assert replica.outstanding == 0
+            assert metrics.model("m").inflight._value.get() == 0
+            pool.close()
+
+    _run(go)
+
+
+def test_pulled_stream_gives_the_same_bytes() -> None:
+    async def go() -> None:
+        async with _upstream(lambda w: _events(w, 400)) as url:
+            pool = Pool(4, 30.0, 2.0)
+            response, replica, _ = await _relayed(url, pool)
+            got = [bytes(chunk) async for chunk in response.body_iterator]  # type: ignore[arg-type]
+            assert b"".join(got) == EXPECTED
+            assert replica.outstanding == 0
+            pool.close()
+
+    _run(go)
+
+
+def test_a_send_that_fails_fails_the_stream_and_settles_it() -> None:
+    async def go() -> None:
+        async with _upstream(lambda w: _events(w, 400)) as url:
+            pool = Pool(4, 30.0, 2.0)
+            response, replica, metrics = await _relayed(url, pool)
+            client = Client(fail_at=100)
+            with pytest.raises(ConnectionResetError):
+                await response({"type": "http"}, _receive, client.send)
+            assert len(client.bodies) == 99
+            assert replica.outstanding == 0
+            assert metrics.model("m").inflight._value.get() == 0
+            pool.close()
+
+    _run(go)
+
+
+def test_a_malformed_event_ends_the_stream_with_one_error_event() -> None:
+    async def bad(writer: asyncio.StreamWriter) -> None:
+        await _events(writer, 60, done=False)
+        writer.write(_chunk(b"data: {not json\n\n"))
+        await _events(writer, 5)
+
+    async def go() -> None:
+        async with _upstream(bad) as url:
+            pool = Pool(4, 30.0, 2.0)
+            health = Health()
+            response, replica, _ = await _relayed(url, pool, health)
+            client = Client()
+            await response({"type": "http"}, _receive, client.send)
+            out = b"".join(client.bodies)
+            assert out.startswith(b"".join(_event(i) for i in range(60)))
+            assert out.count(b'"error"') == 1 and b"{not json" not in out
+            assert health.reasons == ["malformed SSE"]
+            assert replica.outstanding == 0
+            pool.close()
+
+    _run(go)
+
+
+def test_send_now_finishes_or_hands_over_the_rest() -> None:
+    async def go() -> None:
+        log: list[str] = []
+        gate = asyncio.get_running_loop().create_future()
+
+        async def quick(message: Message) -> None:
+            log.append("quick")
+
+        async def slow(message: Message) -> None:
+            log.append("before")
+            try:
+                await gate
+            except asyncio.CancelledError:
+                log.append("cancelled")
+                raise
+            log.append("after")
+
+        assert send_now(quick, {}) is None and log == ["quick"]
+        rest = send_now(slow, {})
+        assert rest is not None and log == ["quick", "before"]
+        asyncio.get_running_loop().call_soon(gate.set_result, None)
+        await rest
+        assert log[-1] == "after"
+
+        gate = asyncio.get_running_loop().create_future()
+        rest = send_now(slow, {})
+        assert rest is not None
+
+        async def wait_rest() -> None:
+            await rest
+
+        task = asyncio.ensure_future(wait_rest())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert log[-1] == "cancelled"
+
+    _run(go)
