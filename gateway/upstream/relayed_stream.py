@@ -5,7 +5,7 @@ pushed from the upstream's read callback when the server sends it, or pulled as 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from starlette.types import Message, Send
 
@@ -13,15 +13,14 @@ from orchestra.protocol import error_json
 
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
+from ..metrics import GatewayMetrics
 from ..pipeline.call import Call
 from .eager_send import Rest, send_now
+from .health import HealthMonitor
 from .http1.protocol import Connection
 from .idle_watch import IdleWatch
 from .sse_check import MalformedStream, SseCheck
 from .usage import TAIL_BYTES, usage_from_tail
-
-if TYPE_CHECKING:
-    from .stream_relay import StreamRelay
 
 _SSE = "text/event-stream"
 _RECENT = 32  # chunks kept before they are joined into the tail
@@ -35,12 +34,22 @@ def body_message(data: bytes) -> Message:
     return {"type": "http.response.body", "body": data, "more_body": True}
 
 
+@dataclass(frozen=True)
+class RelaySettings:
+    """What every stream shares: where failures and counts go, and the read bounds."""
+
+    health: HealthMonitor
+    metrics: GatewayMetrics
+    idle_read_s: float
+    total_s: float
+
+
 class RelayedStream:
     """One stream: what the attempt handed over, the SSE check, the tail, the timer."""
 
     def __init__(
         self,
-        relay: StreamRelay,
+        relay: RelaySettings,
         call: Call,
         route: ModelRoute,
         replica: Replica,

@@ -44,7 +44,7 @@ from ..metrics import GatewayMetrics
 from ..pipeline.call import Call
 from .health import HealthMonitor
 from .http1.protocol import Connection
-from .relayed_stream import ClientGone, RelayedStream
+from .relayed_stream import ClientGone, RelayedStream, RelaySettings
 
 
 class RelayResponse(StreamingResponse):
@@ -92,10 +92,7 @@ class StreamRelay:
     def __init__(
         self, health: HealthMonitor, metrics: GatewayMetrics, idle_read_s: float, total_s: float
     ) -> None:
-        self.health = health
-        self.metrics = metrics
-        self.idle_read_s = idle_read_s
-        self.total_s = total_s
+        self._settings = RelaySettings(health, metrics, idle_read_s, total_s)
 
     def response(
         self,
@@ -112,7 +109,7 @@ class StreamRelay:
         `deadline`: loop time by which the upstream request must be over (its `total_s`)."""
         lease = resp.leases  # the connection goes back to the pool when the stream ends
         return RelayResponse(
-            RelayedStream(self, call, route, replica, resp, first, deadline),
+            RelayedStream(self._settings, call, route, replica, resp, first, deadline),
             headers=headers,
             media_type=content_type,
             on_disconnect=lambda: resp.fail_lease(lease, ClientGone()),
