@@ -130,7 +130,6 @@ class RelayedStream:
     def settle(self) -> bytes:
         """Settle what the stream holds (once); the final error event to send, or b""."""
         self._watch.cancel()
-        self.resp.sink = None
         tail = b"".join(self._recent)[-TAIL_BYTES:]
         self._replica.outstanding -= 1
         if self._finished:

@@ -10,10 +10,10 @@ Invariants:
 - The body reaches the reader without a stream object in between: `on_body` appends the
   payload bytes (chunked framing already removed by the parser) to a list and wakes the one
   waiter. `take` hands over everything that came, untouched and undelayed.
-- Or, while a `sink` is set and nothing is buffered, `on_body` hands the bytes to the sink
-  right in the read callback (the stream relay sends them on from there: no task wake-up per
-  chunk). A sink that returns True hands back: it is cleared and the waiter woken; later
-  bytes are buffered for `take` again, so their order is kept. A failure clears it too.
+- Or, while a reader's `sink` is set and nothing is buffered, `on_body` hands it the bytes in
+  the read callback (the stream relay sends them on: no task wake-up per chunk). A sink that
+  returns True hands back: cleared, the waiter woken, later bytes buffered for `take` in order.
+  A failure or the lease's end clears it too.
 - Flow control: once more than `high_water` bytes wait unread, the socket stops being read
   (`pause_reading`) until the reader takes them, so a slow client cannot make the gateway
   buffer an upstream's output without bound.
@@ -92,8 +92,7 @@ class Connection(asyncio.Protocol):
         self._home = home
         self._leased = False
         self.leases = 0  # requests sent so far: names one lease (see `fail_lease`)
-        # Set by the reader while it waits: takes body bytes in the read callback (see above).
-        self.sink: Callable[[bytes], bool] | None = None
+        self.sink: Callable[[bytes], bool] | None = None  # set by a waiting reader (see above)
 
     # ---- the request -----------------------------------------------------------------------
     def send(self, request: bytes) -> asyncio.Future[None]:
@@ -101,7 +100,6 @@ class Connection(asyncio.Protocol):
         From here until `release` or `close` the connection is leased."""
         self._leased = True
         self.leases += 1
-        self.sink = None
         self._body = []
         self._buffered = 0
         self._done = self._to_eof = self._keep_alive = False
@@ -205,6 +203,7 @@ class Connection(asyncio.Protocol):
         self._settle(False)
 
     def _settle(self, reusable: bool) -> None:
+        self.sink = None
         if self._leased:
             self._leased = False
             self._home(self, reusable)
@@ -278,9 +277,8 @@ class Connection(asyncio.Protocol):
             head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        sink = self.sink
-        if sink is not None and not self._body:
-            if sink(body):  # handed back: the reader takes over
+        if self.sink is not None and not self._body:
+            if self.sink(body):  # handed back: the reader takes over
                 self.sink = None
                 self._wake()
             return
