@@ -34,7 +34,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-BENCH_ARGS ?= --ceiling --affinity --prefix-engines --swap-open
+BENCH_ARGS ?= --ceiling --stream-ceiling --affinity --prefix-engines --swap-open
 bench: venv $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 $(VENV)/.bench-installed: $(VENV)/.installed

@@ -141,15 +141,22 @@ def run_sweep(
 def extra_figures(
     extras: tuple[str, ...], cpus: dict[str, int | None], console: Console, opts: BenchOptions
 ) -> dict[str, Any]:
-    """The figures of issue 13 (ceiling vs nginx, workers, session, prefix-cache hits)."""
+    """The figures of issue 13 (ceiling vs nginx, workers, session, prefix-cache hits) and the
+    streaming reference (CPU per relayed chunk vs nginx)."""
     from bench.affinity import session_figures
     from bench.ceiling import ceiling_figures
     from bench.prefix_cache import prefix_cache_figures
+    from bench.stream_ceiling import stream_cpu_figures
     from bench.swap_open import SwapOpenOptions, swap_open_figures
 
     stack = contextlib.ExitStack()
     makers = {
         "ceiling": lambda: ceiling_figures(
+            cpus,
+            tree=gateway_tree(opts.gateway_rev, stack),
+            baseline=gateway_tree(opts.baseline_rev, stack),
+        ),
+        "stream_ceiling": lambda: stream_cpu_figures(
             cpus,
             tree=gateway_tree(opts.gateway_rev, stack),
             baseline=gateway_tree(opts.baseline_rev, stack),

@@ -72,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         "round by round with the others against the same upstream (before/after in one run)",
     )
     p.add_argument("--ceiling", action="store_true", help="req/s ceiling: gateway vs nginx")
+    p.add_argument(
+        "--stream-ceiling",
+        action="store_true",
+        help="CPU per relayed SSE chunk at 256 paced streams: gateway vs nginx",
+    )
     p.add_argument("--affinity", action="store_true", help="session stickiness (fake engines)")
     p.add_argument(
         "--prefix-engines",
@@ -122,7 +127,9 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         swap_open_duration_s=a.swap_open_duration,
     )
     opts.extras = tuple(
-        name for name in ("ceiling", "affinity", "prefix_engines", "swap_open") if getattr(a, name)
+        name
+        for name in ("ceiling", "stream_ceiling", "affinity", "prefix_engines", "swap_open")
+        if getattr(a, name)
     )
     if a.supervisor or a.supervisor_only:
         opts.supervisor = SupervisorBenchOptions(

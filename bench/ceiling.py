@@ -64,7 +64,9 @@ def ensure_nginx() -> str | None:
 
 
 @contextmanager
-def nginx_proxy(binary: str, upstream: str, cpu: int | None) -> Iterator[str]:
+def nginx_proxy(binary: str, upstream: str, cpu: int | None) -> Iterator[tuple[str, int]]:
+    """nginx in front of `upstream`, pinned to `cpu`: (its URL, its process group: the master
+    and its worker)."""
     from tests.fake_engine import free_port
 
     port = free_port()
@@ -83,7 +85,7 @@ def nginx_proxy(binary: str, upstream: str, cpu: int | None) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"nginx did not start: {(Path(tmp) / 'error.log')}")
                 time.sleep(0.05)
-            yield url
+            yield url, proc.pid
         finally:
             stop_group(proc, 10.0)
 
@@ -140,7 +142,7 @@ def ceiling_figures(
         legs = {"direct": upstream}
         nginx = ensure_nginx()
         if nginx:
-            legs["nginx"] = stack.enter_context(nginx_proxy(nginx, upstream, cpus["gateway"]))
+            legs["nginx"], _ = stack.enter_context(nginx_proxy(nginx, upstream, cpus["gateway"]))
         gw_url, gw_pid = stack.enter_context(
             gateway_process(upstream, "bench", cpus["gateway"], tree=tree)
         )
