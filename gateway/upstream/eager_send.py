@@ -1,4 +1,5 @@
-"""`send_now`: an ASGI `send` run from a plain callback, without a task.
+"""ASGI coroutines run from plain callbacks, without a task: `send_now` (a send) and
+`Listener` (a loop over `receive`).
 
 The stream relay sends each upstream chunk from the upstream socket's read callback
 (`stream_relay`), so a chunk costs no task wake-up. An ASGI `send` is a coroutine, but a
@@ -13,10 +14,11 @@ usual case it writes the bytes and returns. `send_now` runs the coroutine to its
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
+import asyncio
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, cast
 
-from starlette.types import Message, Send
+from starlette.types import Message, Receive, Send
 
 
 def send_now(send: Send, message: Message) -> Rest | None:
@@ -53,3 +55,51 @@ class Rest:
                     waiting = coro.send(sent)
                 except StopIteration:
                     return
+
+
+class Listener:
+    """Awaits `receive()` over and over, stepped from the done-callbacks of what it waits on,
+    and hands each message to `on_message` until that returns True or `cancel` is called.
+
+    The stream relay listens for the client's disconnect this way for every stream: a task
+    for it (created, registered, scheduled, cancelled, each stream) cost ~3% of the gateway's
+    CPU at 256 paced streams (py-spy). A server's `receive` waits on asyncio futures (an
+    event's); anything else it yields is stepped again on the next loop turn."""
+
+    __slots__ = ("_coro", "_on_message", "_receive", "_waiting")
+
+    def __init__(self, receive: Receive, on_message: Callable[[Message], bool]) -> None:
+        self._receive = receive
+        self._on_message = on_message
+        self._coro: Coroutine[Any, Any, Message] | None = None
+        self._waiting: asyncio.Future[Any] | None = None
+        self._step(None)
+
+    def _step(self, _: object) -> None:
+        self._waiting = None
+        while True:
+            if self._coro is None:
+                self._coro = cast(Coroutine[Any, Any, Message], self._receive())
+            try:
+                waiting = self._coro.send(None)
+            except StopIteration as stop:
+                self._coro = None
+                if self._on_message(stop.value):
+                    return
+                continue  # the next message
+            if asyncio.isfuture(waiting):
+                waiting._asyncio_future_blocking = False  # as a task does, taking it over
+                self._waiting = waiting
+                waiting.add_done_callback(self._step)
+            else:  # a bare yield (sleep(0)): again on the next turn of the loop
+                asyncio.get_running_loop().call_soon(self._step, None)
+            return
+
+    def cancel(self) -> None:
+        """Stop listening: the pending `receive()` is closed, as a cancelled task's would be."""
+        if self._waiting is not None:
+            self._waiting.remove_done_callback(self._step)
+            self._waiting = None
+        coro, self._coro = self._coro, None
+        if coro is not None:
+            coro.close()

@@ -30,8 +30,8 @@ class ClientGone(Exception):
     """Set on the upstream reader when the client disconnects: the relay stops reading."""
 
 
-def body_message(data: bytes) -> Message:
-    return {"type": "http.response.body", "body": data, "more_body": True}
+def body_message(data: bytes, more: bool = True) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": more}
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class RelayedStream:
         self._watch = IdleWatch(relay.idle_read_s, deadline, resp.set_exception)
         self._finished = False
         self._problem = ""
+        # push only: the client's response ended with `[DONE]` (see `_message`)
+        self.client_done = False
         # push only: where the sink sends, what it left to the task
         self._send: Send | None = None
         self._rest: Rest | None = None
@@ -169,25 +171,37 @@ class RelayedStream:
             yield final
 
     # ---- pushed: sent from the upstream's read callback ------------------------------------
+    def _message(self, out: bytes) -> Message | None:
+        """The body message for `out`, or None: nothing to send. A chat stream's `[DONE]` is
+        its last event, so it ends the client's response in the same write (one write less per
+        stream); the upstream's own end is still read, to reuse the connection, and whatever
+        else it sends after `[DONE]` is not the client's any more."""
+        if self.client_done or not out:
+            return None
+        if self._expects_done and out.endswith(b"data: [DONE]\n\n"):
+            self.client_done = True
+            return body_message(out, more=False)
+        return body_message(out)
+
     async def push(self, send: Send) -> None:
         final = b""
         try:
             chunk = self._first
             while chunk:
-                out = self.feed(chunk)
-                if out:
-                    await send(body_message(out))
+                message = self._message(self.feed(chunk))
+                if message is not None:
+                    await send(message)
                 if self.malformed():
                     raise MalformedStream
                 chunk = await self._pushed(send)
-            out = self.end()
-            if out:
-                await send(body_message(out))
+            message = self._message(self.end())
+            if message is not None:
+                await send(message)
         except (ClientGone, MalformedStream, TimeoutError, OSError) as exc:
             self.fail(exc)
         finally:
             final = self.settle()
-        if final:
+        if final and not self.client_done:  # after `[DONE]` the client has its whole answer
             await send(body_message(final))
 
     async def _pushed(self, send: Send) -> bytes:
@@ -218,10 +232,10 @@ class RelayedStream:
         hands back to the task: a send that must wait, a malformed event, a failure."""
         self._watch.reading()  # data came: the idle clock starts again
         try:
-            out = self.feed(chunk)
-            if out:
+            message = self._message(self.feed(chunk))
+            if message is not None:
                 assert self._send is not None
-                self._rest = send_now(self._send, body_message(out))
+                self._rest = send_now(self._send, message)
             if self.malformed():
                 self._error = MalformedStream()
         except Exception as exc:  # raised in the task, as if the task had sent

@@ -31,17 +31,17 @@ the figures before and after).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
 from ..metrics import GatewayMetrics
 from ..pipeline.call import Call
+from .eager_send import Listener
 from .health import HealthMonitor
 from .http1.protocol import Connection
 from .relayed_stream import ClientGone, RelayedStream, RelaySettings
@@ -49,9 +49,9 @@ from .relayed_stream import ClientGone, RelayedStream, RelaySettings
 
 class RelayResponse(StreamingResponse):
     """A stream of `RelayedStream`'s. Sent by the server it is pushed (module doc), unless its
-    `body_iterator` was replaced by a wrapper; without the anyio task group either: one plain
-    task listens for the client's disconnect and calls `on_disconnect` (the relay then stops
-    reading upstream)."""
+    `body_iterator` was replaced by a wrapper; without the anyio task group either: a
+    `Listener` (no task) waits for the client's disconnect and calls `on_disconnect` (the relay
+    then stops reading upstream)."""
 
     def __init__(
         self, stream: RelayedStream, *args: Any, on_disconnect: Callable[[], None], **kwargs: Any
@@ -64,7 +64,7 @@ class RelayResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._gone = False
-        listener = asyncio.ensure_future(self._listen(receive))
+        listener = Listener(receive, self._heard)
         try:
             start = {"type": "http.response.start", "status": self.status_code}
             await send({**start, "headers": self.raw_headers})
@@ -76,16 +76,18 @@ class RelayResponse(StreamingResponse):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
             listener.cancel()
-        if not self._gone:  # a client that left gets no end (and is counted as gone)
+        if not self._gone and not self._stream.client_done:  # one that left gets no end
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _listen(self, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self._gone = True
-                self.on_disconnect()
-                return
+    def _heard(self, message: Message) -> bool:
+        """A message from the client's side; True: stop listening."""
+        if message["type"] != "http.disconnect":
+            return False
+        if self._stream.client_done:  # the response is complete: servers say disconnect
+            return True  # from then on; the upstream's end is still read
+        self._gone = True
+        self.on_disconnect()
+        return True
 
 
 class StreamRelay:

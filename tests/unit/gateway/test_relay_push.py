@@ -2,7 +2,8 @@
 writes SSE events as the test says: pushed from the read callback, bytes arrive whole and in
 order also when the client's send has to wait (the hand-back to the task), a send that fails
 fails the stream, a malformed event ends it with one error event, and pulled as an iterator
-gives the same bytes. `send_now` itself: finished, waiting, cancelled."""
+gives the same bytes. `send_now` itself: finished, waiting, cancelled; `Listener`: messages in
+order until told to stop, and a cancel that closes the pending receive."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from starlette.types import Message
 from orchestra.gateway.balancing.replica import Replica
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.pipeline.call import new_call
-from orchestra.gateway.upstream.eager_send import send_now
+from orchestra.gateway.upstream.eager_send import Listener, send_now
 from orchestra.gateway.upstream.http1.pool import Pool
 from orchestra.gateway.upstream.stream_relay import RelayResponse, StreamRelay
 
@@ -207,6 +208,60 @@ def test_a_malformed_event_ends_the_stream_with_one_error_event() -> None:
     _run(go)
 
 
+def test_done_ends_the_response_and_the_connection_is_reused() -> None:
+    """`[DONE]` goes out as the last body message (no empty one after it); a server's receive
+    says `http.disconnect` once the response is complete, as uvicorn's does, and that is not a
+    client gone: the relay still reads the upstream's end and the connection is reused."""
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(cast(asyncio.Task[Any], asyncio.current_task()))
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)
+                writer.write(HEAD)
+                await _events(writer, 30, done=False)
+                writer.write(_chunk(b"data: [DONE]\n\n"))
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the client's response is over before the body's end
+                writer.write(b"0\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def go() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        pool = Pool(4, 30.0, 2.0)
+        for _ in range(2):
+            response, replica, _ = await _relayed(url, pool)
+            client = Client()
+            messages: list[Message] = []
+
+            async def send(message: Message, client: Client = client) -> None:
+                messages.append(message)
+                await client.send(message)
+
+            async def receive(client: Client = client) -> Message:
+                while not client.ended:  # as uvicorn: disconnect once the response is complete
+                    await asyncio.sleep(0.001)
+                return {"type": "http.disconnect"}
+
+            await response({"type": "http"}, receive, send)
+            assert b"".join(client.bodies) == b"".join(_event(i) for i in range(30)) + (
+                b"data: [DONE]\n\n"
+            )
+            last = messages[-1]  # the events may come in one read with it
+            assert last["body"].endswith(b"data: [DONE]\n\n") and not last["more_body"]
+            assert replica.outstanding == 0
+        assert len(handlers) == 1  # the second stream reused the first one's connection
+        pool.close()
+        await asyncio.gather(*handlers)  # the pool's close ends the handler's read
+        server.close()
+
+    _run(go)
+
+
 def test_send_now_finishes_or_hands_over_the_rest() -> None:
     async def go() -> None:
         log: list[str] = []
@@ -244,5 +299,46 @@ def test_send_now_finishes_or_hands_over_the_rest() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert log[-1] == "cancelled"
+
+    _run(go)
+
+
+def test_listener_hands_over_messages_without_a_task_and_cancels_cleanly() -> None:
+    async def go() -> None:
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        closed: list[bool] = []
+
+        async def receive() -> Message:
+            try:
+                await asyncio.sleep(0)  # a bare yield, then a future (the queue's)
+                return await queue.get()
+            except GeneratorExit:
+                closed.append(True)
+                raise
+
+        heard: list[str] = []
+        tasks = len(asyncio.all_tasks())
+
+        def on_message(message: Message) -> bool:
+            heard.append(message["type"])
+            return message["type"] == "http.disconnect"
+
+        listener = Listener(receive, on_message)
+        assert len(asyncio.all_tasks()) == tasks  # no task of its own
+        for kind in ("http.request", "http.request", "http.disconnect", "http.request"):
+            queue.put_nowait({"type": kind})
+        while len(heard) < 3:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
+        assert heard == ["http.request", "http.request", "http.disconnect"]  # then it stopped
+        assert queue.qsize() == 1
+
+        listener = Listener(receive, on_message)  # waits on the queue ...
+        await asyncio.sleep(0.01)
+        listener.cancel()  # ... and is closed there, as a cancelled task's receive would be
+        assert closed == [True]
+        queue.put_nowait({"type": "http.disconnect"})
+        await asyncio.sleep(0.01)
+        assert heard == ["http.request", "http.request", "http.disconnect", "http.request"]
 
     _run(go)
