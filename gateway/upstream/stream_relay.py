@@ -21,6 +21,8 @@ Two ways to run a stream, with the same steps (`relayed_stream.RelayedStream`: `
   socket's read callback, which checks it and sends it on (`eager_send.send_now`): no task
   wake-up, future or coroutine step per chunk. Anything else (the client's buffer full, a
   malformed event, the end, a failure) hands back to the task, which does it with awaits.
+  A chat stream's `[DONE]` ends the client's response (`more_body: False` with it: one write
+  less); the upstream's end is still read, so the connection is reused.
 - read as an iterator (`body_iterator`: in-process calls, wrappers that look at the bytes):
   `RelayedStream.pull`, an async generator with the same steps.
 

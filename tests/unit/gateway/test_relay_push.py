@@ -208,6 +208,25 @@ def test_a_malformed_event_ends_the_stream_with_one_error_event() -> None:
     _run(go)
 
 
+async def _served(response: RelayResponse) -> list[Message]:
+    """The messages `response` sends to a server whose receive says `http.disconnect` once the
+    response is complete (as uvicorn's does)."""
+    messages: list[Message] = []
+    ended = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            ended.set()
+
+    async def receive() -> Message:
+        await ended.wait()
+        return {"type": "http.disconnect"}
+
+    await response({"type": "http"}, receive, send)
+    return messages
+
+
 def test_done_ends_the_response_and_the_connection_is_reused() -> None:
     """`[DONE]` goes out as the last body message (no empty one after it); a server's receive
     says `http.disconnect` once the response is complete, as uvicorn's does, and that is not a
@@ -235,22 +254,10 @@ def test_done_ends_the_response_and_the_connection_is_reused() -> None:
         pool = Pool(4, 30.0, 2.0)
         for _ in range(2):
             response, replica, _ = await _relayed(url, pool)
-            client = Client()
-            messages: list[Message] = []
-
-            async def send(message: Message, client: Client = client) -> None:
-                messages.append(message)
-                await client.send(message)
-
-            async def receive(client: Client = client) -> Message:
-                while not client.ended:  # as uvicorn: disconnect once the response is complete
-                    await asyncio.sleep(0.001)
-                return {"type": "http.disconnect"}
-
-            await response({"type": "http"}, receive, send)
-            assert b"".join(client.bodies) == b"".join(_event(i) for i in range(30)) + (
-                b"data: [DONE]\n\n"
-            )
+            messages = await _served(response)
+            assert b"".join(m["body"] for m in messages[1:]) == b"".join(
+                _event(i) for i in range(30)
+            ) + (b"data: [DONE]\n\n")
             last = messages[-1]  # the events may come in one read with it
             assert last["body"].endswith(b"data: [DONE]\n\n") and not last["more_body"]
             assert replica.outstanding == 0
@@ -318,17 +325,19 @@ def test_listener_hands_over_messages_without_a_task_and_cancels_cleanly() -> No
 
         heard: list[str] = []
         tasks = len(asyncio.all_tasks())
+        disconnected = asyncio.Event()
 
         def on_message(message: Message) -> bool:
             heard.append(message["type"])
+            if message["type"] == "http.disconnect":
+                disconnected.set()
             return message["type"] == "http.disconnect"
 
         listener = Listener(receive, on_message)
         assert len(asyncio.all_tasks()) == tasks  # no task of its own
         for kind in ("http.request", "http.request", "http.disconnect", "http.request"):
             queue.put_nowait({"type": kind})
-        while len(heard) < 3:
-            await asyncio.sleep(0.001)
+        await disconnected.wait()
         await asyncio.sleep(0.01)
         assert heard == ["http.request", "http.request", "http.disconnect"]  # then it stopped
         assert queue.qsize() == 1
