@@ -15,10 +15,13 @@ usual case it writes the bytes and returns. `send_now` runs the coroutine to its
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, cast
 
 from starlette.types import Message, Receive, Send
+
+log = logging.getLogger(__name__)
 
 
 def send_now(send: Send, message: Message) -> Rest | None:
@@ -87,6 +90,10 @@ class Listener:
                 if self._on_message(stop.value):
                     return
                 continue  # the next message
+            except (Exception, asyncio.CancelledError):  # as a task's would, it ends here:
+                self._coro = None  # the stream it listens for runs (and settles) regardless
+                log.debug("receive() failed; no longer listening", exc_info=True)
+                return
             if asyncio.isfuture(waiting):
                 waiting._asyncio_future_blocking = False  # as a task does, taking it over
                 self._waiting = waiting

@@ -351,3 +351,16 @@ def test_listener_hands_over_messages_without_a_task_and_cancels_cleanly() -> No
         assert heard == ["http.request", "http.request", "http.disconnect", "http.request"]
 
     _run(go)
+
+
+def test_a_receive_that_fails_only_ends_the_listening() -> None:
+    async def go() -> None:
+        async def receive() -> Message:
+            raise RuntimeError("the server's receive broke")
+
+        heard: list[Message] = []
+        listener = Listener(receive, lambda message: heard.append(message) or False)
+        listener.cancel()  # nothing left to close
+        assert heard == []
+
+    _run(go)
