@@ -17,13 +17,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.cpu import cpu_seconds
-from bench.load import chat_body, have_wrk, run_wrk
+from bench.load import RoundResult, chat_body, have_wrk, run_wrk
 from bench.run import CHAT, BenchOptions, _get, _set_fake, fake_upstream, gateway_process
 from orchestra.lifetime import spawn, stop_group
 
@@ -95,32 +95,31 @@ def _rps(url: str, body: bytes, concurrency: int, seconds: float, cpu: int | Non
     return result.requests / (result.window_s or 1.0)
 
 
-def _alternate(
+def alternate(
     legs: dict[str, str],
-    body: bytes,
-    c: int,
-    seconds: float,
+    one_round: Callable[[str], RoundResult],
     rounds: int,
-    cpu: int | None,
     groups: dict[str, int] | None = None,
+    count: Callable[[RoundResult], int] = lambda r: r.requests,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean req/s per leg, and the CPU µs per request of the legs with a process group."""
+    """`one_round(url)` for every leg, `rounds` times in A B, B A order: the mean `count` per
+    second per leg, and the CPU µs per `count` of the legs with a process group (`groups`)."""
     totals: dict[str, list[float]] = {name: [] for name in legs}
     groups = groups or {}
     used = dict.fromkeys(groups, 0.0)
-    answered = dict.fromkeys(groups, 0)
+    counted = dict.fromkeys(groups, 0)
     names = list(legs)
     for i in range(rounds):
         for name in names if i % 2 == 0 else names[::-1]:
             before = cpu_seconds(groups[name]) if name in groups else 0.0
-            result = run_wrk(legs[name] + CHAT, body, c, seconds, cpu)
-            totals[name].append(result.requests / (result.window_s or 1.0))
+            result = one_round(legs[name])
+            totals[name].append(count(result) / (result.window_s or 1.0))
             if name in groups:
                 used[name] += cpu_seconds(groups[name]) - before
-                answered[name] += result.requests
-    rps = {name: round(sum(v) / len(v), 1) for name, v in totals.items()}
-    cost = {name: round(1e6 * used[name] / max(1, answered[name]), 1) for name in groups}
-    return rps, cost
+                counted[name] += count(result)
+    rates = {name: round(sum(v) / len(v), 1) for name, v in totals.items()}
+    cost = {name: round(1e6 * used[name] / max(1, counted[name]), 1) for name in groups}
+    return rates, cost
 
 
 def ceiling_figures(
@@ -154,7 +153,12 @@ def ceiling_figures(
             )
         for name in groups:
             _rps(legs[name], body, concurrency, 1, cpus["load"])  # warm the pools
-        rps, cost = _alternate(legs, body, concurrency, seconds, rounds, cpus["load"], groups)
+        rps, cost = alternate(
+            legs,
+            lambda url: run_wrk(url + CHAT, body, concurrency, seconds, cpus["load"]),
+            rounds,
+            groups,
+        )
         out["req_per_s_one_core"] = rps
         out["gateway_cpu_us_per_request"] = cost["gateway"]
         if baseline is not None:
@@ -174,13 +178,10 @@ def ceiling_figures(
                     )
             for url, _ in pools.values():
                 _rps(url, body, concurrency, 1, None)
-            workers, worker_cost = _alternate(
+            workers, worker_cost = alternate(
                 {name: url for name, (url, _) in pools.items()},
-                body,
-                concurrency,
-                seconds,
+                lambda url: run_wrk(url + CHAT, body, concurrency, seconds, None),
                 rounds,
-                None,
                 {name: pid for name, (_, pid) in pools.items()},
             )
         out["workers_req_per_s_unpinned"] = workers

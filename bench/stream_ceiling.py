@@ -19,8 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.ceiling import ensure_nginx, nginx_proxy
-from bench.cpu import cpu_seconds
+from bench.ceiling import alternate, ensure_nginx, nginx_proxy
 from bench.run import (
     BenchOptions,
     _set_fake,
@@ -62,20 +61,16 @@ def stream_cpu_figures(
             legs["baseline"] = stack.enter_context(
                 gateway_process(upstream, "bench", cpus["gateway"], tree=baseline)
             )
-        used = dict.fromkeys(legs, 0.0)
-        chunks = dict.fromkeys(legs, 0)
-        names = list(legs)
-        for name in names:  # warm the upstream pools (not counted)
-            run_round(opts, "stream", legs[name][0], 16, 1.0, cpus["load"])
-        for i in range(rounds):
-            for name in names if i % 2 == 0 else names[::-1]:
-                url, group = legs[name]
-                before = cpu_seconds(group)
-                result = run_round(opts, "stream", url, concurrency, seconds, cpus["load"])
-                used[name] += cpu_seconds(group) - before
-                chunks[name] += result.chunks
-        per_chunk = {name: round(1e6 * used[name] / max(1, chunks[name]), 1) for name in legs}
-    out["chunks"] = chunks
+        for url, _ in legs.values():  # warm the upstream pools (not counted)
+            run_round(opts, "stream", url, 16, 1.0, cpus["load"])
+        chunks_per_s, per_chunk = alternate(
+            {name: url for name, (url, _) in legs.items()},
+            lambda url: run_round(opts, "stream", url, concurrency, seconds, cpus["load"]),
+            rounds,
+            {name: group for name, (_, group) in legs.items()},
+            count=lambda result: result.chunks,
+        )
+    out["chunks_per_s"] = chunks_per_s
     out["cpu_us_per_chunk"] = per_chunk
     out["gateway_vs_nginx"] = round(per_chunk["gateway"] / max(0.1, per_chunk["nginx"]), 2)
     if baseline is not None:
