@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope
+from starlette.types import Message, Receive, Scope
 
 from orchestra.config import GatewayConfig
 
@@ -41,15 +41,38 @@ class Incoming:
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body's chunks as they arrive; ClientDisconnect when the client leaves first."""
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect
-            chunk = message.get("body", b"")
+        more = True
+        while more:
+            chunk, more = _body_part(await self.receive())
             if chunk:
                 yield chunk
-            if not message.get("more_body", False):
-                return
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body, at most `limit` bytes (PayloadTooLarge past it); ClientDisconnect
+        when the client leaves first. A loop of its own, not over `stream`: an async generator
+        per request costs its creation, the loop's first-iteration hook and a close."""
+        declared = self.header(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            chunk, more = _body_part(await self.receive())
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
+
+
+def _body_part(message: Message) -> tuple[bytes, bool]:
+    """One request message's body bytes and whether more follow; ClientDisconnect when it says
+    the client left."""
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect
+    return message.get("body", b""), message.get("more_body", False)
 
 
 @dataclass(slots=True)
@@ -140,17 +163,7 @@ class Shapers:
 
 
 async def _read_json_object(request: Incoming, limit: int) -> tuple[dict[str, Any], bytes]:
-    declared = request.header(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
+    body = await request.body(limit)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
