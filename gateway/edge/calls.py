@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
@@ -70,13 +70,15 @@ class _Reply:
         else:  # a stream (relay, loading comments, an ensemble's merge): it sends itself
             await response(scope, receive, self.send)
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """An ASGI send: it returns the server's own send (a plain function, not a coroutine
+        around it: a relayed stream sends every chunk through here)."""
         if message["type"] == "http.response.start":
             self.status = message["status"]
             message["headers"] = [*message.get("headers", ()), self._header]
         elif not message.get("more_body", False):
             self.ended = True
-        await self._send(message)
+        return self._send(message)
 
     async def error(self, make: Callable[[], GatewayError], spec: RouteSpec) -> None:
         try:
