@@ -4,6 +4,8 @@ Legs, alternated round by round (A B C, C B A, ...) so noise hits all alike:
 - direct: wrk -> fake upstream;
 - nginx: Debian's nginx (one worker, `proxy_pass` with upstream keepalive) pinned to the
   gateway's core;
+- asgi_floor: the least an ASGI relay on the gateway's server costs (`bench/asgi_floor.py`),
+  pinned to the same core;
 - gateway: `python -m orchestra.gateway` with one worker, pinned to the same core.
 Then `workers`: the gateway unpinned with 1 and with 2 workers (on a 2-core machine the load
 generator and upstream share the cores, so expect little; a 16-core host scales ~linearly until
@@ -16,15 +18,15 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.asgi_floor import asgi_floor
 from bench.cpu import cpu_seconds
 from bench.load import RoundResult, chat_body, have_wrk, run_wrk
-from bench.run import CHAT, BenchOptions, _get, _set_fake, fake_upstream, gateway_process
+from bench.run import CHAT, BenchOptions, _set_fake, fake_upstream, gateway_process, wait_healthy
 from orchestra.lifetime import spawn, stop_group
 
 _NGINX_CONF = """
@@ -80,11 +82,7 @@ def nginx_proxy(binary: str, upstream: str, cpu: int | None) -> Iterator[tuple[s
         proc = spawn(cmd, stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 10
-            while _get(url + "/health") != 200:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not start: {(Path(tmp) / 'error.log')}")
-                time.sleep(0.05)
+            wait_healthy(proc, url, 10.0, f"nginx (its log: {Path(tmp) / 'error.log'})")
             yield url, proc.pid
         finally:
             stop_group(proc, 10.0)
@@ -140,19 +138,25 @@ def ceiling_figures(
         _set_fake(upstream, 0.0, 0.0)  # answers at once
         legs = {"direct": upstream}
         nginx = ensure_nginx()
+        groups: dict[str, int] = {}
         if nginx:
-            legs["nginx"], _ = stack.enter_context(nginx_proxy(nginx, upstream, cpus["gateway"]))
-        gw_url, gw_pid = stack.enter_context(
+            legs["nginx"], groups["nginx"] = stack.enter_context(
+                nginx_proxy(nginx, upstream, cpus["gateway"])
+            )
+        legs["asgi_floor"], groups["asgi_floor"] = stack.enter_context(
+            asgi_floor(upstream, cpus["gateway"])
+        )
+        legs["gateway"], groups["gateway"] = stack.enter_context(
             gateway_process(upstream, "bench", cpus["gateway"], tree=tree)
         )
-        legs["gateway"] = gw_url
-        groups = {"gateway": gw_pid}
         if baseline is not None:  # the same core as the gateway: one leg runs at a time
             legs["baseline"], groups["baseline"] = stack.enter_context(
                 gateway_process(upstream, "bench", cpus["gateway"], tree=baseline)
             )
         for name in groups:
             _rps(legs[name], body, concurrency, 1, cpus["load"])  # warm the pools
+        # CPU per request of every leg on the gateway's core: nginx and the ASGI floor are the
+        # two references a revision of the gateway is read against (bench/asgi_floor.py)
         rps, cost = alternate(
             legs,
             lambda url: run_wrk(url + CHAT, body, concurrency, seconds, cpus["load"]),
@@ -160,7 +164,9 @@ def ceiling_figures(
             groups,
         )
         out["req_per_s_one_core"] = rps
+        out["cpu_us_per_request"] = cost
         out["gateway_cpu_us_per_request"] = cost["gateway"]
+        out["gateway_vs_asgi_floor_cpu"] = round(cost["gateway"] / max(0.1, cost["asgi_floor"]), 2)
         if baseline is not None:
             out["baseline_cpu_us_per_request"] = cost["baseline"]
             if "nginx" in rps:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -158,16 +159,24 @@ def gateway_process(
         _pin(proc.pid, cpu)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while _get(url + "/health") != 200:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"gateway did not start: {log.read()[-2000:]!r}")
-                time.sleep(0.1)
+            try:
+                wait_healthy(proc, url, 30.0, "gateway")
+            except RuntimeError as exc:
+                log.seek(0)
+                raise RuntimeError(f"{exc}: {log.read()[-2000:]!r}") from None
             yield url, proc.pid
         finally:
             stop_group(proc, 10.0)
             log.close()
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout_s: float, what: str) -> None:
+    """Poll `url`/health until it answers 200; RuntimeError if `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while _get(url + "/health") != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.05)
 
 
 def _set_fake(upstream: str, token_rate: float, ttft_ms: float) -> None:

@@ -7,6 +7,8 @@ figure is also measured against a reference under the same load, as req/s is aga
 - nginx: Debian's nginx, one worker, `proxy_pass` with upstream keep-alive and
   `proxy_buffering off` (each upstream chunk written on as it comes, as the gateway does),
   pinned to the gateway's core;
+- asgi_floor: the least an ASGI relay on the gateway's server costs (`bench/asgi_floor.py`:
+  uvicorn, the gateway's upstream client, no features), pinned to the same core;
 - gateway: one worker, pinned to the same core (and `baseline`: another revision's gateway).
 The load is the sweep's stream load (paced streams started spread over one stream's length,
 bench/load.py) on the other core; legs alternate round by round (A B C, C B A, ...). CPU is
@@ -19,6 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from bench.asgi_floor import asgi_floor
 from bench.ceiling import alternate, ensure_nginx, nginx_proxy
 from bench.run import (
     BenchOptions,
@@ -54,6 +57,7 @@ def stream_cpu_figures(
         _set_fake(upstream, opts.stream_token_rate, opts.ttft_ms)
         legs: dict[str, tuple[str, int]] = {}  # name: (URL, process group)
         legs["nginx"] = stack.enter_context(nginx_proxy(nginx, upstream, cpus["gateway"]))
+        legs["asgi_floor"] = stack.enter_context(asgi_floor(upstream, cpus["gateway"]))
         legs["gateway"] = stack.enter_context(
             gateway_process(upstream, "bench", cpus["gateway"], tree=tree)
         )
@@ -73,6 +77,10 @@ def stream_cpu_figures(
     out["chunks_per_s"] = chunks_per_s
     out["cpu_us_per_chunk"] = per_chunk
     out["gateway_vs_nginx"] = round(per_chunk["gateway"] / max(0.1, per_chunk["nginx"]), 2)
+    out["asgi_floor_vs_nginx"] = round(per_chunk["asgi_floor"] / max(0.1, per_chunk["nginx"]), 2)
+    out["gateway_vs_asgi_floor"] = round(
+        per_chunk["gateway"] / max(0.1, per_chunk["asgi_floor"]), 2
+    )
     if baseline is not None:
         out["baseline_vs_nginx"] = round(per_chunk["baseline"] / max(0.1, per_chunk["nginx"]), 2)
     return out
