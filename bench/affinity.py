@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.run import REPO, _get
+from bench.run import REPO, wait_healthy
 from orchestra.lifetime import spawn, stop_group
 
 
@@ -30,11 +29,7 @@ def gateway_from_config(config: dict[str, Any], tmp: Path) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{config['gateway']['port']}"
     try:
-        deadline = time.monotonic() + 60
-        while _get(url + "/health") != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.1)
+        wait_healthy(proc, url, 60.0, "gateway")
         yield url
     finally:
         stop_group(proc, 30.0)

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from bench.affinity import gateway_from_config as start_gateway
-from bench.run import REPO, _get
+from bench.run import REPO, wait_healthy
 from orchestra.gateway.balancing.kv.hashing import block_hashes
 from orchestra.lifetime import spawn, stop_group
 from tests.conftest import scrape_total
@@ -100,12 +100,11 @@ def _engine(port: int, kv_ports: tuple[int, int], core: int, log: Path) -> Itera
         proc = spawn(argv, stdout=out, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 900
-        while _get(url + "/health") != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                errors = [ln for ln in log.readtext().splitlines() if "Error" in ln]
-                raise RuntimeError(f"engine did not start: {errors[-5:]}")
-            time.sleep(0.5)
+        try:
+            wait_healthy(proc, url, 900.0, "engine")
+        except RuntimeError as exc:
+            errors = [ln for ln in log.read_text().splitlines() if "Error" in ln]
+            raise RuntimeError(f"{exc}: {errors[-5:]}") from None
         yield url
     finally:
         stop_group(proc, 30.0)
