@@ -22,14 +22,13 @@ from .cluster.membership import RayMembership
 from .cluster.nodes import Node
 from .cluster.ray_view import RayView
 from .cluster.routing import Router, RoutingTable
-from .edge.keys import KeyRing
-from .edge.shapers import Shapers
 from .metrics import GatewayMetrics
 from .pipeline.aliases import ModelMap
 from .pipeline.loading import LoadingComments
 from .pipeline.pipeline import Pipeline
 from .pipeline.responses import StoredResponses
 from .protection.admission import Admission
+from .protection.keys import KeyRing
 from .protection.ratelimit import RateLimiter, make_limiter
 from .upstream.health import HealthMonitor
 from .upstream.http1.pool import Pool
@@ -51,7 +50,6 @@ class Gateway:
     fallback: OllamaClient | None
     models: ModelMap  # aliases, fallback chains, adapters, ensembles
     limiter: RateLimiter
-    shapers: Shapers  # HTTP request -> call (edge)
     pipeline: Pipeline  # call -> response: the one entrance for every workload
     kv_feeds: KvFeeds | None = None  # the KV-event subscriptions, when a model is kv_aware
     membership: RayMembership | None = None  # with `ray:`: the link's nodes follow Ray
@@ -154,7 +152,6 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         fallback=fallback,
         models=models,
         limiter=limiter,
-        shapers=Shapers(gw, lambda name: table.get(name) is not None, admission.priority_header),
         pipeline=pipeline,
         kv_feeds=(
             KvFeeds(

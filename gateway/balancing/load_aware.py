@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from .key import NO_KEY, RequestKey
+from ..core.request_key import NO_KEY, RequestKey
 from .load import least_loaded, load_of
 from .replica import Replica
 

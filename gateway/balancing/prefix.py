@@ -33,7 +33,7 @@ from typing import Any
 
 from orchestra.config import AffinityConfig
 
-from .key import NO_KEY, RequestKey
+from ..core.request_key import NO_KEY, RequestKey
 from .load import least_loaded, load_of
 from .replica import Replica
 

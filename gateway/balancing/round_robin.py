@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from .key import NO_KEY, RequestKey
+from ..core.request_key import NO_KEY, RequestKey
 from .replica import Replica
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from orchestra.config import AffinityConfig
 
-from .key import NO_KEY, RequestKey
+from ..core.request_key import NO_KEY, RequestKey
 from .load import least_loaded
 from .replica import Replica
 

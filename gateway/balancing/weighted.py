@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .key import NO_KEY, RequestKey
+from ..core.request_key import NO_KEY, RequestKey
 from .replica import Replica
 
 _KEEP = 64  # credits of URLs no longer seen are dropped once there are more than this many

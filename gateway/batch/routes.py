@@ -15,7 +15,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, Response
 
-from ..edge.errors import BadRequest, PayloadTooLarge
+from ..core.errors import BadRequest, PayloadTooLarge
 from .shapes import (
     ENDPOINTS,
     NotFound,

@@ -17,9 +17,9 @@ import orjson
 
 from orchestra.config import ApiKey
 
-from ..edge.errors import GatewayError
+from ..core.call import new_call
+from ..core.errors import GatewayError
 from ..metrics import UNKNOWN_MODEL
-from ..pipeline.call import new_call
 from ..pipeline.inproc import Drain
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 import aiohttp
 
-from ..edge.errors import Unavailable
+from ..core.errors import Unavailable
 from .concurrency import Pacer
 from .runner import BatchRunner
 from .send import InProcessSender

@@ -12,7 +12,7 @@ import secrets
 import time
 from typing import Any
 
-from ..edge.errors import GatewayError
+from ..core.errors import GatewayError
 
 ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")

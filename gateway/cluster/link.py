@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from orchestra.control import ControlClient, ControlError, GatewayReport, ModelStatus
 
 from ..balancing.balancer import Replica
-from ..edge.errors import Unavailable, UpstreamTimeout
+from ..core.errors import Unavailable, UpstreamTimeout
 from ..metrics import GatewayMetrics
 from .nodes import Node, placement_order
 from .routing import ModelRoute, RoutingTable

@@ -16,10 +16,10 @@ from orchestra.control import GatewayReport, ModelStatus
 from orchestra.protocol import KvEvents
 
 from ..balancing.balancer import KvShared, make_balancer
-from ..balancing.key import NO_KEY, RequestKey
 from ..balancing.policy import Balancer
 from ..balancing.replica import Replica
-from ..edge.errors import ModelNotFound, Unavailable
+from ..core.errors import ModelNotFound, Unavailable
+from ..core.request_key import NO_KEY, RequestKey
 
 
 @dataclass(eq=False)

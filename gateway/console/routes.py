@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from orchestra.control import ControlError
 
-from ..edge.errors import BadRequest, GatewayError, ModelNotFound, Unavailable
+from ..core.errors import BadRequest, GatewayError, ModelNotFound, Unavailable
 from .feed import ConsoleState
 from .render import STATIC_TYPES, page_html, static_file
 

@@ -1,5 +1,5 @@
 """Who may call what: the route table (`routes.py`) marks each path `api_key`, `admin` or
-`open`; `AuthMiddleware` enforces it before routing, with the keys of `keys.KeyRing`. The
+`open`; `AuthMiddleware` enforces it before routing, with the keys of `protection/keys.KeyRing`. The
 console's admin routes accept the admin key as the password of HTTP Basic auth too, which is
 how a browser sends it (any user name). With no API keys configured the `api_key` routes stay
 open (backwards compatible); `admin` routes without an admin key are open to loopback clients
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..core.errors import GatewayError, Unavailable
+from ..protection.keys import KeyRing
 from .anthropic import as_anthropic
-from .errors import GatewayError, Unavailable
-from .keys import KeyRing
 from .routes import Caller, RouteSpec, RouteTable
 
 

@@ -32,13 +32,13 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ..container import Gateway
+from ..core.errors import GatewayError, Unavailable
 from ..metrics import GatewayMetrics
 from .anthropic import as_anthropic
 from .auth import first_headers, identify
-from .errors import GatewayError, Unavailable
 from .middleware import CLIENT_CLOSED, RequestIds, count_answer, internal, shutting_down
 from .routes import RouteSpec
-from .shapers import Incoming
+from .shapers import Incoming, Shapers
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ class ModelCalls:
             return Unavailable("the gateway is starting", headers={"retry-after": "1"}).response()
         try:
             identify(gw.keys, spec, scope, headers)
-            shape = gw.shapers.json if spec.body == "json" else gw.shapers.multipart
+            shapers: Shapers = self._app.state.shapers  # built with the gateway, before it
+            shape = shapers.json if spec.body == "json" else shapers.multipart
             shaped = await shape(Incoming(scope, receive, headers))
             try:
                 response = await gw.pipeline.serve(shaped.call)

@@ -22,8 +22,8 @@ from collections.abc import Callable, Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..core.errors import GatewayError, Unavailable
 from ..metrics import UNKNOWN_MODEL, GatewayMetrics
-from .errors import GatewayError, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from aiohttp.payload import Payload
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .errors import BadRequest, PayloadTooLarge
+from ..core.errors import BadRequest, PayloadTooLarge
 
 _FIELD_LIMIT = 4096  # form fields other than files are small: longer values are not kept
 _WRITE_CHUNK = 256 * 1024

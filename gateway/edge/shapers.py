@@ -1,4 +1,4 @@
-"""Shapers: a model call's HTTP request read into a pipeline call (`pipeline/call.py`).
+"""Shapers: a model call's HTTP request read into a pipeline call (`core/call.py`).
 
 `json`: the body limit, one JSON object, a string `model`. `multipart`: an upload spooled
 (memory up to `gateway.uploads.spool_bytes`, then a temporary file), refused with 413 past
@@ -19,8 +19,8 @@ from starlette.types import Message, Receive, Scope
 
 from orchestra.config import GatewayConfig
 
-from ..pipeline.call import Call, new_call
-from .errors import BadRequest, PayloadTooLarge
+from ..core.call import Call, new_call
+from ..core.errors import BadRequest, PayloadTooLarge
 from .multipart import SpooledBody, Upload, read_upload
 
 _JSON = "application/json"  # what a JSON call is sent upstream as, whatever the client said

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from starlette.responses import Response
 
-from ..pipeline.call import new_call
+from ..core.call import new_call
 
 if TYPE_CHECKING:
     from ..container import Gateway

@@ -15,8 +15,8 @@ from starlette.responses import Response
 from orchestra.protocol import error_json, parse_error
 from orchestra.workload_config import EnsembleConfig
 
+from ..core.call import Call
 from .aliases import ModelMap
-from .call import Call
 
 JSON = "application/json"
 

@@ -22,8 +22,8 @@ from starlette.responses import Response, StreamingResponse
 from orchestra.protocol import parse_error
 from orchestra.workload_config import EnsembleConfig
 
-from ..edge.errors import GatewayError
-from .call import Call
+from ..core.call import Call
+from ..core.errors import GatewayError
 from .ensemble_parts import (
     Members,
     Outcome,

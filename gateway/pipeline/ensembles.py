@@ -26,8 +26,8 @@ from starlette.responses import Response
 
 from orchestra.workload_config import EnsembleConfig
 
-from ..edge.errors import BadRequest, GatewayError
-from .call import REPLICA, SERVED_BY, Call
+from ..core.call import REPLICA, SERVED_BY, Call
+from ..core.errors import BadRequest, GatewayError
 from .ensemble_parts import (
     JSON,
     Members,

@@ -23,7 +23,7 @@ from orchestra.config import OrchestraConfig
 from orchestra.protocol import error_json, parse_error
 
 from ..cluster.routing import RoutingTable
-from ..edge.errors import GatewayError
+from ..core.errors import GatewayError
 from ..metrics import GatewayMetrics
 from .inproc import Drain
 

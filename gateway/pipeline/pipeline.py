@@ -29,14 +29,14 @@ import orjson
 from starlette.responses import Response
 
 from ..cluster.routing import Router
-from ..edge.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
+from ..core.call import SERVED_BY, Call
+from ..core.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
 from ..protection.admission import Admission, release_when_done
 from ..protection.ratelimit import RateLimiter
 from ..upstream import ollama
 from ..upstream.ollama_client import OllamaClient
 from ..upstream.proxy import Proxy
 from .aliases import ModelMap, Target
-from .call import SERVED_BY, Call
 from .ensembles import serve_ensemble
 from .loading import LoadingComments
 from .responses import PATH as RESPONSES_PATH

@@ -25,9 +25,9 @@ from starlette.responses import Response, StreamingResponse
 
 from ..balancing.balancer import Replica
 from ..cluster.routing import ModelRoute, RoutingTable
-from ..edge.errors import GatewayError
+from ..core.call import Call
+from ..core.errors import GatewayError
 from ..upstream.proxy import upstream_headers
-from .call import Call
 
 PATH = "/v1/responses"
 _ID_IN_STREAM = re.compile(rb'"id"\s*:\s*"(resp_[^"]+)"')

@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
 
-from ..edge.errors import BadRequest, Overloaded
+from ..core.errors import BadRequest, Overloaded
 
 
 @dataclass(order=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from orchestra.config import ApiKey, GatewayConfig
 
-from ..edge.errors import Overloaded
+from ..core.errors import Overloaded
 
 
 class Bucket:

@@ -18,7 +18,7 @@ import orjson
 
 from orchestra.protocol import error_json
 
-from ..edge.errors import BadRequest
+from ..core.errors import BadRequest
 
 # OpenAI (and vLLM extra) sampling parameters -> Ollama `options`.
 _OPTIONS = {

@@ -20,9 +20,9 @@ from starlette.responses import Response, StreamingResponse
 from orchestra.config import OllamaFallback
 from orchestra.protocol import error_json
 
-from ..edge.errors import UpstreamError
+from ..core.call import REPLICA, Call
+from ..core.errors import UpstreamError
 from ..metrics import GatewayMetrics
-from ..pipeline.call import REPLICA, Call
 from . import ollama
 
 log = logging.getLogger(__name__)

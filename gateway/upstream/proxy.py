@@ -29,14 +29,14 @@ from orchestra.config import GatewayConfig
 from ..balancing.policy import prepared_key
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
-from ..edge.errors import (
+from ..core.call import REPLICA, Call
+from ..core.errors import (
     GatewayError,
     Unavailable,
     UpstreamError,
     UpstreamTimeout,
 )
 from ..metrics import GatewayMetrics
-from ..pipeline.call import REPLICA, Call
 from ..protection.retry_budget import RetryBudget
 from .health import HealthMonitor
 from .http1.pool import ConnectFailed, Pool

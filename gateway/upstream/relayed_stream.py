@@ -13,8 +13,8 @@ from orchestra.protocol import error_json
 
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
+from ..core.call import Call
 from ..metrics import GatewayMetrics
-from ..pipeline.call import Call
 from .eager_send import Rest, send_now
 from .health import HealthMonitor
 from .http1.protocol import Connection

@@ -41,8 +41,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
+from ..core.call import Call
 from ..metrics import GatewayMetrics
-from ..pipeline.call import Call
 from .eager_send import Listener
 from .health import HealthMonitor
 from .http1.protocol import Connection

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from orchestra.gateway.edge.keys import hash_key
+from orchestra.gateway.protection.keys import hash_key
 from tests.e2e.conftest import (
     START_TIMEOUT_S,
     Stack,

@@ -31,7 +31,7 @@ _NOT_SOURCE = shutil.ignore_patterns(
 
 _CHECK = """
 import json, supervisor, supervisor.supervisord
-import orchestra, orchestra.gateway.edge.app, orchestra.supervisor.manager, orchestra.cli
+import orchestra, orchestra.gateway.app, orchestra.supervisor.manager, orchestra.cli
 print(json.dumps({
     "pypi_supervisor": supervisor.__file__,
     "supervisord": supervisor.supervisord.__name__,

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from orchestra.config import AffinityConfig, KvAwareConfig
 
-from ..key import NO_KEY, RequestKey
+from ...core.request_key import NO_KEY, RequestKey
 from ..load import least_loaded, load_of
 from ..prefix import PrefixAware
 from ..replica import Replica

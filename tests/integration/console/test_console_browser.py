@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestra.gateway.edge.keys import hash_key
+from orchestra.gateway.protection.keys import hash_key
 from tests.conftest import GatewayProcess, wait_until
 from tests.fake_engine import free_port
 from tests.integration.supervisor.helpers import SupervisorProcess, config_dict, server

@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from orchestra.gateway.edge.keys import hash_key
+from orchestra.gateway.protection.keys import hash_key
 from tests.conftest import GatewayProcess, reset_engine
 from tests.fake_engine import FakeEngineProcess, free_port
 from tests.integration.gateway.batch_helpers import (

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from orchestra.gateway.edge.keys import hash_key
+from orchestra.gateway.protection.keys import hash_key
 from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
 from tests.debian import apt_install
 from tests.fake_engine import FakeEngineProcess, free_port

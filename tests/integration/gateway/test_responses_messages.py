@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from orchestra.gateway.edge.keys import hash_key
+from orchestra.gateway.protection.keys import hash_key
 from tests.conftest import GatewayProcess, fast_gateway_section, reset_engine
 from tests.fake_engine import FakeEngineProcess, free_port
 

@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from orchestra.config import OrchestraConfig
-from orchestra.gateway.edge.app import create_app
-from orchestra.gateway.edge.keys import hash_key
+from orchestra.gateway.app import create_app
 from orchestra.gateway.edge.routes import ROUTES, Caller
+from orchestra.gateway.protection.keys import hash_key
 from tests.conftest import GatewayProcess, fast_gateway_section, reset_engine
 from tests.fake_engine import FakeEngineProcess, free_port
 

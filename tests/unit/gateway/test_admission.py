@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from orchestra.config import parse_config
-from orchestra.gateway.edge.errors import BadRequest, Overloaded
+from orchestra.gateway.core.errors import BadRequest, Overloaded
 from orchestra.gateway.protection.admission import Admission, ModelGate
 
 

@@ -6,10 +6,10 @@ import collections
 
 from orchestra.config import AffinityConfig
 from orchestra.gateway.balancing.balancer import make_balancer
-from orchestra.gateway.balancing.key import RequestKey
 from orchestra.gateway.balancing.prefix import PrefixAware, block_chain, render_prompt
 from orchestra.gateway.balancing.replica import Replica
 from orchestra.gateway.balancing.session import SessionAffinity
+from orchestra.gateway.core.request_key import RequestKey
 
 SYSTEM = [f"You are assistant number {i}. " * 40 for i in range(8)]  # ~1 KiB each
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from orchestra.config import ApiKey, GatewayConfig
-from orchestra.gateway.edge.errors import Overloaded, Unauthorized
-from orchestra.gateway.edge.keys import Forbidden, KeyRing, bearer, hash_key
+from orchestra.gateway.core.errors import Overloaded, Unauthorized
+from orchestra.gateway.protection.keys import Forbidden, KeyRing, bearer, hash_key
 from orchestra.gateway.protection.local_ratelimit import Bucket, RateLimiter, estimate_tokens
 
 

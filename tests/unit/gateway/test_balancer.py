@@ -10,13 +10,13 @@ import pytest
 
 from orchestra.config import AffinityConfig
 from orchestra.gateway.balancing.balancer import make_balancer
-from orchestra.gateway.balancing.key import RequestKey
 from orchestra.gateway.balancing.least_outstanding import LeastOutstanding
 from orchestra.gateway.balancing.load import least_loaded
 from orchestra.gateway.balancing.load_aware import LoadAware
 from orchestra.gateway.balancing.replica import Replica
 from orchestra.gateway.balancing.round_robin import RoundRobin
 from orchestra.gateway.balancing.weighted import Weighted
+from orchestra.gateway.core.request_key import RequestKey
 
 
 def _replicas(*weights: float) -> list[Replica]:

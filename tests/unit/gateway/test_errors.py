@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from orchestra.gateway.edge.errors import (
+from orchestra.gateway.core.errors import (
     BadRequest,
     GatewayError,
     ModelNotFound,
@@ -20,8 +20,8 @@ from orchestra.gateway.edge.errors import (
     Unavailable,
     UpstreamError,
     UpstreamTimeout,
-    install_error_handlers,
 )
+from orchestra.gateway.edge.error_handlers import install_error_handlers
 from orchestra.protocol import error_json
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 from orchestra.config import AffinityConfig, KvAwareConfig
-from orchestra.gateway.balancing.key import RequestKey
 from orchestra.gateway.balancing.kv.hashing import block_hashes
 from orchestra.gateway.balancing.kv.index import KvIndex
 from orchestra.gateway.balancing.kv.policy import KvAware
@@ -23,6 +22,7 @@ from orchestra.gateway.balancing.kv.wire import (
 )
 from orchestra.gateway.balancing.policy import prepared_key
 from orchestra.gateway.balancing.replica import Replica
+from orchestra.gateway.core.request_key import RequestKey
 from orchestra.protocol import KvEvents
 
 SEED = "vllm-none-hash"

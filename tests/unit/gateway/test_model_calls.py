@@ -13,14 +13,14 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from orchestra.config import GatewayConfig
+from orchestra.gateway.core.call import Call
+from orchestra.gateway.core.errors import Unavailable
 from orchestra.gateway.edge.calls import ModelCalls
-from orchestra.gateway.edge.errors import Unavailable
-from orchestra.gateway.edge.keys import KeyRing
 from orchestra.gateway.edge.middleware import RequestIds
 from orchestra.gateway.edge.routes import RouteTable
 from orchestra.gateway.edge.shapers import Shapers
 from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.pipeline.call import Call
+from orchestra.gateway.protection.keys import KeyRing
 
 BODY = orjson.dumps({"model": "m", "messages": []})
 
@@ -44,9 +44,9 @@ def _layer(pipeline: Pipeline | None) -> tuple[ModelCalls, GatewayMetrics]:
     if pipeline is not None:
         app.state.gateway = SimpleNamespace(
             keys=KeyRing(config),
-            shapers=Shapers(config, lambda name: name == "m", "x-priority"),
             pipeline=pipeline,
         )
+        app.state.shapers = Shapers(config, lambda name: name == "m", "x-priority")
     return ModelCalls(app, RouteTable().model_calls, RequestIds(), lambda: metrics), metrics
 
 

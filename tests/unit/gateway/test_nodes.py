@@ -13,7 +13,7 @@ from orchestra.control import ControlError, GatewayReport, ModelStatus, NodeLoad
 from orchestra.gateway.cluster.link import SupervisorLink
 from orchestra.gateway.cluster.nodes import Node, placement_order
 from orchestra.gateway.cluster.routing import RoutingTable
-from orchestra.gateway.edge.errors import Unavailable
+from orchestra.gateway.core.errors import Unavailable
 from orchestra.gateway.metrics import GatewayMetrics
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from orchestra.gateway.edge.errors import BadRequest
+from orchestra.gateway.core.errors import BadRequest
 from orchestra.gateway.upstream.ollama import StreamTranslator, from_ollama, to_ollama
 from orchestra.gateway.upstream.sse_check import SseCheck
 

@@ -16,8 +16,8 @@ import pytest
 from starlette.types import Message
 
 from orchestra.gateway.balancing.replica import Replica
+from orchestra.gateway.core.call import new_call
 from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.pipeline.call import new_call
 from orchestra.gateway.upstream.eager_send import Listener, send_now
 from orchestra.gateway.upstream.http1.pool import Pool
 from orchestra.gateway.upstream.stream_relay import RelayResponse, StreamRelay

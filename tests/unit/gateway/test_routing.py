@@ -13,7 +13,7 @@ from orchestra.control import ControlError, GatewayReport, ModelStatus, SyncRepl
 from orchestra.gateway.cluster.link import SupervisorLink
 from orchestra.gateway.cluster.nodes import Node
 from orchestra.gateway.cluster.routing import Router, RoutingTable, build_route
-from orchestra.gateway.edge.errors import ModelNotFound, Unavailable, UpstreamTimeout
+from orchestra.gateway.core.errors import ModelNotFound, Unavailable, UpstreamTimeout
 from orchestra.gateway.metrics import GatewayMetrics
 
 

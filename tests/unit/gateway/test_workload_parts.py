@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from python_multipart.multipart import MultipartParser
 
-from orchestra.gateway.edge.errors import BadRequest, PayloadTooLarge
+from orchestra.gateway.core.errors import BadRequest, PayloadTooLarge
 from orchestra.gateway.edge.multipart import SpooledBody, read_upload
 from orchestra.gateway.pipeline.ensembles import normalise
 from orchestra.gateway.pipeline.inproc import sse_events

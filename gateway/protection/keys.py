@@ -15,7 +15,7 @@ import hmac
 
 from orchestra.config import ApiKey, GatewayConfig
 
-from .errors import Unauthorized
+from ..core.errors import Unauthorized
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 

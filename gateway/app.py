@@ -23,15 +23,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orchestra.config import OrchestraConfig
 from orchestra.loops import run_forever
 
-from ..batch.service import BatchService
-from ..container import Gateway, build_gateway
-from ..metrics import GatewayMetrics
-from ..upstream.http1.pool import Pool
-from .auth import AuthMiddleware
-from .calls import ModelCalls
-from .errors import install_error_handlers
-from .middleware import RequestIdMiddleware, RequestIds, ResponseCounter
-from .routes import RouteSpec, RouteTable
+from .batch.service import BatchService
+from .container import Gateway, build_gateway
+from .edge.auth import AuthMiddleware
+from .edge.calls import ModelCalls
+from .edge.error_handlers import install_error_handlers
+from .edge.middleware import RequestIdMiddleware, RequestIds, ResponseCounter
+from .edge.routes import RouteSpec, RouteTable
+from .edge.shapers import Shapers
+from .metrics import GatewayMetrics
+from .upstream.http1.pool import Pool
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
         )
         async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
             gw = build_gateway(config, session, pool)
+            # The edge's own part: HTTP request -> pipeline call (the gateway's parts below it
+            # know nothing of HTTP requests).
+            app.state.shapers = Shapers(
+                gw_config, lambda name: gw.table.get(name) is not None, gw.admission.priority_header
+            )
             app.state.gateway = gw
             tasks = [
                 asyncio.create_task(run_forever(name, loop, _RESTART_DELAY_S), name=name)

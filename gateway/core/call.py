@@ -18,8 +18,8 @@ import aiohttp
 
 from orchestra.config import ApiKey
 
-from ..balancing.key import NO_KEY, RequestKey
 from ..metrics import GatewayMetrics
+from .request_key import NO_KEY, RequestKey
 
 SERVED_BY = "x-orchestra-served-by"  # reply header: the upstream name that answered
 # Reply header: the engine that answered, as `host:port` (the node and the port); an

@@ -1,23 +1,17 @@
 """One error hierarchy, one OpenAI-shaped body: `{"error": {"message", "type", "param", "code"}}`.
 
-Handlers raise these; `install_error_handlers` maps every one of them (and anything unexpected)
-to a JSON response, so no traceback ever reaches a client.
+Every floor raises these; the edge maps every one of them (and anything unexpected) to a JSON
+response (`edge/error_handlers.py` for FastAPI's paths), so no traceback ever reaches a client.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from orchestra.protocol import error_json
-
-log = logging.getLogger(__name__)
 
 
 class GatewayError(Exception):
@@ -114,26 +108,3 @@ class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
     code = "bad_gateway"
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(GatewayError)
-    async def _gateway_error(_: Request, exc: GatewayError) -> Response:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return BadRequest(str(first.get("msg", "invalid request")), param=param).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        body = error_json(str(exc.detail), type_, exc.status_code)
-        return Response(body, exc.status_code, headers=exc.headers, media_type="application/json")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return GatewayError("internal gateway error").response()
