@@ -33,7 +33,7 @@ def _serve(config: OrchestraConfig, worker: tuple[int, int] | None) -> None:
         port=gw.port,
         loop="uvloop",
         http="httptools",
-        interface="asgi3",  # the front door's `__call__` is not async (app.py): say so
+        interface="asgi3",  # the edge is an ASGI 3 app (a class instance: say so, no guessing)
         access_log=False,  # per-request logging is the hot path's biggest avoidable cost
         timeout_graceful_shutdown=math.ceil(gw.drain_timeout_s),  # 0 = none
         log_level="info",

@@ -1,12 +1,7 @@
-"""The gateway's ASGI app: the route table's paths in, pipeline calls out.
-
-The front door sends the model calls (POSTs the route table gives a shaper) down one layer,
-`calls.ModelCalls` (request id, auth, shaper, pipeline, counting), and everything else (and
-the lifespan) down the stack: request id → response counter (counts the counted paths, and is
-the last resort that keeps every answer OpenAI-shaped) → auth → the FastAPI app, whose routes
-are the table's endpoints.
-Everything stateful is built in the lifespan (`container.build_gateway`) and hangs off
-`app.state.gateway`.
+"""The gateway's ASGI app: the one edge (`edge/edge.py`: request id, auth, the model calls'
+pipeline, counting, the last resort) over the FastAPI app, whose routes are the route table's
+endpoints. Everything stateful is built in the lifespan (`container.build_gateway`, and the
+edge's shapers) and hangs off the FastAPI app's state.
 """
 
 from __future__ import annotations
@@ -14,22 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from orchestra.config import OrchestraConfig
 from orchestra.loops import run_forever
 
 from .batch.service import BatchService
 from .container import Gateway, build_gateway
-from .edge.auth import AuthMiddleware
-from .edge.calls import ModelCalls
+from .edge.count import RequestIds
+from .edge.edge import Edge
 from .edge.error_handlers import install_error_handlers
-from .edge.middleware import RequestIdMiddleware, RequestIds, ResponseCounter
-from .edge.routes import RouteSpec, RouteTable
+from .edge.routes import RouteTable
 from .edge.shapers import Shapers
 from .metrics import GatewayMetrics
 from .upstream.http1.pool import Pool
@@ -37,29 +31,6 @@ from .upstream.http1.pool import Pool
 log = logging.getLogger(__name__)
 
 _RESTART_DELAY_S = 1.0  # a background loop that failed starts again after this long
-
-
-class FrontDoor:
-    """Model calls (the POSTs the route table gives a shaper) take `calls.ModelCalls`, one
-    layer that does what the stacked ones do; every other path, and the lifespan, take the
-    stack: request id, response counter, auth, the FastAPI app."""
-
-    def __init__(
-        self, app: FastAPI, calls: dict[str, RouteSpec], fast: ASGIApp, others: ASGIApp
-    ) -> None:
-        self.app = app  # the FastAPI app both paths end in (its state holds the gateway)
-        self._calls = calls
-        self._fast = fast
-        self._others = others
-
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # A plain function returning the chosen layer's coroutine for the server to await, not
-        # a coroutine awaiting it: one frame less that every resumption of the request's task
-        # passes through. Safe: nothing runs after the layer. The server must be told this is
-        # ASGI 3 (gateway/__main__.py: uvicorn guesses ASGI 2 for a non-async `__call__`).
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self._calls:
-            return self._fast(scope, receive, send)
-        return self._others(scope, receive, send)
 
 
 def create_app(config: OrchestraConfig) -> ASGIApp:
@@ -115,7 +86,6 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
         openapi_url=None,
     )
     install_error_handlers(app)
-    app.add_middleware(AuthMiddleware, table=table)
     for spec in table.routes:
         if spec.endpoint is None or (spec.console and not config.gateway.console.enabled):
             continue
@@ -125,8 +95,4 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
         gw: Gateway | None = getattr(app.state, "gateway", None)
         return None if gw is None else gw.metrics
 
-    ids = RequestIds()
-    others = RequestIdMiddleware(ResponseCounter(app, metrics, table.counted), ids)
-    return FrontDoor(
-        app, table.model_calls, ModelCalls(app, table.model_calls, ids, metrics), others
-    )
+    return Edge(app, table, RequestIds(), metrics)

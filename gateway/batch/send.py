@@ -66,7 +66,7 @@ class InProcessSender:
                 status, reply = drain.status, await drain.body()
             finally:
                 await drain.abort()
-        # Counted like an HTTP answer (`edge/middleware.ResponseCounter` sees no ASGI call here).
+        # Counted like an HTTP answer (the edge sees no ASGI call here).
         bound = gw.metrics.model(model if gw.table.get(model) is not None else UNKNOWN_MODEL)
         bound.requests(status).inc()
         bound.request_seconds.observe(time.perf_counter() - started)

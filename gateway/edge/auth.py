@@ -1,5 +1,5 @@
 """Who may call what: the route table (`routes.py`) marks each path `api_key`, `admin` or
-`open`; `AuthMiddleware` enforces it before routing, with the keys of `protection/keys.KeyRing`. The
+`open`; the edge (`edge.py`) enforces it before routing, with `protection/keys.KeyRing`. The
 console's admin routes accept the admin key as the password of HTTP Basic auth too, which is
 how a browser sends it (any user name). With no API keys configured the `api_key` routes stay
 open (backwards compatible); `admin` routes without an admin key are open to loopback clients
@@ -8,45 +8,10 @@ only.
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from ..core.errors import GatewayError, Unavailable
 from ..protection.keys import KeyRing
-from .anthropic import as_anthropic
-from .routes import Caller, RouteSpec, RouteTable
-
-
-class AuthMiddleware:
-    """Checks the caller before routing, by the route table's entry for the path; the
-    identified ApiKey goes to `request.state.api_key` (the pipeline charges it)."""
-
-    def __init__(self, app: ASGIApp, table: RouteTable) -> None:
-        self.app = app
-        self._table = table
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        spec = self._table.policy(scope["path"])
-        if spec is not None and spec.caller is not Caller.OPEN:
-            gateway = getattr(scope["app"].state, "gateway", None)
-            ring: KeyRing | None = getattr(gateway, "keys", None)
-            if ring is None:  # before the lifespan built the gateway: nothing is served yet
-                starting = Unavailable("the gateway is starting", headers={"retry-after": "1"})
-                await starting.response()(scope, receive, send)
-                return
-            try:
-                identify(ring, spec, scope, first_headers(scope))
-            except GatewayError as exc:
-                if spec.browser_prompt and exc.status == 401:  # let the browser ask for the key
-                    exc.headers["www-authenticate"] = 'Basic realm="Orchestra console"'
-                refusal = exc.response()
-                if spec.errors == "anthropic":
-                    refusal = as_anthropic(refusal)
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+from .routes import Caller, RouteSpec
 
 
 def first_headers(scope: Scope) -> dict[bytes, bytes]:

@@ -1,17 +1,17 @@
 """The route table: every path the gateway serves, declared once with its policy.
 
-Auth (`auth.AuthMiddleware`), the response counter (`middleware.ResponseCounter`), the rate
-limiter (through the call's key), the front door (`app.FrontDoor`) and the FastAPI app's routes
-all read this table; no other list of paths exists. A new endpoint is one entry here.
+The one edge (`edge.Edge`: auth, counting, the model calls' shapers) and the FastAPI app's
+routes read this table; no other list of paths exists. A new endpoint is one entry here.
 
 - `caller`: who may call it. `api_key`: a key from `gateway.api_keys` (open while none is
   configured); `admin`: the admin key (loopback only while none is configured); `open`: anyone.
 - `body`: for a model call, which shaper reads the body into a pipeline call (`json`: a JSON
   object naming `model`; `multipart`: an upload whose form names `model`). Model calls are
   served by the front door and the pipeline, everything else by its FastAPI `endpoint`.
-- `counted`: the response counter records it; `limited`: its key's rate limits are charged;
-  `reaches_model`: it is proxied to an engine (or Ollama). `errors`: the shape of the
-  gateway's own errors (`anthropic` on Anthropic's paths, `anthropic.py`).
+- `reaches_model`: it is proxied to an engine (or Ollama), so the edge counts its answers
+  (`orchestra_requests_total`); a model call's key is charged by the pipeline (rate limits).
+  `errors`: the shape of the gateway's own errors (`anthropic` on Anthropic's paths,
+  `anthropic.py`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ class RouteSpec:
     caller: Caller
     endpoint: Callable[..., Any] | None = None  # FastAPI endpoint; None for a model call
     body: Literal["json", "multipart"] | None = None  # model calls: the shaper
-    counted: bool = False
-    limited: bool = False
     reaches_model: bool = False
     browser_prompt: bool = False  # a 401 asks a browser for the key (HTTP Basic): the console
     errors: Literal["openai", "anthropic"] = "openai"  # the shape of the gateway's own errors
@@ -58,14 +56,12 @@ def _model_call(
     body: Literal["json", "multipart"] = "json",
     errors: Literal["openai", "anthropic"] = "openai",
 ) -> RouteSpec:
-    """A POST that names a model: keyed, counted, limited, proxied through the pipeline."""
+    """A POST that names a model: keyed, counted, charged, proxied through the pipeline."""
     return RouteSpec(
         path,
         frozenset({"POST"}),
         Caller.API_KEY,
         body=body,
-        counted=True,
-        limited=True,
         reaches_model=True,
         errors=errors,
     )
@@ -152,11 +148,18 @@ class RouteTable:
                 self._patterns.append((compile_path(spec.path)[0], spec))
             else:
                 self._exact.setdefault(spec.path, []).append(spec)
-        # The front door's fast path: POSTs that name a model, by exact path.
+        # The edge's fast path: POSTs that name a model, by exact path.
         self.model_calls = {
             spec.path: spec for spec in self.routes if spec.model_call and "POST" in spec.methods
         }
-        self.counted = frozenset(spec.path for spec in self.routes if spec.counted)
+
+    def lookup(self, method: str, path: str) -> RouteSpec | None:
+        """The entry for a request: a model call's by one dict lookup, else `policy`."""
+        if method == "POST":
+            found = self.model_calls.get(path)
+            if found is not None:
+                return found
+        return self.policy(path)
 
     def policy(self, path: str) -> RouteSpec | None:
         """The entry that decides who may call `path` (any method: every entry of one path

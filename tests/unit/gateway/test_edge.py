@@ -1,4 +1,4 @@
-"""The model calls' one ASGI layer (edge/calls.py) on its edges: what it sends and what it
+"""The one edge (edge/edge.py) on a model call's edges: what it sends and what it
 counts when the client leaves mid-body, before the gateway is built, on an error in Anthropic's
 shape, and for a whole reply (the request id added, the pipeline's headers kept)."""
 
@@ -15,8 +15,8 @@ from starlette.responses import Response
 from orchestra.config import GatewayConfig
 from orchestra.gateway.core.call import Call
 from orchestra.gateway.core.errors import Unavailable
-from orchestra.gateway.edge.calls import ModelCalls
-from orchestra.gateway.edge.middleware import RequestIds
+from orchestra.gateway.edge.count import RequestIds
+from orchestra.gateway.edge.edge import Edge
 from orchestra.gateway.edge.routes import RouteTable
 from orchestra.gateway.edge.shapers import Shapers
 from orchestra.gateway.metrics import GatewayMetrics
@@ -37,7 +37,7 @@ class Pipeline:
         return self.answer
 
 
-def _layer(pipeline: Pipeline | None) -> tuple[ModelCalls, GatewayMetrics]:
+def _layer(pipeline: Pipeline | None) -> tuple[Edge, GatewayMetrics]:
     app = FastAPI()
     metrics = GatewayMetrics()
     config = GatewayConfig()
@@ -47,11 +47,11 @@ def _layer(pipeline: Pipeline | None) -> tuple[ModelCalls, GatewayMetrics]:
             pipeline=pipeline,
         )
         app.state.shapers = Shapers(config, lambda name: name == "m", "x-priority")
-    return ModelCalls(app, RouteTable().model_calls, RequestIds(), lambda: metrics), metrics
+    return Edge(app, RouteTable(), RequestIds(), lambda: metrics), metrics
 
 
 def _call(
-    layer: ModelCalls, path: str, messages: list[dict[str, Any]], headers: list[Any] | None = None
+    layer: Edge, path: str, messages: list[dict[str, Any]], headers: list[Any] | None = None
 ) -> list[dict[str, Any]]:
     scope = {
         "type": "http",

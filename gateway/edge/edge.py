@@ -1,0 +1,195 @@
+"""The one edge: a single ASGI layer, built from the route table, that every HTTP request passes.
+
+For every path, in this order:
+1. the request id (`x-request-id` in, or a new one from `RequestIds`), sent back on every reply;
+2. the route table's entry for the path (`RouteTable.lookup`): a path not in the table goes on
+   to FastAPI, which answers its OpenAI-shaped 404/405;
+3. auth by the entry's caller (`auth.identify`): an API key, the admin key, or open; the key
+   found rides in the scope's state (the shaper puts it on the call, the pipeline charges it);
+4. the answer: a model call (a POST the table gives a shaper) is shaped into a call and served
+   by the pipeline here; every other entry is FastAPI's endpoint, FastAPI being the innermost
+   app;
+5. the last resort: an error before the response started leaves as its JSON error in the
+   path's dialect (Anthropic's on `/v1/messages*`), anything unexpected as a logged 500
+   without details, a cancellation (the server's shutdown deadline) as a 503 with
+   `Retry-After`;
+6. counting: an entry that reaches a model is counted once (`count.count_answer`) with the
+   status the client saw, 499 when the client left before the last byte.
+
+The lifespan (and any scope that is not HTTP) goes straight to FastAPI. Everything the edge
+needs from the gateway's parts is built in the app's lifespan and read from the app's state
+(`gateway`, `shapers`); until then every guarded path answers 503 "starting".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ..container import Gateway
+from ..core.errors import GatewayError, Unavailable
+from ..metrics import GatewayMetrics
+from .anthropic import as_anthropic
+from .auth import first_headers, identify
+from .count import CLIENT_CLOSED, RequestIds, count_answer, internal, shutting_down
+from .routes import Caller, RouteSpec, RouteTable
+from .shapers import Incoming, Shapers
+
+log = logging.getLogger(__name__)
+
+
+class Reply:
+    """The client's side of one request: sends with `x-request-id` added and remembers what
+    went out (the status, whether the last byte did) for the count."""
+
+    __slots__ = ("_header", "_send", "ended", "status")
+
+    def __init__(self, send: Send, header: tuple[bytes, bytes]) -> None:
+        self._send = send
+        self._header = header
+        self.status = 0
+        self.ended = False
+
+    async def answer(self, response: Response, scope: Scope, receive: Receive) -> None:
+        if type(response) is Response and response.background is None:
+            # A whole reply (proxied JSON, an error): exactly the two messages Starlette's
+            # Response.__call__ sends, without its wrapper. The header list is copied, not
+            # appended to: a response object is the pipeline's, not ours to change.
+            self.status = response.status_code
+            headers = [*response.raw_headers, self._header]
+            await self._send(
+                {"type": "http.response.start", "status": self.status, "headers": headers}
+            )
+            await self._send({"type": "http.response.body", "body": response.body})
+            self.ended = True
+        else:  # a stream (relay, loading comments, an ensemble's merge): it sends itself
+            await response(scope, receive, self.send)
+
+    def send(self, message: Message) -> Awaitable[None]:
+        """An ASGI send: it returns the server's own send (a plain function, not a coroutine
+        around it: a relayed stream sends every chunk through here)."""
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), self._header]
+        elif not message.get("more_body", False):
+            self.ended = True
+        return self._send(message)
+
+    async def error(self, error: GatewayError, spec: RouteSpec | None) -> None:
+        try:
+            await self.answer(_shaped(error.response(), spec), {}, _nothing)
+        except Exception:  # the client may be gone already
+            log.debug("could not send the error answer", exc_info=True)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _shaped(response: Response, spec: RouteSpec | None) -> Response:
+    return as_anthropic(response) if spec is not None and spec.errors == "anthropic" else response
+
+
+class Edge:
+    def __init__(
+        self,
+        app: FastAPI,
+        table: RouteTable,
+        ids: RequestIds,
+        metrics: Callable[[], GatewayMetrics | None],  # None before the lifespan built them
+    ) -> None:
+        self.app = app  # the innermost app (FastAPI); its state holds what the lifespan built
+        self._table = table
+        self._ids = ids
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # the lifespan
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        spec = self._table.lookup(scope["method"], scope["path"])
+        headers = first_headers(scope)
+        request_id = self._ids.take(headers.get(b"x-request-id"))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        reply = Reply(send, (b"x-request-id", request_id.encode("latin-1")))
+        try:
+            await self._serve(scope, receive, spec, headers, reply)
+        except asyncio.CancelledError:
+            if not reply.status:
+                await reply.error(shutting_down(), spec)
+            raise
+        except Exception:
+            if reply.status:
+                raise  # the response is on its way: the server closes the connection
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await reply.error(internal(), spec)
+        finally:
+            if spec is not None and spec.reaches_model and scope["method"] in spec.methods:
+                count_answer(self._metrics(), state, reply.status, reply.ended, started)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        spec: RouteSpec | None,
+        headers: dict[bytes, bytes],
+        reply: Reply,
+    ) -> None:
+        if spec is None:  # not a path of the table: FastAPI's 404 or 405
+            await self.app(scope, receive, reply.send)
+            return
+        gw: Gateway | None = getattr(self.app.state, "gateway", None)
+        if gw is None and spec.caller is not Caller.OPEN:
+            await reply.error(_starting(), spec)
+            return
+        try:
+            if gw is not None and spec.caller is not Caller.OPEN:
+                identify(gw.keys, spec, scope, headers)
+            if not (spec.model_call and scope["method"] == "POST"):
+                await self.app(scope, receive, reply.send)
+                return
+            assert gw is not None
+            response = await self._model_call(gw, spec, scope, receive, headers)
+        except GatewayError as exc:
+            if spec.browser_prompt and exc.status == 401:  # let the browser ask for the key
+                exc.headers["www-authenticate"] = 'Basic realm="Orchestra console"'
+            await reply.error(exc, spec)
+            return
+        if response is None:  # the client left while sending its body: counted as 499
+            reply.status = CLIENT_CLOSED
+            return
+        await reply.answer(_shaped(response, spec), scope, receive)
+
+    async def _model_call(
+        self,
+        gw: Gateway,
+        spec: RouteSpec,
+        scope: Scope,
+        receive: Receive,
+        headers: dict[bytes, bytes],
+    ) -> Response | None:
+        """The pipeline's answer to a model call; None when the client left while sending its
+        body. Its GatewayErrors propagate to the caller's handler."""
+        shapers: Shapers = self.app.state.shapers  # built in the lifespan with the gateway
+        shape = shapers.json if spec.body == "json" else shapers.multipart
+        try:
+            shaped = await shape(Incoming(scope, receive, headers))
+            try:
+                return await gw.pipeline.serve(shaped.call)
+            finally:
+                shaped.close()  # an upload: the upstream has read it (it answered)
+        except ClientDisconnect:  # while its body was read (an upload: while it was sent on)
+            return None
+
+
+def _starting() -> GatewayError:
+    return Unavailable("the gateway is starting", headers={"retry-after": "1"})
