@@ -61,7 +61,6 @@ class HealthMonitor:
             log.info("upstream %s for %s is back", replica.url, route.name)
         replica.healthy = True
         replica.down_reason = ""
-        replica.consecutive_500s = 0
         self.metrics.upstream_healthy.labels(route.name, replica.url).set(1)
 
     async def run(self) -> None:

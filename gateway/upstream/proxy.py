@@ -212,6 +212,7 @@ class Proxy:
                 if resp.status != 500 or replica.consecutive_500s >= self._errors_to_mark_down:
                     retry_after = _retry_after_s(resp.headers.get("retry-after"))
                     self._health.mark_down(route, replica, f"HTTP {resp.status}", retry_after)
+                    replica.consecutive_500s = 0  # back up, it needs a new streak to go down
                 if resp.status in _RETRYABLE_STATUS:
                     return _Failure(f"http_{resp.status}", Unavailable("upstream error"), reply)
             elif resp.status == 200:
