@@ -3,7 +3,7 @@
 real gateway and supervisor onto fake engines with a start and a wake that take time. Two
 policies, one run each, same seed (so the same arrival times): `old` = `swap_quantum_s: 0` (a
 waiting model evicts the resident at once, the policy before the swap scheduler) against `new`
-= the swap scheduler with its defaults (config_supervisor.py).
+= the swap scheduler with its defaults (orchestra/config/supervisor.py).
 
 Per policy: swaps per 100 requests (the supervisor's `orchestra_supervisor_swaps_total`),
 throughput (answered requests over the time from the first arrival to the last answer), and per

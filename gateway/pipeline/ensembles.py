@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from orchestra.workload_config import EnsembleConfig
+from orchestra.config.workloads import EnsembleConfig
 
 from ..edge.errors import BadRequest, GatewayError
 from .call import REPLICA, SERVED_BY, Call
