@@ -153,14 +153,15 @@ def test_supervisors_follow_ray_nodes_death_and_rejoin(
         # The node rejoins: a new supervisor adopts the engines that stayed alive.
         nodes.stop_worker()
         nodes.start_worker()
-        wait_healthy_sync(worker_url, timeout_s=90, interval_s=0.2, probe_timeout_s=1)  # back
+        # the supervisor is back on the worker
+        wait_healthy_sync(worker_url, timeout_s=90, interval_s=0.2, probe_timeout_s=1)
         assert _pids(worker_url, "both") | _pids(worker_url, "cold") == worker_pids
         wait_until(lambda: len(replica_urls(gw, "both")) == 2, 30, 0.1, "worker back in rotation")
         assert completion(gw.url, "both").status_code == 200
         assert admin_status(gw)["models"]["both"]["state"] == "ready"
     down = nodes.orchestra("down", path)
     assert "stopped 2 supervisors" in down.stdout, down.stdout
-    # neither answers any more: a probe names why for each
+    # neither answers any more (probe_sync says why not, so None is an answer)
     assert probe_sync(head_url + HEALTH_PATH, 1) and probe_sync(worker_url + HEALTH_PATH, 1)
 
 

@@ -20,7 +20,7 @@ import psutil
 import yaml
 
 from orchestra.config import OrchestraConfig, parse_config
-from orchestra.health import wait_healthy_sync
+from orchestra.health import NotAlive, wait_healthy_sync
 from orchestra.supervisor.api import create_app
 from orchestra.supervisor.manager import Manager
 from tests.conftest import REPO_ROOT, parse_metrics
@@ -161,7 +161,7 @@ class SupervisorProcess:
                 probe_timeout_s=1.0,
                 is_alive=lambda: proc.poll() is None,
             )
-        except (RuntimeError, TimeoutError) as exc:  # NotAlive is a RuntimeError
+        except (NotAlive, TimeoutError) as exc:
             raise RuntimeError(f"supervisor did not come up ({exc}):\n{self.output()}") from None
         return self
 
