@@ -37,6 +37,7 @@ from bench.batch_procs import (
     start_gateway,
     wait_for,
 )
+from orchestra.health import wait_healthy_sync
 from orchestra.lifetime import spawn, stop_group
 from tests.conftest import scrape_total
 
@@ -171,11 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = start_engine(engine_port, tmp)
         gateways: list[Proc] = []
         try:
-            wait_for(
-                lambda: httpx.get(engine_url + "/health", timeout=2).status_code == 200,
-                600,
-                "engine",
-            )
+            wait_healthy_sync(engine_url, timeout_s=600, interval_s=0.2, probe_timeout_s=2)
             gw, url = start_gateway(engine_url, tmp / "store", tmp, "gw1")
             gateways.append(gw)
             _chat_ms(url)  # warm-up

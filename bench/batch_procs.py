@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from orchestra.health import wait_healthy_sync
 from orchestra.lifetime import spawn, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,5 +96,5 @@ def start_gateway(engine_url: str, store: Path, tmp: Path, name: str) -> tuple[P
         [sys.executable, "-m", "orchestra.gateway", "--config", str(cfg)], tmp / f"{name}.log"
     )
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(url + "/health", timeout=2).status_code == 200, 30, "gateway")
+    wait_healthy_sync(url, timeout_s=30, interval_s=0.2, probe_timeout_s=2)
     return proc, url

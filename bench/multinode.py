@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from orchestra.health import wait_healthy_sync
 from tests.conftest import wait_until
 from tests.fake_engine import FakeEngineProcess
 from tests.integration.multinode.cluster import (
@@ -107,7 +108,7 @@ def hop_latency(cluster: Cluster, tmp: Path, n: int) -> dict[str, Any]:
     try:
         with FakeEngineProcess("--served-model-name", "m") as local:
             remote_url = f"http://{node.address}:8009"
-            wait_until(lambda: _answers(remote_url), 20)
+            wait_healthy_sync(remote_url, timeout_s=20, interval_s=0.02, probe_timeout_s=1)
             for label, url in (("loopback", local.url), ("veth", remote_url)):
                 with httpx.Client(timeout=5) as client:
                     for _ in range(50):  # warm up the connection
@@ -127,13 +128,6 @@ def hop_latency(cluster: Cluster, tmp: Path, n: int) -> dict[str, Any]:
         remote.wait()
     out["added_median_ms"] = round(out["veth"]["median_ms"] - out["loopback"]["median_ms"], 3)
     return out
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def main() -> int:

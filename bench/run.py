@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from bench.cpu import cpu_seconds
 from bench.load import RoundResult, chat_body, have_wrk, run_python_subprocess, run_wrk
 from bench.stats import merge, ratios, summarize
 from bench.supervisor_figures import SupervisorBenchOptions
+from orchestra.health import NotAlive, wait_healthy_sync
 from orchestra.lifetime import spawn, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,17 +66,6 @@ class Leg:
     name: str  # "direct" | "gateway"
     url: str  # base URL
     pgid: int | None = None  # a process group started here: its CPU per round is measured
-
-
-def _get(url: str, timeout: float = 2.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        e.close()
-        return int(e.code)
-    except OSError:
-        return 0
 
 
 def _post(url: str, payload: dict[str, Any] | None = None, timeout: float = 900.0) -> Any:
@@ -172,11 +161,16 @@ def gateway_process(
 
 def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout_s: float, what: str) -> None:
     """Poll `url`/health until it answers 200; RuntimeError if `proc` exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while _get(url + "/health") != 200:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start")
-        time.sleep(0.05)
+    try:
+        wait_healthy_sync(
+            url,
+            timeout_s=timeout_s,
+            interval_s=0.05,
+            probe_timeout_s=2.0,
+            is_alive=lambda: proc.poll() is None,
+        )
+    except (NotAlive, TimeoutError) as exc:
+        raise RuntimeError(f"{what} did not start ({exc})") from None
 
 
 def _set_fake(upstream: str, token_rate: float, ttft_ms: float) -> None:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import statistics
@@ -20,8 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from orchestra.control import ControlClient
+from orchestra.health import NotAlive, wait_healthy_sync
 from orchestra.supervisor.pagecache import evict_file, file_residency, preload_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,16 +57,15 @@ class HealthWatcher(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        deadline = time.monotonic() + self.limit_s
-        while not self.stopped.is_set() and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=0.5) as r:
-                    if r.status == 200:
-                        self.first_ok = time.monotonic()
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(WATCH_POLL_S)
+        with contextlib.suppress(NotAlive, TimeoutError):  # `seen` reports it
+            wait_healthy_sync(
+                self.url,
+                timeout_s=self.limit_s,
+                interval_s=WATCH_POLL_S,
+                probe_timeout_s=0.5,
+                is_alive=lambda: not self.stopped.is_set(),
+            )
+            self.first_ok = time.monotonic()
 
     async def seen(self) -> float:
         await asyncio.to_thread(self.join, self.limit_s + 1)

@@ -3,7 +3,7 @@
 real gateway and supervisor onto fake engines with a start and a wake that take time. Two
 policies, one run each, same seed (so the same arrival times): `old` = `swap_quantum_s: 0` (a
 waiting model evicts the resident at once, the policy before the swap scheduler) against `new`
-= the swap scheduler with its defaults (config_supervisor.py).
+= the swap scheduler with its defaults (orchestra/config/supervisor.py).
 
 Per policy: swaps per 100 requests (the supervisor's `orchestra_supervisor_swaps_total`),
 throughput (answered requests over the time from the first arrival to the last answer), and per
@@ -32,6 +32,7 @@ import yaml
 
 from bench.stats import percentile
 from orchestra.config import parse_config
+from orchestra.health import wait_healthy_sync
 from orchestra.lifetime import spawn, stop_group
 from tests.conftest import scrape_total
 
@@ -106,20 +107,13 @@ def _stack(config: dict[str, Any], tmp: Path) -> Iterator[tuple[str, str]]:
         supervisor = spawn(argv, stdout=out, cwd=Path(__file__).resolve().parent.parent)
     sup_url = f"http://127.0.0.1:{config['supervisor']['port']}"
     try:
-        _wait(lambda: _ok(sup_url + "/health"), 30, "supervisor")
+        wait_healthy_sync(sup_url, timeout_s=30, interval_s=0.1, probe_timeout_s=2)
         _wait(lambda: _state(sup_url, "m60") == "ready", 60, "the first model")
         with GatewayProcess(config) as gateway:
             gateway.wait_ready("m60", timeout=60)
             yield gateway.url, sup_url
     finally:
         stop_group(supervisor, 40.0)  # it stops its engines on SIGTERM
-
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _state(sup_url: str, name: str) -> str | None:

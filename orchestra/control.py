@@ -155,7 +155,7 @@ class ControlClient:
         return await self._call("GET", f"/models/{_name(model)}", ModelInfo)
 
     async def table(self) -> list[dict[str, Any]]:
-        """The model table as JSON objects: what the views (`orchestra.status_view`, the
+        """The model table as JSON objects: what the views (`orchestra.cli.status_view`, the
         console) render, beside rows of their own."""
         return [m.model_dump(mode="json") for m in await self.models()]
 

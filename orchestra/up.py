@@ -16,9 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -27,11 +24,13 @@ from rich.console import Console
 from orchestra import models
 from orchestra.config import ConfigError, OrchestraConfig, load_config
 from orchestra.control import ControlClient, ControlError, call_sync
+from orchestra.health import NotAlive, wait_healthy_sync
 from orchestra.lifetime import spawn, stop_group
 
 GPU_CONFIG = Path("configs/vllm_config.yaml")
 CPU_CONFIG = Path("configs/cpu.yaml")
 HEALTH_TIMEOUT_S = 60.0
+HEALTH_PROBE_TIMEOUT_S = 2.0
 POLL_S = 0.25
 SHUTDOWN_CALL_TIMEOUT_S = 2.0
 
@@ -60,11 +59,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def _gateway_healthy(url: str) -> bool:
+def _status_ok(body: bytes) -> bool:
+    """Both /health bodies (the supervisor's and the gateway's) say `"status": "ok"` once
+    serving; the gateway says `degraded` while a model is not ready."""
     try:
-        with urllib.request.urlopen(url + "/health", timeout=2.0) as reply:
-            return bool(json.loads(reply.read() or b"null").get("status") == "ok")
-    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return bool(json.loads(body or b"null").get("status") == "ok")
+    except (ValueError, AttributeError):
         return False
 
 
@@ -88,15 +88,21 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _wait_health(console: Console, child: Child, url: str, healthy: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+def _wait_health(console: Console, child: Child, url: str) -> None:
     with console.status(f"waiting for the {child.name} at {url} ..."):
-        while True:
-            if healthy():
-                return
-            if child.exited() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the {child.name} did not come up:\n{child.tail()}")
-            time.sleep(POLL_S)
+        try:
+            wait_healthy_sync(
+                url,
+                timeout_s=HEALTH_TIMEOUT_S,
+                interval_s=POLL_S,
+                probe_timeout_s=HEALTH_PROBE_TIMEOUT_S,
+                is_alive=lambda: child.exited() is None,
+                accept=_status_ok,
+            )
+        except (NotAlive, TimeoutError) as exc:
+            raise RuntimeError(
+                f"the {child.name} did not come up ({exc}):\n{child.tail()}"
+            ) from None
 
 
 def _wait_hot(console: Console, config: OrchestraConfig, sup: Child) -> None:
@@ -200,10 +206,7 @@ def main(args: argparse.Namespace) -> int:
             log_dir / "supervisor.log",
         )
         children.append(sup)
-        client = ControlClient.from_config(config, timeout_s=2.0)
-        _wait_health(
-            console, sup, config.supervisor_url, lambda: call_sync(client, lambda c: c.health())
-        )
+        _wait_health(console, sup, config.supervisor_url)
         _wait_hot(console, config, sup)
         if not getattr(args, "hot_only", False):
             gw = Child(
@@ -213,7 +216,7 @@ def main(args: argparse.Namespace) -> int:
             )
             children.append(gw)
             gw_url = f"http://127.0.0.1:{config.gateway.port}"
-            _wait_health(console, gw, gw_url, lambda: _gateway_healthy(gw_url))
+            _wait_health(console, gw, gw_url)
             _banner(console, config)
         else:
             console.print("hot set started (no gateway); Ctrl-C stops the supervisor")

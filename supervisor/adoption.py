@@ -23,7 +23,7 @@ import secrets
 from typing import Any
 
 from orchestra.config import OrchestraConfig
-from orchestra.nodes_config import is_loopback
+from orchestra.config.nodes import is_loopback
 
 from .engine import Engine
 from .probe import EngineProbe

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from enum import Enum
 
 import aiohttp
 
 from orchestra.config import EngineConfig
+from orchestra.health import HEALTH_PATH, NotAlive, probe, wait_healthy
 
 
 class Readiness(Enum):
@@ -25,31 +25,30 @@ class EngineProbe:
         self._config = config
         self._probe_timeout = aiohttp.ClientTimeout(total=config.health_probe_timeout_s)
 
-    async def healthy(self, url: str, path: str = "/health") -> bool:
-        try:
-            async with self._session.get(url + path, timeout=self._probe_timeout) as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return False
+    async def healthy(self, url: str, path: str = HEALTH_PATH) -> bool:
+        failed = await probe(self._session, url + path, self._config.health_probe_timeout_s)
+        return failed is None
 
     async def wait_ready(
-        self, url: str, interrupt: asyncio.Event, timeout_s: float, path: str = "/health"
+        self, url: str, interrupt: asyncio.Event, timeout_s: float, path: str = HEALTH_PATH
     ) -> Readiness:
-        """Poll `path` every `health_poll_interval_s` until 200, `interrupt`, or the deadline."""
-        deadline = time.monotonic() + timeout_s
-        interval = self._config.health_poll_interval_s
-        while True:
-            if interrupt.is_set():
-                return Readiness.INTERRUPTED
-            if await self.healthy(url, path):
-                return Readiness.READY
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return Readiness.TIMEOUT
-            try:
-                await asyncio.wait_for(interrupt.wait(), min(interval, remaining))
-            except TimeoutError:
-                pass
+        """Poll `path` every `health_poll_interval_s` (<= 100 ms) until 200, `interrupt` (set
+        when the process exits or a stop is asked: it ends the wait at once), or the deadline."""
+        try:
+            await wait_healthy(
+                url,
+                session=self._session,
+                timeout_s=timeout_s,
+                interval_s=self._config.health_poll_interval_s,
+                probe_timeout_s=self._config.health_probe_timeout_s,
+                path=path,
+                interrupt=interrupt,
+            )
+        except NotAlive:
+            return Readiness.INTERRUPTED
+        except TimeoutError:
+            return Readiness.TIMEOUT
+        return Readiness.READY
 
     async def sleep(self, url: str, level: int = 1) -> None:
         timeout = aiohttp.ClientTimeout(total=self._config.sleep_timeout_s)

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from orchestra.health import NotAlive, wait_healthy_sync
 from orchestra.lifetime import spawn, stop_group
 from tests.fake_engine import FakeEngineProcess, free_port
 
@@ -144,21 +145,21 @@ class GatewayProcess:
                 stdout=log,
                 env={**os.environ, **self.env},
             )
-        deadline = time.monotonic() + timeout
-        while not self._answers_health():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"gateway not ready in {timeout}s:\n{self.output()}")
-            time.sleep(0.05)
-        return self
-
-    def _answers_health(self) -> bool:
+        proc = self.proc
         try:
-            return httpx.get(self.url + "/health", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+            wait_healthy_sync(
+                self.url,
+                timeout_s=timeout,
+                interval_s=0.05,
+                probe_timeout_s=1.0,
+                is_alive=lambda: proc.poll() is None,
+            )
+        except NotAlive:
+            raise RuntimeError(f"gateway exited {proc.returncode}:\n{self.output()}") from None
+        except TimeoutError as exc:
+            self.stop()
+            raise TimeoutError(f"{exc}\n{self.output()}") from None
+        return self
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

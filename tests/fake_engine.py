@@ -64,6 +64,7 @@ from typing import Any
 import orjson
 from aiohttp import BodyPartReader, web
 
+from orchestra.health import HEALTH_PATH, NotAlive, probe_sync, wait_healthy_sync
 from orchestra.lifetime import spawn, stop_group
 
 ERROR_TYPES = {
@@ -997,27 +998,26 @@ class FakeEngineProcess:
         self._log = tempfile.NamedTemporaryFile(prefix="fake-engine-", suffix=".log")
         self.proc = spawn(self.command, stdout=self._log, env=env)
         if wait_ready:
-            deadline = time.monotonic() + timeout
-            while not self.healthy():
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"fake engine exited {self.proc.returncode}: {self.output()}"
-                    )
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError(f"fake engine not ready in {timeout}s: {self.output()}")
-                time.sleep(0.05)
+            proc = self.proc
+            try:
+                wait_healthy_sync(
+                    self.url,
+                    timeout_s=timeout,
+                    interval_s=0.05,
+                    probe_timeout_s=1.0,
+                    is_alive=lambda: proc.poll() is None,
+                )
+            except NotAlive:
+                raise RuntimeError(
+                    f"fake engine exited {proc.returncode}: {self.output()}"
+                ) from None
+            except TimeoutError as exc:
+                self.stop()
+                raise TimeoutError(f"fake engine not ready: {exc}: {self.output()}") from None
         return self
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                return bool(r.status == 200)
-        except urllib.error.HTTPError as e:
-            e.close()
-            return False
-        except OSError:
-            return False
+        return probe_sync(self.url + HEALTH_PATH, 1.0) is None
 
     def output(self) -> str:
         """Everything the engine printed so far (stdout and stderr); kept after stop()."""

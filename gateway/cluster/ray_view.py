@@ -3,7 +3,7 @@
 The gateway joins the cluster as a Ray driver (`ray.init(address, namespace)`; it needs Ray's
 token like every Ray process) and reads two things Ray owns: the nodes and whether each is
 alive (`ray.nodes()`, the GCS's view, which follows node death and arrival), and the named
-supervisor actors (`orchestra-supervisor-<node id>`, `orchestra/ray_cluster/names.py`). A
+supervisor actors (`orchestra-supervisor-<node id>`, `orchestra/cluster/names.py`). A
 supervisor counts only while its node is alive; its control URL is asked of the actor once and
 kept. Every call blocks: `membership.py` runs them in a thread.
 """
@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from orchestra.cluster.names import node_of
 from orchestra.config import RayClusterConfig
-from orchestra.ray_cluster.names import node_of
 
 log = logging.getLogger(__name__)
 

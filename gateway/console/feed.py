@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from orchestra.cli.status_view import TRANSITIONAL, model_row
 from orchestra.control import ControlClient, ControlError
 from orchestra.rates import RateWindow, from_registry
-from orchestra.status_view import TRANSITIONAL, model_row
 
 from .render import model_rows_html, swaps_html
 

@@ -12,7 +12,7 @@ from importlib.resources import files
 from string import Template
 from typing import Any
 
-from orchestra.status_view import ModelRow, ago, model_row
+from orchestra.cli.status_view import ModelRow, ago, model_row
 
 STATIC = files("orchestra.gateway.console") / "static"
 STATIC_TYPES = {

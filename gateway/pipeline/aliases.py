@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from orchestra.config import OrchestraConfig
-from orchestra.workload_config import EnsembleConfig, fallback_chain
+from orchestra.config.workloads import EnsembleConfig, fallback_chain
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import orjson
 from starlette.responses import Response
 
+from orchestra.config.workloads import EnsembleConfig
 from orchestra.protocol import error_json, parse_error
-from orchestra.workload_config import EnsembleConfig
 
 from ..core.call import Call
 from .aliases import ModelMap

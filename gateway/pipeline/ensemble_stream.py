@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from orchestra.config.workloads import EnsembleConfig
 from orchestra.protocol import parse_error
-from orchestra.workload_config import EnsembleConfig
 
 from ..core.call import Call
 from ..core.errors import GatewayError

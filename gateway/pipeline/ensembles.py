@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from orchestra.workload_config import EnsembleConfig
+from orchestra.config.workloads import EnsembleConfig
 
 from ..core.call import REPLICA, SERVED_BY, Call
 from ..core.errors import BadRequest, GatewayError

@@ -55,7 +55,7 @@ def test_ray_data_path_on_the_real_engine(stack: Stack, tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from orchestra.ray_batch import GatewayFleet, run_parquet
+    from orchestra.batch.ray_data import GatewayFleet, run_parquet
 
     source = tmp_path / "in"
     source.mkdir()

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestra.health import wait_healthy_sync
 from tests.debian import apt_install
 from tests.fake_engine import FakeEngineProcess, free_port
 
@@ -247,7 +248,7 @@ def stack(prom_bins: None) -> Iterator[dict[str, Any]]:
         )
         procs.append(gw)
         gw_url = f"http://127.0.0.1:{gw_port}"
-        _wait("gateway", lambda: _http("GET", gw_url + "/health")[0] == 200, 30)
+        wait_healthy_sync(gw_url, timeout_s=30, interval_s=0.2, probe_timeout_s=30)
 
         # Prometheus config derived from monitoring/prometheus.yml: our ports, 1 s scrapes
         prom_cfg = yaml.safe_load((MON / "prometheus.yml").read_text())

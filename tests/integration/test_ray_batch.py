@@ -31,7 +31,7 @@ def local_ray() -> Iterator[None]:
 
 
 def test_parquet_through_two_gateways_on_ray(local_ray: None, tmp_path: Path) -> None:
-    from orchestra.ray_batch import GatewayFleet, run_parquet
+    from orchestra.batch.ray_data import GatewayFleet, run_parquet
 
     source = tmp_path / "in"
     source.mkdir()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestra.cluster.actor import node_config
+from orchestra.cluster.names import eligible, node_of, supervisor_name
+from orchestra.cluster.reconcile import absolute_paths
 from orchestra.config import ConfigError, parse_config
-from orchestra.ray_cluster.actor import node_config
-from orchestra.ray_cluster.names import eligible, node_of, supervisor_name
-from orchestra.ray_cluster.reconcile import absolute_paths
 
 
 def test_ray_and_supervisors_exclude_each_other_and_errors_name_the_path() -> None:

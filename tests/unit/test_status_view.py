@@ -9,14 +9,14 @@ from typing import Any
 
 from rich.console import Console, RenderableType
 
-from orchestra.gateway.console.render import model_rows_html
-from orchestra.status_view import (
+from orchestra.cli.status_view import (
     as_json,
     compact_table,
     model_row,
     print_wide,
     top_view,
 )
+from orchestra.gateway.console.render import model_rows_html
 
 LONG_NAME = "meta-llama/Llama-3.1-70B-Instruct-with-a-name-longer-than-any-terminal-column"
 LONG_ERROR = (

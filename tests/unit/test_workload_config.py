@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from orchestra.config import ConfigError, parse_config
-from orchestra.workload_config import fallback_chain
+from orchestra.config.workloads import fallback_chain
 
 SERVERS: dict[str, Any] = {
     "servers": [

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orchestra.health import HEALTH_PATH, NotAlive, probe_sync, wait_healthy_sync
 from tests.debian import apt_install
 from tests.fake_engine import free_port
 from tests.python_extra import pip_install_extra
@@ -99,20 +100,24 @@ class WhisperProcess:
         self.proc = subprocess.Popen(
             self.command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        while not self.healthy():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"engine exited {self.proc.returncode}: {self.output()}")
-            if time.monotonic() - started > STARTUP_TIMEOUT_S:
-                raise TimeoutError(f"engine not ready in {STARTUP_TIMEOUT_S}s: {self.output()}")
-            time.sleep(0.1)
+        proc = self.proc
+        try:
+            wait_healthy_sync(
+                self.url,
+                timeout_s=STARTUP_TIMEOUT_S,
+                interval_s=0.1,
+                probe_timeout_s=1.0,
+                is_alive=lambda: proc.poll() is None,
+            )
+        except NotAlive:
+            raise RuntimeError(f"engine exited {proc.returncode}: {self.output()}") from None
+        except TimeoutError as exc:
+            raise TimeoutError(f"engine not ready: {exc}: {self.output()}") from None
         self.ready_after_s = time.monotonic() - started
         return self
 
     def healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return probe_sync(self.url + HEALTH_PATH, 1.0) is None
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -5,7 +5,6 @@ Used by the multi-node tests and by `python -m bench.multinode` (the figures).""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import yaml
 
+from orchestra.health import NotAlive, wait_healthy_sync
 from tests.conftest import REPO_ROOT, GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import free_port
 from tests.netns import Node
@@ -83,15 +83,22 @@ class NodeSupervisor:
         with self.log.open("ab") as log:
             argv = [sys.executable, "-m", "orchestra.supervisor", "--config", str(self.path)]
             self.proc = self.node.popen(argv, log, REPO_ROOT)
-        wait_until(self._answers, timeout, 0.05, f"supervisor in {self.node.name}\n{self.output()}")
+        proc = self.proc
+        try:
+            wait_healthy_sync(
+                self.url,
+                timeout_s=timeout,
+                interval_s=0.05,
+                probe_timeout_s=1.0,
+                is_alive=lambda: proc.poll() is None,
+            )
+        except NotAlive:
+            raise AssertionError(f"supervisor exited:\n{self.output()}") from None
+        except TimeoutError as exc:
+            raise AssertionError(
+                f"supervisor in {self.node.name}: {exc}\n{self.output()}"
+            ) from None
         return self
-
-    def _answers(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"supervisor exited:\n{self.output()}")
-        with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        return False
 
     def models(self) -> dict[str, dict[str, Any]]:
         headers = {"Authorization": f"Bearer {self.token}"}

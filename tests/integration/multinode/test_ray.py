@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from orchestra.health import HEALTH_PATH, probe_sync, wait_healthy_sync
 from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import free_port
 
@@ -152,14 +153,16 @@ def test_supervisors_follow_ray_nodes_death_and_rejoin(
         # The node rejoins: a new supervisor adopts the engines that stayed alive.
         nodes.stop_worker()
         nodes.start_worker()
-        wait_until(lambda: _answers(worker_url), 90, 0.2, "supervisor back on the worker")
+        # the supervisor is back on the worker
+        wait_healthy_sync(worker_url, timeout_s=90, interval_s=0.2, probe_timeout_s=1)
         assert _pids(worker_url, "both") | _pids(worker_url, "cold") == worker_pids
         wait_until(lambda: len(replica_urls(gw, "both")) == 2, 30, 0.1, "worker back in rotation")
         assert completion(gw.url, "both").status_code == 200
         assert admin_status(gw)["models"]["both"]["state"] == "ready"
     down = nodes.orchestra("down", path)
     assert "stopped 2 supervisors" in down.stdout, down.stdout
-    assert not _answers(head_url) and not _answers(worker_url)
+    # neither answers any more (probe_sync says why not, so None is an answer)
+    assert probe_sync(head_url + HEALTH_PATH, 1) and probe_sync(worker_url + HEALTH_PATH, 1)
 
 
 def _wait(gw: GatewayProcess, predicate: Any, timeout: float, what: str) -> Any:
@@ -178,10 +181,3 @@ def replica_urls(gw: GatewayProcess, name: str) -> list[str]:
 def _only(gw: GatewayProcess, model: str, address: str) -> str | None:
     urls = [u for u in replica_urls(gw, model) if address in u]
     return urls[0] if urls else None
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -20,6 +20,7 @@ import psutil
 import yaml
 
 from orchestra.config import OrchestraConfig, parse_config
+from orchestra.health import NotAlive, wait_healthy_sync
 from orchestra.supervisor.api import create_app
 from orchestra.supervisor.manager import Manager
 from tests.conftest import REPO_ROOT, parse_metrics
@@ -151,14 +152,18 @@ class SupervisorProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"supervisor did not come up:\n{self.output()}")
-            time.sleep(0.05)
+        proc = self.proc
+        try:
+            wait_healthy_sync(
+                self.url,
+                timeout_s=timeout,
+                interval_s=0.05,
+                probe_timeout_s=1.0,
+                is_alive=lambda: proc.poll() is None,
+            )
+        except (NotAlive, TimeoutError) as exc:
+            raise RuntimeError(f"supervisor did not come up ({exc}):\n{self.output()}") from None
+        return self
 
     def models(self) -> dict[str, dict[str, Any]]:
         reply = httpx.get(self.url + "/models", timeout=5).json()

@@ -1,4 +1,4 @@
-"""orchestra.live.run_until_interrupted: Ctrl-C ends a view loop at once, whatever it awaits,
+"""orchestra.cli.live.run_until_interrupted: Ctrl-C ends a view loop at once, whatever it awaits,
 even when something on the way swallows the cancellation."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestra.live import run_until_interrupted
+from orchestra.cli.live import run_until_interrupted
 
 
 def _interrupt_soon() -> None:

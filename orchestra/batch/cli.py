@@ -1,6 +1,6 @@
 """`orchestra batch run|submit|status|download`.
 
-`run` sends a dataset through a gateway directly (`orchestra/batch_run.py`); `submit`,
+`run` sends a dataset through a gateway directly (`orchestra/batch/run.py`); `submit`,
 `status` and `download` are thin wrappers over the gateway's OpenAI Batch API.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from orchestra.batch_data import ENDPOINTS, DataError, RequestBuilder
-from orchestra.batch_run import RunOptions, run_dataset
+from orchestra.batch.data import ENDPOINTS, DataError, RequestBuilder
+from orchestra.batch.run import RunOptions, run_dataset
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

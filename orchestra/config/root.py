@@ -4,8 +4,9 @@ It loads the user's original file unchanged (`servers` = hot at start, `rotation
 and extends it with optional sections. Environment variables override the YAML
 (`ORCHESTRA_GATEWAY__PORT=9000`). Every error names the YAML path of the bad value.
 
-This module is the whole config and how it is read; its sections live by owner
-(`config_gateway`, `config_supervisor`, `config_servers`) and are all importable from here.
+This module is the whole config and how it is read; its sections live by owner beside it
+(`gateway`, `supervisor`, `servers`, `workloads`, `nodes`), and the package (`orchestra.config`)
+exports all of them with this module's names.
 """
 
 from __future__ import annotations
@@ -19,67 +20,18 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from orchestra.config_gateway import (
-    AffinityConfig,
-    ApiKey,
-    BatchConfig,
-    ConsoleConfig,
-    FallbackConfig,
-    GatewayConfig,
-    OllamaFallback,
-    RayClusterConfig,
-    RetryPolicy,
-    Timeouts,
-)
-from orchestra.config_servers import (
-    BalancingPolicy,
-    KvAwareConfig,
-    ModelEngine,
-    ReplicaConfig,
-    ReplicaKvEvents,
-    ServerConfig,
-)
-from orchestra.config_supervisor import (
+from orchestra.config.gateway import BatchConfig, FallbackConfig, GatewayConfig, RayClusterConfig
+from orchestra.config.nodes import SupervisorEndpoint
+from orchestra.config.servers import ServerConfig
+from orchestra.config.supervisor import (
     EngineConfig,
     PreloadConfig,
     RotationConfig,
     SupervisorConfig,
 )
-from orchestra.nodes_config import SupervisorEndpoint
-from orchestra.workload_config import EnsembleConfig, check_workloads
+from orchestra.config.workloads import EnsembleConfig, check_workloads
 
 DEFAULT_CONFIG_PATH = Path("configs/vllm_config.yaml")
-# Every section is imported from here; they live by owner: config_gateway (the gateway's),
-# config_supervisor (the supervisor's), config_servers (the models).
-__all__ = [
-    "DEFAULT_CONFIG_PATH",
-    "AffinityConfig",
-    "ApiKey",
-    "BalancingPolicy",
-    "BatchConfig",
-    "ConfigError",
-    "ConsoleConfig",
-    "EngineConfig",
-    "FallbackConfig",
-    "GatewayConfig",
-    "KvAwareConfig",
-    "ModelEngine",
-    "OllamaFallback",
-    "OrchestraConfig",
-    "PreloadConfig",
-    "RayClusterConfig",
-    "ReplicaConfig",
-    "ReplicaKvEvents",
-    "RetryPolicy",
-    "RotationConfig",
-    "ServerConfig",
-    "SupervisorConfig",
-    "SupervisorEndpoint",
-    "Timeouts",
-    "format_loc",
-    "load_config",
-    "parse_config",
-]
 
 
 class ConfigError(Exception):

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from orchestra.config_gateway import StrictSection
-from orchestra.nodes_config import OnSupervisorExit
+from orchestra.config.gateway import StrictSection
+from orchestra.config.nodes import OnSupervisorExit
 
 
 class SupervisorConfig(StrictSection):

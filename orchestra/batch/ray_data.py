@@ -3,7 +3,7 @@
 Optional (`pip install 'orchestra[ray]'`); the core never imports Ray. The whole API:
 
     import ray
-    from orchestra.ray_batch import GatewayFleet, run_parquet
+    from orchestra.batch.ray_data import GatewayFleet, run_parquet
 
     ray.init()                                         # or an existing cluster
     fleet = GatewayFleet(["http://gw-1:8000", "http://gw-2:8000"], model="smollm2")
@@ -27,8 +27,8 @@ from typing import Any
 
 import aiohttp
 
-from orchestra.batch_data import RequestBuilder
-from orchestra.batch_run import RunOptions, send_row
+from orchestra.batch.data import RequestBuilder
+from orchestra.batch.run import RunOptions, send_row
 
 
 @dataclass

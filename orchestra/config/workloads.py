@@ -1,5 +1,5 @@
 """Config sections for the workloads beyond one-model chat: ensembles, aliases, fallback chains,
-LoRA adapters, uploads. `orchestra/config.py` holds them in the one config model; the checks
+LoRA adapters, uploads. `orchestra/config/root.py` holds them in the one config model; the checks
 across sections (names that must exist, chains that must not loop) live here and name the YAML
 path of the bad value.
 """

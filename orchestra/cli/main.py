@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 
@@ -20,7 +19,7 @@ def _supervisor(args: argparse.Namespace) -> int:
 
 
 def _ctl(args: argparse.Namespace) -> int:
-    from orchestra.ctl import main as ctl_main
+    from orchestra.cli.ctl import main as ctl_main
 
     return ctl_main(args)
 
@@ -60,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--out", default=None)
     models.set_defaults(func=_models)
 
-    from orchestra.adapters_cli import add_parser as add_adapters
-    from orchestra.batch_cli import add_batch_parser
-    from orchestra.ray_cluster.cli import add_ray_parser
+    from orchestra.batch.cli import add_batch_parser
+    from orchestra.cli.adapters import add_parser as add_adapters
+    from orchestra.cluster.cli import add_ray_parser
 
     add_adapters(sub)
     add_batch_parser(sub)
@@ -95,7 +94,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,22 +17,20 @@ Lifetimes, which node death and rejoin rely on:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import signal
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from orchestra.config import parse_config
+from orchestra.health import NotAlive, wait_healthy_sync
 from orchestra.lifetime import spawn, stop_group
 
 _POLL_S = 0.1
+_PROBE_TIMEOUT_S = 1.0
 _LOG_TAIL_BYTES = 4000
 
 
@@ -88,18 +86,21 @@ class SupervisorActor:
     def wait_ready(self, timeout_s: float) -> dict[str, Any]:
         """Block until the control API's /health answers; raise with the log's tail if the
         supervisor exits or `timeout_s` passes."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"supervisor on {self.address} exited:\n{self._tail()}")
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as reply:
-                    if reply.status == 200:
-                        return self.info()
-            time.sleep(_POLL_S)
-        raise RuntimeError(
-            f"supervisor on {self.address} not ready in {timeout_s}s:\n{self._tail()}"
-        )
+        try:
+            wait_healthy_sync(
+                self.url,
+                timeout_s=timeout_s,
+                interval_s=_POLL_S,
+                probe_timeout_s=_PROBE_TIMEOUT_S,
+                is_alive=lambda: self.proc.poll() is None,
+            )
+        except NotAlive:
+            raise RuntimeError(f"supervisor on {self.address} exited:\n{self._tail()}") from None
+        except TimeoutError as exc:
+            raise RuntimeError(
+                f"supervisor on {self.address} not ready in {timeout_s}s ({exc}):\n{self._tail()}"
+            ) from None
+        return self.info()
 
     def stop(self) -> int:
         """SIGTERM (the supervisor stops its engines: they run in sessions of their own, so

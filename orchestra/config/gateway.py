@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestra.workload_config import UploadConfig
+from orchestra.config.workloads import UploadConfig
 
 
 class StrictSection(BaseModel):

@@ -27,7 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from orchestra.batch_data import RequestBuilder, ResultWriter, read_rows, result_row
+from orchestra.batch.data import RequestBuilder, ResultWriter, read_rows, result_row
 
 _RETRY = frozenset({429, 500, 502, 503, 504})
 

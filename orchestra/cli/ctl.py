@@ -1,5 +1,5 @@
 """`orchestra status|top|load|unload|sleep|wake|restart|ensure|logs`: the control API as
-tables (rendered by `orchestra.status_view`; `top` and `logs -f` loop in `orchestra.live`).
+tables (rendered by `orchestra.cli.status_view`; `top` and `logs -f` loop in `orchestra.cli.live`).
 
 A client of the control API like any other, so it lives in `orchestra/`, not the supervisor."""
 
@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from rich.console import Console
 
+from orchestra.cli.live import Unreachable, follow_logs, run_top, run_until_interrupted
+from orchestra.cli.status_view import as_json, compact_table, print_wide
 from orchestra.config import ConfigError, RayClusterConfig, load_config
 from orchestra.control import ControlClient, ControlError, call_sync
-from orchestra.live import Unreachable, follow_logs, run_top, run_until_interrupted
-from orchestra.status_view import as_json, compact_table, print_wide
 
 QUERY_TIMEOUT_S = 10.0
 FOLLOW_INTERVAL_S = 0.5  # `logs -f`: how often it asks for new lines
@@ -56,7 +56,7 @@ def _clients(args: argparse.Namespace) -> tuple[dict[str, ControlClient], float]
 
 def _ray_endpoints(ray: RayClusterConfig, token: str | None) -> dict[str, tuple[str, str | None]]:
     """Node name (as the gateway names it) -> (control URL, token) of each live supervisor."""
-    from orchestra.ray_cluster import reconcile  # imports Ray: only with `ray:`
+    from orchestra.cluster import reconcile  # imports Ray: only with `ray:`
 
     reconcile.connect(ray)
     found = reconcile.supervisors(ray)

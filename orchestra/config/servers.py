@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from orchestra.config_gateway import AffinityConfig, StrictSection, check_url
-from orchestra.workload_config import AdapterConfig
+from orchestra.config.gateway import AffinityConfig, StrictSection, check_url
+from orchestra.config.workloads import AdapterConfig
 
 BalancingPolicy = Literal[
     "round_robin",

@@ -16,8 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from orchestra.cli.status_view import top_view
 from orchestra.rates import RateWindow, from_text
-from orchestra.status_view import top_view
 
 # Rates span this much history: smooth enough to read, recent enough to follow a change.
 TOP_WINDOW_S = 10.0
