@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from enum import Enum
 
 import aiohttp
@@ -33,15 +34,22 @@ class EngineProbe:
             return False
 
     async def wait_ready(
-        self, url: str, interrupt: asyncio.Event, timeout_s: float, path: str = "/health"
+        self,
+        url: str,
+        interrupt: asyncio.Event,
+        timeout_s: float,
+        path: str = "/health",
+        ours: Callable[[], Awaitable[bool]] | None = None,
     ) -> Readiness:
-        """Poll `path` every `health_poll_interval_s` until 200, `interrupt`, or the deadline."""
+        """Poll `path` every `health_poll_interval_s` until 200 from the engine we started
+        (`ours`: the proof that the listener is its process, `ports.owner`), `interrupt`, or
+        the deadline. A 200 from anyone else is not READY: polling goes on."""
         deadline = time.monotonic() + timeout_s
         interval = self._config.health_poll_interval_s
         while True:
             if interrupt.is_set():
                 return Readiness.INTERRUPTED
-            if await self.healthy(url, path):
+            if await self.healthy(url, path) and (ours is None or await ours()):
                 return Readiness.READY
             remaining = deadline - time.monotonic()
             if remaining <= 0:
