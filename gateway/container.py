@@ -121,6 +121,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         link.ensure if link else None,
         link.count if link else lambda model: None,
         gw.timeouts.ensure_s,
+        link.first_answers if link else None,
     )
     admission = Admission(config)
     limiter = make_limiter(gw)

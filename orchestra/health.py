@@ -18,7 +18,7 @@ import asyncio
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -55,10 +55,13 @@ async def wait_healthy(
     probe_timeout_s: float,
     path: str = HEALTH_PATH,
     interrupt: asyncio.Event | None = None,
+    proof: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
-    """Poll `url + path` every `interval_s` until it answers 200. `interrupt`, once set, ends
-    the wait at once with `NotAlive` (it wakes the pause between probes; a probe in flight
-    finishes first, within `probe_timeout_s`). `TimeoutError` after `timeout_s`."""
+    """Poll `url + path` every `interval_s` until it answers 200 (and `proof()`, when given,
+    says the answer came from the server we mean: the supervisor's check that the listener is
+    the engine it started). `interrupt`, once set, ends the wait at once with `NotAlive` (it
+    wakes the pause between probes; a probe in flight finishes first, within
+    `probe_timeout_s`). `TimeoutError` after `timeout_s`."""
     target = url + path
     deadline = time.monotonic() + timeout_s
     last = "no probe yet"
@@ -67,7 +70,9 @@ async def wait_healthy(
             raise _not_alive(target, last)
         failed = await probe(session, target, probe_timeout_s)
         if failed is None:
-            return
+            if proof is None or await proof():
+                return
+            failed = "answered 200, but not from the server we started"
         last = failed
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -3,8 +3,10 @@
 Each spawned engine is recorded in `state_dir/engines/<pgid>.json` (engine id, pid = pgid, port,
 GPUs, a hash of its argv and environment, and its run's token). With
 `supervisor.on_supervisor_exit: adopt`, a starting supervisor adopts every recorded engine whose
-group still carries that token (the pid was not reused), whose id, port and config hash match the
-engine this config would launch, and whose `/health` answers; the others are killed
+group still carries that token (the pid was not reused), whose id and config hash match the
+engine this config would launch (and its port, when the config names one), whose recorded port
+is listened on by that group and by nobody else (`ports.owner`: a port now held by a process
+outside the group is someone else's server), and whose `/health` answers; the others are killed
 (`ProcessGroups.kill_leftovers`). Adopted engines are READY at once; the supervisor watches their
 exit through a pidfd, since they are not its children.
 
@@ -26,6 +28,7 @@ from orchestra.config import OrchestraConfig
 from orchestra.config.nodes import is_loopback
 
 from .engine import Engine
+from .ports import owner
 from .probe import EngineProbe
 from .procgroup import ProcessGroups
 
@@ -115,18 +118,14 @@ async def adopt_engines(
     for record in load_records(groups):
         engine = engines.get(str(record.get("engine")))
         why = _mismatch(engine, record, groups)
-        if (
-            why is None
-            and engine is not None
-            and not await probe.healthy(engine.url, engine.spec.health_path)
-        ):
-            why = "its /health does not answer"
+        if why is None and engine is not None:
+            why = await _not_serving(engine, record, probe)
         if why is not None or engine is None:
             log.warning("not adopting engine record %s: %s", record.get("engine"), why)
             continue
-        pgid = int(record["pgid"])
+        pgid, port = int(record["pgid"]), int(record["port"])
         groups.adopt(pgid, str(record["token"]), {**record, "gpus": record.get("gpus", [])})
-        await engine.adopt(AdoptedProcess(pgid), [int(g) for g in record.get("gpus", [])])
+        await engine.adopt(AdoptedProcess(pgid), [int(g) for g in record.get("gpus", [])], port)
         adopted.append(engine.id)
         log.info("adopted engine %s (pid %d, %s)", engine.id, pgid, engine.url)
     return adopted
@@ -141,8 +140,22 @@ def _mismatch(engine: Engine | None, record: dict[str, Any], groups: ProcessGrou
         return "malformed record"
     if not _alive(pgid) or not groups.carries_token(pgid, token):
         return "its process is gone"
-    if record.get("port") != engine.spec.port:
-        return f"port {record.get('port')} != {engine.spec.port}"
+    port = record.get("port")
+    if not isinstance(port, int):
+        return "malformed record"
+    if engine.spec.port_key is not None and port != engine.spec.port:
+        return f"port {port} != {engine.spec.port} ({engine.spec.port_key})"
     if record.get("config_hash") != engine.spec.config_hash:
         return "its config changed"
+    return None
+
+
+async def _not_serving(engine: Engine, record: dict[str, Any], probe: EngineProbe) -> str | None:
+    """Why the recorded engine is not the one serving its port (None: it is)."""
+    port = int(record["port"])
+    held = await asyncio.to_thread(owner, int(record["pgid"]), engine.spec.host, port)
+    if not held.ours:
+        return held.describe(port)
+    if not await probe.healthy(engine.spec.url_at(port), engine.spec.health_path):
+        return "its /health does not answer"
     return None

@@ -77,9 +77,10 @@ class Engine(EngineMachine):
         await self._send(Command("close"))
         await self._task
 
-    async def adopt(self, proc: EngineProcess, gpus: list[int]) -> None:
-        """A live engine an earlier supervisor started (`adoption.py`): READY on `gpus`."""
-        await self._send(Command("adopt", gpus=list(gpus), proc=proc))
+    async def adopt(self, proc: EngineProcess, gpus: list[int], port: int) -> None:
+        """A live engine an earlier supervisor started (`adoption.py`): READY on `gpus`,
+        listening on `port`."""
+        await self._send(Command("adopt", gpus=list(gpus), proc=proc, port=port))
 
     async def detach(self) -> None:
         """End the task but leave the process serving (a restart that keeps engines)."""
@@ -135,7 +136,7 @@ class Engine(EngineMachine):
             self.restarts += 1
             await self._start(gpus, reset=True)
         elif cmd.kind == "adopt":
-            await self._adopt(cmd.proc, cmd.gpus)
+            await self._adopt(cmd.proc, cmd.gpus, cmd.port)
         elif cmd.kind == "_exited" and cmd.generation == self._generation:
             await self._crashed()
         elif cmd.kind == "_retry" and cmd.generation == self._generation:

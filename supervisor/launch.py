@@ -1,9 +1,11 @@
 """From config to launch specs: one `EngineSpec` per managed engine (model x replica).
 
-Ports are the configured ones, or assigned from `engine.first_port` upward, skipping every port
-the config names; then two more per engine that publishes KV-cache events (its ZMQ publisher
-and replay sockets), after every HTTP port, so turning events on moves no HTTP port. The
-argument list follows `vllm serve` / the OpenAI api_server.
+Ports are the configured ones, or preferred ones from `engine.first_port` upward, skipping every
+port the config names; then two more per engine that publishes KV-cache events (its ZMQ
+publisher and replay sockets), after every HTTP port, so turning events on moves no HTTP port.
+A preferred port is only a first guess: each launch takes a free port (`ports.PortPicker`,
+which substitutes it in the argv). The argument list follows `vllm serve` / the OpenAI
+api_server.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from orchestra.config import EngineConfig, OrchestraConfig, ServerConfig
 from orchestra.protocol import KvEvents
 
 from .lora import lora_args, lora_enabled
+from .ports import PortPicker
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,8 @@ class EngineSpec:
     id: str
     served_name: str  # the `model` clients send (ServerConfig.name), not the weights path
     index: int
-    port: int
+    port: int  # the configured port, else the preferred one (each launch picks a free one)
+    port_key: str | None  # the YAML path of a configured `port:` (None: picked from the range)
     host: str
     advertise_host: str  # the address gateways use (engine.advertise_host, else `host`)
     api_key: str | None  # vLLM --api-key (engines off loopback); gateways send it as Bearer
@@ -38,24 +42,34 @@ class EngineSpec:
     startup_timeout_s: float
     health_path: str  # 200 there = READY (vLLM's /health, or the model's own engine's)
     base_argv: tuple[str, ...] = field(repr=False)
+    port_at: int = field(repr=False)  # index of the port's value in base_argv
     base_env: tuple[tuple[str, str], ...] = field(repr=False)
     kv_events: KvEvents | None = None  # where it publishes KV-cache events (kv_aware routing)
+    kv_ports: tuple[int, ...] = ()  # its KV-event sockets' ports (never given to another engine)
 
     @property
     def url(self) -> str:
+        return self.url_at(self.port)
+
+    def url_at(self, port: int) -> str:
         host = self.advertise_host
         host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"http://{host}:{port}"
 
     @property
     def config_hash(self) -> str:
-        """What an adopted engine must match: its argv and environment from the config."""
-        blob = json.dumps([self.base_argv, sorted(self.base_env)]).encode()
+        """What an adopted engine must match: its argv (but the picked port) and environment
+        from the config."""
+        blob = json.dumps([self.argv(0), sorted(self.base_env)]).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def argv(self) -> list[str]:
-        return list(self.base_argv)
+    def argv(self, port: int | None = None) -> list[str]:
+        """The command line, listening on `port` (default: `self.port`)."""
+        argv = list(self.base_argv)
+        if port is not None:
+            argv[self.port_at] = str(port)
+        return argv
 
     def env(self, gpus: list[int] | None) -> dict[str, str]:
         """Process environment; `gpus` None or [] leaves CUDA_VISIBLE_DEVICES as inherited."""
@@ -165,14 +179,31 @@ def _startup_timeout(engine: EngineConfig, server: ServerConfig) -> float:
 
 def _replica_slots(server: ServerConfig) -> list[tuple[int | None, list[int] | None]]:
     """(port, gpu_ids) per engine of a managed server."""
+    return [(port, gpus) for port, gpus, _ in _slots(server, "")]
+
+
+def _slots(server: ServerConfig, at: str) -> list[tuple[int | None, list[int] | None, str]]:
+    """(port, gpu_ids, YAML path of the port) per engine of a managed server at YAML path `at`."""
     if not server.replicas:
-        return [(server.port, server.gpu_ids)]
+        return [(server.port, server.gpu_ids, f"{at}.port")]
     slots = []
     for i, rep in enumerate(server.replicas):
-        port = rep.port if rep.port is not None else (server.port if i == 0 else None)
+        port, key = rep.port, f"{at}.replicas[{i}].port"
+        if port is None and i == 0:
+            port, key = server.port, f"{at}.port"
         gpus = rep.gpu_ids if rep.gpu_ids is not None else (server.gpu_ids if i == 0 else None)
-        slots.append((port, gpus))
+        slots.append((port, gpus, key))
     return slots
+
+
+def _port_keys(config: OrchestraConfig) -> dict[str, list[str | None]]:
+    """Per managed server, the YAML path of each engine's configured port (None: none)."""
+    out: dict[str, list[str | None]] = {}
+    for section in ("servers", "rotation_pool"):
+        for i, server in enumerate(getattr(config, section)):
+            slots = _slots(server, f"{section}[{i}]")
+            out[server.name] = [key if port is not None else None for port, _, key in slots]
+    return out
 
 
 def log_path(log_dir: Path, model: str, index: int) -> Path:
@@ -209,6 +240,7 @@ def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str
         if s.publishes_kv_events
     }
     advertise = config.engine.advertise_host or config.engine.host
+    port_keys = _port_keys(config)
     out: dict[str, list[EngineSpec]] = {}
     for server in managed:
         specs = []
@@ -224,6 +256,7 @@ def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str
                     served_name=server.name,
                     index=index,
                     port=port,
+                    port_key=port_keys[server.name][index],
                     host=config.engine.host,
                     advertise_host=advertise,
                     api_key=api_key,
@@ -234,9 +267,20 @@ def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str
                     startup_timeout_s=_startup_timeout(config.engine, server),
                     health_path=server.engine.health_path if server.engine else "/health",
                     base_argv=tuple(argv),
+                    port_at=argv.index("--port") + 1,
                     base_env=tuple(env.items()),
                     kv_events=kv_events_of(_zmq_host(advertise), kv, argv, env) if kv else None,
+                    kv_ports=kv or (),
                 )
             )
         out[server.name] = specs
     return out
+
+
+def port_picker(first_port: int, specs: dict[str, list[EngineSpec]]) -> PortPicker:
+    """The supervisor's one picker: every engine claims its configured or preferred port, and
+    the KV-event sockets' ports are never given to an engine's HTTP server."""
+    every = [spec for group in specs.values() for spec in group]
+    return PortPicker(
+        first_port, {s.id: s.port for s in every}, [p for s in every for p in s.kv_ports]
+    )

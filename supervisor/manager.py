@@ -30,7 +30,7 @@ from .engine import Engine
 from .errors import BadRequest, ModelNotFound
 from .gateways import GatewayReports
 from .idle import IdleUnloader
-from .launch import EngineSpec, build_specs
+from .launch import EngineSpec, build_specs, port_picker
 from .logtail import tail_lines
 from .metrics import ModelSample, SupervisorMetrics
 from .model import Model
@@ -63,10 +63,14 @@ class Manager:
         self.reports = GatewayReports(config.supervisor.gateway_ttl_s)
         probe = self._probe = EngineProbe(session, config.engine)
         self.models: dict[str, Model] = {}
-        for name, specs in build_specs(config, engine_api_key(config)).items():
+        all_specs = build_specs(config, engine_api_key(config))
+        ports = port_picker(config.engine.first_port, all_specs)  # one for every engine
+        for name, specs in all_specs.items():
             server = config.server(name)
             assert server is not None
-            engines = [Engine(s, config.engine, groups, probe, self._on_change) for s in specs]
+            engines = [
+                Engine(s, config.engine, groups, probe, self._on_change, ports) for s in specs
+            ]
             self.models[name] = Model(server, engines)
         self.preloader = Preloader(
             config.preload, {n: m.server.model or "" for n, m in self.models.items()}
@@ -203,12 +207,7 @@ class Manager:
 
     # ---- commands -------------------------------------------------------------------------------
     async def ensure(
-        self,
-        name: str,
-        timeout_s: float,
-        *,
-        force: bool = False,
-        reset: bool = False,
+        self, name: str, timeout_s: float, *, force: bool = False, reset: bool = False
     ) -> Model:
         """Make `name` READY and serving (evicting others if needed); joins a swap already under
         way. A model being drained is swapped in again once its eviction is done."""

@@ -96,7 +96,7 @@ def engine_info(e: Engine) -> EngineInfo:
         id=e.id,
         state=e.state.value,
         pid=e.pid,
-        port=e.spec.port,
+        port=e.port,
         url=e.url,
         gpus=list(e.gpus),
         uptime_s=None if uptime is None else round(uptime, 3),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from enum import Enum
 
 import aiohttp
@@ -30,10 +31,17 @@ class EngineProbe:
         return failed is None
 
     async def wait_ready(
-        self, url: str, interrupt: asyncio.Event, timeout_s: float, path: str = HEALTH_PATH
+        self,
+        url: str,
+        interrupt: asyncio.Event,
+        timeout_s: float,
+        path: str = HEALTH_PATH,
+        ours: Callable[[], Awaitable[bool]] | None = None,
     ) -> Readiness:
-        """Poll `path` every `health_poll_interval_s` (<= 100 ms) until 200, `interrupt` (set
-        when the process exits or a stop is asked: it ends the wait at once), or the deadline."""
+        """Poll `path` every `health_poll_interval_s` (<= 100 ms) until 200 from the engine we
+        started (`ours`: the proof that the listener is its process, `ports.owner`; a 200 from
+        anyone else is not READY, polling goes on), `interrupt` (set when the process exits or
+        a stop is asked: it ends the wait at once), or the deadline."""
         try:
             await wait_healthy(
                 url,
@@ -43,6 +51,7 @@ class EngineProbe:
                 probe_timeout_s=self._config.health_probe_timeout_s,
                 path=path,
                 interrupt=interrupt,
+                proof=ours,
             )
         except NotAlive:
             return Readiness.INTERRUPTED

@@ -20,6 +20,7 @@ from orchestra.config import EngineConfig
 from .errors import EngineError
 from .launch import EngineSpec
 from .logtail import tail_lines
+from .ports import Owner, PortPicker, owner
 from .probe import EngineProbe, Readiness
 from .procgroup import EngineProcess, ProcessGroups
 from .states import EngineState, check_transition
@@ -35,6 +36,7 @@ class Command:
     future: asyncio.Future[None] | None = None
     proc: Any = None  # adopt: the EngineProcess
     gpus: list[int] = field(default_factory=list)
+    port: int = 0  # adopt: the port the engine listens on
     reset: bool = False
     generation: int = 0
 
@@ -47,13 +49,16 @@ class EngineMachine:
         groups: ProcessGroups,
         probe: EngineProbe,
         on_change: Listener,
+        ports: PortPicker,
     ) -> None:
         self.spec = spec
         self._config = config
         self._groups = groups
         self._probe = probe
         self._on_change = on_change
+        self._ports = ports
         self.state = S.COLD
+        self.port = spec.port  # where it listens (picked at each launch: `ports.py`)
         self.gpus: list[int] = []
         self.pid: int | None = None
         self.restarts = 0
@@ -79,7 +84,11 @@ class EngineMachine:
 
     @property
     def url(self) -> str:
-        return self.spec.url
+        return self.spec.url_at(self.port)
+
+    async def owner(self, pgid: int) -> Owner:
+        """Who listens on this engine's port (psutil reads /proc: off the event loop)."""
+        return await asyncio.to_thread(owner, pgid, self.spec.host, self.port)
 
     @property
     def uptime_s(self) -> float | None:
@@ -95,13 +104,15 @@ class EngineMachine:
     def record(self) -> dict[str, Any]:
         """What adoption checks (`adoption.py`), written beside the group at spawn."""
         spec = self.spec
-        return {"engine": spec.id, "model": spec.served_name, "port": spec.port,
+        return {"engine": spec.id, "model": spec.served_name, "port": self.port,
                 "gpus": list(self.gpus), "config_hash": spec.config_hash}  # fmt: skip
 
-    async def _adopt(self, proc: EngineProcess, gpus: list[int]) -> None:
+    async def _adopt(self, proc: EngineProcess, gpus: list[int], port: int) -> None:
         if self.state is not S.COLD:
             raise EngineError(f"{self.id}: cannot adopt while {self.state.value}")
         self.gpus = list(gpus)
+        self.port = port
+        self._ports.adopted(self.id, port)
         self._set(S.STARTING)  # COLD -> STARTING
         self._generation += 1
         generation, interrupt = self._generation, asyncio.Event()
@@ -151,18 +162,25 @@ class EngineMachine:
             since = f.tell()
         began = self.starting_since = time.monotonic()
         try:
+            # Right before the launch: a port free now (the config's, or one from the range).
+            self.port = self._ports.pick(self.id, self.spec.host, self.spec.port_key)
             proc = await self._groups.spawn(
-                self.spec.argv(), self.spec.env(self.gpus), log_path, self.record()
+                self.spec.argv(self.port), self.spec.env(self.gpus), log_path, self.record()
             )
-        except OSError as exc:
-            self._fail(f"{self.id}: cannot start: {exc}")
+        except (OSError, EngineError) as exc:
+            why = str(exc) if isinstance(exc, EngineError) else f"{self.id}: cannot start: {exc}"
+            self._fail(why)
             raise EngineError(self.last_error or "") from None
         self._proc, self.pid = proc, proc.pid
         self._watcher = asyncio.create_task(
             self._watch(proc, generation, interrupt), name=f"watch:{self.id}"
         )
+
+        async def ours() -> bool:  # a 200 from a foreign listener on our port is not READY
+            return (await self.owner(proc.pid)).ours
+
         result = await self._probe.wait_ready(
-            self.url, interrupt, self.spec.startup_timeout_s, self.spec.health_path
+            self.url, interrupt, self.spec.startup_timeout_s, self.spec.health_path, ours
         )
         if result is Readiness.READY and proc.returncode is None:
             self.last_startup_s = time.monotonic() - began
@@ -180,6 +198,9 @@ class EngineMachine:
         else:
             await proc.wait()
             why = f"exited with code {proc.returncode} during startup"
+        held = await self.owner(proc.pid)
+        if held.foreign:  # e.g. it could not bind: say who holds the port
+            why += f" ({held.describe(self.port)})"
         self._fail(self._error(why, since))
         raise EngineError(self.last_error or why)
 

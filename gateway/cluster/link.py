@@ -64,6 +64,7 @@ class SupervisorLink:
         self._on_status = on_status
         self._gpus_for = gpus_for
         self._ensuring: dict[str, asyncio.Future[None]] = {}
+        self._first_syncs: dict[Node, asyncio.Future[None]] = {}  # shared by waiting requests
         self._members_changed = asyncio.Event()
 
     @property
@@ -106,6 +107,12 @@ class SupervisorLink:
                 task.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
 
+    def _first_sync_done(self, node: Node) -> Callable[[asyncio.Future[None]], None]:
+        def done(_: asyncio.Future[None]) -> None:
+            self._first_syncs.pop(node, None)
+
+        return done
+
     # ---- membership (Ray's view of the cluster, `membership.py`) -------------------------------
     def add_node(self, node: Node) -> None:
         self.nodes.append(node)
@@ -126,6 +133,22 @@ class SupervisorLink:
 
     async def sync_once(self) -> None:
         await asyncio.gather(*(self.sync_node(node) for node in self.nodes))
+
+    async def first_answers(self) -> None:
+        """Until every node has been asked once: before a node's first answer, a name the
+        gateway's config lacks may still be a model that node serves (the start-up window in
+        which such a model would be "not found"). One sync per node, shared by the requests
+        that wait on it; each is bounded by the control client's timeout."""
+        waits = []
+        for node in self.nodes:
+            if node.synced or not node.reachable:
+                continue  # answered, or asked and silent: its table is as known as it gets
+            pending = self._first_syncs.get(node)
+            if pending is None:
+                pending = self._first_syncs[node] = asyncio.ensure_future(self.sync_node(node))
+                pending.add_done_callback(self._first_sync_done(node))
+            waits.append(asyncio.shield(pending))
+        await asyncio.gather(*waits)
 
     async def sync_node(self, node: Node) -> None:
         before = set(node.statuses)

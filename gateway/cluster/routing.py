@@ -7,6 +7,7 @@ take new requests, draining ones (being evicted) only finish what they have.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,7 +180,13 @@ Ensure = Callable[[ModelRoute], Awaitable[None]]
 
 class Router:
     """Finds the route for a request's model; a managed model with no serving replica is
-    ensured first (through the supervisor link), until it serves or `ensure_timeout_s` ends."""
+    ensured first (through the supervisor link), until it serves or `ensure_timeout_s` ends.
+
+    A configured model is never "not found": its route is built from config and never removed
+    (a crash, a backoff or a FAILED model only change its state: the request is held by an
+    ensure, or answered 503 with Retry-After). A model only a supervisor reports gets its route
+    at that supervisor's first answer, so a name not in the table waits for every node's first
+    answer (`discover`) before it is called unknown."""
 
     def __init__(
         self,
@@ -187,14 +194,23 @@ class Router:
         ensure: Ensure | None,
         count: Callable[[str], None],
         ensure_timeout_s: float,
+        discover: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.table = table
         self._ensure = ensure
         self._count = count
         self._ensure_timeout_s = ensure_timeout_s
+        self._discover = discover
 
     async def route(self, model: str) -> ModelRoute:
         route = self.table.get(model)
+        if route is None and self._discover is not None:
+            try:
+                await asyncio.wait_for(self._discover(), self._ensure_timeout_s)
+            except TimeoutError:
+                why = f"no supervisor has said yet whether it serves `{model}`"
+                raise Unavailable(why) from None
+            route = self.table.get(model)
         if route is None:
             raise ModelNotFound(model)
         self._count(model)
