@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from orchestra.config import OllamaFallback
 from orchestra.protocol import error_json
@@ -37,12 +38,17 @@ BACKEND_HEADER = "x-orchestra-backend"
 _MAX_LINE = 1 << 20  # an NDJSON line longer than this is not Ollama's: the stream fails
 
 
-class _Lines:
-    """The NDJSON lines of a response body: each with its b"\n" (the last one without, when
-    the body ends without one), then b"" at the end."""
+class _Reply:
+    """One leased connection's reply body, read as NDJSON lines (each with its b"\n", the
+    last one without when the body ends without one, then b""). The lease is settled once:
+    `release` or `close`, whichever comes first (a released connection may already serve
+    another request: closing it then would cut that one)."""
+
+    __slots__ = ("_rest", "conn", "settled")
 
     def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+        self.conn = conn
+        self.settled = False
         self._rest = b""
 
     async def readline(self) -> bytes:
@@ -53,11 +59,36 @@ class _Lines:
                 return line
             if len(self._rest) > _MAX_LINE:
                 raise ValueError(f"a line longer than {_MAX_LINE} bytes")
-            data = await self._conn.read()
+            data = await self.conn.read()
             if not data:
                 line, self._rest = self._rest, b""
                 return line
             self._rest += data
+
+    def release(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.conn.release()
+
+    def close(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.conn.close()
+
+
+class _Relayed(StreamingResponse):
+    """A relayed stream that closes its connection however the response ends: a body
+    generator that was never started (the client left before) never runs its `finally`."""
+
+    def __init__(self, reply: _Reply, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        super().__init__(body, headers=headers, media_type="text/event-stream")
+        self._reply = reply
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._reply.close()  # nothing when the relay released it
 
 
 class OllamaClient:
@@ -110,41 +141,45 @@ class OllamaClient:
         stream = bool(body.get("stream"))
         config = self.config
         deadline = asyncio.get_running_loop().time() + config.timeout_s
-        resp: Connection | None = None
+        reply: _Reply | None = None
         handed_over = False
         try:
             async with asyncio.timeout(min(config.first_byte_timeout_s, config.timeout_s)):
-                resp = await self._pool.request(
-                    self._upstream,
-                    "POST",
-                    self._prefix + api_path,
-                    {"content-type": "application/json"},
-                    orjson.dumps(body),
+                reply = _Reply(
+                    await self._pool.request(
+                        self._upstream,
+                        "POST",
+                        self._prefix + api_path,
+                        {"content-type": "application/json"},
+                        orjson.dumps(body),
+                    )
                 )
-                lines = _Lines(resp)
-                relay = stream and resp.status == 200
-                first = await (lines.readline() if relay else resp.read_all())
+                status = reply.conn.status
+                relay = stream and status == 200
+                first = await (reply.readline() if relay else reply.conn.read_all())
         except (OSError, ValueError) as exc:  # OSError: TimeoutError too
             log.warning("ollama fallback failed before answering: %r", exc)
             self._set_health(False)
-            if resp is not None:
-                resp.close()
+            if reply is not None:
+                reply.close()
             return None
+        except BaseException:  # cancelled: the lease must not outlive the call
+            if reply is not None:
+                reply.close()
+            raise
         try:
             self._metrics.fallbacks.labels(call.model, reason).inc()
             headers = {**call.reply_headers, BACKEND_HEADER: "ollama", REPLICA: self._address}
-            if resp.status != 200:
-                return self._error_reply(resp.status, first, headers)
+            if status != 200:
+                return self._error_reply(status, first, headers)
             if stream and first.lstrip().startswith(b'{"error"'):
                 return self._error_reply(502, first, headers)
             if stream:
                 include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
                 translator = ollama.StreamTranslator(call.path, call.model, include_usage)
                 handed_over = True
-                return StreamingResponse(
-                    self._relay(call, resp, lines, first, translator, deadline),
-                    headers=headers,
-                    media_type="text/event-stream",
+                return _Relayed(
+                    reply, self._relay(call, reply, first, translator, deadline), headers
                 )
             try:
                 line = orjson.loads(first)
@@ -159,7 +194,7 @@ class OllamaClient:
             return Response(orjson.dumps(out), headers=headers, media_type="application/json")
         finally:
             if not handed_over:
-                resp.release()
+                reply.release()  # closes it unless the reply was read to its clean end
 
     @staticmethod
     def _error_reply(status: int, raw: bytes, headers: dict[str, str]) -> Response:
@@ -176,8 +211,7 @@ class OllamaClient:
     async def _relay(
         self,
         call: Call,
-        resp: Connection,
-        lines: _Lines,
+        reply: _Reply,
         first: bytes,
         translator: ollama.StreamTranslator,
         deadline: float,
@@ -194,7 +228,7 @@ class OllamaClient:
                 left = deadline - loop.time()
                 try:
                     async with asyncio.timeout(min(idle, left)):
-                        line = await lines.readline()
+                        line = await reply.readline()
                 except TimeoutError:
                     problem = (
                         f"fallback backend sent nothing for {idle:g}s"
@@ -212,9 +246,9 @@ class OllamaClient:
             problem = f"fallback backend connection lost mid-stream: {exc.__class__.__name__}"
         finally:
             if translator.done and not problem:
-                resp.release()
+                reply.release()
             else:
-                resp.close()
+                reply.close()
             call.usage(self._metrics, translator.usage)
         if problem:
             self._metrics.stream_errors.labels(call.model).inc()
