@@ -11,7 +11,7 @@ from orchestra.config import parse_config
 from orchestra.gateway.batch.concurrency import Pacer
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.upstream.gauges import GaugeReader, Gauges
+from orchestra.gateway.upstream.gauges import GaugeReader, Gauges, parse_gauges
 from orchestra.gateway.upstream.health import HealthMonitor
 from orchestra.gateway.upstream.http1.pool import ConnectFailed, Reply
 
@@ -143,3 +143,16 @@ def test_health_and_pacing_sharing_a_reader_scrape_each_replica_once() -> None:
         assert limit.engine_queue == 6.0  # both replicas' waiting requests
 
     asyncio.run(go())
+
+
+def test_the_parser_reads_what_the_exposition_format_allows() -> None:
+    page = (
+        b"# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+        b"# TYPE vllm:num_requests_running gauge\n"
+        b'vllm:num_requests_running{engine="0",model_name="a \\"quoted\\" name"} 2.0\n'
+        b'vllm:num_requests_running{engine="1"} 1e0 1700000000000\n'  # with a timestamp
+        b"vllm:num_requests_waiting +Inf\n"
+        b"vllm:num_requests_waiting_extra 100\n"  # another metric
+        b'vllm:request_success_total{finished_reason="stop"} 7\n'
+    )
+    assert parse_gauges(page) == Gauges(3.0, float("inf"))
