@@ -40,19 +40,19 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw_config = config.gateway
-        connector = aiohttp.TCPConnector(
-            limit=0,
-            limit_per_host=gw_config.max_connections_per_upstream,
-            keepalive_timeout=gw_config.upstream_keepalive_s,
-        )
-        # No cookie jar: a Set-Cookie from one engine must never ride on other clients' calls.
-        jar = aiohttp.DummyCookieJar()
-        # The proxied model calls take their own lean pool (`upstream.http1`), same bounds.
+        # The one client for everything sent to engines (`upstream.http1`): the model calls
+        # and the side calls (probes, gauges, tokenize, stored-responses probe, Ollama).
         pool = Pool(
             gw_config.max_connections_per_upstream,
             gw_config.upstream_keepalive_s,
             gw_config.timeouts.connect_s,
         )
+        # The control plane's client: the supervisors' `ControlClient`s (orchestra/control.py,
+        # aiohttp, shared with the CLI), not the engines'. Kept alive below the supervisors'
+        # (uvicorn's) 5 s, as the pool is below the engines'.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=gw_config.upstream_keepalive_s)
+        # No cookie jar: a Set-Cookie from one supervisor must never ride on other calls.
+        jar = aiohttp.DummyCookieJar()
         async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
             gw = build_gateway(config, session, pool)
             # The edge's own part: HTTP request -> pipeline call (the gateway's parts below it
@@ -65,7 +65,7 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                 asyncio.create_task(run_forever(name, loop, _RESTART_DELAY_S), name=name)
                 for name, loop in gw.loops().items()
             ]
-            app.state.batch = BatchService.start(gw, session) if config.batch.enabled else None
+            app.state.batch = BatchService.start(gw, pool) if config.batch.enabled else None
             try:
                 yield
             finally:

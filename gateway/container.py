@@ -70,17 +70,19 @@ class Gateway:
 
 
 def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool: Pool) -> Gateway:
-    """Everything the gateway holds. `session` serves the side calls (probes, control, batch,
-    Ollama, tokenize); `pool` the proxied model calls (`upstream.http1`)."""
+    """Everything the gateway holds. `pool` (`upstream.http1`) is the one client for what the
+    gateway sends to engines: the model calls, probes, gauges, tokenize, the stored-responses
+    probe, Ollama. `session` (aiohttp) serves the control plane only: the supervisors'
+    `ControlClient`s (orchestra/control.py, shared with the CLI)."""
     gw = config.gateway
     metrics = GatewayMetrics()
     kv_configs = {s.name: s.kv for s in config.all_servers if s.balancing == "kv_aware"}
-    kv = KvShared(KvIndex(), Tokenizer(session)) if kv_configs else None
+    kv = KvShared(KvIndex(), Tokenizer(pool.fetch)) if kv_configs else None
     table = RoutingTable(config, kv)
     models = ModelMap(config, metrics.registry)
     health = HealthMonitor(
         table,
-        session,
+        pool,
         metrics,
         cooldown_s=gw.unhealthy_cooldown_s,
         interval_s=gw.health_check_interval_s,
@@ -126,7 +128,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
     admission = Admission(config)
     limiter = make_limiter(gw)
     fallback = (
-        OllamaClient(config.fallback.ollama, session, metrics)
+        OllamaClient(config.fallback.ollama, pool, metrics)
         if config.fallback.ollama is not None
         else None
     )
@@ -140,7 +142,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         proxy,
         fallback,
         loading if loading.models else None,
-        StoredResponses(table, session, gw.responses.max_stored, gw.timeouts.health_probe_s),
+        StoredResponses(table, pool, gw.responses.max_stored, gw.timeouts.health_probe_s),
     )
     return Gateway(
         config=config,

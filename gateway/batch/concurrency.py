@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
-
 from ..cluster.routing import RoutingTable
 from ..upstream.gauges import GaugeReader, Gauges
+from ..upstream.http1.pool import Pool
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class Pacer:
     def __init__(
         self,
         table: RoutingTable,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         low: int,
         high: int,
         timeout_s: float,
@@ -89,9 +88,9 @@ class Pacer:
         gauges: GaugeReader | None = None,
     ) -> None:
         """`gauges`: the reader to share (the health monitor's `gauges`); None builds one of
-        its own on `session`, `timeout_s` per scrape."""
+        its own on `pool`, `timeout_s` per scrape."""
         self._table = table
-        self._gauges = gauges if gauges is not None else GaugeReader(session, timeout_s)
+        self._gauges = gauges if gauges is not None else GaugeReader(pool, timeout_s)
         self._low, self._high = low, high
         self.limits: dict[str, ModelLimit] = {}
 

@@ -1,6 +1,6 @@
 """The batch feature as one object built in the gateway's lifespan: store, pacer, runner.
 
-`app.py` needs two lines: `batch = BatchService.start(gw, session)` in the lifespan (and
+`app.py` needs two lines: `batch = BatchService.start(gw, pool)` in the lifespan (and
 `await batch.stop()` on the way out), and `install_batch_routes(app)`.
 """
 
@@ -12,9 +12,8 @@ import logging
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import aiohttp
-
 from ..core.errors import Unavailable
+from ..upstream.http1.pool import Pool
 from .concurrency import Pacer
 from .runner import BatchRunner
 from .send import InProcessSender
@@ -31,18 +30,18 @@ class BatchService:
     a gateway that never sees a batch writes nothing; one gateway process owns a store (an
     exclusive lock on `<dir>/lock`)."""
 
-    def __init__(self, gw: Gateway, session: aiohttp.ClientSession) -> None:
+    def __init__(self, gw: Gateway, pool: Pool) -> None:
         self.config = gw.config.batch
         self._gw = gw
-        self._session = session
+        self._pool = pool  # the engines' client: the pacer's gauge scrapes
         self._lock: IO[bytes] | None = None
         self._store: Store | None = None
         self.runner: BatchRunner | None = None
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def start(cls, gw: Gateway, session: aiohttp.ClientSession) -> BatchService:
-        service = cls(gw, session)
+    def start(cls, gw: Gateway, pool: Pool) -> BatchService:
+        service = cls(gw, pool)
         if service._db_path.exists():
             service.open()
         return service
@@ -72,7 +71,7 @@ class BatchService:
         store = Store(config.dir, config.db_path)
         pacer = Pacer(
             gw.table,
-            self._session,
+            self._pool,
             config.min_concurrency,
             max(config.min_concurrency, config.max_concurrency),
             gw.config.gateway.timeouts.health_probe_s,

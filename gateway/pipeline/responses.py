@@ -19,7 +19,6 @@ import re
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
-import aiohttp
 import orjson
 from starlette.responses import Response, StreamingResponse
 
@@ -27,6 +26,7 @@ from ..balancing.balancer import Replica
 from ..cluster.routing import ModelRoute, RoutingTable
 from ..core.call import Call
 from ..core.errors import GatewayError
+from ..upstream.http1.pool import Pool
 from ..upstream.proxy import upstream_headers
 
 PATH = "/v1/responses"
@@ -44,14 +44,14 @@ class StoredResponses:
     def __init__(
         self,
         table: RoutingTable,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         max_stored: int,
         probe_timeout_s: float,
     ) -> None:
         self._table = table
-        self._session = session
+        self._pool = pool
         self._max = max_stored
-        self._probe_timeout = aiohttp.ClientTimeout(total=probe_timeout_s)
+        self._probe_timeout_s = probe_timeout_s
         self._where: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (model, url)
 
     @staticmethod
@@ -95,14 +95,17 @@ class StoredResponses:
 
     async def _holds(self, replica: Replica, response_id: str) -> bool:
         try:
-            async with self._session.get(
-                f"{replica.url}{PATH}/{response_id}",
-                headers=upstream_headers({}, replica),
-                timeout=self._probe_timeout,
-            ) as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
+            reply = await self._pool.fetch(
+                replica.url,
+                "GET",
+                f"{PATH}/{response_id}",  # the pool percent-encodes what needs it
+                upstream_headers({}, replica),
+                b"",
+                self._probe_timeout_s,
+            )
+        except OSError:  # refused, lost, timed out (TimeoutError is one)
             return False
+        return reply.status == 200
 
     def learn(self, call: Call, response: Response) -> Response:
         """Remember the id of a response `call` (a POST /v1/responses) just created."""

@@ -12,12 +12,11 @@ import asyncio
 import logging
 import time
 
-import aiohttp
-
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute, RoutingTable
 from ..metrics import GatewayMetrics
 from .gauges import GaugeReader
+from .http1.pool import Pool
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ class HealthMonitor:
     def __init__(
         self,
         table: RoutingTable,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         metrics: GatewayMetrics,
         *,
         cooldown_s: float,
@@ -42,9 +41,9 @@ class HealthMonitor:
         self.metrics = metrics
         self.cooldown_s = cooldown_s
         self.interval_s = interval_s
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=probe_timeout_s)
-        self.gauges = gauges if gauges is not None else GaugeReader(session, probe_timeout_s)
+        self._pool = pool
+        self._probe_timeout_s = probe_timeout_s
+        self.gauges = gauges if gauges is not None else GaugeReader(pool, probe_timeout_s)
 
     def mark_down(
         self, route: ModelRoute, replica: Replica, reason: str, retry_after_s: float | None = None
@@ -86,10 +85,10 @@ class HealthMonitor:
     async def answers(self, url: str) -> bool:
         """One `/health` probe of an engine URL."""
         try:
-            async with self._session.get(url + "/health", timeout=self._timeout) as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+            reply = await self._pool.fetch(url, "GET", "/health", {}, b"", self._probe_timeout_s)
+        except OSError:  # refused, lost, timed out (TimeoutError is one)
             return False
+        return reply.status == 200
 
     async def _probe(self, route: ModelRoute, replica: Replica) -> None:
         if await self.answers(replica.url):

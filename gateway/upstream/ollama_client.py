@@ -3,6 +3,11 @@
 Used by the dispatcher when no vLLM replica can serve a model that `fallback.ollama.models`
 maps. Failures before the first byte return None (the caller then answers its original error);
 after it, the stream ends with one `data: {"error": ...}` event, as for vLLM upstreams.
+
+Calls go through the gateway's one client for engines (`http1.Pool`): connecting is bounded by
+the pool's `gateway.timeouts.connect_s`, the first byte by `first_byte_timeout_s`, each line
+of a stream by `idle_read_timeout_s`, the whole call by `timeout_s`, a probe by
+`connect_timeout_s`.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from orchestra.config import OllamaFallback
 from orchestra.protocol import error_json
@@ -24,26 +29,79 @@ from ..core.call import REPLICA, Call
 from ..core.errors import UpstreamError
 from ..metrics import GatewayMetrics
 from . import ollama
+from .http1.pool import Pool
+from .http1.protocol import Connection
 
 log = logging.getLogger(__name__)
 
 BACKEND_HEADER = "x-orchestra-backend"
+_MAX_LINE = 1 << 20  # an NDJSON line longer than this is not Ollama's: the stream fails
+
+
+class _Reply:
+    """One leased connection's reply body, read as NDJSON lines (each with its b"\n", the
+    last one without when the body ends without one, then b""). The lease is settled once:
+    `release` or `close`, whichever comes first (a released connection may already serve
+    another request: closing it then would cut that one)."""
+
+    __slots__ = ("_rest", "conn", "settled")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.settled = False
+        self._rest = b""
+
+    async def readline(self) -> bytes:
+        while True:
+            end = self._rest.find(b"\n") + 1
+            if end:
+                line, self._rest = self._rest[:end], self._rest[end:]
+                return line
+            if len(self._rest) > _MAX_LINE:
+                raise ValueError(f"a line longer than {_MAX_LINE} bytes")
+            data = await self.conn.read()
+            if not data:
+                line, self._rest = self._rest, b""
+                return line
+            self._rest += data
+
+    def release(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.conn.release()
+
+    def close(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.conn.close()
+
+
+class _Relayed(StreamingResponse):
+    """A relayed stream that closes its connection however the response ends: a body
+    generator that was never started (the client left before) never runs its `finally`."""
+
+    def __init__(self, reply: _Reply, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        super().__init__(body, headers=headers, media_type="text/event-stream")
+        self._reply = reply
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._reply.close()  # nothing when the relay released it
 
 
 class OllamaClient:
-    def __init__(
-        self, config: OllamaFallback, session: aiohttp.ClientSession, metrics: GatewayMetrics
-    ) -> None:
+    def __init__(self, config: OllamaFallback, pool: Pool, metrics: GatewayMetrics) -> None:
         self.config = config
         self.url = config.url
-        self._address = urlsplit(config.url).netloc  # the x-orchestra-replica value
+        parts = urlsplit(config.url)
+        self._address = parts.netloc  # the x-orchestra-replica value
+        self._upstream = f"{parts.scheme}://{parts.netloc}"  # the pool's key
+        self._prefix = parts.path.rstrip("/")  # a path in the URL goes before the API's paths
         self.healthy = True  # optimistic until the first probe says otherwise
-        self._session = session
+        self._pool = pool
         self._metrics = metrics
-        self._timeout = aiohttp.ClientTimeout(
-            total=config.timeout_s, sock_connect=config.connect_timeout_s
-        )
-        self._probe_timeout = aiohttp.ClientTimeout(total=config.connect_timeout_s)
 
     def covers(self, model: str) -> bool:
         return model in self.config.models
@@ -55,11 +113,16 @@ class OllamaClient:
 
     async def check_once(self) -> bool:
         try:
-            async with self._session.get(
-                self.url + "/api/version", timeout=self._probe_timeout
-            ) as resp:
-                ok = resp.status == 200 and "version" in await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError):
+            status, _, body = await self._pool.fetch(
+                self._upstream,
+                "GET",
+                self._prefix + "/api/version",
+                {},
+                b"",
+                self.config.connect_timeout_s,
+            )
+            ok = status == 200 and "version" in orjson.loads(body)
+        except (OSError, ValueError, TypeError):  # OSError: TimeoutError too; ValueError: JSON
             ok = False
         self._set_health(ok)
         return ok
@@ -76,38 +139,47 @@ class OllamaClient:
         body = ollama.to_ollama(call.path, payload, tag)
         api_path = ollama.PATHS[call.path]
         stream = bool(body.get("stream"))
-        resp: aiohttp.ClientResponse | None = None
+        config = self.config
+        deadline = asyncio.get_running_loop().time() + config.timeout_s
+        reply: _Reply | None = None
         handed_over = False
         try:
-            async with asyncio.timeout(self.config.first_byte_timeout_s):
-                resp = await self._session.post(
-                    self.url + api_path,
-                    data=orjson.dumps(body),
-                    headers={"content-type": "application/json"},
-                    timeout=self._timeout,
+            async with asyncio.timeout(min(config.first_byte_timeout_s, config.timeout_s)):
+                reply = _Reply(
+                    await self._pool.request(
+                        self._upstream,
+                        "POST",
+                        self._prefix + api_path,
+                        {"content-type": "application/json"},
+                        orjson.dumps(body),
+                    )
                 )
-                first = await (resp.content.readline() if stream and resp.ok else resp.read())
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                status = reply.conn.status
+                relay = stream and status == 200
+                first = await (reply.readline() if relay else reply.conn.read_all())
+        except (OSError, ValueError) as exc:  # OSError: TimeoutError too
             log.warning("ollama fallback failed before answering: %r", exc)
             self._set_health(False)
-            if resp is not None:
-                resp.close()
+            if reply is not None:
+                reply.close()
             return None
+        except BaseException:  # cancelled: the lease must not outlive the call
+            if reply is not None:
+                reply.close()
+            raise
         try:
             self._metrics.fallbacks.labels(call.model, reason).inc()
             headers = {**call.reply_headers, BACKEND_HEADER: "ollama", REPLICA: self._address}
-            if resp.status != 200:
-                return self._error_reply(resp.status, first, headers)
+            if status != 200:
+                return self._error_reply(status, first, headers)
             if stream and first.lstrip().startswith(b'{"error"'):
                 return self._error_reply(502, first, headers)
             if stream:
                 include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
                 translator = ollama.StreamTranslator(call.path, call.model, include_usage)
                 handed_over = True
-                return StreamingResponse(
-                    self._relay(call, resp, first, translator),
-                    headers=headers,
-                    media_type="text/event-stream",
+                return _Relayed(
+                    reply, self._relay(call, reply, first, translator, deadline), headers
                 )
             try:
                 line = orjson.loads(first)
@@ -122,7 +194,7 @@ class OllamaClient:
             return Response(orjson.dumps(out), headers=headers, media_type="application/json")
         finally:
             if not handed_over:
-                resp.release()
+                reply.release()  # closes it unless the reply was read to its clean end
 
     @staticmethod
     def _error_reply(status: int, raw: bytes, headers: dict[str, str]) -> Response:
@@ -139,34 +211,44 @@ class OllamaClient:
     async def _relay(
         self,
         call: Call,
-        resp: aiohttp.ClientResponse,
+        reply: _Reply,
         first: bytes,
         translator: ollama.StreamTranslator,
+        deadline: float,
     ) -> AsyncIterator[bytes]:
+        """`deadline`: loop time by which the whole call ends (`timeout_s`)."""
         idle = self.config.idle_read_timeout_s
+        loop = asyncio.get_running_loop()
         problem = ""
         try:
             out = translator.feed(first)
             if out:
                 yield out
             while not translator.done:
-                async with asyncio.timeout(idle):
-                    line = await resp.content.readline()
+                left = deadline - loop.time()
+                try:
+                    async with asyncio.timeout(min(idle, left)):
+                        line = await reply.readline()
+                except TimeoutError:
+                    problem = (
+                        f"fallback backend sent nothing for {idle:g}s"
+                        if idle < left
+                        else f"fallback backend took over {self.config.timeout_s:g}s"
+                    )
+                    break
                 if not line:
                     problem = "fallback backend closed the stream before done"
                     break
                 out = translator.feed(line)
                 if out:
                     yield out
-        except TimeoutError:
-            problem = f"fallback backend sent nothing for {idle:g}s"
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             problem = f"fallback backend connection lost mid-stream: {exc.__class__.__name__}"
         finally:
             if translator.done and not problem:
-                resp.release()
+                reply.release()
             else:
-                resp.close()
+                reply.close()
             call.usage(self._metrics, translator.usage)
         if problem:
             self._metrics.stream_errors.labels(call.model).inc()

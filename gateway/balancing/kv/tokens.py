@@ -9,16 +9,22 @@ Cost: one small HTTP call to an engine per request, measured in docs/balancing.m
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..replica import Replica
 
 log = logging.getLogger(__name__)
+# The engine call: the gateway's one client's `Pool.fetch` (upstream/http1), handed in by the
+# container, as balancing sits below upstream and imports nothing of it. (url, method, path,
+# headers, body, timeout_s) -> (status, headers, body); raises OSError (timeouts included).
+Fetch = Callable[
+    [str, str, str, Mapping[str, str], bytes, float],
+    Awaitable[tuple[int, Mapping[str, str], bytes]],
+]
 _CHAT_FIELDS = ("tools", "chat_template_kwargs", "add_generation_prompt", "continue_final_message")
 
 
@@ -40,8 +46,8 @@ def tokenize_body(payload: dict[str, Any]) -> dict[str, Any] | list[int] | None:
 
 
 class Tokenizer:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    def __init__(self, fetch: Fetch) -> None:
+        self._fetch = fetch
 
     async def tokens(
         self, replica: Replica, payload: dict[str, Any], timeout_s: float
@@ -53,14 +59,13 @@ class Tokenizer:
         if replica.api_key is not None:
             headers["authorization"] = f"Bearer {replica.api_key}"
         try:
-            async with asyncio.timeout(timeout_s):
-                async with self._session.post(
-                    replica.url + "/tokenize", data=orjson.dumps(body), headers=headers
-                ) as resp:
-                    if resp.status != 200:
-                        return None
-                    tokens = orjson.loads(await resp.read()).get("tokens")
-        except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError, AttributeError):
+            status, _, reply = await self._fetch(
+                replica.url, "POST", "/tokenize", headers, orjson.dumps(body), timeout_s
+            )
+            if status != 200:
+                return None
+            tokens = orjson.loads(reply).get("tokens")
+        except (OSError, orjson.JSONDecodeError, AttributeError):  # OSError: TimeoutError too
             return None
         if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
             return tokens

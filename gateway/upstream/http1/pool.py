@@ -15,6 +15,9 @@ Invariants:
   may be retried elsewhere: that covers a keep-alive socket the upstream closed under us).
 - A request is written as one buffer: the per-upstream prefix (Host, User-Agent) is encoded
   once; hop-by-hop headers and any Host/Content-Length of the caller's are not forwarded.
+- The pool is the gateway's one client for everything it sends to engines: the model calls
+  (`request`: the caller reads and settles the connection) and the side calls (`fetch`:
+  probes, gauges, tokenize, Ollama; the whole reply read, the lease settled, one timeout).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import asyncio
 import re
 import ssl
 from collections.abc import Mapping
-from typing import cast
+from typing import NamedTuple, cast
 from urllib.parse import quote, urlsplit
 
 from aiohttp import Payload
@@ -53,6 +56,14 @@ _DROPPED = frozenset(
 _TARGET_AS_IS = re.compile(r"[!\x22\x24-\x7e]*")
 _TARGET_SAFE = "/?=&%:@!$'()*+,;~-._"
 HIGH_WATER = 256 * 1024  # unread body bytes per connection before its socket stops being read
+
+
+class Reply(NamedTuple):
+    """A side call's whole reply (`Pool.fetch`)."""
+
+    status: int
+    headers: Mapping[str, str]  # names lower-cased
+    body: bytes
 
 
 class ConnectFailed(OSError):
@@ -185,6 +196,30 @@ class Pool:
             else:
                 conn.close()  # gives the slot back (once leased), and cancels the request
             raise
+
+    async def fetch(
+        self,
+        url: str,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout_s: float,
+    ) -> Reply:
+        """A side call: `request`, its whole reply read, the connection settled (back to the
+        pool after a clean keep-alive reply, else closed). `timeout_s` bounds all of it,
+        waiting for a slot included. Raises OSError: `ConnectFailed`, `UpstreamClosed`,
+        TimeoutError. Not for HEAD (its reply's Content-Length would be waited for)."""
+        async with asyncio.timeout(timeout_s):
+            conn = await self.request(url, method, path, headers, body)
+            try:
+                data = await conn.read_all()
+            except BaseException:
+                conn.close()  # a reply cut short (or the timeout): the socket is not reusable
+                raise
+            reply = Reply(conn.status, conn.headers, data)
+            conn.release()
+            return reply
 
     async def _connect(self, upstream: _Upstream) -> Connection:
         loop = asyncio.get_running_loop()

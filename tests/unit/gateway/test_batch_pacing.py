@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-
 from orchestra.config import parse_config
 from orchestra.gateway.batch.concurrency import ModelLimit, Pacer
 from orchestra.gateway.batch.validation import validate
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.upstream.gauges import Gauges, parse_gauges
+from orchestra.gateway.upstream.http1.pool import Pool
 
 PAGE = b"""# TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{engine="0",model_name="m"} 3.0
@@ -83,10 +82,11 @@ def test_validation_lists_every_bad_line_and_keeps_no_rows() -> None:
 
 def test_interactive_requests_shrink_the_batch_and_stop_its_growth() -> None:
     async def go() -> None:
-        async with aiohttp.ClientSession() as session:
+        pool = Pool(4, keepalive_s=4.0, connect_s=1.0)
+        try:
             config = parse_config({"servers": [{"name": "m", "url": "http://127.0.0.1:9"}]})
             table = RoutingTable(config)
-            pacer = Pacer(table, session, 1, 64, 1.0)
+            pacer = Pacer(table, pool, 1, 64, 1.0)
             limit = pacer.limit("m")
             limit.limit = limit.inflight = 8
             (replica,) = table.routes["m"].replicas
@@ -101,5 +101,7 @@ def test_interactive_requests_shrink_the_batch_and_stop_its_growth() -> None:
             assert limit.limit == 4  # no growth while people are served
             await limit.observe(Gauges(running=4, waiting=0), interactive=0)
             assert limit.limit == 5  # they left: growing again
+        finally:
+            pool.close()
 
     asyncio.run(go())

@@ -4,58 +4,46 @@ kept, concurrent reads sharing one scrape, the health monitor and batch pacing s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
-
-import aiohttp
 
 from orchestra.config import parse_config
 from orchestra.gateway.batch.concurrency import Pacer
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.upstream.gauges import GaugeReader, Gauges
+from orchestra.gateway.upstream.gauges import GaugeReader, Gauges, parse_gauges
 from orchestra.gateway.upstream.health import HealthMonitor
+from orchestra.gateway.upstream.http1.pool import ConnectFailed, Reply
 
 PAGE = b'vllm:num_requests_running{engine="0"} 2.0\nvllm:num_requests_waiting{engine="0"} 3.0\n'
 
 
-class _Reply:
-    def __init__(self, status: int, gate: asyncio.Event | None) -> None:
-        self.status = status
-        self.gate = gate
-
-    async def __aenter__(self) -> _Reply:
-        if self.gate is not None:
-            await self.gate.wait()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def read(self) -> bytes:
-        return PAGE
-
-
-class _Refused:
-    async def __aenter__(self) -> Any:
-        raise aiohttp.ClientConnectionError("refused")
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
 class Pages:
-    """GET answers by URL: a status, or None (refused); `gate` holds replies back."""
+    """The pool's side calls, stubbed: GET answers by URL (a status, or None: refused);
+    `gate` holds replies back."""
 
     def __init__(self, answers: dict[str, int | None]) -> None:
         self.answers = answers
         self.asked: list[str] = []
         self.gate: asyncio.Event | None = None
 
-    def get(self, url: str, timeout: Any = None) -> Any:
-        assert timeout is not None and timeout.total == 1.0  # every scrape is bounded
-        self.asked.append(url)
-        status = self.answers.get(url)
-        return _Refused() if status is None else _Reply(status, self.gate)
+    async def fetch(
+        self,
+        url: str,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout_s: float,
+    ) -> Reply:
+        assert method == "GET" and timeout_s == 1.0  # every scrape is bounded
+        self.asked.append(url + path)
+        status = self.answers.get(url + path)
+        if status is None:
+            raise ConnectFailed("refused")
+        if self.gate is not None:
+            await self.gate.wait()
+        return Reply(status, {}, PAGE)
 
 
 def _reader(pages: Pages) -> GaugeReader:
@@ -136,17 +124,17 @@ def test_health_and_pacing_sharing_a_reader_scrape_each_replica_once() -> None:
         table = RoutingTable(config)
         pages = Pages({"http://a/metrics": 200, "http://b/metrics": 200})
         reader = _reader(pages)
-        session: Any = pages
+        pool: Any = pages
         monitor = HealthMonitor(
             table,
-            session,
+            pool,
             GatewayMetrics(),
             cooldown_s=5.0,
             interval_s=30.0,
             probe_timeout_s=1.0,
             gauges=reader,
         )
-        pacer = Pacer(table, session, 1, 8, 1.0, gauges=reader)
+        pacer = Pacer(table, pool, 1, 8, 1.0, gauges=reader)
         limit = pacer.limit("m")
         await pacer.poll()  # the pacer scrapes (fresh)...
         await monitor.check_once()  # ...and the monitor reuses those readings
@@ -155,3 +143,16 @@ def test_health_and_pacing_sharing_a_reader_scrape_each_replica_once() -> None:
         assert limit.engine_queue == 6.0  # both replicas' waiting requests
 
     asyncio.run(go())
+
+
+def test_the_parser_reads_what_the_exposition_format_allows() -> None:
+    page = (
+        b"# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+        b"# TYPE vllm:num_requests_running gauge\n"
+        b'vllm:num_requests_running{engine="0",model_name="a \\"quoted\\" name"} 2.0\n'
+        b'vllm:num_requests_running{engine="1"} 1e0 1700000000000\n'  # with a timestamp
+        b"vllm:num_requests_waiting +Inf\n"
+        b"vllm:num_requests_waiting_extra 100\n"  # another metric
+        b'vllm:request_success_total{finished_reason="stop"} 7\n'
+    )
+    assert parse_gauges(page) == Gauges(3.0, float("inf"))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Mapping
 
-import aiohttp
 import pytest
 
 from orchestra.config import parse_config
@@ -14,6 +13,7 @@ from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.gauges import parse_queue_load
 from orchestra.gateway.upstream.health import HealthMonitor
+from orchestra.gateway.upstream.http1.pool import ConnectFailed, Reply
 
 VLLM_METRICS = b"""\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -53,44 +53,33 @@ def test_parse_queue_load_skips_bad_lines_but_keeps_good_ones() -> None:
     assert parse_queue_load(text) == 2.0
 
 
-class _Reply:
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status = status
-        self.body = body
-
-    async def __aenter__(self) -> _Reply:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def read(self) -> bytes:
-        return self.body
-
-
-class _Refused:
-    async def __aenter__(self) -> Any:
-        raise aiohttp.ClientConnectionError("refused")
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-class StubSession:
-    """Answers GETs from a table {url: status | None (refused)}; records what was asked."""
+class StubPool:
+    """The pool's side calls, stubbed: GETs answered from a table {url: status | None
+    (refused)}; records what was asked."""
 
     def __init__(self, answers: dict[str, int | None], body: bytes = b"") -> None:
         self.answers = answers
         self.body = body
         self.asked: list[str] = []
 
-    def get(self, url: str, timeout: Any = None) -> Any:
-        self.asked.append(url)
-        status = self.answers.get(url)
-        return _Refused() if status is None else _Reply(status, self.body)
+    async def fetch(
+        self,
+        url: str,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout_s: float,
+    ) -> Reply:
+        assert method == "GET" and timeout_s == 1.0  # every probe is bounded
+        self.asked.append(url + path)
+        status = self.answers.get(url + path)
+        if status is None:
+            raise ConnectFailed("refused")
+        return Reply(status, {}, self.body)
 
 
-def _monitor(session: StubSession, policy: str = "round_robin") -> HealthMonitor:
+def _monitor(pool: StubPool, policy: str = "round_robin") -> HealthMonitor:
     config = parse_config(
         {
             "servers": [
@@ -104,7 +93,7 @@ def _monitor(session: StubSession, policy: str = "round_robin") -> HealthMonitor
     )
     return HealthMonitor(
         RoutingTable(config),
-        session,  # type: ignore[arg-type]
+        pool,  # type: ignore[arg-type]
         GatewayMetrics(),
         cooldown_s=5.0,
         interval_s=0.1,
@@ -119,7 +108,7 @@ def _healthy_gauge(monitor: HealthMonitor, url: str) -> float | None:
 
 
 def test_mark_down_and_up() -> None:
-    monitor = _monitor(StubSession({}))
+    monitor = _monitor(StubPool({}))
     route = monitor.table.routes["m"]
     a = route.replicas[0]
     before = time.monotonic()
@@ -134,7 +123,7 @@ def test_mark_down_and_up() -> None:
 
 
 def test_retry_after_longer_than_cooldown_wins() -> None:
-    monitor = _monitor(StubSession({}))
+    monitor = _monitor(StubPool({}))
     route = monitor.table.routes["m"]
     a = route.replicas[0]
     monitor.mark_down(route, a, "HTTP 503", retry_after_s=30)
@@ -144,23 +133,23 @@ def test_retry_after_longer_than_cooldown_wins() -> None:
 
 
 def test_probe_waits_for_the_cooldown_then_brings_the_replica_back() -> None:
-    session = StubSession({"http://a/health": 200})
-    monitor = _monitor(session)
+    pool = StubPool({"http://a/health": 200})
+    monitor = _monitor(pool)
     route = monitor.table.routes["m"]
     a = route.replicas[0]
     monitor.mark_down(route, a, "connect")
     asyncio.run(monitor.check_once())
-    assert session.asked == [] and not a.healthy  # still cooling down
+    assert pool.asked == [] and not a.healthy  # still cooling down
     a.retry_at = time.monotonic() - 1
     asyncio.run(monitor.check_once())
-    assert session.asked == ["http://a/health"]
+    assert pool.asked == ["http://a/health"]
     assert a.healthy
 
 
 @pytest.mark.parametrize("status", [None, 503])
 def test_failed_probe_keeps_it_down_for_another_cooldown(status: int | None) -> None:
-    session = StubSession({"http://a/health": status})
-    monitor = _monitor(session)
+    pool = StubPool({"http://a/health": status})
+    monitor = _monitor(pool)
     route = monitor.table.routes["m"]
     a = route.replicas[0]
     monitor.mark_down(route, a, "connect")
@@ -171,18 +160,18 @@ def test_failed_probe_keeps_it_down_for_another_cooldown(status: int | None) -> 
 
 
 def test_healthy_replicas_are_not_probed_unless_load_aware() -> None:
-    session = StubSession({"http://a/metrics": 200, "http://b/metrics": 200}, VLLM_METRICS)
-    asyncio.run(_monitor(session).check_once())
-    assert session.asked == []
-    monitor = _monitor(session, policy="load_aware")
+    pool = StubPool({"http://a/metrics": 200, "http://b/metrics": 200}, VLLM_METRICS)
+    asyncio.run(_monitor(pool).check_once())
+    assert pool.asked == []
+    monitor = _monitor(pool, policy="load_aware")
     asyncio.run(monitor.check_once())
-    assert sorted(session.asked) == ["http://a/metrics", "http://b/metrics"]
+    assert sorted(pool.asked) == ["http://a/metrics", "http://b/metrics"]
     assert [r.load for r in monitor.table.routes["m"].replicas] == [7.0, 7.0]
 
 
 def test_load_scrape_failure_keeps_the_last_value() -> None:
-    session = StubSession({"http://a/metrics": 200}, VLLM_METRICS)
-    monitor = _monitor(session, policy="load_aware")
+    pool = StubPool({"http://a/metrics": 200}, VLLM_METRICS)
+    monitor = _monitor(pool, policy="load_aware")
     a, b = monitor.table.routes["m"].replicas
     b.load = 2.0
     asyncio.run(monitor.check_once())

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 
 from orchestra.config import OrchestraConfig
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.pipeline.responses import ResponseNotFound, StoredResponses
+from orchestra.gateway.upstream.http1.pool import Pool
 
 # Nothing listens on port 9 here: a probe finds no engine holding anything.
 CONFIG = OrchestraConfig.model_validate(
@@ -25,8 +25,9 @@ CONFIG = OrchestraConfig.model_validate(
 
 def test_the_index_pins_bounds_and_keeps_to_the_models_asked() -> None:
     async def scenario() -> None:
-        async with aiohttp.ClientSession() as session:
-            stored = StoredResponses(RoutingTable(CONFIG), session, 2, probe_timeout_s=0.5)
+        pool = Pool(4, keepalive_s=4.0, connect_s=0.5)
+        try:
+            stored = StoredResponses(RoutingTable(CONFIG), pool, 2, probe_timeout_s=0.5)
             stored.remember("resp_1", "a", "http://127.0.0.1:9")
             assert await stored.locate("resp_1", ["a"]) == ("a", "http://127.0.0.1:9")
             with pytest.raises(ResponseNotFound):  # model b's engines do not hold it
@@ -38,5 +39,7 @@ def test_the_index_pins_bounds_and_keeps_to_the_models_asked() -> None:
             stored.remember("resp_4", "a", "http://127.0.0.1:8")  # an engine no longer served
             with pytest.raises(ResponseNotFound):
                 await stored.locate("resp_4")
+        finally:
+            pool.close()
 
     asyncio.run(scenario())

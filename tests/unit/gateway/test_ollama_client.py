@@ -1,0 +1,99 @@
+"""The Ollama backend on the gateway's one client for engines (`http1.Pool`), against the
+fake Ollama app in this process: the probe, a whole answer and a relayed stream reuse one
+keep-alive connection, and a stream whose client left before it started gives its
+connection's slot back (a body generator never started never runs its `finally`)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from aiohttp import web
+from starlette.types import Message
+
+from orchestra.config import OllamaFallback
+from orchestra.gateway.core.call import Call, new_call
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.upstream.http1.pool import Pool
+from orchestra.gateway.upstream.ollama_client import OllamaClient
+from tests.fake_ollama import FakeOllama
+
+TAG = "llama3.2:1b"
+_SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}}  # Starlette: no disconnect task
+
+
+@asynccontextmanager
+async def _ollama() -> AsyncIterator[str]:
+    runner = web.AppRunner(FakeOllama([TAG]).app(), access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # the port, known before the site serves on it
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+def _call(stream: bool) -> tuple[Call, dict[str, Any]]:
+    payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    body = orjson.dumps(payload)
+    call = new_call("/v1/chat/completions", body, payload, "m", request_id="r", stream=stream)
+    return call, payload
+
+
+async def _send_all(response: Any) -> bytes:
+    sent: list[bytes] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message.get("body", b""))
+
+    await response(_SCOPE, _never, send)
+    return b"".join(sent)
+
+
+def test_probe_answer_and_stream_share_one_connection_and_a_left_client_frees_its_slot() -> None:
+    async def go() -> None:
+        async with _ollama() as url:
+            pool = Pool(1, keepalive_s=30.0, connect_s=2.0)  # one slot: a leak would block
+            config = OllamaFallback(url=url, models={"m": TAG}, first_byte_timeout_s=5.0)
+            client = OllamaClient(config, pool, GatewayMetrics())
+            try:
+                assert await client.check_once()
+                call, payload = _call(stream=False)
+                answer = await client.forward(call, payload, "down")
+                assert answer is not None and answer.status_code == 200
+                assert orjson.loads(answer.body)["choices"][0]["message"]["content"]
+                call, payload = _call(stream=True)
+                relayed = await client.forward(call, payload, "down")
+                assert relayed is not None and relayed.status_code == 200
+                body = await _send_all(relayed)
+                assert body.rstrip().endswith(b"data: [DONE]")
+                assert pool.opened == 1
+
+                call, payload = _call(stream=True)
+                left = await client.forward(call, payload, "down")
+                assert left is not None
+
+                async def gone(message: Message) -> None:
+                    raise OSError("the client left")
+
+                try:
+                    await left(_SCOPE, _never, gone)
+                except Exception:  # Starlette's ClientDisconnect
+                    pass
+                assert await asyncio.wait_for(client.check_once(), 5.0)  # the slot is back
+            finally:
+                pool.close()
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+
+
+async def _never() -> Message:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
