@@ -517,6 +517,7 @@ class Engine:
         ]
         for event in events:
             await out.write(f"event: {event['type']}\n".encode() + sse(event))
+            await asyncio.sleep(1 / self.token_rate if self.token_rate else 0)
         await out.write_eof()
         return out
 

@@ -8,12 +8,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from orchestra.cli.status_view import TRANSITIONAL, model_row
 from orchestra.control import ControlClient, ControlError
 from orchestra.rates import RateWindow, from_registry
 
+from ..core import sse
 from .render import model_rows_html, swaps_html
 
 if TYPE_CHECKING:
@@ -117,8 +116,8 @@ class ConsoleState:
 
     async def events(self, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
         """SSE: an `update` event every tick until the page goes away."""
-        yield b"retry: 2000\n\n"
+        yield sse.retry(2000)
         while not await disconnected():
             payload = await self.snapshot()
-            yield b"event: update\ndata: " + orjson.dumps(payload) + b"\n\n"
+            yield sse.json_frame(payload, "update")
             await asyncio.sleep(self.refresh_s)

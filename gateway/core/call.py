@@ -19,6 +19,7 @@ import aiohttp
 from orchestra.config import ApiKey
 
 from ..metrics import GatewayMetrics
+from .dialect import Dialect
 from .request_key import NO_KEY, RequestKey
 
 SERVED_BY = "x-orchestra-served-by"  # reply header: the upstream name that answered
@@ -47,6 +48,7 @@ class Call:
     route_key: RequestKey = NO_KEY  # what request-aware balancing looks at
     arrived: float = field(default_factory=time.perf_counter)  # for x-orchestra-overhead-ms
     upstream_s: float = 0.0  # time spent waiting on upstreams (excluded from the overhead)
+    dialect: Dialect = "openai"  # its route's API: the shape of a failed stream's last event
 
     def usage(self, metrics: GatewayMetrics, usage: object) -> None:
         """The reply's `usage` (or None): counted in metrics and handed to `on_usage`."""
@@ -78,6 +80,7 @@ def new_call(
     arrived: float | None = None,
     method: str = "POST",
     response_id: str | None = None,
+    dialect: Dialect = "openai",
 ) -> Call:
     """A call as it enters the pipeline. `authorization` is the client's own header, passed
     upstream only when the gateway checks no keys itself (the engine may want its own)."""
@@ -99,4 +102,5 @@ def new_call(
         arrived=time.perf_counter() if arrived is None else arrived,
         method=method,
         response_id=response_id,
+        dialect=dialect,
     )

@@ -1,9 +1,10 @@
 """Anthropic's error shape, for the paths that speak Anthropic's Messages API.
 
-On those paths (the route table's `errors="anthropic"`) an error the gateway itself answers —
+On those paths (the route table's `dialect="anthropic"`) an error the gateway itself answers —
 auth, an unknown model, limits, no engine — leaves as `{"type": "error", "error": {"type",
 "message"}}` with the same status, which is what the `anthropic` SDK parses. An engine's own
-error (vLLM's Anthropic router already answers in this shape) passes through unchanged.
+error (vLLM's Anthropic router already answers in this shape) passes through unchanged. The
+shape and its types are `core/dialect.py`'s (a stream's last event uses them too).
 """
 
 from __future__ import annotations
@@ -13,22 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from orchestra.protocol import parse_error
 
-# Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors).
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
-
-
-def error_type(status: int) -> str:
-    return _TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+from ..core.dialect import anthropic_error
 
 
 def as_anthropic(response: Response) -> Response:
@@ -45,10 +31,7 @@ def as_anthropic(response: Response) -> Response:
     error = parse_error(payload)
     if error is None:
         return response
-    shaped = {
-        "type": "error",
-        "error": {"type": error_type(response.status_code), "message": error.message},
-    }
+    shaped = anthropic_error(error.message, response.status_code)
     headers = {
         k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")
     }

@@ -10,8 +10,9 @@ routes read this table; no other list of paths exists. A new endpoint is one ent
   served by the front door and the pipeline, everything else by its FastAPI `endpoint`.
 - `reaches_model`: it is proxied to an engine (or Ollama), so the edge counts its answers
   (`orchestra_requests_total`); a model call's key is charged by the pipeline (rate limits).
-  `errors`: the shape of the gateway's own errors (`anthropic` on Anthropic's paths,
-  `anthropic.py`).
+  `dialect`: the API it speaks (`core/dialect.py`), copied into its calls: the shape of the
+  gateway's own errors (`errors`: Anthropic's on Anthropic's paths, `anthropic.py`) and of a
+  failed stream's last event (`core/sse.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.routing import compile_path
 
 from ..batch import routes as batch
 from ..console import routes as console
+from ..core.dialect import Dialect
 from . import admin, info, stored
 
 
@@ -43,18 +45,23 @@ class RouteSpec:
     body: Literal["json", "multipart"] | None = None  # model calls: the shaper
     reaches_model: bool = False
     browser_prompt: bool = False  # a 401 asks a browser for the key (HTTP Basic): the console
-    errors: Literal["openai", "anthropic"] = "openai"  # the shape of the gateway's own errors
+    dialect: Dialect = "openai"  # the API it speaks (its calls carry it)
     console: bool = False  # installed only while `gateway.console.enabled`
 
     @property
     def model_call(self) -> bool:
         return self.body is not None
 
+    @property
+    def errors(self) -> Literal["openai", "anthropic"]:
+        """The shape of the gateway's own whole-reply errors (the Responses API's are OpenAI's)."""
+        return "anthropic" if self.dialect == "anthropic" else "openai"
+
 
 def _model_call(
     path: str,
     body: Literal["json", "multipart"] = "json",
-    errors: Literal["openai", "anthropic"] = "openai",
+    dialect: Dialect = "openai",
 ) -> RouteSpec:
     """A POST that names a model: keyed, counted, charged, proxied through the pipeline."""
     return RouteSpec(
@@ -63,7 +70,7 @@ def _model_call(
         Caller.API_KEY,
         body=body,
         reaches_model=True,
-        errors=errors,
+        dialect=dialect,
     )
 
 
@@ -94,7 +101,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     _model_call("/v1/audio/transcriptions", "multipart"),
     _model_call("/v1/audio/translations", "multipart"),
     # OpenAI's Responses API: a stored response's follow-ups go to the engine that stored it
-    _model_call("/v1/responses"),
+    _model_call("/v1/responses", dialect="responses"),
     RouteSpec(
         "/v1/responses/{response_id}",
         frozenset({"GET"}),
@@ -110,8 +117,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         reaches_model=True,
     ),
     # Anthropic's Messages API (its error shape; `x-api-key` works as well as a bearer key)
-    _model_call("/v1/messages", errors="anthropic"),
-    _model_call("/v1/messages/count_tokens", errors="anthropic"),
+    _model_call("/v1/messages", dialect="anthropic"),
+    _model_call("/v1/messages/count_tokens", dialect="anthropic"),
     # the gateway's own
     _api("/v1/models", info.list_models),
     RouteSpec("/health", frozenset({"GET"}), Caller.OPEN, info.health),

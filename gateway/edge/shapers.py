@@ -20,6 +20,7 @@ from starlette.types import Message, Receive, Scope
 from orchestra.config import GatewayConfig
 
 from ..core.call import Call, new_call
+from ..core.dialect import Dialect
 from ..core.errors import BadRequest, PayloadTooLarge
 from .multipart import SpooledBody, Upload, read_upload
 
@@ -34,6 +35,7 @@ class Incoming:
     scope: Scope
     receive: Receive
     headers: dict[bytes, bytes]  # `auth.first_headers(scope)`: lowercase name -> first value
+    dialect: Dialect = "openai"  # its route's (`RouteSpec.dialect`), copied into the call
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -159,6 +161,7 @@ class Shapers:
             body_size=size,
             raw_headers=request.scope["headers"],
             arrived=arrived,
+            dialect=request.dialect,
         )
 
 

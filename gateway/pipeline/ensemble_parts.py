@@ -13,7 +13,7 @@ import orjson
 from starlette.responses import Response
 
 from orchestra.config.workloads import EnsembleConfig
-from orchestra.protocol import error_json, parse_error
+from orchestra.protocol import error_dict, parse_error
 
 from ..core.call import Call
 from .aliases import ModelMap
@@ -115,12 +115,7 @@ def all_failed(
     statuses = {o.status for o in outcomes}
     status = statuses.pop() if len(statuses) == 1 else 502
     detail = "; ".join(f"{o.model}: {(o.error or {}).get('message')}" for o in outcomes)
-    body = orjson.loads(
-        error_json(
-            f"every member of ensemble `{ensemble.name}` failed: {detail}",
-            "upstream_error",
-            "ensemble_failed",
-        )
-    )
+    message = f"every member of ensemble `{ensemble.name}` failed: {detail}"
+    body = error_dict(message, "upstream_error", "ensemble_failed")
     body["orchestra"] = {"ensemble": ensemble.name, "members": [o.report() for o in outcomes]}
     return Response(orjson.dumps(body), status, headers=headers, media_type=JSON)

@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from orchestra.config.workloads import EnsembleConfig
 from orchestra.protocol import parse_error
 
+from ..core import sse
 from ..core.call import Call
 from ..core.errors import GatewayError
 from .ensemble_parts import (
@@ -33,7 +34,7 @@ from .ensemble_parts import (
     sum_usage,
     timed_out,
 )
-from .inproc import Drain, sse_events
+from .inproc import Drain
 
 # queue items: (member index, chunk dict) | (member index, Outcome when it ended)
 _Item = tuple[int, dict[str, Any] | Outcome]
@@ -62,10 +63,10 @@ async def _pump(
             error = error_of(response.status_code, raw)
             await queue.put((index, Outcome(member, response.status_code, error=error)))
             return
-        buffer = bytearray()
+        parser = sse.SseParser()
         async for chunk in drain.chunks():
-            for data in sse_events(buffer, chunk):
-                if data == b"[DONE]":
+            for data, _ in parser.feed(chunk):
+                if data == sse.DONE_DATA:
                     continue
                 event = orjson.loads(data)
                 if not isinstance(event, dict) or "error" in event:
@@ -146,15 +147,12 @@ async def _events(
     per_member = n if isinstance(n, int) and n > 0 else 1
     obj = "chat.completion.chunk"
 
-    def frame(event: dict[str, Any]) -> bytes:
-        return b"data: " + orjson.dumps(event) + b"\n\n"
-
     def head(extra: dict[str, Any]) -> dict[str, Any]:
         return {"id": ens_id, "object": obj, "created": created, "model": ensemble.name} | extra
 
     def reported(index: int, outcome: Outcome) -> bytes:
         info = {"member": outcome.model, "index": index, "error": outcome.error}
-        return frame(head({"choices": [], "orchestra": info}))
+        return sse.json_frame(head({"choices": [], "orchestra": info}))
 
     try:
         for index, outcome in ended.items():
@@ -181,7 +179,7 @@ async def _events(
                 {**c, "index": index * per_member + int(c.get("index", 0)), "model": member}
                 for c in value["choices"]
             ]
-            yield frame(head({"choices": choices}))
+            yield sse.json_frame(head({"choices": choices}))
         outcomes = [
             ended.get(i) or timed_out(m, ensemble.timeout_s) for i, m in enumerate(ensemble.models)
         ]
@@ -199,7 +197,7 @@ async def _events(
         if include_usage:
             usages = [o.body.get("usage") for o in outcomes if o.ok and o.body is not None]
             summary["usage"] = sum_usage(usages)
-        yield frame(head(summary))
-        yield b"data: [DONE]\n\n"
+        yield sse.json_frame(head(summary))
+        yield sse.DONE
     finally:
         await _cancel(tasks)

@@ -92,18 +92,3 @@ class Drain:
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
-
-
-def sse_events(buffer: bytearray, chunk: bytes) -> list[bytes]:
-    """Feed `chunk`; return the `data:` payloads of the events it completed."""
-    buffer += chunk.replace(b"\r\n", b"\n")
-    out: list[bytes] = []
-    while True:
-        end = buffer.find(b"\n\n")
-        if end < 0:
-            return out
-        event = bytes(buffer[:end])
-        del buffer[: end + 2]
-        data = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
-        if data:
-            out.append(b"\n".join(data))

@@ -5,8 +5,8 @@ with no ready replica is answered at once: 200, `text/event-stream`, then `: loa
 comment lines every `loading_comment_interval_s` (OpenAI clients ignore comments; proxies see
 bytes and keep the connection). When the model is ready the request goes on as usual and its
 stream follows. The status is committed before the load is done, so a load (or anything else
-before the first byte) that fails ends the stream with one `data: {"error": ...}` event instead
-of a retryable 503. Non-streamed requests are never answered this way.
+before the first byte) that fails ends the stream with one error event instead of a retryable
+503, in the call's dialect (`core/sse.py`). Non-streamed requests are never answered this way.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from orchestra.config import OrchestraConfig
-from orchestra.protocol import error_json, parse_error
+from orchestra.protocol import parse_error
 
 from ..cluster.routing import RoutingTable
+from ..core import sse
+from ..core.dialect import Dialect
 from ..core.errors import GatewayError
 from ..metrics import GatewayMetrics
 from .inproc import Drain
@@ -59,9 +61,13 @@ class LoadingComments:
         return route is not None and route.managed and not route.serving
 
     def stream(
-        self, model: str, work: Callable[[], Awaitable[Response]], reply_headers: dict[str, str]
+        self,
+        model: str,
+        work: Callable[[], Awaitable[Response]],
+        reply_headers: dict[str, str],
+        dialect: Dialect,
     ) -> Response:
-        return LoadingStream(self, model, work, reply_headers)
+        return LoadingStream(self, model, work, reply_headers, dialect)
 
 
 class LoadingStream(Response):
@@ -74,10 +80,12 @@ class LoadingStream(Response):
         model: str,
         work: Callable[[], Awaitable[Response]],
         reply_headers: dict[str, str],
+        dialect: Dialect,
     ) -> None:
         self.owner = owner
         self.model = model
         self.work = work
+        self.dialect = dialect  # of the error event that ends a failed wait
         self.status_code = 200
         self.background = None
         latin = {k.lower().encode("latin-1"): v.encode("latin-1") for k, v in reply_headers.items()}
@@ -90,7 +98,7 @@ class LoadingStream(Response):
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             while True:
                 elapsed = time.monotonic() - started
-                comment = f": loading {self.model}, {elapsed:.0f} s\n\n".encode()
+                comment = sse.comment(f"loading {self.model}, {elapsed:.0f} s")
                 await send({"type": "http.response.body", "body": comment, "more_body": True})
                 done, _ = await asyncio.wait({task}, timeout=self.owner.interval_s)
                 if done:
@@ -98,18 +106,22 @@ class LoadingStream(Response):
             try:
                 response = task.result()
             except GatewayError as exc:
-                body = exc.body()
+                last = sse.error_event(
+                    self.dialect, exc.message, exc.type, exc.code, exc.param, status=exc.status
+                )
             except Exception:
                 log.exception("loading stream for %s failed", self.model)
-                body = error_json("internal gateway error", "server_error", None)
+                last = sse.error_event(
+                    self.dialect, "internal gateway error", "server_error", status=500
+                )
             else:
-                if await _relay(response, receive, send):
+                if await _relay(response, receive, send, self.dialect):
                     return
-                body = b""
+                last = b""  # `_relay` sent it
             # The 200 is out: the failure is the stream's last event (counted as a cut stream).
             self.owner._metrics.stream_errors.labels(self.model).inc()
-            if body:
-                await _end(send, b"data: " + body + b"\n\n")
+            if last:
+                await _end(send, last)
         finally:
             if not task.done():
                 task.cancel()  # the client left while waiting (the load itself goes on)
@@ -120,19 +132,23 @@ async def _end(send: Send, last: bytes) -> None:
     await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
-async def _relay(response: Response, receive: Receive, send: Send) -> bool:
+async def _relay(response: Response, receive: Receive, send: Send, dialect: Dialect) -> bool:
     """Play `response` into our already started stream: a 200 stream's bytes pass through
     (True); any other answer becomes one error event (False). The client's disconnect reaches
     the response (its upstream request is cancelled)."""
     drain = Drain(response, receive)
     try:
-        if drain.status != 200:
-            payload = await drain.body()
-            if parse_error(payload) is None:
-                payload = error_json(
-                    f"upstream answered HTTP {drain.status}", "upstream_error", drain.status
+        status = drain.status
+        if status != 200:
+            error = parse_error(await drain.body())  # OpenAI's shape or Anthropic's
+            if error is None:
+                message = f"upstream answered HTTP {status}"
+                last = sse.error_event(dialect, message, code=status, status=status)
+            else:
+                last = sse.error_event(
+                    dialect, error.message, error.type, error.code, error.param, status=status
                 )
-            await _end(send, b"data: " + payload + b"\n\n")
+            await _end(send, last)
             return False
         async for chunk in drain.chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -89,7 +89,7 @@ class Pipeline:
             return await self._one(call.derive(body=body, model=model, pinned=url))
         if self._loading is not None and self._loading.wants(chain[0].route, call.stream):
             work = functools.partial(self._chain, call, chain)
-            return self._loading.stream(chain[0].route, work, call.reply_headers)
+            return self._loading.stream(chain[0].route, work, call.reply_headers, call.dialect)
         return await self._chain(call, chain)
 
     async def _charge(self, call: Call) -> None:

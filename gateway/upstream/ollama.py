@@ -16,8 +16,7 @@ from typing import Any
 
 import orjson
 
-from orchestra.protocol import error_json
-
+from ..core import sse
 from ..core.errors import BadRequest
 
 # OpenAI (and vLLM extra) sampling parameters -> Ollama `options`.
@@ -172,10 +171,6 @@ def from_ollama(path: str, line: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
-def _sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
 class StreamTranslator:
     """Ollama NDJSON lines in, OpenAI SSE chunks out (role chunk, deltas, finish, usage, DONE)."""
 
@@ -199,7 +194,7 @@ class StreamTranslator:
         else:
             choice["text"] = delta
         choice.update(logprobs=None, finish_reason=finish)
-        return _sse({**self._head, "choices": [choice]})
+        return sse.json_frame({**self._head, "choices": [choice]})
 
     def feed(self, raw: bytes) -> bytes:
         """SSE bytes for one NDJSON line (b"" for blank lines)."""
@@ -233,10 +228,11 @@ class StreamTranslator:
             self.usage = usage(line)
             out += self._chunk({} if self.chat else "", _finish(line, bool(calls)))
             if self.include_usage:
-                out += _sse({**self._head, "choices": [], "usage": self.usage})
-            out += b"data: [DONE]\n\n"
+                out += sse.json_frame({**self._head, "choices": [], "usage": self.usage})
+            out += sse.DONE
         return out
 
     def error(self, message: str, code: str = "stream_interrupted") -> bytes:
+        """The stream's last event: it failed (the fallback serves OpenAI's paths only)."""
         self.done = True
-        return b"data: " + error_json(message, "upstream_error", code) + b"\n\n"
+        return sse.error_event("openai", message, "upstream_error", code)

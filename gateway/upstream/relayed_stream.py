@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 from starlette.types import Message, Send
 
-from orchestra.protocol import error_json
-
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
+from ..core import sse
 from ..core.call import Call
 from ..metrics import GatewayMetrics
 from .eager_send import Rest, send_now
@@ -144,9 +143,9 @@ class RelayedStream:
         if not self._problem:
             return b""
         metrics.stream_errors.labels(model).inc()
-        separator = b"" if tail.endswith(b"\n\n") else b"\n\n"
-        body = error_json(self._problem, "upstream_error", "stream_interrupted")
-        return separator + b"data: " + body + b"\n\n"
+        return sse.error_event(
+            self._call.dialect, self._problem, code="stream_interrupted", after=tail
+        )
 
     # ---- pulled: an async iterator ---------------------------------------------------------
     async def pull(self) -> AsyncGenerator[bytes, None]:

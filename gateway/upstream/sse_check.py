@@ -1,16 +1,18 @@
 """Validation of relayed upstream bytes: SSE events and whole JSON bodies.
 
 `SseCheck` passes a stream on event by event: it releases bytes only up to the last complete
-event (`\\n\\n`), after checking that each `data:` payload is JSON (or `[DONE]`). vLLM writes
+event (`\\n\\n`), after checking that each event's data is JSON (or `[DONE]`). vLLM writes
 whole events per chunk, so nothing is held back in practice; a malformed event is never
-forwarded, and the relay ends the stream with an OpenAI-shaped error event instead.
+forwarded, and the relay ends the stream with an error event instead (`core/sse.py`, in the
+call's dialect). The fast path (one `data:` event per chunk, vLLM's chat and completions) is
+checked here in place; any other chunk is split and read by `core/sse.py`.
 """
 
 from __future__ import annotations
 
 import orjson
 
-_DONE = b"[DONE]"
+from ..core.sse import DONE_DATA, block_data, split
 
 
 class SseCheck:
@@ -31,7 +33,7 @@ class SseCheck:
             and not self.off
         ):
             payload = chunk[6:-2]
-            if payload != _DONE:
+            if payload != DONE_DATA:
                 try:
                     orjson.loads(payload)
                 except orjson.JSONDecodeError:
@@ -42,36 +44,28 @@ class SseCheck:
             self.off = True
             return self.flush() + chunk
         data = self.pending + chunk if self.pending else chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:
+        blocks, rest = split(data)
+        if not blocks:
             self.pending = data
             return b""
-        complete, self.pending = data[: end + 2], data[end + 2 :]
-        start = 0
-        for event in complete.split(b"\n\n"):
-            if event and not _valid_event(event):
-                self.bad = True
-                self.pending = b""
-                return complete[:start]
-            start += len(event) + 2
-        return complete
+        good = 0  # the bytes of the events checked so far
+        for block in blocks:
+            found = block_data(block)
+            if found and found != DONE_DATA:
+                try:
+                    orjson.loads(found)
+                except orjson.JSONDecodeError:
+                    self.bad = True
+                    self.pending = b""
+                    return data[:good]
+            good += len(block) + 2  # the block and its blank line
+        self.pending = rest
+        return data[:good]
 
     def flush(self) -> bytes:
         """What is left at the end of the stream (an unterminated last event), unchecked."""
         out, self.pending = self.pending, b""
         return out
-
-
-def _valid_event(event: bytes) -> bool:
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            payload = line[5:].strip()
-            if payload and payload != _DONE:
-                try:
-                    orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    return False
-    return True
 
 
 def valid_json(body: bytes) -> bool:

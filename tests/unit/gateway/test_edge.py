@@ -122,3 +122,14 @@ def test_a_whole_reply_keeps_its_headers_and_gets_a_new_request_id() -> None:
     assert sent[1]["body"] == b'{"ok": 1}' and not sent[1].get("more_body", False)
     assert (b"x-request-id", headers[b"x-request-id"]) not in reply.raw_headers  # not changed
     assert _count(metrics, "m", "200") == 1
+
+
+def test_each_call_carries_its_routes_dialect_and_keeps_it_when_derived() -> None:
+    pipeline = Pipeline(Response(b"{}", 200))
+    layer, _ = _layer(pipeline)
+    paths = ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"]
+    for path in paths:
+        _call(layer, path, [{"type": "http.request", "body": BODY}])
+    dialects = [call.dialect for call in pipeline.calls]
+    assert dialects == ["openai", "openai", "responses", "anthropic"]
+    assert pipeline.calls[3].derive(model="other").dialect == "anthropic"

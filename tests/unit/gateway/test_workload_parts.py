@@ -11,7 +11,6 @@ from python_multipart.multipart import MultipartParser
 from orchestra.gateway.core.errors import BadRequest, PayloadTooLarge
 from orchestra.gateway.edge.multipart import SpooledBody, read_upload
 from orchestra.gateway.pipeline.ensembles import normalise
-from orchestra.gateway.pipeline.inproc import sse_events
 
 BOUNDARY = "xyzzy"
 CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -64,13 +63,6 @@ def _fields(body: bytes) -> dict[str, bytes]:
     parser.write(body)
     parser.finalize()
     return out
-
-
-def test_sse_events_across_chunks() -> None:
-    buffer = bytearray()
-    stream = b'data: {"a": 1}\n\ndata: {"b"'
-    assert sse_events(buffer, stream) == [b'{"a": 1}']
-    assert sse_events(buffer, b": 2}\r\n\r\ndata: [DONE]\n\n") == [b'{"b": 2}', b"[DONE]"]
 
 
 @pytest.mark.parametrize(
