@@ -65,7 +65,11 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                 asyncio.create_task(run_forever(name, loop, _RESTART_DELAY_S), name=name)
                 for name, loop in gw.loops().items()
             ]
-            app.state.batch = BatchService.start(gw, pool) if config.batch.enabled else None
+            app.state.batch = (
+                BatchService.start(gw, pool, table.batch_endpoints())
+                if config.batch.enabled
+                else None
+            )
             try:
                 yield
             finally:

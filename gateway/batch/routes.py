@@ -17,7 +17,6 @@ from starlette.responses import FileResponse, Response
 
 from ..core.errors import BadRequest, PayloadTooLarge
 from .shapes import (
-    ENDPOINTS,
     NotFound,
     batch_object,
     file_object,
@@ -186,9 +185,10 @@ async def _new_batch(service: BatchService, body: dict[str, Any]) -> dict[str, A
     metadata = body.get("metadata")
     if not isinstance(file_id, str):
         raise BadRequest("Missing required parameter: 'input_file_id'.", param="input_file_id")
-    if endpoint not in ENDPOINTS:
+    if endpoint not in service.endpoints:
         raise BadRequest(
-            f"endpoint must be one of {sorted(ENDPOINTS)}, got {endpoint!r}", param="endpoint"
+            f"endpoint must be one of {sorted(service.endpoints)}, got {endpoint!r}",
+            param="endpoint",
         )
     seconds = window_seconds(window) if isinstance(window, str) else None
     if seconds is None or not isinstance(window, str):

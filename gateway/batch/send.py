@@ -11,6 +11,7 @@ answer is read back with the pipeline's one in-process reader (`pipeline/inproc.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
@@ -19,6 +20,7 @@ from orchestra.config import ApiKey
 
 from ..core.call import new_call
 from ..core.errors import GatewayError
+from ..core.traits import PLAIN, Traits
 from ..metrics import UNKNOWN_MODEL
 from ..pipeline.inproc import Drain
 
@@ -33,8 +35,11 @@ class Send(Protocol):
 
 
 class InProcessSender:
-    def __init__(self, gw: Gateway, priority: int, charge_keys: bool) -> None:
+    def __init__(
+        self, gw: Gateway, priority: int, charge_keys: bool, endpoints: Mapping[str, Traits]
+    ) -> None:
         self._gw = gw
+        self._endpoints = endpoints  # path -> the traits its rows' calls carry
         self._priority = str(priority)
         # key name -> key: rows are charged to the key that submitted their batch
         self._keys: dict[str, ApiKey] = (
@@ -54,6 +59,7 @@ class InProcessSender:
             stream=False,
             api_key=self._keys.get(owner) if owner else None,
             priority=self._priority,
+            traits=self._endpoints.get(path, PLAIN),  # PLAIN: a stored batch's old endpoint
         )
         started = time.perf_counter()
         try:

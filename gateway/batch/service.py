@@ -1,7 +1,8 @@
 """The batch feature as one object built in the gateway's lifespan: store, pacer, runner.
 
-`app.py` needs two lines: `batch = BatchService.start(gw, pool)` in the lifespan (and
-`await batch.stop()` on the way out), and `install_batch_routes(app)`.
+`app.py` builds it in the lifespan (`BatchService.start(gw, pool, endpoints)`, with the route
+table's batch endpoints) and stops it on the way out (`await batch.stop()`); the Files and
+Batches endpoints are entries of the route table.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from ..core.errors import Unavailable
+from ..core.traits import Traits
 from ..upstream.http1.pool import Pool
 from .concurrency import Pacer
 from .runner import BatchRunner
@@ -30,8 +33,11 @@ class BatchService:
     a gateway that never sees a batch writes nothing; one gateway process owns a store (an
     exclusive lock on `<dir>/lock`)."""
 
-    def __init__(self, gw: Gateway, pool: Pool) -> None:
+    def __init__(self, gw: Gateway, pool: Pool, endpoints: Mapping[str, Traits]) -> None:
         self.config = gw.config.batch
+        # The model calls a batch may target (the route table's `batch` trait), with the
+        # traits their rows' calls carry.
+        self.endpoints = dict(endpoints)
         self._gw = gw
         self._pool = pool  # the engines' client: the pacer's gauge scrapes
         self._lock: IO[bytes] | None = None
@@ -40,8 +46,8 @@ class BatchService:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def start(cls, gw: Gateway, pool: Pool) -> BatchService:
-        service = cls(gw, pool)
+    def start(cls, gw: Gateway, pool: Pool, endpoints: Mapping[str, Traits]) -> BatchService:
+        service = cls(gw, pool, endpoints)
         if service._db_path.exists():
             service.open()
         return service
@@ -79,7 +85,7 @@ class BatchService:
         )
         self.runner = BatchRunner(
             store,
-            InProcessSender(gw, config.priority, config.charge_keys),
+            InProcessSender(gw, config.priority, config.charge_keys, self.endpoints),
             pacer,
             config,
             lambda name: gw.models.serves(name, gw.table.get),

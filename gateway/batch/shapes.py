@@ -14,7 +14,6 @@ from typing import Any
 
 from ..core.errors import GatewayError
 
-ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
 _WINDOW = re.compile(r"^(\d+)([smhd])$")

@@ -21,6 +21,7 @@ from orchestra.config import ApiKey
 from ..metrics import GatewayMetrics
 from .dialect import Dialect
 from .request_key import NO_KEY, RequestKey
+from .traits import PLAIN, Traits
 
 SERVED_BY = "x-orchestra-served-by"  # reply header: the upstream name that answered
 # Reply header: the engine that answered, as `host:port` (the node and the port); an
@@ -48,7 +49,12 @@ class Call:
     route_key: RequestKey = NO_KEY  # what request-aware balancing looks at
     arrived: float = field(default_factory=time.perf_counter)  # for x-orchestra-overhead-ms
     upstream_s: float = 0.0  # time spent waiting on upstreams (excluded from the overhead)
-    dialect: Dialect = "openai"  # its route's API: the shape of a failed stream's last event
+    traits: Traits = PLAIN  # its route's: the API it speaks, what may serve it (core/traits.py)
+
+    @property
+    def dialect(self) -> Dialect:
+        """The API it speaks: the shape of its errors, whole and as a stream's last event."""
+        return self.traits.dialect
 
     def usage(self, metrics: GatewayMetrics, usage: object) -> None:
         """The reply's `usage` (or None): counted in metrics and handed to `on_usage`."""
@@ -80,7 +86,7 @@ def new_call(
     arrived: float | None = None,
     method: str = "POST",
     response_id: str | None = None,
-    dialect: Dialect = "openai",
+    traits: Traits = PLAIN,
 ) -> Call:
     """A call as it enters the pipeline. `authorization` is the client's own header, passed
     upstream only when the gateway checks no keys itself (the engine may want its own)."""
@@ -102,5 +108,5 @@ def new_call(
         arrived=time.perf_counter() if arrived is None else arrived,
         method=method,
         response_id=response_id,
-        dialect=dialect,
+        traits=traits,
     )

@@ -1,7 +1,7 @@
 """Anthropic's error shape, for the paths that speak Anthropic's Messages API.
 
-On those paths (the route table's `dialect="anthropic"`) an error the gateway itself answers —
-auth, an unknown model, limits, no engine — leaves as `{"type": "error", "error": {"type",
+On those paths (the route table's `Traits(dialect="anthropic")`) an error the gateway itself
+answers — auth, an unknown model, limits, no engine — leaves as `{"type": "error", "error": {"type",
 "message"}}` with the same status, which is what the `anthropic` SDK parses. An engine's own
 error (vLLM's Anthropic router already answers in this shape) passes through unchanged. The
 shape and its types are `core/dialect.py`'s (a stream's last event uses them too).

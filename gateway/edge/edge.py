@@ -182,7 +182,7 @@ class Edge:
         shapers: Shapers = self.app.state.shapers  # built in the lifespan with the gateway
         shape = shapers.json if spec.body == "json" else shapers.multipart
         try:
-            shaped = await shape(Incoming(scope, receive, headers, spec.dialect))
+            shaped = await shape(Incoming(scope, receive, headers, spec.traits))
             try:
                 return await gw.pipeline.serve(shaped.call)
             finally:

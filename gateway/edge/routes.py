@@ -7,12 +7,14 @@ routes read this table; no other list of paths exists. A new endpoint is one ent
   configured); `admin`: the admin key (loopback only while none is configured); `open`: anyone.
 - `body`: for a model call, which shaper reads the body into a pipeline call (`json`: a JSON
   object naming `model`; `multipart`: an upload whose form names `model`). Model calls are
-  served by the front door and the pipeline, everything else by its FastAPI `endpoint`.
+  served by the edge and the pipeline, everything else by its FastAPI `endpoint`.
 - `reaches_model`: it is proxied to an engine (or Ollama), so the edge counts its answers
   (`orchestra_requests_total`); a model call's key is charged by the pipeline (rate limits).
-  `dialect`: the API it speaks (`core/dialect.py`), copied into its calls: the shape of the
-  gateway's own errors (`errors`: Anthropic's on Anthropic's paths, `anthropic.py`) and of a
-  failed stream's last event (`core/sse.py`).
+- `traits` (`core/traits.py`), copied into its calls: the API it speaks (`dialect`: the shape of
+  the gateway's own errors, `errors`: Anthropic's on Anthropic's paths, `anthropic.py`, and of
+  a failed stream's last event, `core/sse.py`), whether an ensemble may serve it, whether a
+  batch may target it (`batch_endpoints`), and the Ollama API path the fallback translates it
+  to.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.routing import compile_path
 from ..batch import routes as batch
 from ..console import routes as console
 from ..core.dialect import Dialect
+from ..core.traits import PLAIN, Traits
 from . import admin, info, stored
 
 
@@ -45,12 +48,16 @@ class RouteSpec:
     body: Literal["json", "multipart"] | None = None  # model calls: the shaper
     reaches_model: bool = False
     browser_prompt: bool = False  # a 401 asks a browser for the key (HTTP Basic): the console
-    dialect: Dialect = "openai"  # the API it speaks (its calls carry it)
+    traits: Traits = PLAIN  # what its calls may do, and the API they speak (calls carry it)
     console: bool = False  # installed only while `gateway.console.enabled`
 
     @property
     def model_call(self) -> bool:
         return self.body is not None
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.traits.dialect
 
     @property
     def errors(self) -> Literal["openai", "anthropic"]:
@@ -59,9 +66,7 @@ class RouteSpec:
 
 
 def _model_call(
-    path: str,
-    body: Literal["json", "multipart"] = "json",
-    dialect: Dialect = "openai",
+    path: str, body: Literal["json", "multipart"] = "json", traits: Traits = PLAIN
 ) -> RouteSpec:
     """A POST that names a model: keyed, counted, charged, proxied through the pipeline."""
     return RouteSpec(
@@ -70,7 +75,7 @@ def _model_call(
         Caller.API_KEY,
         body=body,
         reaches_model=True,
-        dialect=dialect,
+        traits=traits,
     )
 
 
@@ -84,11 +89,14 @@ def _console(path: str, endpoint: Callable[..., Any], method: str = "GET") -> Ro
     )
 
 
+_CHAT, _GENERATE = "/api/chat", "/api/generate"
+
 ROUTES: tuple[RouteSpec, ...] = (
     # OpenAI's model calls, and vLLM's other JSON endpoints that name a `model`
-    _model_call("/v1/chat/completions"),
-    _model_call("/v1/completions"),
-    _model_call("/v1/embeddings"),
+    # (Ollama's API paths: what the fallback translates each to, upstream/ollama.py)
+    _model_call("/v1/chat/completions", traits=Traits(ensemble=True, batch=True, ollama=_CHAT)),
+    _model_call("/v1/completions", traits=Traits(ensemble=True, batch=True, ollama=_GENERATE)),
+    _model_call("/v1/embeddings", traits=Traits(batch=True, ollama="/api/embed")),
     _model_call("/tokenize"),
     _model_call("/detokenize"),
     _model_call("/v1/rerank"),
@@ -101,7 +109,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     _model_call("/v1/audio/transcriptions", "multipart"),
     _model_call("/v1/audio/translations", "multipart"),
     # OpenAI's Responses API: a stored response's follow-ups go to the engine that stored it
-    _model_call("/v1/responses", dialect="responses"),
+    _model_call("/v1/responses", traits=Traits(dialect="responses")),
     RouteSpec(
         "/v1/responses/{response_id}",
         frozenset({"GET"}),
@@ -117,8 +125,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         reaches_model=True,
     ),
     # Anthropic's Messages API (its error shape; `x-api-key` works as well as a bearer key)
-    _model_call("/v1/messages", dialect="anthropic"),
-    _model_call("/v1/messages/count_tokens", dialect="anthropic"),
+    _model_call("/v1/messages", traits=Traits(dialect="anthropic")),
+    _model_call("/v1/messages/count_tokens", traits=Traits(dialect="anthropic")),
     # the gateway's own
     _api("/v1/models", info.list_models),
     RouteSpec("/health", frozenset({"GET"}), Caller.OPEN, info.health),
@@ -159,6 +167,10 @@ class RouteTable:
         self.model_calls = {
             spec.path: spec for spec in self.routes if spec.model_call and "POST" in spec.methods
         }
+
+    def batch_endpoints(self) -> dict[str, Traits]:
+        """The model calls a batch may target, with the traits their rows' calls carry."""
+        return {path: spec.traits for path, spec in self.model_calls.items() if spec.traits.batch}
 
     def lookup(self, method: str, path: str) -> RouteSpec | None:
         """The entry for a request: a model call's by one dict lookup, else `policy`."""

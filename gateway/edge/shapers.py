@@ -20,8 +20,8 @@ from starlette.types import Message, Receive, Scope
 from orchestra.config import GatewayConfig
 
 from ..core.call import Call, new_call
-from ..core.dialect import Dialect
 from ..core.errors import BadRequest, PayloadTooLarge
+from ..core.traits import PLAIN, Traits
 from .multipart import SpooledBody, Upload, read_upload
 
 _JSON = "application/json"  # what a JSON call is sent upstream as, whatever the client said
@@ -35,7 +35,7 @@ class Incoming:
     scope: Scope
     receive: Receive
     headers: dict[bytes, bytes]  # `auth.first_headers(scope)`: lowercase name -> first value
-    dialect: Dialect = "openai"  # its route's (`RouteSpec.dialect`), copied into the call
+    traits: Traits = PLAIN  # its route's (`RouteSpec.traits`), copied into the call
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -161,7 +161,7 @@ class Shapers:
             body_size=size,
             raw_headers=request.scope["headers"],
             arrived=arrived,
-            dialect=request.dialect,
+            traits=request.traits,
         )
 
 

@@ -41,8 +41,6 @@ from .ensemble_parts import (
 from .ensemble_stream import stream_all
 from .inproc import Drain
 
-ENSEMBLE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
-
 
 async def run_member(wl: Members, call: Call, member: str, live: bool = False) -> Outcome:
     """One member, non-streaming (or `live`: streaming, returned once its first byte is in)."""
@@ -180,7 +178,7 @@ def merge_vote(ensemble: EnsembleConfig, outcomes: list[Outcome]) -> dict[str, A
 
 
 async def serve_ensemble(wl: Members, call: Call, ensemble: EnsembleConfig) -> Response:
-    if call.path not in ENSEMBLE_PATHS:
+    if not call.traits.ensemble:  # the route table's word: chat and completions
         raise BadRequest(
             f"ensemble `{ensemble.name}` serves chat and completions only", param="model"
         )

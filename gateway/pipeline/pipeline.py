@@ -8,7 +8,7 @@ the same steps, in this order:
    proxy (the proxy retries on another replica before the first byte);
 4. next in chain: when a target is unavailable, timed out, overloaded or answered 5xx;
 5. Ollama: when the whole chain failed (unavailable, timeout, overloaded, 502/503/504), for the
-   first target `fallback.ollama.models` maps, on the paths Ollama speaks.
+   first target `fallback.ollama.models` maps, on the paths whose traits name an Ollama path.
 
 A call about a stored response (Responses API: a retrieve, a cancel, a `previous_response_id`
 follow-up) is pinned to the engine that stored it (`responses.py`) and takes step 3 alone.
@@ -33,7 +33,6 @@ from ..core.call import SERVED_BY, Call
 from ..core.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
 from ..protection.admission import Admission, release_when_done
 from ..protection.ratelimit import RateLimiter
-from ..upstream import ollama
 from ..upstream.ollama_client import OllamaClient
 from ..upstream.proxy import Proxy
 from .aliases import ModelMap, Target
@@ -155,7 +154,7 @@ class Pipeline:
         self, call: Call, chain: list[Target], failure: GatewayError | Response
     ) -> Response | None:
         fallback = self._fallback
-        if fallback is None or not fallback.healthy or call.path not in ollama.PATHS:
+        if fallback is None or not fallback.healthy or call.traits.ollama is None:
             return None
         if isinstance(failure, Response) and failure.status_code not in _OLLAMA_STATUS:
             return None

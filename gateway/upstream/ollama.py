@@ -31,12 +31,6 @@ _OPTIONS = {
     "repetition_penalty": "repeat_penalty",
 }
 
-PATHS = {
-    "/v1/chat/completions": "/api/chat",
-    "/v1/completions": "/api/generate",
-    "/v1/embeddings": "/api/embed",
-}
-
 
 def _options(payload: dict[str, Any]) -> dict[str, Any]:
     options = {dst: payload[src] for src, dst in _OPTIONS.items() if payload.get(src) is not None}

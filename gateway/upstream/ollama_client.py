@@ -137,7 +137,8 @@ class OllamaClient:
         """Serve `call` from Ollama; None when Ollama failed before answering."""
         tag = self.config.models[call.model]
         body = ollama.to_ollama(call.path, payload, tag)
-        api_path = ollama.PATHS[call.path]
+        api_path = call.traits.ollama
+        assert api_path is not None  # the pipeline falls back to Ollama on such paths only
         stream = bool(body.get("stream"))
         config = self.config
         deadline = asyncio.get_running_loop().time() + config.timeout_s

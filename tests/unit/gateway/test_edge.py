@@ -133,3 +133,23 @@ def test_each_call_carries_its_routes_dialect_and_keeps_it_when_derived() -> Non
     dialects = [call.dialect for call in pipeline.calls]
     assert dialects == ["openai", "openai", "responses", "anthropic"]
     assert pipeline.calls[3].derive(model="other").dialect == "anthropic"
+
+
+def test_every_json_model_call_carries_its_route_entrys_traits() -> None:
+    """Derived from the route table: whatever an entry declares (the dialect, whether an
+    ensemble may serve it, a batch may target it, the Ollama path) is what its calls carry, so
+    no floor below the edge keeps a path list of its own."""
+    pipeline = Pipeline(Response(b"{}", 200))
+    layer, _ = _layer(pipeline)
+    specs = [s for s in RouteTable().model_calls.values() if s.body == "json"]
+    for spec in specs:
+        _call(layer, spec.path, [{"type": "http.request", "body": BODY}])
+    assert [call.traits for call in pipeline.calls] == [spec.traits for spec in specs]
+    table = RouteTable()
+    assert set(table.batch_endpoints()) == {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+    }
+    ensembled = {s.path for s in table.routes if s.traits.ensemble}
+    assert ensembled == {"/v1/chat/completions", "/v1/completions"}

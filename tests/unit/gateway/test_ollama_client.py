@@ -17,6 +17,7 @@ from starlette.types import Message
 
 from orchestra.config import OllamaFallback
 from orchestra.gateway.core.call import Call, new_call
+from orchestra.gateway.edge.routes import RouteTable
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.http1.pool import Pool
 from orchestra.gateway.upstream.ollama_client import OllamaClient
@@ -43,7 +44,10 @@ async def _ollama() -> AsyncIterator[str]:
 def _call(stream: bool) -> tuple[Call, dict[str, Any]]:
     payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     body = orjson.dumps(payload)
-    call = new_call("/v1/chat/completions", body, payload, "m", request_id="r", stream=stream)
+    chat = RouteTable().model_calls["/v1/chat/completions"]  # its traits name Ollama's path
+    call = new_call(
+        chat.path, body, payload, "m", request_id="r", stream=stream, traits=chat.traits
+    )
     return call, payload
 
 
