@@ -10,6 +10,8 @@ Invariants:
   gauge, the upstream connection (released for reuse after a clean end, closed otherwise:
   that cancels the upstream request), and the usage read from the stream's tail.
 - A client that disconnects stops the upstream read at once (`ClientGone` set on the reader).
+  A send to the client that raises (a server that reports a closed connection so) settles the
+  stream and propagates as it is: the client's side, not the replica's fault.
 - An upstream that sends nothing for `idle_read_s` fails the read, and so does a stream still
   running at the request's deadline (`total_s` after it was sent): `IdleWatch`, one timer per
   stream for both, not one per chunk.
@@ -40,7 +42,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
@@ -97,8 +99,11 @@ class RelayResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._gone = False
         listener = asyncio.create_task(self._listen(receive))
-        start = {"type": "http.response.start", "status": self.status_code}
-        start["headers"] = self.raw_headers
+        start: Message = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
         try:
             if self.body_iterator is self._own and self._own.untouched:
                 await self._stream.push(send, start)
