@@ -17,9 +17,9 @@ class IdleWatch:
 
     One timer per stream that re-arms itself, instead of a timeout context per chunk (the
     upstream connection's reads have no timer of their own): the relay only stores the time
-    a read starts or data last came (`reading()`), and clears it while it is not reading
-    (`done()`: waiting on the client). The timer fires at most once per `idle_s`, and at the
-    deadline.
+    its wait for upstream data starts (`reading()`), and clears it when the wait ends
+    (`done()`: data came, or it is sending to the client). The timer fires at most once per
+    `idle_s`, and at the deadline.
     """
 
     __slots__ = ("_deadline", "_fail", "_handle", "_idle", "_loop", "expired", "since")

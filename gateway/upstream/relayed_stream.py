@@ -1,6 +1,6 @@
 """One relayed stream's state and steps (`RelayedStream`), run by `stream_relay` either way:
-pushed from the upstream's read callback when the server sends it, or pulled as an iterator
-(see `stream_relay`'s module doc for both and the invariants they keep)."""
+pushed (the server's task awaits the upstream and sends each chunk on) or pulled as an
+iterator (see `stream_relay`'s module doc for both and the invariants they keep)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from ..cluster.routing import ModelRoute
 from ..core import sse
 from ..core.call import Call
 from ..metrics import GatewayMetrics
-from .eager_send import Rest, send_now
 from .health import HealthMonitor
 from .http1.protocol import Connection
 from .idle_watch import IdleWatch
@@ -73,32 +72,42 @@ class RelayedStream:
         self._problem = ""
         # push only: the client's response ended with `[DONE]` (see `_message`)
         self.client_done = False
-        # push only: where the sink sends, what it left to the task
-        self._send: Send | None = None
-        self._rest: Rest | None = None
-        self._error: BaseException | None = None
 
     # ---- the steps -------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> bytes:
-        """The part of an upstream chunk that may go out now (`malformed` tells what follows)."""
+        """The part of an upstream chunk that may go out now. A malformed event: the good
+        prefix, and the stream fails (`malformed()`: nothing more is read)."""
         recent = self._recent
         recent.append(chunk)
         if len(recent) > _RECENT:
             self._recent = [b"".join(recent)[-TAIL_BYTES:]]
-        return chunk if self._check is None else self._check.feed(chunk)
+        check = self._check
+        if check is None:
+            return chunk
+        out = check.feed(chunk)
+        if check.bad:
+            self.fail(MalformedStream())
+        return out
 
     def malformed(self) -> bool:
         return self._check is not None and self._check.bad
 
-    async def next(self) -> bytes:
-        """The next upstream chunk (b"": the body ended); raises the read's failure."""
+    async def next(self) -> bytes | None:
+        """The upstream's next data: everything that came since the last call, joined
+        (`Connection.take`); b"": the body ended. None: the read failed (`fail` has recorded
+        what that means). Only the upstream's failures are caught here: one of the client's
+        side (a send) propagates to the server."""
         resp, watch = self.resp, self._watch
-        taken = resp.take()
-        while taken is None:
-            watch.reading()
-            await resp.wait()
-            watch.done()
+        try:
             taken = resp.take()
+            while taken is None:
+                watch.reading()  # the idle clock runs only while we wait on the upstream
+                await resp.wait()
+                watch.done()
+                taken = resp.take()
+        except (ClientGone, TimeoutError, OSError) as exc:
+            self.fail(exc)
+            return None
         return taken
 
     def end(self) -> bytes:
@@ -151,25 +160,22 @@ class RelayedStream:
     async def pull(self) -> AsyncGenerator[bytes, None]:
         final = b""
         try:
-            chunk = self._first
+            chunk: bytes | None = self._first
             while chunk:
                 out = self.feed(chunk)
                 if out:
                     yield out
-                if self.malformed():
-                    raise MalformedStream
-                chunk = await self.next()
-            out = self.end()
-            if out:
-                yield out
-        except (ClientGone, MalformedStream, TimeoutError, OSError) as exc:
-            self.fail(exc)
+                chunk = None if self.malformed() else await self.next()
+            if chunk is not None:  # b"": the upstream's clean end
+                out = self.end()
+                if out:
+                    yield out
         finally:
             final = self.settle()
         if final:
             yield final
 
-    # ---- pushed: sent from the upstream's read callback ------------------------------------
+    # ---- pushed: sent from this task ------------------------------------------------------
     def _message(self, out: bytes) -> Message | None:
         """The body message for `out`, or None: nothing to send. A chat stream's `[DONE]` is
         its last event, so it ends the client's response in the same write (one write less per
@@ -182,61 +188,25 @@ class RelayedStream:
             return body_message(out, more=False)
         return body_message(out)
 
-    async def push(self, send: Send) -> None:
+    async def push(self, send: Send, start: Message) -> None:
+        """Send the response head `start`, then the stream, from the calling task (the
+        server's). Each turn takes everything the upstream sent since the last one (`next`:
+        one chunk, or several joined when they came while the task was away, e.g. waiting on
+        a slow client) and sends its whole events as one body message."""
         final = b""
         try:
-            chunk = self._first
+            await send(start)
+            chunk: bytes | None = self._first
             while chunk:
                 message = self._message(self.feed(chunk))
                 if message is not None:
                     await send(message)
-                if self.malformed():
-                    raise MalformedStream
-                chunk = await self._pushed(send)
-            message = self._message(self.end())
-            if message is not None:
-                await send(message)
-        except (ClientGone, MalformedStream, TimeoutError, OSError) as exc:
-            self.fail(exc)
+                chunk = None if self.malformed() else await self.next()
+            if chunk is not None:  # b"": the upstream's clean end
+                message = self._message(self.end())
+                if message is not None:
+                    await send(message)
         finally:
             final = self.settle()
         if final and not self.client_done:  # after `[DONE]` the client has its whole answer
             await send(body_message(final))
-
-    async def _pushed(self, send: Send) -> bytes:
-        """Waits while the sink sends what comes; the next chunk it left to the task (b"": the
-        body ended). Raises the read's failure, or the sink's."""
-        resp, watch = self.resp, self._watch
-        self._send = send
-        while True:
-            taken = resp.take()
-            if taken is not None:
-                return taken
-            resp.sink = self._sink
-            watch.reading()
-            try:
-                await resp.wait()
-            finally:
-                resp.sink = None
-                watch.done()
-            rest, self._rest = self._rest, None
-            if rest is not None:
-                await rest  # the client's buffer was full: the rest of that send
-            error, self._error = self._error, None
-            if error is not None:
-                raise error
-
-    def _sink(self, chunk: bytes) -> bool:
-        """In the connection's read callback, while the task waits: send `chunk` on. True
-        hands back to the task: a send that must wait, a malformed event, a failure."""
-        self._watch.reading()  # data came: the idle clock starts again
-        try:
-            message = self._message(self.feed(chunk))
-            if message is not None:
-                assert self._send is not None
-                self._rest = send_now(self._send, message)
-            if self.malformed():
-                self._error = MalformedStream()
-        except Exception as exc:  # raised in the task, as if the task had sent
-            self._error = exc
-        return self._rest is not None or self._error is not None

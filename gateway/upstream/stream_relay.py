@@ -10,29 +10,34 @@ Invariants:
   gauge, the upstream connection (released for reuse after a clean end, closed otherwise:
   that cancels the upstream request), and the usage read from the stream's tail.
 - A client that disconnects stops the upstream read at once (`ClientGone` set on the reader).
+  A send to the client that raises (a server that reports a closed connection so) settles the
+  stream and propagates as it is: the client's side, not the replica's fault.
 - An upstream that sends nothing for `idle_read_s` fails the read, and so does a stream still
   running at the request's deadline (`total_s` after it was sent): `IdleWatch`, one timer per
   stream for both, not one per chunk.
 
 Two ways to run a stream, with the same steps (`relayed_stream.RelayedStream`: `feed`, `end`,
 `fail`, `settle`):
-- sent by the server (`RelayResponse.__call__`, the usual case): `RelayedStream.push`. While
-  its task waits, the upstream connection hands each chunk to the stream's sink in the
-  socket's read callback, which checks it and sends it on (`eager_send.send_now`): no task
-  wake-up, future or coroutine step per chunk. Anything else (the client's buffer full, a
-  malformed event, the end, a failure) hands back to the task, which does it with awaits.
-  A chat stream's `[DONE]` ends the client's response (`more_body: False` with it: one write
-  less); the upstream's end is still read, so the connection is reused.
+- sent by the server (`RelayResponse.__call__`, the usual case): `RelayedStream.push`, a plain
+  loop in the server's task for the request: await the upstream connection for what came
+  (`Connection.take`/`wait`: everything since the last wake-up, joined), send its whole events
+  with one `await send(...)`, again. A chat stream's `[DONE]` ends the client's response
+  (`more_body: False` with it: one write less); the upstream's end is still read, so the
+  connection is reused.
 - read as an iterator (`body_iterator`: in-process calls, wrappers that look at the bytes):
   `RelayedStream.pull`, an async generator with the same steps.
+Either way a second task per stream awaits `receive()` for the client's disconnect (uvicorn's
+`send` to a client that left returns without a word, so the relay cannot tell by sending).
 
-Why: at 256 streams of 20 tokens/s each chunk arrives alone, so each one was a task wake-up,
-a resumed coroutine chain and an async generator step (bench/results/issue22/README.md has
-the figures before and after).
+Why no async generator when pushed: at 256 streams of 20 tokens/s each chunk arrives alone, and
+a generator between the relay and the send was one more resumed frame chain per chunk
+(bench/results/issue22/README.md, bench/results/issue30/README.md have the figures).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -43,10 +48,11 @@ from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
 from ..core.call import Call
 from ..metrics import GatewayMetrics
-from .eager_send import Listener
 from .health import HealthMonitor
 from .http1.protocol import Connection
 from .relayed_stream import ClientGone, RelayedStream, RelaySettings
+
+log = logging.getLogger(__name__)
 
 
 class _Pulled:
@@ -77,9 +83,9 @@ class _Pulled:
 
 class RelayResponse(StreamingResponse):
     """A stream of `RelayedStream`'s. Sent by the server it is pushed (module doc), unless its
-    `body_iterator` was replaced by a wrapper; without the anyio task group either: a
-    `Listener` (no task) waits for the client's disconnect and calls `on_disconnect` (the relay
-    then stops reading upstream)."""
+    `body_iterator` was replaced by a wrapper; without the anyio task group either: one task
+    (`_listen`) waits for the client's disconnect and calls `on_disconnect` (the relay then
+    stops reading upstream)."""
 
     def __init__(
         self, stream: RelayedStream, *args: Any, on_disconnect: Callable[[], None], **kwargs: Any
@@ -92,29 +98,37 @@ class RelayResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._gone = False
-        listener = Listener(receive, self._heard)
+        listener = asyncio.create_task(self._listen(receive))
+        start: Message = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
         try:
-            start = {"type": "http.response.start", "status": self.status_code}
-            await send({**start, "headers": self.raw_headers})
             if self.body_iterator is self._own and self._own.untouched:
-                await self._stream.push(send)
+                await self._stream.push(send, start)
             else:
+                await send(start)
                 async for chunk in self.body_iterator:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
-            listener.cancel()
+            listener.cancel()  # done already when the response ended with `[DONE]`
         if not self._gone and not self._stream.client_done:  # one that left gets no end
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    def _heard(self, message: Message) -> bool:
-        """A message from the client's side; True: stop listening."""
-        if message["type"] != "http.disconnect":
-            return False
-        if self._stream.client_done:  # the response is complete: servers say disconnect
-            return True  # from then on; the upstream's end is still read
-        self._gone = True
-        self.on_disconnect()
-        return True
+    async def _listen(self, receive: Receive) -> None:
+        """Until the client disconnects (then `on_disconnect`) or the response is complete:
+        servers say `http.disconnect` from then on too (ASGI), and that is no client gone,
+        the upstream's end is still read."""
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # the stream it listens for runs (and settles) regardless
+            log.debug("receive() failed; no longer listening", exc_info=True)
+            return
+        if not self._stream.client_done:
+            self._gone = True
+            self.on_disconnect()
 
 
 class StreamRelay:

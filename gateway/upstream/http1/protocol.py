@@ -10,10 +10,6 @@ Invariants:
 - The body reaches the reader without a stream object in between: `on_body` appends the
   payload bytes (chunked framing already removed by the parser) to a list and wakes the one
   waiter. `take` hands over everything that came, untouched and undelayed.
-- Or, while a reader's `sink` is set and nothing is buffered, `on_body` hands it the bytes in
-  the read callback (the stream relay sends them on: no task wake-up per chunk). A sink that
-  returns True hands back: cleared, the waiter woken, later bytes buffered for `take` in order.
-  A failure or the lease's end clears it too.
 - Flow control: once more than `high_water` bytes wait unread, the socket stops being read
   (`pause_reading`) until the reader takes them, so a slow client cannot make the gateway
   buffer an upstream's output without bound.
@@ -65,7 +61,6 @@ class Connection(asyncio.Protocol):
         "headers",
         "idle_since",
         "leases",
-        "sink",
         "status",
     )
 
@@ -92,7 +87,6 @@ class Connection(asyncio.Protocol):
         self._home = home
         self._leased = False
         self.leases = 0  # requests sent so far: names one lease (see `fail_lease`)
-        self.sink: Callable[[bytes], bool] | None = None  # set by a waiting reader (see above)
 
     # ---- the request -----------------------------------------------------------------------
     def send(self, request: bytes) -> asyncio.Future[None]:
@@ -171,7 +165,6 @@ class Connection(asyncio.Protocol):
         """Fail the reads from outside (the client gone, the idle timer); the first one wins."""
         if self._error is None:
             self._error = exc
-        self.sink = None
         self._wake()
 
     def fail_lease(self, lease: int, exc: BaseException) -> None:
@@ -203,7 +196,6 @@ class Connection(asyncio.Protocol):
         self._settle(False)
 
     def _settle(self, reusable: bool) -> None:
-        self.sink = None
         if self._leased:
             self._leased = False
             self._home(self, reusable)
@@ -277,11 +269,6 @@ class Connection(asyncio.Protocol):
             head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        if self.sink is not None and not self._body:
-            if self.sink(body):  # handed back: the reader takes over
-                self.sink = None
-                self._wake()
-            return
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > self._high_water and not self._paused:

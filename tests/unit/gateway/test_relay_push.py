@@ -1,9 +1,10 @@
 """The stream relay's two ways (`gateway/upstream/stream_relay.py`) against a raw upstream that
-writes SSE events as the test says: pushed from the read callback, bytes arrive whole and in
-order also when the client's send has to wait (the hand-back to the task), a send that fails
-fails the stream, a malformed event ends it with one error event, and pulled as an iterator
-gives the same bytes. `send_now` itself: finished, waiting, cancelled; `Listener`: messages in
-order until told to stop, and a cancel that closes the pending receive."""
+writes SSE events as the test says: pushed (sent by the server's task with plain awaits), bytes
+arrive whole and in order also when the client's send has to wait, what came meanwhile goes out
+joined in whole events, a send that fails fails the stream, a malformed event ends it with one
+error event, `[DONE]` ends the response and the connection is reused, a client that leaves stops
+the upstream read at once and the stream settles once; pulled as an iterator gives the same
+bytes."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from starlette.types import Message
 from orchestra.gateway.balancing.replica import Replica
 from orchestra.gateway.core.call import new_call
 from orchestra.gateway.metrics import GatewayMetrics
-from orchestra.gateway.upstream.eager_send import Listener, send_now
 from orchestra.gateway.upstream.http1.pool import Pool
+from orchestra.gateway.upstream.http1.protocol import Connection
 from orchestra.gateway.upstream.stream_relay import RelayResponse, StreamRelay
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -85,7 +86,7 @@ class Health:
 
 async def _relayed(
     url: str, pool: Pool, health: Health | None = None
-) -> tuple[RelayResponse, Replica, GatewayMetrics]:
+) -> tuple[RelayResponse, Replica, GatewayMetrics, Connection]:
     resp = await pool.request(url, "POST", "/v1/chat/completions", {}, b"{}")
     first = await resp.read()
     metrics = GatewayMetrics()
@@ -97,7 +98,7 @@ async def _relayed(
     response = relay.response(
         call, cast(Any, None), replica, resp, first, {}, "text/event-stream", loop.time() + 60
     )
-    return response, replica, metrics
+    return response, replica, metrics, resp
 
 
 class Client:
@@ -108,13 +109,13 @@ class Client:
         self.fail_at = fail_at
         self.bodies: list[bytes] = []
         self.waited = 0
-        self.from_callback = 0  # sent from the upstream's read callback: no task is running
+        self.tasks: set[asyncio.Task[Any] | None] = set()  # the tasks that sent
         self.ended = False
 
     async def send(self, message: Message) -> None:
         if message["type"] != "http.response.body":
             return
-        self.from_callback += asyncio.current_task() is None
+        self.tasks.add(asyncio.current_task())
         if self.fail_at and len(self.bodies) + 1 == self.fail_at:
             raise ConnectionResetError("client socket broke")
         if self.every and len(self.bodies) % self.every == self.every - 1:
@@ -143,12 +144,13 @@ def test_pushed_stream_arrives_whole_and_in_order(every: int) -> None:
     async def go() -> None:
         async with _upstream(lambda w: _events(w, 400)) as url:
             pool = Pool(4, 30.0, 2.0)
-            response, replica, metrics = await _relayed(url, pool)
+            response, replica, metrics, _ = await _relayed(url, pool)
             client = Client(every)
             await response({"type": "http"}, _receive, client.send)
             assert b"".join(client.bodies) == EXPECTED
+            assert all(body.endswith(b"\n\n") for body in client.bodies)  # whole events
             assert client.ended and (client.waited > 0) == (every > 0)
-            assert client.from_callback > len(client.bodies) // 2
+            assert client.tasks == {asyncio.current_task()}  # every send in the caller's task
             assert replica.outstanding == 0
             assert metrics.model("m").inflight._value.get() == 0
             pool.close()
@@ -160,7 +162,7 @@ def test_pulled_stream_gives_the_same_bytes() -> None:
     async def go() -> None:
         async with _upstream(lambda w: _events(w, 400)) as url:
             pool = Pool(4, 30.0, 2.0)
-            response, replica, _ = await _relayed(url, pool)
+            response, replica, _, _ = await _relayed(url, pool)
             got = [bytes(chunk) async for chunk in response.body_iterator]  # type: ignore[arg-type]
             assert b"".join(got) == EXPECTED
             assert replica.outstanding == 0
@@ -170,14 +172,19 @@ def test_pulled_stream_gives_the_same_bytes() -> None:
 
 
 def test_a_send_that_fails_fails_the_stream_and_settles_it() -> None:
+    """The client's side broke: the error reaches the server as it was, the stream settles
+    (the upstream connection closed, not reused), and the replica is not blamed."""
+
     async def go() -> None:
         async with _upstream(lambda w: _events(w, 400)) as url:
             pool = Pool(4, 30.0, 2.0)
-            response, replica, metrics = await _relayed(url, pool)
-            client = Client(fail_at=100)
+            health = Health()
+            response, replica, metrics, resp = await _relayed(url, pool, health)
+            client = Client(fail_at=2)
             with pytest.raises(ConnectionResetError):
                 await response({"type": "http"}, _receive, client.send)
-            assert len(client.bodies) == 99
+            assert len(client.bodies) == 1 and client.bodies[0].startswith(_event(0))
+            assert resp.closed and health.reasons == []
             assert replica.outstanding == 0
             assert metrics.model("m").inflight._value.get() == 0
             pool.close()
@@ -195,7 +202,7 @@ def test_a_malformed_event_ends_the_stream_with_one_error_event() -> None:
         async with _upstream(bad) as url:
             pool = Pool(4, 30.0, 2.0)
             health = Health()
-            response, replica, _ = await _relayed(url, pool, health)
+            response, replica, _, _ = await _relayed(url, pool, health)
             client = Client()
             await response({"type": "http"}, _receive, client.send)
             out = b"".join(client.bodies)
@@ -253,7 +260,7 @@ def test_done_ends_the_response_and_the_connection_is_reused() -> None:
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         pool = Pool(4, 30.0, 2.0)
         for _ in range(2):
-            response, replica, _ = await _relayed(url, pool)
+            response, replica, _, _ = await _relayed(url, pool)
             messages = await _served(response)
             assert b"".join(m["body"] for m in messages[1:]) == b"".join(
                 _event(i) for i in range(30)
@@ -269,98 +276,147 @@ def test_done_ends_the_response_and_the_connection_is_reused() -> None:
     _run(go)
 
 
-def test_send_now_finishes_or_hands_over_the_rest() -> None:
+def test_what_came_while_the_client_was_slow_goes_out_in_one_message() -> None:
+    """The first send waits until the upstream has sent 20 more events, each its own chunk:
+    the next body message holds all of them, in order, whole."""
+    wrote = asyncio.Event()
+
+    async def burst(writer: asyncio.StreamWriter) -> None:
+        writer.write(_chunk(_event(0)))
+        await writer.drain()
+        await wrote.wait()  # set by the test once the client's first send is waiting
+        for i in range(1, 21):
+            writer.write(_chunk(_event(i)))
+            await writer.drain()
+        writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+
     async def go() -> None:
-        log: list[str] = []
-        gate = asyncio.get_running_loop().create_future()
+        async with _upstream(burst) as url:
+            pool = Pool(4, 30.0, 2.0)
+            response, replica, _, resp = await _relayed(url, pool)
+            bodies: list[bytes] = []
+            burst_size = len(b"".join(_event(i) for i in range(1, 21)))
 
-        async def quick(message: Message) -> None:
-            log.append("quick")
+            async def send(message: Message) -> None:
+                if message["type"] != "http.response.body":
+                    return
+                if not bodies:  # the client's buffer is full until the burst is in
+                    wrote.set()
+                    for _ in range(2000):  # polled, 10 s at most
+                        if resp.buffered >= burst_size:
+                            break
+                        await asyncio.sleep(0.005)
+                bodies.append(message["body"])
 
-        async def slow(message: Message) -> None:
-            log.append("before")
-            try:
-                await gate
-            except asyncio.CancelledError:
-                log.append("cancelled")
-                raise
-            log.append("after")
-
-        assert send_now(quick, {}) is None and log == ["quick"]
-        rest = send_now(slow, {})
-        assert rest is not None and log == ["quick", "before"]
-        asyncio.get_running_loop().call_soon(gate.set_result, None)
-        await rest
-        assert log[-1] == "after"
-
-        gate = asyncio.get_running_loop().create_future()
-        rest = send_now(slow, {})
-        assert rest is not None
-
-        async def wait_rest() -> None:
-            await rest
-
-        task = asyncio.ensure_future(wait_rest())
-        await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert log[-1] == "cancelled"
+            await response({"type": "http"}, _receive, send)
+            assert bodies[0] == _event(0)
+            assert bodies[1].startswith(b"".join(_event(i) for i in range(1, 21)))
+            assert b"".join(bodies) == b"".join(_event(i) for i in range(21)) + (
+                b"data: [DONE]\n\n"
+            )
+            assert replica.outstanding == 0
+            pool.close()
 
     _run(go)
 
 
-def test_listener_hands_over_messages_without_a_task_and_cancels_cleanly() -> None:
+def test_a_client_that_leaves_stops_the_upstream_read_and_the_stream_settles_once() -> None:
+    """The upstream never ends; the client disconnects after 5 events. The relay stops at
+    once: no end message, the upstream connection closed (not reused), `outstanding` and the
+    in-flight gauge back to 0 exactly once."""
+    closed = asyncio.Event()
+
+    async def endless(writer: asyncio.StreamWriter) -> None:
+        try:
+            for i in range(100_000):
+                writer.write(_chunk(_event(i)))
+                await writer.drain()
+                await asyncio.sleep(0.002)
+        except ConnectionError:
+            pass
+        finally:
+            closed.set()
+
     async def go() -> None:
-        queue: asyncio.Queue[Message] = asyncio.Queue()
-        closed: list[bool] = []
+        async with _upstream(endless) as url:
+            pool = Pool(4, 30.0, 2.0)
+            response, replica, metrics, resp = await _relayed(url, pool)
+            messages: list[Message] = []
+            gone = asyncio.Event()
 
-        async def receive() -> Message:
-            try:
-                await asyncio.sleep(0)  # a bare yield, then a future (the queue's)
-                return await queue.get()
-            except GeneratorExit:
-                closed.append(True)
-                raise
+            async def send(message: Message) -> None:
+                messages.append(message)
+                if len(messages) == 6:  # the head and 5 bodies
+                    gone.set()
 
-        heard: list[str] = []
-        tasks = len(asyncio.all_tasks())
-        disconnected = asyncio.Event()
+            async def receive() -> Message:
+                await gone.wait()
+                return {"type": "http.disconnect"}
 
-        def on_message(message: Message) -> bool:
-            heard.append(message["type"])
-            if message["type"] == "http.disconnect":
-                disconnected.set()
-            return message["type"] == "http.disconnect"
+            await response({"type": "http"}, receive, send)
+            assert all(m.get("more_body", True) for m in messages[1:])  # no end was sent
+            assert resp.closed and pool.opened == 1
+            await asyncio.wait_for(closed.wait(), 10)  # the upstream saw its socket close
+            assert replica.outstanding == 0
+            assert metrics.model("m").inflight._value.get() == 0
+            pool.close()
 
-        listener = Listener(receive, on_message)
-        assert len(asyncio.all_tasks()) == tasks  # no task of its own
-        for kind in ("http.request", "http.request", "http.disconnect", "http.request"):
-            queue.put_nowait({"type": kind})
-        await disconnected.wait()
-        await asyncio.sleep(0.01)
-        assert heard == ["http.request", "http.request", "http.disconnect"]  # then it stopped
-        assert queue.qsize() == 1
+    _run(go)
 
-        listener = Listener(receive, on_message)  # waits on the queue ...
-        await asyncio.sleep(0.01)
-        listener.cancel()  # ... and is closed there, as a cancelled task's receive would be
-        assert closed == [True]
-        queue.put_nowait({"type": "http.disconnect"})
-        await asyncio.sleep(0.01)
-        assert heard == ["http.request", "http.request", "http.disconnect", "http.request"]
+
+def test_a_client_that_leaves_a_pulled_stream_stops_it_too() -> None:
+    """A wrapper iterates `body_iterator` (the pulled way): the disconnect still stops it."""
+
+    async def endless(writer: asyncio.StreamWriter) -> None:
+        for i in range(100_000):
+            writer.write(_chunk(_event(i)))
+            await writer.drain()
+            await asyncio.sleep(0.002)
+
+    async def go() -> None:
+        async with _upstream(endless) as url:
+            pool = Pool(4, 30.0, 2.0)
+            response, replica, _, resp = await _relayed(url, pool)
+            inner = response.body_iterator
+
+            async def wrapped() -> AsyncIterator[bytes]:
+                async for chunk in inner:
+                    yield chunk
+
+            response.body_iterator = wrapped()
+            bodies: list[bytes] = []
+            gone = asyncio.Event()
+
+            async def send(message: Message) -> None:
+                if message["type"] == "http.response.body":
+                    bodies.append(message["body"])
+                    if len(bodies) == 5:
+                        gone.set()
+
+            async def receive() -> Message:
+                await gone.wait()
+                return {"type": "http.disconnect"}
+
+            await response({"type": "http"}, receive, send)
+            assert resp.closed and replica.outstanding == 0
+            pool.close()
 
     _run(go)
 
 
 def test_a_receive_that_fails_only_ends_the_listening() -> None:
     async def go() -> None:
-        async def receive() -> Message:
-            raise RuntimeError("the server's receive broke")
+        async with _upstream(lambda w: _events(w, 40)) as url:
+            pool = Pool(4, 30.0, 2.0)
+            response, replica, _, _ = await _relayed(url, pool)
 
-        heard: list[Message] = []
-        listener = Listener(receive, lambda message: heard.append(message) or False)
-        listener.cancel()  # nothing left to close
-        assert heard == []
+            async def receive() -> Message:
+                raise RuntimeError("the server's receive broke")
+
+            client = Client()
+            await response({"type": "http"}, receive, client.send)
+            assert b"".join(client.bodies).endswith(b"data: [DONE]\n\n") and client.ended
+            assert replica.outstanding == 0
+            pool.close()
 
     _run(go)
