@@ -121,12 +121,11 @@ def test_tokens_per_second_gateway_vs_direct(stack: Stack) -> None:
         assert len(stamps) >= 40
         return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
+    # A-B-B-A once: neither side always goes first. A check with a generous bound, not a
+    # benchmark: `make bench` measures the gateway's cost properly.
     rates: dict[str, list[float]] = {"direct": [], "gateway": []}
-    for _ in range(2):  # A-B-B-A: neither side always goes first
-        rates["direct"].append(rate(direct))
-        rates["gateway"].append(rate(stack.client))
-        rates["gateway"].append(rate(stack.client))
-        rates["direct"].append(rate(direct))
+    for side in ("direct", "gateway", "gateway", "direct"):
+        rates[side].append(rate(direct if side == "direct" else stack.client))
     medians = {k: round(statistics.median(v), 2) for k, v in rates.items()}
     record_figure("e2e_decode_tokens_per_s", medians)
     ratio = round(medians["gateway"] / medians["direct"], 3)
