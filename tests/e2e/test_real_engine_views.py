@@ -1,6 +1,9 @@
 """The operator's views on the real CPU engine (runs after test_real_engine.py): a streamed
 request that waits for a real engine start gets loading comments then the answer, while
-`/v1/models`, the console's feed and `orchestra status` (80 columns) show the load."""
+`/v1/models`, the console's feed and `orchestra status` (80 columns) show the load. That load
+is the stack's on-demand swap (max_resident 1: a request for the other name stops the resident
+engine and starts its own, and succeeds), checked here rather than with an engine start of its
+own."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -18,12 +22,13 @@ from tests.conftest import REPO_ROOT, wait_until
 from tests.e2e.conftest import COLD, HOT, START_TIMEOUT_S, Stack, record_figure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+QUESTION = "What is the capital of France?"
 
 
 def _stream(stack: Stack, out: dict[str, Any]) -> None:
     body = {
         "model": COLD,
-        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "messages": [{"role": "user", "content": QUESTION}],
         "max_tokens": 24,
         "temperature": 0,
         "stream": True,
@@ -37,8 +42,10 @@ def _stream(stack: Stack, out: dict[str, Any]) -> None:
 def test_loading_comments_console_and_status_during_a_real_load(stack: Stack) -> None:
     if stack.model(COLD)["state"] != "cold":
         stack.control(COLD, "unload")
+    assert stack.model(HOT)["state"] == "ready"  # so the request below swaps
     out: dict[str, Any] = {}
     worker = threading.Thread(target=_stream, args=(stack, out))
+    started = time.monotonic()
     worker.start()
     gw = stack.gateway.url
 
@@ -63,6 +70,7 @@ def test_loading_comments_console_and_status_during_a_real_load(stack: Stack) ->
     assert status.returncode == 0 and max(map(len, lines)) <= 80, status.stdout
     assert any(line.split()[:2] == [COLD, "starting"] for line in lines), lines
     worker.join(START_TIMEOUT_S)
+    first_swap_s = time.monotonic() - started
 
     assert out["status"] == 200
     events = out["text"].split("\n\n")
@@ -75,3 +83,11 @@ def test_loading_comments_console_and_status_during_a_real_load(stack: Stack) ->
     snap = httpx.get(gw + "/console/api/snapshot", timeout=10).json()
     states = {m["name"]: m["state"] for m in snap["models"]}
     assert states[COLD] == "ready" and states[HOT] != "ready"  # one resident at a time
+    # The on-demand swap: HOT stopped, COLD started, the request waited and succeeded.
+    assert stack.model(COLD)["state"] == "ready" and stack.model(HOT)["state"] == "cold"
+    record_figure("e2e_on_demand_swap_first_request_s", round(first_swap_s, 1))
+    assert stack.gateway.metric("orchestra_requests_total", model=COLD, status="200") >= 1
+    asked = stack.client.chat.completions.create(
+        model=COLD, messages=[{"role": "user", "content": QUESTION}], max_tokens=30, temperature=0
+    )
+    assert "paris" in (asked.choices[0].message.content or "").lower()

@@ -1,32 +1,28 @@
-"""A real Whisper beside the real vLLM CPU engine, as the CPU default runs them: the supervisor
-launches `whisper-tiny` (engines/whisper, a model's own `engine:`) and `smollm2` (vLLM); with
-one resident slot each request for the other model swaps it in on demand. Through the gateway
-with the OpenAI SDK: two espeak-ng sentences transcribed (WER stated and bounded), a
-translation, a non-audio upload refused with a clear 400, then chat swaps vLLM back in."""
+"""A real Whisper beside the real vLLM CPU engine, as the CPU default runs them: the session
+stack's supervisor (conftest.py) launches `whisper-tiny` (engines/whisper, a model's own
+`engine:`) and `smollm2` (vLLM); with one resident slot each request for the other model swaps
+it in on demand. Through the gateway with the OpenAI SDK: two espeak-ng sentences transcribed
+(WER stated and bounded), a translation, a non-audio upload refused with a clear 400, then chat
+swaps vLLM back in. Runs after the other session-stack tests (conftest orders them)."""
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import GatewayProcess
-from tests.e2e.conftest import Stack, record_figure, stack_config
-from tests.fake_engine import free_port
+from tests.e2e.conftest import COLD, HOT, STT, Stack, record_figure
 from tests.integration.engines.whisper_process import (
     SENTENCES,
     spoken_or_skip,
     wer,
     whisper_model_or_skip,
 )
-from tests.integration.supervisor.helpers import SupervisorProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
-STT, LLM = "whisper-tiny", "smollm2"
+LLM = HOT
 WER_BOUND = 0.25
 
 
@@ -35,40 +31,11 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return spoken_or_skip(tmp_path_factory.mktemp("speech"), SENTENCES)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    model = whisper_model_or_skip()
-    tmp: Path = tmp_path_factory.mktemp("whisper")
-    config = stack_config(tmp)
-    config["rotation_pool"] = [
-        {
-            "name": STT,
-            "model": str(model),
-            "port": free_port(),
-            "extra_args": ["--threads", "1"],
-            "engine": {
-                "kind": "whisper",
-                "command": [sys.executable, "-m", "orchestra.engines.whisper"],
-                "model_arg": "--model",
-                "startup_timeout_s": 180,
-            },
-        }
-    ]
-    config["supervisor"]["max_resident"] = 1  # every switch is a real swap
-    supervisor = SupervisorProcess(config, tmp)
-    gateway = GatewayProcess(config)
-    supervisor.start()
-    try:
-        running = Stack(supervisor, gateway)
-        running.wait_state(LLM, "ready")
-        gateway.start()
-        yield running
-    finally:
-        gateway.stop()
-        supervisor.stop()
-
-
 def test_transcribe_translate_refuse_and_swap_back(stack: Stack, speech: dict[str, Path]) -> None:
+    whisper_model_or_skip()  # the session stack has STT where this does not skip
+    assert stack.model(STT)["kind"] == "whisper"
+    vllm = (HOT, COLD)  # one of them is resident: the first transcription swaps it out
+    assert any(stack.model(m)["state"] == "ready" for m in vllm), stack.supervisor.models()
     client = stack.client
     started = time.monotonic()
     errors = {}
@@ -81,7 +48,8 @@ def test_transcribe_translate_refuse_and_swap_back(stack: Stack, speech: dict[st
         "whisper_e2e_first_transcription_incl_swap_s", round(time.monotonic() - started, 1)
     )
     record_figure("whisper_e2e_wer", errors)
-    assert stack.model(STT)["state"] == "ready" and stack.model(LLM)["upstreams"] == []
+    assert stack.model(STT)["state"] == "ready"
+    assert all(stack.model(m)["upstreams"] == [] for m in vllm)
     name = next(iter(SENTENCES))
     with speech[name].open("rb") as audio:
         translated = client.audio.translations.create(model=STT, file=audio)

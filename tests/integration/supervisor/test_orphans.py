@@ -12,6 +12,8 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.conftest import wait_until
+
 from .helpers import (
     REPO_ROOT,
     SupervisorProcess,
@@ -22,6 +24,14 @@ from .helpers import (
 )
 
 SPAWNING = REPO_ROOT / "tests" / "integration" / "supervisor" / "spawning_engine.py"
+
+
+def _dead(proc: psutil.Process) -> bool:
+    """Gone or a zombie (not our child: whoever inherited it reaps it, maybe never)."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _config(tmp: Path, on_exit: str = "kill") -> dict[str, Any]:
@@ -94,7 +104,7 @@ def test_restarted_supervisor_kills_leftovers_of_a_dead_one(tmp_path: Path) -> N
     sup.signal(signal.SIGKILL)
     assert sup.proc.wait(5) == -signal.SIGKILL
     reaper.kill()
-    time.sleep(0.2)
+    wait_until(lambda: _dead(reaper), 5, what="the reaper dead")
     assert all(group_members(g) for g in groups)  # engines and workers orphaned
     sup2 = SupervisorProcess(_config(tmp_path), tmp_path).start()
     try:
