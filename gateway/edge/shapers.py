@@ -29,7 +29,7 @@ _JSON = "application/json"  # what a JSON call is sent upstream as, whatever the
 
 @dataclass(slots=True)
 class Incoming:
-    """A model call's HTTP request as the front door holds it (no Starlette `Request`: its
+    """A model call's HTTP request as the edge holds it (no Starlette `Request`: its
     lazy header and state objects cost more than the few lookups the shapers make)."""
 
     scope: Scope

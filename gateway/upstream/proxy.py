@@ -12,7 +12,7 @@ Invariants:
 - Bytes are relayed as they arrive, never re-encoded.
 - `outstanding`, the in-flight gauge and the upstream connection are settled exactly once: in
   `finally` here, or by the stream once it is handed one. Answers are counted elsewhere, once
-  (`middleware.ResponseCounter`).
+  (`edge/count.count_answer`, called by the edge).
 """
 
 from __future__ import annotations

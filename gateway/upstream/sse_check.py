@@ -77,4 +77,5 @@ def valid_json(body: bytes) -> bool:
 
 
 class MalformedStream(Exception):
-    """Raised by the relay when `SseCheck` finds an event that is not JSON."""
+    """What the relay records (`RelayedStream.fail`) when `SseCheck` finds an event that is not
+    JSON: the stream ends with one error event."""
