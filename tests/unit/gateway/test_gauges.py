@@ -4,7 +4,6 @@ kept, concurrent reads sharing one scrape, the health monitor and batch pacing s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 from orchestra.config import parse_config
@@ -13,46 +12,23 @@ from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.gauges import GaugeReader, Gauges, parse_gauges
 from orchestra.gateway.upstream.health import HealthMonitor
-from orchestra.gateway.upstream.http1.pool import ConnectFailed, Reply
+from tests.unit.gateway.stub_pool import StubPool
 
 PAGE = b'vllm:num_requests_running{engine="0"} 2.0\nvllm:num_requests_waiting{engine="0"} 3.0\n'
 
 
-class Pages:
-    """The pool's side calls, stubbed: GET answers by URL (a status, or None: refused);
-    `gate` holds replies back."""
-
-    def __init__(self, answers: dict[str, int | None]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-        self.gate: asyncio.Event | None = None
-
-    async def fetch(
-        self,
-        url: str,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        timeout_s: float,
-    ) -> Reply:
-        assert method == "GET" and timeout_s == 1.0  # every scrape is bounded
-        self.asked.append(url + path)
-        status = self.answers.get(url + path)
-        if status is None:
-            raise ConnectFailed("refused")
-        if self.gate is not None:
-            await self.gate.wait()
-        return Reply(status, {}, PAGE)
+def _pages(answers: dict[str, int | None]) -> StubPool:
+    """The engines' pages: GETs answered by URL, each with PAGE."""
+    return StubPool(answers, PAGE)
 
 
-def _reader(pages: Pages) -> GaugeReader:
+def _reader(pages: StubPool) -> GaugeReader:
     return GaugeReader(pages, 1.0)  # type: ignore[arg-type]
 
 
 def test_a_young_reading_is_reused_and_an_old_one_scraped_again() -> None:
     async def go() -> None:
-        pages = Pages({"http://a/metrics": 200})
+        pages = _pages({"http://a/metrics": 200})
         reader = _reader(pages)
         assert await reader.read("http://a") == Gauges(2.0, 3.0)
         assert await reader.read("http://a", max_age_s=60) == Gauges(2.0, 3.0)
@@ -65,7 +41,7 @@ def test_a_young_reading_is_reused_and_an_old_one_scraped_again() -> None:
 
 def test_failures_are_none_and_not_kept() -> None:
     async def go() -> None:
-        pages = Pages({"http://a/metrics": 503})
+        pages = _pages({"http://a/metrics": 503})
         reader = _reader(pages)
         assert await reader.read("http://a", max_age_s=60) is None
         assert await reader.read("http://b", max_age_s=60) is None  # refused
@@ -78,7 +54,7 @@ def test_failures_are_none_and_not_kept() -> None:
 
 def test_concurrent_reads_share_one_scrape_even_when_one_reader_is_cancelled() -> None:
     async def go() -> None:
-        pages = Pages({"http://a/metrics": 200})
+        pages = _pages({"http://a/metrics": 200})
         pages.gate = asyncio.Event()
         reader = _reader(pages)
         first = asyncio.create_task(reader.read("http://a"))
@@ -96,7 +72,7 @@ def test_concurrent_reads_share_one_scrape_even_when_one_reader_is_cancelled() -
 
 def test_forget_drops_readings_of_engines_that_left() -> None:
     async def go() -> None:
-        pages = Pages({"http://a/metrics": 200, "http://b/metrics": 200})
+        pages = _pages({"http://a/metrics": 200, "http://b/metrics": 200})
         reader = _reader(pages)
         await reader.read("http://a")
         await reader.read("http://b")
@@ -122,7 +98,7 @@ def test_health_and_pacing_sharing_a_reader_scrape_each_replica_once() -> None:
             }
         )
         table = RoutingTable(config)
-        pages = Pages({"http://a/metrics": 200, "http://b/metrics": 200})
+        pages = _pages({"http://a/metrics": 200, "http://b/metrics": 200})
         reader = _reader(pages)
         pool: Any = pages
         monitor = HealthMonitor(

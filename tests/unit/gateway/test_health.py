@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 
 import pytest
 
@@ -13,7 +12,7 @@ from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.gauges import parse_queue_load
 from orchestra.gateway.upstream.health import HealthMonitor
-from orchestra.gateway.upstream.http1.pool import ConnectFailed, Reply
+from tests.unit.gateway.stub_pool import StubPool
 
 VLLM_METRICS = b"""\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -51,32 +50,6 @@ def test_parse_queue_load_tolerates_junk(text: bytes) -> None:
 def test_parse_queue_load_skips_bad_lines_but_keeps_good_ones() -> None:
     text = b"vllm:num_requests_running NaNish\nvllm:num_requests_waiting 2\n"
     assert parse_queue_load(text) == 2.0
-
-
-class StubPool:
-    """The pool's side calls, stubbed: GETs answered from a table {url: status | None
-    (refused)}; records what was asked."""
-
-    def __init__(self, answers: dict[str, int | None], body: bytes = b"") -> None:
-        self.answers = answers
-        self.body = body
-        self.asked: list[str] = []
-
-    async def fetch(
-        self,
-        url: str,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        timeout_s: float,
-    ) -> Reply:
-        assert method == "GET" and timeout_s == 1.0  # every probe is bounded
-        self.asked.append(url + path)
-        status = self.answers.get(url + path)
-        if status is None:
-            raise ConnectFailed("refused")
-        return Reply(status, {}, self.body)
 
 
 def _monitor(pool: StubPool, policy: str = "round_robin") -> HealthMonitor:
