@@ -45,9 +45,10 @@ from .shapers import Incoming, Shapers
 log = logging.getLogger(__name__)
 
 
-class Reply:
-    """The client's side of one request: sends with `x-request-id` added and remembers what
-    went out (the status, whether the last byte did) for the count."""
+class Outgoing:
+    """The client's side of one request (the twin of the shapers' `Incoming`): sends with
+    `x-request-id` added and remembers what went out (the status, whether the last byte did)
+    for the count. Not a reply type: `http1.pool.Reply` is a whole engine reply."""
 
     __slots__ = ("_header", "_send", "ended", "status")
 
@@ -120,7 +121,7 @@ class Edge:
         request_id = self._ids.take(headers.get(b"x-request-id"))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        reply = Reply(send, (b"x-request-id", request_id.encode("latin-1")))
+        reply = Outgoing(send, (b"x-request-id", request_id.encode("latin-1")))
         try:
             await self._serve(scope, receive, spec, headers, reply)
         except asyncio.CancelledError:
@@ -142,7 +143,7 @@ class Edge:
         receive: Receive,
         spec: RouteSpec | None,
         headers: dict[bytes, bytes],
-        reply: Reply,
+        reply: Outgoing,
     ) -> None:
         if spec is None:  # not a path of the table: FastAPI's 404 or 405
             await self.app(scope, receive, reply.send)
