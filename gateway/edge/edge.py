@@ -95,7 +95,7 @@ async def _nothing() -> Message:
 
 
 def _shaped(response: Response, spec: RouteSpec | None) -> Response:
-    return as_anthropic(response) if spec is not None and spec.errors == "anthropic" else response
+    return as_anthropic(response) if spec is not None and spec.dialect == "anthropic" else response
 
 
 class Edge:

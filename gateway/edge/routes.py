@@ -10,11 +10,11 @@ routes read this table; no other list of paths exists. A new endpoint is one ent
   served by the edge and the pipeline, everything else by its FastAPI `endpoint`.
 - `reaches_model`: it is proxied to an engine (or Ollama), so the edge counts its answers
   (`orchestra_requests_total`); a model call's key is charged by the pipeline (rate limits).
-- `traits` (`core/traits.py`), copied into its calls: the API it speaks (`dialect`: the shape of
-  the gateway's own errors, `errors`: Anthropic's on Anthropic's paths, `anthropic.py`, and of
-  a failed stream's last event, `core/sse.py`), whether an ensemble may serve it, whether a
-  batch may target it (`batch_endpoints`), and the Ollama API path the fallback translates it
-  to.
+- `traits` (`core/traits.py`), copied into its calls: the API it speaks (`dialect`: the shape
+  of the gateway's own errors, Anthropic's on Anthropic's paths (`anthropic.py`) and OpenAI's
+  elsewhere, and of a failed stream's last event, `core/sse.py`), whether an ensemble may
+  serve it, whether a batch may target it (`batch_endpoints`), and the Ollama API path the
+  fallback translates it to.
 """
 
 from __future__ import annotations
@@ -58,11 +58,6 @@ class RouteSpec:
     @property
     def dialect(self) -> Dialect:
         return self.traits.dialect
-
-    @property
-    def errors(self) -> Literal["openai", "anthropic"]:
-        """The shape of the gateway's own whole-reply errors (the Responses API's are OpenAI's)."""
-        return "anthropic" if self.dialect == "anthropic" else "openai"
 
 
 def _model_call(
