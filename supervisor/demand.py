@@ -1,10 +1,20 @@
-"""Per-model demand as the gateways report it: request counts over a window, and last use."""
+"""Per-model demand as the gateways report it: request counts over a window, and last use.
+
+Bound: per model at most `ceil(window_s) + 1` events, whoever reads them: reports within one
+second of the model's last event are added to it, and events older than the window are dropped
+as each report arrives (not only when a count is read, which nothing may do for hours).
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
+
+from orchestra.runtime import Bounded
+
+MERGE_S = 1.0  # reports this close to a model's last event are added to it
 
 
 class Demand:
@@ -19,8 +29,23 @@ class Demand:
         now = self._clock()
         for model, n in counts.items():
             if n > 0:
-                self._events[model].append((now, n))
+                events = self._events[model]
+                if events and now - events[-1][0] < MERGE_S:
+                    events[-1] = (events[-1][0], events[-1][1] + n)
+                else:
+                    events.append((now, n))
+                self._drop_old(events, now)
                 self._last_used[model] = now
+
+    def _drop_old(self, events: deque[tuple[float, int]], now: float) -> None:
+        horizon = now - self._window
+        while events and events[0][0] < horizon:
+            events.popleft()
+
+    def bounded(self, models: int) -> Bounded:
+        """Events held over every model, against `models` models' worth of the bound."""
+        per_model = math.ceil(self._window / MERGE_S) + 1
+        return Bounded(sum(map(len, self._events.values())), models * per_model)
 
     def touch(self, model: str) -> None:
         """The model was just used (asked for by an ensure, or serving requests)."""
@@ -31,9 +56,7 @@ class Demand:
         events = self._events.get(model)
         if not events:
             return 0
-        horizon = self._clock() - self._window
-        while events and events[0][0] < horizon:
-            events.popleft()
+        self._drop_old(events, self._clock())
         return sum(n for _, n in events)
 
     def last_used(self, model: str) -> float:

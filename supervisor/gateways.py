@@ -6,6 +6,10 @@ sync, stops sending it new requests and from then on lists it in `draining_seen`
 `inflight` count for that engine can then only fall. The engine is drained when every live
 gateway (one that synced within `ttl_s`) has listed it and reports 0 for it. A gateway that
 stops syncing stops counting after `ttl_s`, so a dead gateway never blocks a drain for longer.
+
+Bound: a report that aged out is dropped at the next report of any gateway (each gateway
+process, each worker, names itself anew at every start, so restarts would otherwise pile up),
+and at most `MAX_GATEWAYS` are kept (the least recently synced goes first).
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from orchestra.protocol import GatewayReport
+from orchestra.runtime import Bounded
 
 from .changes import Changes
+
+MAX_GATEWAYS = 1024  # live gateway processes (workers) one supervisor serves, at most
 
 
 @dataclass
@@ -34,12 +41,22 @@ class GatewayReports:
         self._changes = Changes()
 
     def record(self, gateway_id: str, report: GatewayReport) -> None:
+        now = self._clock()
+        self._by_gateway.pop(gateway_id, None)  # re-inserted last: the dict is in sync order
         self._by_gateway[gateway_id] = _Seen(
-            self._clock(),
+            now,
             {url: max(0, n) for url, n in report.inflight.items()},
             frozenset(report.draining_seen),
         )
+        horizon = now - self._ttl
+        for old in [g for g, s in self._by_gateway.items() if s.at < horizon]:
+            del self._by_gateway[old]
+        while len(self._by_gateway) > MAX_GATEWAYS:
+            del self._by_gateway[next(iter(self._by_gateway))]
         self._changes.notify()
+
+    def bounded(self) -> Bounded:
+        return Bounded(len(self._by_gateway), MAX_GATEWAYS)
 
     def live(self) -> dict[str, _Seen]:
         horizon = self._clock() - self._ttl

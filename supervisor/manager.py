@@ -255,7 +255,8 @@ class Manager:
 
     def sync(self, gateway_id: str, report: GatewayReport) -> list[ModelInfo]:
         """A gateway's periodic report (demand, in-flight per engine); the model table back."""
-        self.demand.record(report.demand)
+        # Only this table's models: a report's own names never become keys here.
+        self.demand.record({n: c for n, c in report.demand.items() if n in self.models})
         self.reports.record(gateway_id, report)
         busy_urls = {url for url, n in report.inflight.items() if n > 0}
         for model in self.models.values():

@@ -77,3 +77,36 @@ def test_wait_drained_wakes_on_a_report_and_gives_up_at_the_deadline() -> None:
         return drained, gave_up
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_demand_holds_at_most_a_window_of_seconds_per_model_while_nobody_counts() -> None:
+    """Reports every 0.1 s for 10 windows, no `count` read in between (nothing reads demand
+    without rotation): the events stay within `ceil(window_s) + 1` per model, and the count
+    is still the window's."""
+    clock = Clock()
+    d = Demand(window_s=60, clock=clock)
+    for _ in range(6000):
+        d.record({"a": 1, "b": 2})
+        clock.t += 0.1
+    held = d.bounded(models=2)
+    assert held.size <= held.bound == 2 * 61
+    assert held.size >= 2 * 50  # about one a second of the window: merged, not dropped
+    assert 590 <= d.count("a") <= 610 and 1180 <= d.count("b") <= 1220
+
+
+def test_reports_of_gateways_gone_are_dropped_and_capped() -> None:
+    """Each gateway process names itself anew at each start: the reports of those that
+    stopped syncing go at the next report, and no more than MAX_GATEWAYS are ever kept."""
+    from orchestra.supervisor.gateways import MAX_GATEWAYS
+
+    clock = Clock()
+    reports = GatewayReports(ttl_s=10, clock=clock)
+    for restart in range(100):
+        reports.record(f"restarted-{restart}", GatewayReport())
+        clock.t += 5
+    assert reports.bounded().size == 3  # those synced within ttl_s: 10 s, 5 s apart
+    for g in range(MAX_GATEWAYS + 50):  # more live gateways than the cap, all at once
+        reports.record(f"live-{g}", GatewayReport())
+    held = reports.bounded()
+    assert held.size == held.bound == MAX_GATEWAYS
+    assert f"live-{MAX_GATEWAYS + 49}" in reports.live() and "live-0" not in reports.live()
