@@ -12,11 +12,13 @@ import aiohttp
 
 from orchestra.config import KvAwareConfig, OrchestraConfig
 from orchestra.control import ControlClient
+from orchestra.runtime import Bounded
 
 from .balancing.balancer import KvShared
 from .balancing.kv.feed import KvFeeds, Wanted
 from .balancing.kv.index import KvIndex
 from .balancing.kv.tokens import Tokenizer
+from .balancing.policy import Remembering
 from .cluster.link import SupervisorLink
 from .cluster.membership import RayMembership
 from .cluster.nodes import Node
@@ -51,9 +53,34 @@ class Gateway:
     models: ModelMap  # aliases, fallback chains, adapters, ensembles
     limiter: RateLimiter
     pipeline: Pipeline  # call -> response: the one entrance for every workload
+    stored: StoredResponses  # the Responses API's response id -> engine (the pipeline's)
+    kv: KvShared | None = None  # the KV index and tokenizer, when a model is kv_aware
     kv_feeds: KvFeeds | None = None  # the KV-event subscriptions, when a model is kv_aware
     membership: RayMembership | None = None  # with `ray:`: the link's nodes follow Ray
     started: int = field(default_factory=lambda: int(time.time()))
+
+    def maps(self) -> dict[str, Bounded]:
+        """Every map below the edge keyed by what clients send or engines report, with its
+        cap, each as its owner reports it (`GET /admin/runtime`; docs/design.md lists them)."""
+        names = len(self.table.routes) + len(self.models.adapters)
+        maps = {
+            "responses.stored": self.stored.bounded(),
+            "ratelimit.buckets": self.limiter.bounded(),
+            "aliases.chains": Bounded(self.models.chains_held(), names),
+            # every configured name, the aliases and ensembles, `_unknown` and `_fallback`
+            "metrics.model_labels": Bounded(
+                self.metrics.model_labels(),
+                names + len(self.models.aliases) + len(self.models.ensembles) + 2,
+            ),
+        }
+        if self.link is not None:
+            maps["link.ensuring"] = Bounded(self.link.ensuring(), len(self.table.routes))
+        if self.kv is not None:
+            maps["kv.index"] = self.kv.index.bounded()
+        for name, route in self.table.routes.items():
+            if isinstance(route.balancer, Remembering):
+                maps[f"balancing.{name}"] = route.balancer.bounded()
+        return maps
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """The background loops to run while the app serves."""
@@ -134,6 +161,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
     )
     proxy = Proxy(pool, health, metrics, gw, reensure=link.reensure if link else None)
     loading = LoadingComments(config, table, metrics)
+    stored = StoredResponses(table, pool, gw.responses.max_stored, gw.timeouts.health_probe_s)
     pipeline = Pipeline(
         models,
         limiter,
@@ -142,7 +170,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         proxy,
         fallback,
         loading if loading.models else None,
-        StoredResponses(table, pool, gw.responses.max_stored, gw.timeouts.health_probe_s),
+        stored,
     )
     return Gateway(
         config=config,
@@ -156,6 +184,8 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         models=models,
         limiter=limiter,
         pipeline=pipeline,
+        stored=stored,
+        kv=kv,
         kv_feeds=(
             KvFeeds(
                 kv.index,

@@ -176,6 +176,18 @@ class GatewayMetrics:
             registry=r,
         )
 
+    def model_labels(self) -> int:
+        """Distinct `model` label values over every series of this app's registry (a bound
+        that holds only while no raw client string becomes a label: see the module doc)."""
+        return len(
+            {
+                sample.labels["model"]
+                for family in self.registry.collect()
+                for sample in family.samples
+                if "model" in sample.labels
+            }
+        )
+
     def model(self, name: str) -> ModelMetrics:
         """Bound children for a configured model name (never a raw client string)."""
         found = self._models.get(name)

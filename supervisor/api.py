@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import aiohttp
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -36,6 +37,7 @@ from orchestra.protocol import (
     SyncReply,
     error_dict,
 )
+from orchestra.runtime import Bounded, figures
 
 from .adapters import ADAPTER_CALL_TIMEOUT_S, Adapters, adapter_names
 from .errors import ModelNotFound, SupervisorError, Unauthorized
@@ -244,6 +246,19 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
         that would never finish; engines keep serving its requests in flight."""
         m.closing.begin()
         return _reply(Health(status="closing"))
+
+    @app.get("/admin/runtime", dependencies=auth)
+    async def runtime(m: Mgr) -> Response:
+        """Tasks, gc objects and the bounded maps against their caps (`orchestra/runtime.py`)."""
+        # The maps keyed by what gateways report, with their caps; the rest are keyed by
+        # configured models and engines only.
+        maps = {
+            "demand.events": m.demand.bounded(len(m.models)),
+            "gateways.reports": m.reports.bounded(),
+            "swaps.running": Bounded(len(m.swaps.tasks()), len(m.models)),
+            "scaling.growing": Bounded(len(m.scaler.tasks()), len(m.models)),
+        }
+        return Response(orjson.dumps(figures(maps)), media_type="application/json")
 
     @app.get("/metrics", dependencies=auth)
     async def metrics(m: Mgr) -> Response:

@@ -10,12 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from orchestra.runtime import Bounded
+
 from ..core.request_key import NO_KEY, RequestKey
 from .replica import Replica
 
 
 class Balancer(Protocol):
     def pick(self, candidates: Sequence[Replica], key: RequestKey = NO_KEY) -> Replica: ...
+
+
+@runtime_checkable
+class Remembering(Protocol):
+    """A policy that keeps a table keyed by what requests carry (prefix blocks, session
+    rings): it says how full the table is against its cap (`GET /admin/runtime`)."""
+
+    def bounded(self) -> Bounded: ...
 
 
 @runtime_checkable

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestra.config import AffinityConfig
+from orchestra.runtime import Bounded
 
 from ..core.request_key import NO_KEY, RequestKey
 from .load import least_loaded, load_of
@@ -98,6 +99,9 @@ class PrefixAware:
 
     def __len__(self) -> int:
         return len(self._table)
+
+    def bounded(self) -> Bounded:
+        return Bounded(len(self._table), self.table_size)
 
     def pick(self, candidates: Sequence[Replica], key: RequestKey = NO_KEY) -> Replica:
         chain = block_chain(render_prompt(key.payload, self.max_chars), self.block_chars)

@@ -15,10 +15,13 @@ import itertools
 from collections.abc import Sequence
 
 from orchestra.config import AffinityConfig
+from orchestra.runtime import Bounded
 
 from ..core.request_key import NO_KEY, RequestKey
 from .load import least_loaded
 from .replica import Replica
+
+MAX_RINGS = 64  # rotations (replica sets) remembered; replicas come and go rarely
 
 
 def stable_hash(text: str) -> int:
@@ -49,6 +52,10 @@ class SessionAffinity:
         self._rings: dict[tuple[tuple[str, float], ...], Ring] = {}
         self._counter = itertools.count()
 
+    def bounded(self) -> Bounded:
+        """Rings by replica set: sessions themselves are hashed, never stored."""
+        return Bounded(len(self._rings), MAX_RINGS)
+
     def session_of(self, key: RequestKey) -> str | None:
         value = key.header(self.header)
         if value:
@@ -67,7 +74,7 @@ class SessionAffinity:
         shape = tuple((r.url, r.weight) for r in candidates)
         ring = self._rings.get(shape)
         if ring is None:
-            if len(self._rings) >= 64:  # rotations seen lately; replicas come and go rarely
+            if len(self._rings) >= MAX_RINGS:
                 self._rings.clear()
             ring = self._rings[shape] = Ring(candidates, self.virtual_nodes)
         return ring

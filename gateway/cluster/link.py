@@ -67,6 +67,10 @@ class SupervisorLink:
         self._first_syncs: dict[Node, asyncio.Future[None]] = {}  # shared by waiting requests
         self._members_changed = asyncio.Event()
 
+    def ensuring(self) -> int:
+        """Ensures in flight, one per model at most (joined)."""
+        return len(self._ensuring)
+
     @property
     def client(self) -> ControlClient:
         """The first node's control client (the console and loading hints use it; with several

@@ -1,4 +1,6 @@
-"""Admin routes (`/admin/*`, guarded by the admin key in `gateway.auth`): a state snapshot."""
+"""Admin routes (`/admin/*`, guarded by the admin key in `gateway.auth`): a state snapshot,
+and the runtime figures (tasks, gc objects, each bounded map against its cap:
+`orchestra/runtime.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from typing import TYPE_CHECKING
 import orjson
 from fastapi import Request
 from starlette.responses import Response
+
+from orchestra.runtime import figures
 
 if TYPE_CHECKING:
     from ..container import Gateway
@@ -39,3 +43,9 @@ async def status(request: Request) -> Response:
     nodes = {n.name: n.snapshot() for n in gw.link.nodes} if gw.link else {}
     body = {"models": models, "admission": admission, "fallback": fallback, "nodes": nodes}
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def runtime(request: Request) -> Response:
+    """This worker's figures (each worker holds its own maps; the soak runs one)."""
+    gw: Gateway = request.app.state.gateway
+    return Response(orjson.dumps(figures(gw.maps())), media_type="application/json")

@@ -127,6 +127,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/health", frozenset({"GET"}), Caller.OPEN, info.health),
     RouteSpec("/metrics", frozenset({"GET"}), Caller.OPEN, info.metrics),
     RouteSpec("/admin/status", frozenset({"GET"}), Caller.ADMIN, admin.status),
+    RouteSpec("/admin/runtime", frozenset({"GET"}), Caller.ADMIN, admin.runtime),
     # OpenAI's Files and Batches (rows reach models later, charged to the submitting key)
     _api("/v1/files", batch.create_file, "POST"),
     _api("/v1/files", batch.list_files),

@@ -72,6 +72,10 @@ class ModelMap:
         resolved = self.resolve(name)
         return resolved in self.ensembles or route(self.target(resolved).route) is not None
 
+    def chains_held(self) -> int:
+        """Chains made so far: one per name that had somewhere to go (`serves`)."""
+        return len(self._chains)
+
     def adapter_base(self, name: str) -> str | None:
         return self.adapters.get(name)
 

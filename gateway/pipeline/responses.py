@@ -22,6 +22,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from orchestra.runtime import Bounded
+
 from ..balancing.balancer import Replica
 from ..cluster.routing import ModelRoute, RoutingTable
 from ..core.call import Call
@@ -63,6 +65,9 @@ class StoredResponses:
             previous = call.payload.get("previous_response_id")
             return previous if isinstance(previous, str) and previous else None
         return None
+
+    def bounded(self) -> Bounded:
+        return Bounded(len(self._where), self._max)
 
     def remember(self, response_id: str, model: str, url: str) -> None:
         self._where[response_id] = (model, url)

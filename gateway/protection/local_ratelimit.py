@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestra.config import ApiKey, GatewayConfig
+from orchestra.runtime import Bounded
 
 from ..core.errors import Overloaded
 
@@ -86,11 +87,16 @@ class RateLimiter:
         self.default_completion = config.ratelimit_default_completion_tokens
         self._requests: dict[str, Bucket] = {}
         self._tokens: dict[str, Bucket] = {}
+        self._keys = len(config.api_keys)  # buckets are made here, one or two per key, only
         for key in config.api_keys:
             if key.requests_per_minute:
                 self._requests[key.name] = Bucket(key.requests_per_minute)
             if key.tokens_per_minute:
                 self._tokens[key.name] = Bucket(key.tokens_per_minute)
+
+    def bounded(self) -> Bounded:
+        """The buckets (request and token windows): two per configured key at most."""
+        return Bounded(len(self._requests) + len(self._tokens), 2 * self._keys)
 
     def admit(self, key: ApiKey, payload: Mapping[str, Any], body_bytes: int) -> dict[str, str]:
         """Charge one request for `key`; returns the x-ratelimit-* headers or raises 429."""

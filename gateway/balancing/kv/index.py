@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+from orchestra.runtime import Bounded
+
 from .wire import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch, as_int
 
 
@@ -72,6 +74,10 @@ class KvIndex:
         if blocks is not None:
             for h in hashes:
                 blocks.pop(as_int(h), None)
+
+    def bounded(self) -> Bounded:
+        """Hashes held over every engine followed, against the sum of their caps."""
+        return Bounded(sum(map(len, self._blocks.values())), sum(self._caps.values()))
 
     def block_size(self, url: str) -> int | None:
         """The engine's block size, once one of its BlockStored events said it."""

@@ -25,6 +25,7 @@ import itertools
 from collections.abc import Sequence
 
 from orchestra.config import AffinityConfig, KvAwareConfig
+from orchestra.runtime import Bounded
 
 from ...core.request_key import NO_KEY, RequestKey
 from ..load import least_loaded, load_of
@@ -50,6 +51,10 @@ class KvAware:
         self._tokenizer = tokenizer
         self.fallback = PrefixAware(affinity)
         self._counter = itertools.count()
+
+    def bounded(self) -> Bounded:
+        """The prefix table of the fallback (the KV index is the worker's, reported once)."""
+        return self.fallback.bounded()
 
     def _followed(self, replica: Replica) -> bool:
         events = replica.kv_events

@@ -8,8 +8,9 @@ from orchestra.config import AffinityConfig
 from orchestra.gateway.balancing.balancer import make_balancer
 from orchestra.gateway.balancing.prefix import PrefixAware, block_chain, render_prompt
 from orchestra.gateway.balancing.replica import Replica
-from orchestra.gateway.balancing.session import SessionAffinity
+from orchestra.gateway.balancing.session import MAX_RINGS, SessionAffinity
 from orchestra.gateway.core.request_key import RequestKey
+from orchestra.runtime import Bounded
 
 SYSTEM = [f"You are assistant number {i}. " * 40 for i in range(8)]  # ~1 KiB each
 
@@ -83,6 +84,7 @@ def test_table_is_bounded_and_drops_chains_from_the_tail() -> None:
     for i in range(100):
         policy.pick(replicas, _chat(f"prompt {i} " * 200))
         assert len(policy) <= 16
+    assert policy.bounded() == Bounded(16, 16)  # what GET /admin/runtime reports
     last = block_chain(render_prompt(_chat("prompt 99 " * 200).payload, 8 * 128), 128)
     owner = next(r.url for r in replicas if policy.match_length(last, r.url))
     assert policy.match_length(last, owner) == 8  # the newest chain is whole
@@ -136,3 +138,13 @@ def test_a_replica_leaving_moves_only_its_own_sessions() -> None:
     assert moved and all(before[s] is gone for s in moved)
     back = {s: policy.pick(replicas, _session(s)) for s in sessions}
     assert back == before  # and they return when it does
+    assert policy.bounded() == Bounded(2, MAX_RINGS)  # two rotations; sessions are not kept
+
+
+def test_rings_stay_within_their_cap_however_many_rotations() -> None:
+    replicas = _replicas(MAX_RINGS + 20)
+    policy = SessionAffinity(AffinityConfig())
+    for i in range(len(replicas) - 1):
+        policy.pick(replicas[i : i + 2], _session(f"s{i}"))
+        assert policy.bounded().within
+    assert policy.bounded().size < MAX_RINGS

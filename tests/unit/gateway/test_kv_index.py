@@ -24,6 +24,7 @@ from orchestra.gateway.balancing.policy import prepared_key
 from orchestra.gateway.balancing.replica import Replica
 from orchestra.gateway.core.request_key import RequestKey
 from orchestra.protocol import KvEvents
+from orchestra.runtime import Bounded
 
 SEED = "vllm-none-hash"
 EVENTS = KvEvents(publisher="tcp://127.0.0.1:1")
@@ -62,6 +63,7 @@ def test_the_index_follows_stores_removals_and_clears_within_its_cap() -> None:
     assert index.match("a", [1, 2]) == 1
     index.store("a", [3, 4, 5], 16)  # over the cap of 3: the oldest (1) goes
     assert index.hashes("a") == {3, 4, 5}
+    assert index.bounded() == Bounded(3, 3)  # what GET /admin/runtime reports
     index.apply("a", KvEventBatch(0.0, [AllBlocksCleared()]))
     assert index.size("a") == 0 and index.tracks("a")
     index.store("untracked", [1], 16)  # an engine nobody follows is never stored

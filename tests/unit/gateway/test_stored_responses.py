@@ -11,6 +11,7 @@ from orchestra.config import OrchestraConfig
 from orchestra.gateway.cluster.routing import RoutingTable
 from orchestra.gateway.pipeline.responses import ResponseNotFound, StoredResponses
 from orchestra.gateway.upstream.http1.pool import Pool
+from orchestra.runtime import Bounded
 
 # Nothing listens on port 9 here: a probe finds no engine holding anything.
 CONFIG = OrchestraConfig.model_validate(
@@ -34,6 +35,7 @@ def test_the_index_pins_bounds_and_keeps_to_the_models_asked() -> None:
                 await stored.locate("resp_1", ["b"])
             stored.remember("resp_2", "a", "http://127.0.0.1:9")
             stored.remember("resp_3", "a", "http://127.0.0.1:9")  # pushes resp_1 out (LRU of 2)
+            assert stored.bounded() == Bounded(2, 2)  # what GET /admin/runtime reports
             with pytest.raises(ResponseNotFound):
                 await stored.locate("resp_1", ["a"])  # and the probe finds no engine with it
             stored.remember("resp_4", "a", "http://127.0.0.1:8")  # an engine no longer served
