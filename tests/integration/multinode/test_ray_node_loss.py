@@ -152,6 +152,7 @@ def test_a_node_lost_under_live_streams(ray_cluster: RayNodes, tmp_path: Path) -
     at_cut = [r.done - cut for r in load.sent + load2.sent if r.sent <= cut < r.done]
     during = [r.done - r.sent for r in _sent_after(cut, load, load2) if r.sent <= rotation]
     later = [r.done - r.sent for r in _sent_after(rotation, load, load2)]
+    before = [r.done - r.sent for r in load.sent + load2.sent if r.done <= cut]
     first_served = min(r.done for r in _sent_after(cut, load, load2)) - cut
     print(
         f"\nnode lost (link cut): {len(lost)} of {STREAMS} streams on it, {len(kept)} on the "
@@ -165,7 +166,8 @@ def test_a_node_lost_under_live_streams(ray_cluster: RayNodes, tmp_path: Path) -
         f"{max(at_cut, default=0):.2f} s; first request sent after the cut served at "
         f"{first_served:.2f} s; {len(during)} sent before it left rotation (latency max "
         f"{max(during, default=0):.2f} s), {len(later)} after (latency median "
-        f"{statistics.median(later):.3f} s, max {max(later):.3f} s); none failed"
+        f"{statistics.median(later):.3f} s, max {max(later):.3f} s; before the cut median "
+        f"{statistics.median(before):.3f} s); none failed"
     )
     print(f"error event: {lost[0].data[-1]}")
 
