@@ -132,6 +132,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
             on_ready=health.mark_up,
             on_status=lambda status: models.sync_adapters(status.name, status.adapters),
             gpus_for=lambda name: s.tensor_parallel_size if (s := config.server(name)) else 1,
+            on_gone=lambda urls: _drop(pool, urls),
         )
         if table.managed or config.supervisors or config.ray
         else None
@@ -198,6 +199,13 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         ),
         membership=membership,
     )
+
+
+def _drop(pool: Pool, urls: set[str]) -> None:
+    """A node's engines gone with it: what is in flight to them fails now (the link's
+    `on_gone`)."""
+    failed = pool.drop(urls, "the engine's node left the cluster")
+    log.warning("node gone: failed %d requests in flight to %s", failed, ", ".join(sorted(urls)))
 
 
 def kv_wanted(table: RoutingTable, configs: Mapping[str, KvAwareConfig]) -> dict[str, Wanted]:

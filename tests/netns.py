@@ -5,7 +5,10 @@ the root end 10.231.K.1/24 and the node end 10.231.K.2/24 (K is derived from thi
 so concurrent runs do not collide). Only those addresses are used: no traffic leaves the
 machine. `Cluster.close()` deletes every namespace and veth it made, even half-built ones.
 `Node.popen(argv)` runs a process inside a node (`ip netns exec`, which execs: the pid is the
-program's own). `cut()` / `restore()` set the root end of its link down / up.
+program's own). `cut()` / `restore()` set the node's end of its link down / up: the node falls
+silent (no FIN, no RST, as a machine that lost power or its network), while the root end keeps
+its address (a Ray head listens on it, `integration/multinode/ray_nodes.py`) and its route to
+the node (so nothing sent to the node leaves by the default route).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class Node:
     name: str  # namespace
     host_if: str  # the veth end in the root namespace
     address: str  # the node's address (reachable from the root namespace)
+    node_if: str  # the veth end inside the namespace
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def popen(self, argv: list[str], log: IO[bytes], cwd: Path) -> subprocess.Popen[bytes]:
@@ -65,10 +69,10 @@ class Node:
         return proc
 
     def cut(self) -> None:
-        _ip("link", "set", self.host_if, "down")
+        _ip("netns", "exec", self.name, "ip", "link", "set", self.node_if, "down")
 
     def restore(self) -> None:
-        _ip("link", "set", self.host_if, "up")
+        _ip("netns", "exec", self.name, "ip", "link", "set", self.node_if, "up")
 
 
 class Cluster:
@@ -80,7 +84,7 @@ class Cluster:
             for i in range(1, count + 1):
                 ns, host_if, peer = f"orc{tag}n{i}", f"orc{tag}h{i}", f"orc{tag}p{i}"
                 net = f"{SUBNET}.{base + i}"
-                node = Node(ns, host_if, f"{net}.2")
+                node = Node(ns, host_if, f"{net}.2", peer)
                 self.nodes.append(node)
                 _ip("netns", "add", ns)
                 _ip("link", "add", host_if, "type", "veth", "peer", "name", peer)

@@ -51,6 +51,9 @@ class SupervisorLink:
         on_ready: Callable[[ModelRoute, Replica], None] = lambda route, replica: None,
         on_status: Callable[[ModelStatus], None] = lambda status: None,  # e.g. its adapters
         gpus_for: Callable[[str], int] = lambda model: 1,  # GPUs per engine (placement)
+        # The engine URLs of a node gone for good: their requests in flight fail now (the
+        # pool's `drop`) instead of when a read times out.
+        on_gone: Callable[[set[str]], None] = lambda urls: None,
     ) -> None:
         self.nodes = list(nodes)
         self.table = table
@@ -63,6 +66,7 @@ class SupervisorLink:
         self._on_ready = on_ready
         self._on_status = on_status
         self._gpus_for = gpus_for
+        self._on_gone = on_gone
         self._ensuring: dict[str, asyncio.Future[None]] = {}
         self._first_syncs: dict[Node, asyncio.Future[None]] = {}  # shared by waiting requests
         self._members_changed = asyncio.Event()
@@ -123,11 +127,18 @@ class SupervisorLink:
         self._members_changed.set()
 
     def remove_node(self, name: str) -> None:
-        """A node gone for good (Ray marked it dead): its engines leave rotation now."""
-        gone = {m for n in self.nodes if n.name == name for m in n.statuses}
+        """A node gone for good (Ray marked it dead): its engines leave rotation now, and the
+        requests in flight to them end now (`on_gone`), not at a read timeout: a node that
+        vanished sends no FIN or RST. Ray's word is final here even if an engine there still
+        answers (its raylet alone died): its supervisor is gone, and a node Ray has declared
+        dead is indistinguishable from a partitioned one."""
+        leaving = [n for n in self.nodes if n.name == name]
         self.nodes[:] = [n for n in self.nodes if n.name != name]
         self._members_changed.set()
-        self._merge(gone)
+        self._merge({m for n in leaving for m in n.statuses})
+        urls = {u for n in leaving for u in n.urls()}
+        if urls:
+            self._on_gone(urls)
 
     async def _run_node(self, node: Node) -> None:
         while True:

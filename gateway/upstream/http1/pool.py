@@ -18,6 +18,9 @@ Invariants:
 - The pool is the gateway's one client for everything it sends to engines: the model calls
   (`request`: the caller reads and settles the connection) and the side calls (`fetch`:
   probes, gauges, tokenize, Ollama; the whole reply read, the lease settled, one timeout).
+- It knows every leased connection (per upstream, from `request` until settled), so an
+  upstream declared gone (`drop`: its node left the cluster) fails its requests at once: a
+  silent peer sends no FIN or RST, only the read timeouts would end them.
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple, cast
 from urllib.parse import quote, urlsplit
 
 from aiohttp import Payload
 from aiohttp.abc import AbstractStreamWriter
 
-from .protocol import Connection
+from .protocol import Connection, UpstreamClosed
 
 # Not forwarded: they describe one hop (RFC 9110 §7.6.1), or the gateway sets them itself.
 _DROPPED = frozenset(
@@ -71,6 +74,11 @@ class ConnectFailed(OSError):
     unresolvable, or too slow)."""
 
 
+class UpstreamGone(UpstreamClosed):
+    """The upstream was declared gone (`Pool.drop`): a request still waiting for its response
+    head is retried elsewhere (an `UpstreamClosed`), a stream ends with its error event."""
+
+
 class _Upstream:
     """One upstream's connections: the slots bounding them and the idle ones (oldest first),
     with one timer, while any are idle, that closes them as they pass `keepalive_s`."""
@@ -81,6 +89,7 @@ class _Upstream:
         "host",
         "idle",
         "keepalive_s",
+        "leased",
         "port",
         "prefix",
         "slots",
@@ -99,6 +108,7 @@ class _Upstream:
         )
         self.keepalive_s = keepalive_s
         self.idle: list[Connection] = []
+        self.leased: set[Connection] = set()  # from `Pool.request` until settled (`drop`)
         self.slots = asyncio.Semaphore(bound)
         self.closed = False  # the pool is closed: nothing goes back to `idle`
         self._expiry: asyncio.TimerHandle | None = None
@@ -117,6 +127,7 @@ class _Upstream:
     def settle(self, conn: Connection, reusable: bool) -> None:
         """A lease ends (`Connection`'s home callback): the slot back, the connection idle."""
         self.slots.release()
+        self.leased.discard(conn)
         if reusable and not self.closed:
             loop = asyncio.get_running_loop()
             conn.idle_since = loop.time()
@@ -182,6 +193,7 @@ class Pool:
         conn: Connection | None = None
         try:
             conn = upstream.take_idle() or await self._connect(upstream)
+            upstream.leased.add(conn)
             if isinstance(body, bytes):
                 await conn.send(head + body)
             else:
@@ -237,6 +249,23 @@ class Pool:
             raise ConnectFailed(f"connect failed: {exc!r}") from exc
         self.opened += 1
         return conn
+
+    def drop(self, urls: Iterable[str], why: str) -> int:
+        """The upstreams at `urls` are gone for good (their node left the cluster, so nothing
+        they send will come): fail every request in flight to them now with `UpstreamGone`
+        (`why`) and close their idle connections. Returns how many requests were failed."""
+        failed = 0
+        for url in urls:
+            upstream = self._upstreams.get(url)
+            if upstream is None:
+                continue
+            for conn in upstream.idle:
+                conn.close()
+            upstream.idle.clear()
+            for conn in list(upstream.leased):  # each settles itself, as its reader ends
+                conn.set_exception(UpstreamGone(why))
+                failed += 1
+        return failed
 
     def close(self) -> None:
         """Close the idle connections, and every one handed back from now on (the app is

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,15 +158,29 @@ def admin_status(gw: GatewayProcess) -> dict[str, Any]:
 
 
 def replica_urls(gw: GatewayProcess, name: str) -> list[str]:
-    return [r["url"] for r in admin_status(gw)["models"][name]["replicas"]]
+    """Its replicas in the gateway; none before a supervisor has reported it."""
+    model = admin_status(gw)["models"].get(name)
+    return [r["url"] for r in model["replicas"]] if model else []
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request of a `Load`: when it was sent and answered (monotonic), and by what."""
+
+    sent: float
+    done: float
+    status: int
+    replica: str  # the engine that served it (`x-orchestra-replica`: host:port), or ""
 
 
 class Load:
-    """Sequential requests for some models through the gateway until stopped; counts statuses."""
+    """Sequential requests for some models through the gateway until stopped; counts statuses
+    and keeps each request's `Sent`."""
 
     def __init__(self, gw_url: str, *names: str) -> None:
         self.gw_url, self.names = gw_url, names
         self.statuses: Counter[tuple[str, int]] = Counter()
+        self.sent: list[Sent] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -183,8 +198,12 @@ class Load:
         while not self._stop.is_set():
             name = self.names[i % len(self.names)]
             i += 1
+            sent = time.monotonic()
             try:
-                self.statuses[name, completion(self.gw_url, name).status_code] += 1
+                reply = completion(self.gw_url, name)
+                self.statuses[name, reply.status_code] += 1
+                replica = reply.headers.get("x-orchestra-replica", "")
+                self.sent.append(Sent(sent, time.monotonic(), reply.status_code, replica))
             except httpx.HTTPError as exc:
                 self.errors.append(repr(exc))
             time.sleep(0.005)

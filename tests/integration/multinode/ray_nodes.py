@@ -6,10 +6,11 @@ Ray 2.60 runs such a cluster with token authentication: every process here gets
 temporary folder (the user's `~/.ray` is never read or written) and each node has its own
 `--temp-dir`. Ray stays small (`--num-cpus 1`, 80 MB object store, no dashboard) and every port
 is picked free. Node death is tuned on the head's GCS by environment (`RAY_health_check_*`,
-`HEALTH`): a raylet that stops answering is dead after about period x threshold + timeout.
+`HEALTH`): a raylet that stops answering is dead after ~threshold x (period + timeout), 3 s.
 
 `close()` kills both nodes' process groups and, as a last resort, every process whose command
 line names this run's folder (actors' supervisors and engines live in their own sessions).
+Shared by the Ray tests: `up_config`, `gateway_config`, the `ray_cluster` fixture (conftest).
 """
 
 from __future__ import annotations
@@ -17,23 +18,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import pytest
 
 from orchestra.lifetime import spawn
-from tests.conftest import REPO_ROOT, wait_until
+from tests.conftest import REPO_ROOT, GatewayProcess, fast_gateway_section, wait_until
 from tests.fake_engine import free_port
 from tests.netns import Cluster, Node, ensure_iproute2
+
+from .cluster import FAKE_ENGINE
 
 # Ray's defaults mark a node dead ~13 s after its raylet dies (period 3 s x threshold 5 ...).
 HEALTH = {
@@ -43,7 +48,11 @@ HEALTH = {
     "RAY_health_check_initial_delay_ms": "1000",
 }
 RESOURCE = "orchestra"
+TOKEN = "ray-test-admin-token"  # the supervisors' admin token
+NAMESPACE = "orchestra-test"
 _RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+T = TypeVar("T")
+_STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}")
 
 
 class RayNodes:
@@ -161,6 +170,15 @@ class RayNodes:
         if self.worker_proc is not None:
             _kill_group(self.worker_proc)
 
+    def node_declared_dead(self) -> float | None:
+        """Wall-clock time the head's GCS declared a node dead (its health checks failed), if it
+        has: from the GCS's log."""
+        for log in (self.dir / "head" / "session_latest" / "logs").glob("gcs_server.*"):
+            found = logged_at(log.read_text(errors="replace"), "Node is dead because")
+            if found is not None:
+                return found
+        return None
+
     def logs(self, name: str) -> str:
         path = self.dir / f"{name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
@@ -177,6 +195,15 @@ class RayNodes:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def logged_at(text: str, marker: str) -> float | None:
+    """Wall-clock time of the first log line holding `marker`, from its local-time stamp
+    (`2026-12-07 19:04:10,123`: Python's `asctime`, and Ray's own logs)."""
+    for line in text.splitlines():
+        if marker in line and (stamp := _STAMP.search(line)) is not None:
+            return datetime.strptime(stamp.group(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
 
 
 def _env_args(env: dict[str, str]) -> list[str]:
@@ -223,3 +250,51 @@ def ray_nodes(tmp: Path, worker: bool) -> Iterator[RayNodes]:
         nodes.orchestra("down", tmp / "ray-up.yaml", check=False)
         nodes.close(str(tmp))
         cluster.close()
+
+
+def up_config(tmp: Path, engine_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`orchestra ray up`'s config: `both` on every node, `cold` in the rotation pool; fake
+    engines (with `engine_args`, e.g. a token rate)."""
+    for name in ("both", "cold"):
+        (tmp / f"{name}.bin").write_bytes(b"\0" * 4096)
+    return {
+        "servers": [{"name": "both", "model": str(tmp / "both.bin")}],
+        "rotation_pool": [{"name": "cold", "model": str(tmp / "cold.bin")}],
+        "engine": {
+            "command": [sys.executable, str(FAKE_ENGINE), *engine_args],
+            "model_arg": "--model",
+            "log_dir": str(tmp / "logs"),
+            "first_port": free_port(),
+            "health_poll_interval_s": 0.02,
+            "startup_timeout_s": 20,
+            "stop_timeout_s": 2,
+        },
+        "supervisor": {
+            "port": free_port(),
+            "admin_token": TOKEN,
+            "gpus": [],
+            "state_dir": str(tmp / "run"),
+            "gateway_ttl_s": 3,
+            "drain_timeout_s": 3,
+        },
+        "rotation": {"enabled": False},
+        "preload": {"enabled": False, "interval_s": 3600},
+        "ray": {"namespace": NAMESPACE, "node_resource": RESOURCE, "reconcile_s": 0.5},
+    }
+
+
+def gateway_config(nodes: RayNodes, **gateway: Any) -> dict[str, Any]:
+    """A gateway that names no model and no supervisor, only `ray:` (read every 0.2 s)."""
+    section = fast_gateway_section(
+        free_port(), routing_refresh_s=0.2, node_down_after_s=1, **gateway
+    )
+    ray = {"address": nodes.address, "namespace": NAMESPACE, "admin_token": TOKEN}
+    return {"ray": {**ray, "discover_s": 0.2}, "gateway": section}
+
+
+def wait_gateway(gw: GatewayProcess, predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """`wait_until`, with the gateway's log in the failure."""
+    try:
+        return wait_until(predicate, timeout, 0.05, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\ngateway log:\n{gw.output()[-4000:]}") from None

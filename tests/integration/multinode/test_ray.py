@@ -13,7 +13,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,54 +21,16 @@ import pytest
 import yaml
 
 from orchestra.health import HEALTH_PATH, probe_sync, wait_healthy_sync
-from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
-from tests.fake_engine import free_port
+from tests.conftest import GatewayProcess, wait_until
 
-from .cluster import FAKE_ENGINE, Load, admin_status, completion
-from .ray_nodes import RESOURCE, RayNodes, ray_nodes
+from .cluster import Load, admin_status, completion, replica_urls
+from .ray_nodes import TOKEN, RayNodes, gateway_config, up_config, wait_gateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # Ray marks the node dead in ~2-3 s (HEALTH in ray_nodes.py), the gateway reads Ray every
 # 0.2 s; the bound leaves room for a busy 2-core machine.
 LEAVE_S = 10.0
-TOKEN = "ray-test-admin-token"
-NAMESPACE = "orchestra-test"
-
-
-@pytest.fixture
-def ray_cluster(tmp_path: Path) -> Iterator[RayNodes]:
-    with ray_nodes(tmp_path, worker=True) as nodes:
-        yield nodes
-
-
-def _up_config(tmp: Path) -> dict[str, Any]:
-    for name in ("both", "cold"):
-        (tmp / f"{name}.bin").write_bytes(b"\0" * 4096)
-    return {
-        "servers": [{"name": "both", "model": str(tmp / "both.bin")}],
-        "rotation_pool": [{"name": "cold", "model": str(tmp / "cold.bin")}],
-        "engine": {
-            "command": [sys.executable, str(FAKE_ENGINE)],
-            "model_arg": "--model",
-            "log_dir": str(tmp / "logs"),
-            "first_port": free_port(),
-            "health_poll_interval_s": 0.02,
-            "startup_timeout_s": 20,
-            "stop_timeout_s": 2,
-        },
-        "supervisor": {
-            "port": free_port(),
-            "admin_token": TOKEN,
-            "gpus": [],
-            "state_dir": str(tmp / "run"),
-            "gateway_ttl_s": 3,
-            "drain_timeout_s": 3,
-        },
-        "rotation": {"enabled": False},
-        "preload": {"enabled": False, "interval_s": 3600},
-        "ray": {"namespace": NAMESPACE, "node_resource": RESOURCE, "reconcile_s": 0.5},
-    }
 
 
 def _control(url: str, path: str, method: str = "GET") -> Any:
@@ -88,7 +49,7 @@ def test_supervisors_follow_ray_nodes_death_and_rejoin(
     ray_cluster: RayNodes, tmp_path: Path
 ) -> None:
     nodes = ray_cluster
-    config = _up_config(tmp_path)
+    config = up_config(tmp_path)
     path = tmp_path / "ray-up.yaml"
     path.write_text(yaml.safe_dump(config))
     up = nodes.orchestra("up", path)
@@ -97,18 +58,9 @@ def test_supervisors_follow_ray_nodes_death_and_rejoin(
     head_url = f"http://{nodes.head_address}:{port}"
     worker_url = f"http://{nodes.worker.address}:{port}"
 
-    gw_config = {
-        "ray": {
-            "address": nodes.address,
-            "namespace": NAMESPACE,
-            "admin_token": TOKEN,
-            "discover_s": 0.2,
-        },
-        "gateway": fast_gateway_section(free_port(), routing_refresh_s=0.2, node_down_after_s=1),
-    }
-    with GatewayProcess(gw_config, env=nodes.env).start(timeout=60) as gw:
+    with GatewayProcess(gateway_config(nodes), env=nodes.env).start(timeout=60) as gw:
         # Neither model is in the gateway's config: both are learnt from the supervisors.
-        _wait(gw, lambda: len(replica_urls(gw, "both")) == 2, 60, "both on two nodes")
+        wait_gateway(gw, lambda: len(replica_urls(gw, "both")) == 2, 60, "both on two nodes")
         _control(worker_url, "/models/cold/ensure", "POST")
         wait_until(lambda: replica_urls(gw, "cold"), 30, 0.1, "cold on the worker")
         assert all(nodes.worker.address in u for u in replica_urls(gw, "cold"))
@@ -163,19 +115,6 @@ def test_supervisors_follow_ray_nodes_death_and_rejoin(
     assert "stopped 2 supervisors" in down.stdout, down.stdout
     # neither answers any more (probe_sync says why not, so None is an answer)
     assert probe_sync(head_url + HEALTH_PATH, 1) and probe_sync(worker_url + HEALTH_PATH, 1)
-
-
-def _wait(gw: GatewayProcess, predicate: Any, timeout: float, what: str) -> Any:
-    try:
-        return wait_until(predicate, timeout, 0.05, what)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\ngateway log:\n{gw.output()[-4000:]}") from None
-
-
-def replica_urls(gw: GatewayProcess, name: str) -> list[str]:
-    """Its replicas in the gateway; none before a supervisor has reported it."""
-    model = admin_status(gw)["models"].get(name)
-    return [r["url"] for r in model["replicas"]] if model else []
 
 
 def _only(gw: GatewayProcess, model: str, address: str) -> str | None:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from orchestra.gateway.upstream.http1.pool import ConnectFailed, Pool
+from orchestra.gateway.upstream.http1.pool import ConnectFailed, Pool, UpstreamGone
 from orchestra.gateway.upstream.http1.protocol import UpstreamClosed
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -401,6 +401,49 @@ def test_a_second_response_to_one_request_is_not_reused() -> None:
             assert conn.status == 200 and await conn.read_all() == JSON
             conn.release()
             assert conn.closed  # closed, not back in the pool
+            pool.close()
+
+    _run(go)
+
+
+def test_drop_fails_the_requests_in_flight_to_a_silent_upstream_at_once() -> None:
+    """An upstream that went silent (its node vanished: no FIN, no RST) and was declared gone:
+    a stream mid-body and a request waiting for its head both fail now with `UpstreamGone`
+    (retryable before the head: an `UpstreamClosed`), its idle connection is closed, and the
+    slots come back as each request settles."""
+    silent = asyncio.Event()  # set at the end: the handlers may go
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await _read_request(reader)
+        if b"/stream" in request:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        elif b"/quick" in request:
+            writer.write(_ok())  # then the keep-alive connection stays open, idle
+        await writer.drain()
+        await silent.wait()
+
+    async def go() -> None:
+        async with _server(handler) as url:
+            pool = Pool(4, 30.0, 2.0)
+            stream = await pool.request(url, "POST", "/stream", {}, b"")
+            assert await stream.read() == b"hello"
+            reading = asyncio.ensure_future(stream.read())
+            heading = asyncio.ensure_future(pool.request(url, "POST", "/head", {}, b""))
+            quick = await pool.request(url, "POST", "/quick", {}, b"")
+            assert await quick.read_all() == JSON
+            quick.release()  # idle now
+            assert pool.opened == 3
+            await asyncio.sleep(0.05)
+            assert not reading.done() and not heading.done()  # silence: nothing ends them
+            assert pool.drop([url, "http://127.0.0.1:1"], "node left") == 2
+            with pytest.raises(UpstreamGone, match="node left"):
+                await asyncio.wait_for(reading, 1)
+            with pytest.raises(UpstreamClosed):
+                await asyncio.wait_for(heading, 1)
+            assert quick.closed  # the idle one: closed, never reused
+            stream.close()
+            assert pool.drop([url], "again") == 0  # every lease settled
+            silent.set()
             pool.close()
 
     _run(go)

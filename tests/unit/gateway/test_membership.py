@@ -36,9 +36,16 @@ def _sup(node_id: str, address: str, **free: float) -> RaySupervisor:
     return RaySupervisor(node_id, address, f"http://{address}:8100", {}, dict(free))
 
 
-def _empty_link() -> SupervisorLink:
+def _empty_link(gone: list[set[str]] | None = None) -> SupervisorLink:
     table = RoutingTable(parse_config({}))  # the gateway lists no model
-    return SupervisorLink([], table, GatewayMetrics(), refresh_s=0.01, ensure_timeout_s=5.0)
+    return SupervisorLink(
+        [],
+        table,
+        GatewayMetrics(),
+        refresh_s=0.01,
+        ensure_timeout_s=5.0,
+        on_gone=(gone if gone is not None else []).append,
+    )
 
 
 def test_a_model_only_a_supervisor_knows_is_routed() -> None:
@@ -54,7 +61,8 @@ def test_a_model_only_a_supervisor_knows_is_routed() -> None:
 
 
 def test_nodes_follow_ray_arrival_death_and_rejoin() -> None:
-    link = _empty_link()
+    gone: list[set[str]] = []  # what the link told the pool to fail (`on_gone`)
+    link = _empty_link(gone)
     view = FakeView()
     clients: dict[str, FakeSupervisor] = {}
 
@@ -72,10 +80,13 @@ def test_nodes_follow_ray_arrival_death_and_rejoin() -> None:
             await members.step()
             await _until(lambda: len(_urls(link)) == 2)
             assert [n.ray_free for n in link.nodes] == [{}, {"GPU": 1}]
+            assert gone == []
 
             view.found = [_sup("h1", "10.0.0.1")]  # Ray marked the worker dead
             await members.step()
             assert _urls(link) == ["http://10.0.0.1:9000"]
+            # ...and its engines' requests in flight are failed now, the survivor's are not
+            assert gone == [{"http://10.0.0.2:9000"}]
 
             view.found = [_sup("h1", "10.0.0.1"), _sup("w2", "10.0.0.2")]  # rejoined, new id
             await members.step()
