@@ -34,6 +34,7 @@ from .upstream.health import HealthMonitor
 from .upstream.http1.pool import Pool
 from .upstream.ollama_client import OllamaClient
 from .upstream.proxy import Proxy
+from .usage.accounts import Usage, build_usage
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Gateway:
     models: ModelMap  # aliases, fallback chains, adapters, ensembles
     limiter: RateLimiter
     pipeline: Pipeline  # call -> response: the one entrance for every workload
+    usage: Usage  # the usage ledger, the budgets, the keys made at run time
     kv_feeds: KvFeeds | None = None  # the KV-event subscriptions, when a model is kv_aware
     membership: RayMembership | None = None  # with `ray:`: the link's nodes follow Ray
     started: int = field(default_factory=lambda: int(time.time()))
@@ -66,6 +68,7 @@ class Gateway:
             loops["ollama-health"] = self.fallback.run
         if self.kv_feeds is not None:
             loops["kv-events"] = self.kv_feeds.run
+        loops.update(self.usage.loops())
         return loops
 
 
@@ -144,18 +147,20 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         loading if loading.models else None,
         StoredResponses(table, pool, gw.responses.max_stored, gw.timeouts.health_probe_s),
     )
+    keys = KeyRing(gw)
     return Gateway(
         config=config,
         metrics=metrics,
         table=table,
         health=health,
         link=link,
-        keys=KeyRing(gw),
+        keys=keys,
         admission=admission,
         fallback=fallback,
         models=models,
         limiter=limiter,
         pipeline=pipeline,
+        usage=build_usage(gw, metrics, keys),
         kv_feeds=(
             KvFeeds(
                 kv.index,

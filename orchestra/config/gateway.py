@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from orchestra.config.usage import Budget, Price, UsageConfig
 from orchestra.config.workloads import UploadConfig
 
 
@@ -46,6 +47,7 @@ class ApiKey(StrictSection):
     sha256: str = Field(description="hex sha256 of the key; never the key itself")
     requests_per_minute: int | None = Field(None, gt=0)
     tokens_per_minute: int | None = Field(None, gt=0)
+    budget: Budget | None = None  # tokens/cost per day and month, requests in flight
 
 
 class ResponsesConfig(StrictSection):
@@ -130,6 +132,8 @@ class GatewayConfig(StrictSection):
         "event, not a retryable 503); per model: servers[].loading_comments",
     )
     loading_comment_interval_s: float = Field(5.0, gt=0, description="between loading comments")
+    usage: UsageConfig = UsageConfig()
+    pricing: dict[str, Price] = Field({}, description="model name -> price per 1M tokens")
 
 
 class AffinityConfig(StrictSection):
