@@ -44,6 +44,7 @@ def add_parsers(sub: Any) -> None:
     keys = sub.add_parser("keys", help="API keys made at run time: create, list, disable, ...")
     keys.add_argument("action", choices=["create", "list", "disable", "enable", "delete"])
     keys.add_argument("name", nargs="?", help="the key's name (all but list)")
+    keys.add_argument("--name", dest="name_option", default=None, help="the same, as an option")
     keys.add_argument("--budget-tokens-day", type=int, default=None)
     keys.add_argument("--budget-tokens-month", type=int, default=None)
     keys.add_argument("--budget-cost-day", type=float, default=None)
@@ -112,6 +113,7 @@ def usage_main(args: argparse.Namespace) -> int:
 
 
 def keys_main(args: argparse.Namespace) -> int:
+    args.name = args.name or args.name_option
     if args.action != "list" and not args.name:
         print(f"usage: orchestra keys {args.action} NAME", file=sys.stderr)
         return 2

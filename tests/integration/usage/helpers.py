@@ -20,6 +20,8 @@ def gateway(
     engine: FakeEngineProcess,
     usage: dict[str, Any],
     budget_a: dict[str, Any] | None = None,
+    batch: dict[str, Any] | None = None,
+    engine_args: dict[str, Any] | None = None,
     **section: Any,
 ) -> GatewayProcess:
     keys = [
@@ -34,8 +36,9 @@ def gateway(
         usage={"flush_s": 0.2, "keys_refresh_s": 0.2, **usage},
         **section,
     )
-    servers = [{"name": "m", "url": engine.url}]
-    gw = GatewayProcess({"gateway": gw_section, "servers": servers, "batch": {"enabled": False}})
+    servers = [{"name": "m", "url": engine.url, **(engine_args or {})}]
+    config = {"gateway": gw_section, "servers": servers, "batch": batch or {"enabled": False}}
+    gw = GatewayProcess(config)
     gw.start_timeout = 90.0  # several workers start slowly on a busy machine
     return gw
 
