@@ -9,6 +9,7 @@ works on all of them within that; the worker that made it knows it at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import time
@@ -21,6 +22,8 @@ from orchestra.config import ApiKey, Budget
 from ..core.errors import BadRequest, GatewayError, ModelNotFound
 from ..protection.keys import KeyRing, hash_key
 from .store import StoredKey, UsageStore
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SECRET_PREFIX = "sk-orch-"
@@ -54,9 +57,20 @@ class RuntimeKeys:
         return stored
 
     async def run(self, refresh_s: float) -> None:
+        """Re-read the keys every `refresh_s`; while the database is away the last ones stay."""
+        failing = False
         while True:
             await asyncio.sleep(refresh_s)
-            await self.load()
+            try:
+                await self.load()
+            except Exception as exc:
+                if not failing:
+                    log.warning(
+                        "run-time keys: the database read failed (%r); keeping the last", exc
+                    )
+                failing = True
+            else:
+                failing = False
 
     async def create(self, name: str, budget: Budget | None) -> str:
         """A new key's secret (shown once: only its hash is kept)."""
