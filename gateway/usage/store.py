@@ -49,6 +49,7 @@ KEYS = sa.Table(
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("budget", sa.Text, nullable=True),  # Budget as JSON
 )
+_CREATE_TRIES = 3
 COUNTS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
 
 
@@ -79,7 +80,15 @@ class UsageStore:
     def create(self) -> None:
         if self._folder is not None:
             self._folder.mkdir(parents=True, exist_ok=True)
-        _META.create_all(self.engine)  # CREATE TABLE IF NOT EXISTS: every worker may race here
+        # Every worker (and gateway) creates what is missing at start: two may race between
+        # the check and the CREATE; the loser finds the tables there on its next look.
+        for attempt in range(_CREATE_TRIES):
+            try:
+                _META.create_all(self.engine)
+                return
+            except sa.exc.DBAPIError:
+                if attempt + 1 == _CREATE_TRIES:
+                    raise
 
     def close(self) -> None:
         self.engine.dispose()

@@ -50,6 +50,8 @@ def test_sqlite_ledger_counts_per_key_and_model_and_survives_a_restart(
         sample = ("orchestra_key_tokens_total", frozenset({("key", "team-a"), ("kind", "prompt")}))
         assert metrics[sample] == 8
         assert httpx.get(gw.url + "/admin/usage", timeout=30).status_code == 401
+        console = httpx.get(gw.url + "/console/api/usage", auth=("any", ADMIN), timeout=30)
+        assert {(t["key"], t["model"]) for t in console.json()} == set(got)
     assert (tmp_path / "usage.sqlite3").exists()
     with gateway(engine, usage) as gw:  # a restart: the counts go on from the database
         some_calls(gw)
