@@ -85,9 +85,13 @@ class Spend:
     reserved_tokens: int = 0
     reserved_cost: float = 0.0
     inflight: int = 0
+    next_roll: float = 0.0  # the current day's end: nothing to roll before it
 
     def roll(self, now: float) -> None:
         """A new day or month starts from nothing."""
+        if now < self.next_roll:
+            return
+        self.next_roll = window_end("day", now)
         for kind in WINDOWS:
             start = window_start(kind, now)
             if self.starts.get(kind) != start:

@@ -18,6 +18,8 @@ import logging
 import time
 from collections.abc import Mapping
 
+from prometheus_client import Counter
+
 from orchestra.config import Price, UsageConfig
 
 from ..metrics import GatewayMetrics
@@ -46,6 +48,7 @@ class Ledger:
         self._metrics = metrics
         self._pending: dict[Row, dict[str, float]] = {}
         self._labels: set[str] = set()  # keys with their own metric label
+        self._children: dict[tuple[str, str], Counter] = {}
         self._failing = False
 
     def price(self, model: str) -> Price | None:
@@ -73,7 +76,7 @@ class Ledger:
             ("cached", tokens.cached),
         ):
             if n:
-                self._metrics.key_tokens.labels(label, kind).inc(n)
+                self._counter(label, kind).inc(n)
         counts = self._row(key, model)
         if counts is not None:
             named: tuple[tuple[str, float], ...] = (
@@ -96,6 +99,13 @@ class Ledger:
                 return None
             counts = self._pending[row] = {}
         return counts
+
+    def _counter(self, label: str, kind: str) -> Counter:
+        # `labels()` costs a lock and a tuple hash per call: each child is looked up once
+        child = self._children.get((label, kind))
+        if child is None:
+            child = self._children[label, kind] = self._metrics.key_tokens.labels(label, kind)
+        return child
 
     def _label(self, key: str) -> str:
         if key in self._labels:

@@ -27,7 +27,13 @@ class Budget(_Strict):
 
     @property
     def limited(self) -> bool:
-        return any(v is not None for v in self.model_dump().values())
+        return not (
+            self.tokens_per_day is None
+            and self.tokens_per_month is None
+            and self.cost_per_day is None
+            and self.cost_per_month is None
+            and self.max_concurrent is None
+        )
 
 
 class Price(_Strict):
