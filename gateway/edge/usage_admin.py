@@ -24,6 +24,7 @@ class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     budget: Budget | None = None
+    team: str | None = None
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -47,8 +48,8 @@ async def create_key(request: Request) -> Response:
     try:
         new = NewKey.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise BadRequest(f"a new key is {{name, budget}}: {exc.errors()[0]['msg']}") from None
-    secret = await gw.usage.keys.create(new.name, new.budget)
+        raise BadRequest(f"a new key is {{name, budget, team}}: {exc.errors()[0]['msg']}") from None
+    secret = await gw.usage.keys.create(new.name, new.budget, new.team)
     # The secret, once: only its sha256 is kept.
     return _json({"name": new.name, "key": secret}, status=201)
 

@@ -21,7 +21,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass, field
 
-from orchestra.config import ApiKey, Budget
+from orchestra.config import Budget
 
 from ..core.errors import Overloaded
 
@@ -46,7 +46,7 @@ def window_end(kind: str, now: float) -> int:
 class BudgetExceeded(Overloaded):
     code = "budget_exceeded"
 
-    def __init__(self, key: str, what: str, limit: float, used: float, reset: int | None) -> None:
+    def __init__(self, name: str, what: str, limit: float, used: float, reset: int | None) -> None:
         now = time.time()
         headers = {"x-orchestra-budget-limit": f"{what}={limit:g}"}
         if reset is None:  # max_concurrent: a slot frees when a call ends
@@ -56,12 +56,19 @@ class BudgetExceeded(Overloaded):
             when, wait = f"at {stamp}", max(1.0, reset - now)
             headers["x-orchestra-budget-reset"] = stamp
         super().__init__(
-            f"budget exceeded for key `{key}`: {what} is {limit:g} (used {used:g}); "
+            f"budget exceeded for {_who(name)}: {what} is {limit:g} (used {used:g}); "
             f"it resets {when}",
             retry_after_s=wait,
             code=self.code,
             headers=headers,
         )
+
+
+TEAM = "team:"  # a team's account name: `team:<name>` (a key's name cannot hold a colon)
+
+
+def _who(name: str) -> str:
+    return f"team `{name[len(TEAM) :]}`" if name.startswith(TEAM) else f"key `{name}`"
 
 
 @dataclass(slots=True)
@@ -131,12 +138,14 @@ class Budgets:
         spend.roll(now)
         return spend
 
-    async def admit(self, key: ApiKey, tokens: int, cost: float) -> Reservation | None:
-        """Reserve `tokens` and `cost` for one call of `key`, or raise BudgetExceeded."""
-        budget = key.budget
+    async def admit(
+        self, name: str, budget: Budget | None, tokens: int, cost: float
+    ) -> Reservation | None:
+        """Reserve `tokens` and `cost` for one call charged to `name` (a key, or `team:<name>`)
+        under `budget`, or raise BudgetExceeded."""
         if budget is None or not budget.limited:
             return None
-        return self.admit_here(key.name, budget, tokens, cost)
+        return self.admit_here(name, budget, tokens, cost)
 
     def admit_here(self, name: str, budget: Budget, tokens: int, cost: float) -> Reservation:
         now = time.time()

@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from orchestra.config import ApiKey, GatewayConfig
+from orchestra.config import Budget, GatewayConfig
 
 from .budgets import WINDOWS, BudgetExceeded, Budgets, Reservation, limits, window_end, window_start
 
@@ -83,8 +83,9 @@ class RedisBudgets(Budgets):
         self._pending: set[asyncio.Task[None]] = set()
         self._reachable = True
 
-    async def admit(self, key: ApiKey, tokens: int, cost: float) -> Reservation | None:
-        budget = key.budget
+    async def admit(
+        self, name: str, budget: Budget | None, tokens: int, cost: float
+    ) -> Reservation | None:
         if budget is None or not budget.limited:
             return None
         now = time.time()
@@ -94,19 +95,19 @@ class RedisBudgets(Budgets):
             args += [1 + WINDOWS.index(kind), 1 if what == "tokens" else 2, limit]
         args += [tokens, cost]
         try:
-            raw = await self._admit(keys=_keys(key.name, now), args=args)
+            raw = await self._admit(keys=_keys(name, now), args=args)
         except (RedisError, OSError) as exc:
             self._lost(exc)
-            return self.admit_here(key.name, budget, tokens, cost)
+            return self.admit_here(name, budget, tokens, cost)
         self._back()
         if int(raw[0]) == 0:
-            return Reservation(key.name, budget, tokens, cost, shared=True)
+            return Reservation(name, budget, tokens, cost, shared=True)
         index, used = int(raw[1]), float(raw[2])
         if index == 0:
             assert budget.max_concurrent is not None
-            raise BudgetExceeded(key.name, "max_concurrent", budget.max_concurrent, used, None)
+            raise BudgetExceeded(name, "max_concurrent", budget.max_concurrent, used, None)
         kind, what, limit = checks[index - 1]
-        raise BudgetExceeded(key.name, f"{what}_per_{kind}", limit, used, window_end(kind, now))
+        raise BudgetExceeded(name, f"{what}_per_{kind}", limit, used, window_end(kind, now))
 
     def settle(self, held: Reservation, tokens: int, cost: float) -> None:
         if not held.shared:

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 from orchestra.config import GatewayConfig, Price
 
 from ..metrics import GatewayMetrics
-from ..protection.budgets import WINDOWS, Budgets, Reservation, window_start
+from ..protection.budgets import (
+    TEAM,
+    WINDOWS,
+    BudgetExceeded,
+    Budgets,
+    Reservation,
+    window_start,
+)
 from ..protection.keys import KeyRing
 from ..protection.local_ratelimit import estimate_tokens
 from .keys import RuntimeKeys
@@ -44,6 +51,8 @@ class Usage:
         self.budgets = budgets
         self.keys = keys
         self._default_completion = config.ratelimit_default_completion_tokens
+        self._config_keys = config.api_keys
+        self.config_teams = config.teams
         prices = list(config.pricing.values())
         # An asked name without a price (an alias): its estimate at the dearest price.
         self._dearest: Price | None = max(
@@ -59,6 +68,12 @@ class Usage:
             kind: await asyncio.to_thread(self.store.spent, window_start(kind, now))
             for kind in WINDOWS
         }
+        teams = {k.name: k.team for k in (*self._config_keys, *self.keys.ring_keys()) if k.team}
+        for per_key in spent.values():  # a team spent what its keys did
+            for name, team in teams.items():
+                tokens, cost = per_key.get(name, (0, 0.0))
+                before = per_key.get(TEAM + team, (0, 0.0))
+                per_key[TEAM + team] = (before[0] + tokens, before[1] + cost)
         self.budgets.seed(spent)
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -94,7 +109,7 @@ def build_usage(config: GatewayConfig, metrics: GatewayMetrics, ring: KeyRing) -
         store,
         Ledger(store, config.usage, config.pricing, metrics),
         make_budgets(config),
-        RuntimeKeys(store, ring, config.api_keys),
+        RuntimeKeys(store, ring, config.api_keys, config.teams),
     )
 
 
@@ -120,16 +135,33 @@ class Tab:
         self.served: set[str] = set()  # the models whose replies reported usage
         self.tokens = 0
         self.cost = 0.0
-        self.held: Reservation | None = None
+        self.held: list[Reservation] = []  # the key's, and its team's
         self.closed = False
 
     async def admit(self) -> None:
-        """Reserve the call's estimate against its key's budget, or raise BudgetExceeded."""
+        """Reserve the call's estimate against its key's budget and its team's, or raise
+        BudgetExceeded (holding nothing)."""
         key = self._call.api_key
-        if key is None or key.budget is None:
+        if key is None:
+            return
+        team = self._usage.config_teams.get(key.team) if key.team is not None else None
+        if key.budget is None and team is None:
             return
         tokens, cost = self._usage.estimate(self._call, self.model)
-        self.held = await self._usage.budgets.admit(key, tokens, cost)
+        budgets = self._usage.budgets
+        accounts = [(key.name, key.budget)]
+        if team is not None:
+            accounts.append((TEAM + str(key.team), team.budget))
+        try:
+            for name, budget in accounts:
+                held = await budgets.admit(name, budget, tokens, cost)
+                if held is not None:
+                    self.held.append(held)
+        except BudgetExceeded:
+            for held in self.held:  # this call never ran: what it reserved goes back
+                budgets.settle(held, 0, 0.0)
+            self.held.clear()
+            raise
 
     def usage(self, model: str, usage: object) -> None:
         tokens = Tokens.of(usage)
@@ -146,12 +178,10 @@ class Tab:
         self.closed = True
         model = next(iter(self.served)) if len(self.served) == 1 else self.model
         self._usage.ledger.answer(self.key, model, status)
-        held = self.held
-        if held is None:
-            return
-        if self.served:
-            self._usage.budgets.settle(held, self.tokens, self.cost)
-        elif status < 400:  # answered without a usage (a stream without include_usage)
-            self._usage.budgets.settle(held, held.tokens, held.cost)
-        else:
-            self._usage.budgets.settle(held, 0, 0.0)
+        for held in self.held:
+            if self.served:
+                self._usage.budgets.settle(held, self.tokens, self.cost)
+            elif status < 400:  # answered without a usage (a stream without include_usage)
+                self._usage.budgets.settle(held, held.tokens, held.cost)
+            else:
+                self._usage.budgets.settle(held, 0, 0.0)

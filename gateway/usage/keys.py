@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -43,16 +44,24 @@ class KeyNotFound(ModelNotFound):
 
 
 class RuntimeKeys:
-    def __init__(self, store: UsageStore, ring: KeyRing, config_keys: list[ApiKey]) -> None:
+    def __init__(
+        self, store: UsageStore, ring: KeyRing, config_keys: list[ApiKey], teams: Iterable[str]
+    ) -> None:
         self._store = store
         self._ring = ring
         self._config_keys = config_keys
+        self._teams = frozenset(teams)
+
+    def ring_keys(self) -> list[ApiKey]:
+        """The keys made at run time the ring holds (enabled ones)."""
+        return list(self._ring.runtime.values())
 
     async def load(self) -> list[StoredKey]:
         """Re-read the table and hand its keys to the ring."""
         stored = await asyncio.to_thread(self._store.keys)
         self._ring.set_runtime(
-            (ApiKey(name=k.name, sha256=k.sha256, budget=k.budget), k.disabled) for k in stored
+            (ApiKey(name=k.name, sha256=k.sha256, budget=k.budget, team=k.team), k.disabled)
+            for k in stored
         )
         return stored
 
@@ -72,14 +81,16 @@ class RuntimeKeys:
             else:
                 failing = False
 
-    async def create(self, name: str, budget: Budget | None) -> str:
+    async def create(self, name: str, budget: Budget | None, team: str | None = None) -> str:
         """A new key's secret (shown once: only its hash is kept)."""
         if not _NAME.match(name):
             raise BadRequest("a key's name is 1-100 letters, digits, `.`, `_` or `-`", param="name")
+        if team is not None and team not in self._teams:
+            raise BadRequest(f"no team `{team}` in gateway.teams", param="team")
         if any(k.name == name for k in self._config_keys):
             raise Conflict(f"`{name}` is a key of the config", param="name")
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-        key = StoredKey(name, hash_key(secret), int(time.time()), False, budget)
+        key = StoredKey(name, hash_key(secret), int(time.time()), False, budget, team)
         try:
             await asyncio.to_thread(self._store.add_key, key)
         except IntegrityError:
@@ -96,6 +107,7 @@ class RuntimeKeys:
                 "disabled": False,
                 "created": None,
                 "budget": _budget(k.budget),
+                "team": k.team,
             }
             for k in self._config_keys
         ]
@@ -107,6 +119,7 @@ class RuntimeKeys:
                     "disabled": k.disabled,
                     "created": k.created,
                     "budget": _budget(k.budget),
+                    "team": k.team,
                 }
             )
         return out

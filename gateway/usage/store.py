@@ -48,6 +48,7 @@ KEYS = sa.Table(
     sa.Column("created", sa.BigInteger, nullable=False),  # epoch seconds
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
     sa.Column("budget", sa.Text, nullable=True),  # Budget as JSON
+    sa.Column("team", sa.String(200), nullable=True),
 )
 _CREATE_TRIES = 3
 COUNTS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
@@ -60,6 +61,7 @@ class StoredKey:
     created: int
     disabled: bool
     budget: Budget | None
+    team: str | None = None
 
 
 class UsageStore:
@@ -176,9 +178,11 @@ def _key_row(key: StoredKey) -> dict[str, Any]:
         "created": key.created,
         "disabled": key.disabled,
         "budget": json.dumps(budget) if budget else None,
+        "team": key.team,
     }
 
 
 def _stored_key(row: Any) -> StoredKey:
     budget = Budget.model_validate(json.loads(row["budget"])) if row["budget"] else None
-    return StoredKey(row["name"], row["sha256"], row["created"], bool(row["disabled"]), budget)
+    disabled = bool(row["disabled"])
+    return StoredKey(row["name"], row["sha256"], row["created"], disabled, budget, row["team"])

@@ -50,6 +50,7 @@ def add_parsers(sub: Any) -> None:
     keys.add_argument("--budget-cost-day", type=float, default=None)
     keys.add_argument("--budget-cost-month", type=float, default=None)
     keys.add_argument("--max-concurrent", type=int, default=None)
+    keys.add_argument("--team", default=None, help="a team of gateway.teams (its budget too)")
     keys.add_argument("-o", "--output", choices=["table", "json"], default="table")
     _common(keys)
     keys.set_defaults(func=keys_main)
@@ -131,7 +132,8 @@ def keys_main(args: argparse.Namespace) -> int:
                 for flag, field in _BUDGET_FLAGS.items()
                 if getattr(args, flag) is not None
             }
-            made = call(args, "POST", "/admin/keys", {"name": args.name, "budget": budget or None})
+            new = {"name": args.name, "budget": budget or None, "team": args.team}
+            made = call(args, "POST", "/admin/keys", new)
             if args.output == "json":
                 print(json.dumps(made))
             else:
@@ -152,13 +154,14 @@ def keys_main(args: argparse.Namespace) -> int:
 
 def _print_keys(keys: list[dict[str, Any]]) -> None:
     table = Table()
-    for name in ("name", "source", "state", "created", "budget"):
+    for name in ("name", "source", "team", "state", "created", "budget"):
         table.add_column(name)
     for key in keys:
         budget = ", ".join(f"{k}={v}" for k, v in (key["budget"] or {}).items())
         created = _when(key["created"]) if key["created"] else ""
         state = "disabled" if key["disabled"] else "enabled"
-        table.add_row(key["name"], key["source"], state, created, budget or "-")
+        team = key.get("team") or "-"
+        table.add_row(key["name"], key["source"], team, state, created, budget or "-")
     Console().print(table)
 
 

@@ -42,7 +42,7 @@ from orchestra.config.supervisor import (
     RotationConfig,
     SupervisorConfig,
 )
-from orchestra.config.usage import Budget, Price, UsageConfig
+from orchestra.config.usage import Budget, Price, Team, UsageConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -70,6 +70,7 @@ __all__ = [
     "ServerConfig",
     "SupervisorConfig",
     "SupervisorEndpoint",
+    "Team",
     "Timeouts",
     "UsageConfig",
     "format_loc",

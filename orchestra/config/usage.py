@@ -36,6 +36,13 @@ class Budget(_Strict):
         )
 
 
+class Team(_Strict):
+    """Keys that share a budget (`api_keys[].team`, or a key made at run time with a team):
+    each call must fit both its key's budget and its team's."""
+
+    budget: Budget
+
+
 class Price(_Strict):
     """A model's price per million tokens, in whatever unit the operator counts (dollars, GPU
     hours): self-hosted users price their own GPUs."""

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestra.config import ApiKey, Budget, Price, UsageConfig
+from orchestra.config import ApiKey, Budget, GatewayConfig, Price, UsageConfig
+from orchestra.gateway.core.call import new_call
 from orchestra.gateway.core.errors import BadRequest
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.protection.budgets import BudgetExceeded, Budgets, window_end, window_start
+from orchestra.gateway.protection.keys import KeyRing
+from orchestra.gateway.usage.accounts import build_usage
 from orchestra.gateway.usage.ledger import Ledger
 from orchestra.gateway.usage.query import parse_since
 from orchestra.gateway.usage.store import UsageStore
@@ -89,26 +92,26 @@ def test_the_rows_waiting_are_bounded_and_drops_are_counted(tmp_path: Path) -> N
     store.close()
 
 
-def _key(**budget: float) -> ApiKey:
-    return ApiKey(name="k", sha256="0" * 64, budget=Budget.model_validate(budget))
+def _budget(**limits: float) -> Budget:
+    return Budget.model_validate(limits)
 
 
 def test_a_budget_admits_below_its_limit_counting_reservations() -> None:
     budgets = Budgets()
-    key = _key(tokens_per_day=100)
+    key = _budget(tokens_per_day=100)
 
     async def run() -> None:
-        first = await budgets.admit(key, 60, 0.0)
-        second = await budgets.admit(key, 60, 0.0)  # 60 reserved < 100: admitted
+        first = await budgets.admit("k", key, 60, 0.0)
+        second = await budgets.admit("k", key, 60, 0.0)  # 60 reserved < 100: admitted
         with pytest.raises(BudgetExceeded) as refused:
-            await budgets.admit(key, 1, 0.0)  # 120 reserved
+            await budgets.admit("k", key, 1, 0.0)  # 120 reserved
         assert refused.value.status == 429 and refused.value.code == "budget_exceeded"
         reset = refused.value.headers["x-orchestra-budget-reset"]
         assert reset.endswith("T00:00:00Z")
         assert first is not None and second is not None
         budgets.settle(first, 10, 0.0)
         budgets.settle(second, 10, 0.0)  # spent 20: room again
-        third = await budgets.admit(key, 60, 0.0)
+        third = await budgets.admit("k", key, 60, 0.0)
         assert third is not None
 
     asyncio.run(run())
@@ -118,15 +121,16 @@ def test_cost_and_concurrency_limits() -> None:
     budgets = Budgets()
 
     async def run() -> None:
-        key = _key(max_concurrent=1, cost_per_month=1.0)
-        held = await budgets.admit(key, 1, 0.5)
+        key = _budget(max_concurrent=1, cost_per_month=1.0)
+        held = await budgets.admit("k", key, 1, 0.5)
         with pytest.raises(BudgetExceeded, match="max_concurrent is 1"):
-            await budgets.admit(key, 1, 0.1)
+            await budgets.admit("k", key, 1, 0.1)
         assert held is not None
         budgets.settle(held, 1, 1.5)
         with pytest.raises(BudgetExceeded, match="cost_per_month is 1"):
-            await budgets.admit(key, 1, 0.1)
-        assert await budgets.admit(_key(), 1, 0.0) is None  # no limit set
+            await budgets.admit("k", key, 1, 0.1)
+        assert await budgets.admit("k", _budget(), 1, 0.0) is None  # no limit set
+        assert await budgets.admit("k", None, 1, 0.0) is None
 
     asyncio.run(run())
 
@@ -135,7 +139,7 @@ def test_a_budget_starts_from_the_ledgers_spend() -> None:
     budgets = Budgets()
     budgets.seed({"day": {"k": (100, 0.0)}, "month": {"k": (100, 0.0)}})
     with pytest.raises(BudgetExceeded, match="used 100"):
-        asyncio.run(budgets.admit(_key(tokens_per_month=100), 1, 0.0))
+        asyncio.run(budgets.admit("k", _budget(tokens_per_month=100), 1, 0.0))
 
 
 def test_windows_are_utc_days_and_months() -> None:
@@ -155,3 +159,53 @@ def test_since() -> None:
     assert parse_since("2026-12-01", now) == 1796083200
     with pytest.raises(BadRequest):
         parse_since("yesterday", now)
+
+
+def test_a_teams_budget_holds_across_its_keys() -> None:
+    config = GatewayConfig.model_validate(
+        {
+            "teams": {"t": {"budget": {"tokens_per_day": 50}}},
+            "api_keys": [
+                {"name": "a", "sha256": "a" * 64, "team": "t"},
+                {"name": "b", "sha256": "b" * 64, "team": "t", "budget": {"max_concurrent": 5}},
+            ],
+        }
+    )
+    usage = build_usage(config, GatewayMetrics(), KeyRing(config))
+    body = b'{"model": "m", "max_tokens": 10}'  # an estimate of 8 + 10 tokens
+
+    async def one(key: ApiKey, status: int = 200) -> None:
+        call = new_call(
+            "/v1/completions",
+            body,
+            {"max_tokens": 10},
+            "m",
+            request_id="r",
+            stream=False,
+            api_key=key,
+        )
+        tab = usage.tab(call, "m")
+        await tab.admit()
+        tab.usage("m", {"prompt_tokens": 5, "completion_tokens": 10})
+        tab.close(status)
+
+    a, b = config.api_keys
+
+    async def run() -> None:
+        await one(a)
+        await one(b)
+        await one(a)
+        await one(b)  # 45 spent
+        with pytest.raises(BudgetExceeded, match="team `t`: tokens_per_day is 50"):
+            await one(b)
+        with pytest.raises(BudgetExceeded, match="team `t`"):
+            await one(a)
+
+    asyncio.run(run())
+    # b's own reservation (max_concurrent) was given back when the team refused it
+    assert usage.budgets.admit_here("b", _budget(max_concurrent=1), 1, 0.0) is not None
+
+
+def test_an_unknown_team_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="names team `nope`"):
+        GatewayConfig.model_validate({"api_keys": [{"name": "a", "sha256": "a", "team": "nope"}]})
