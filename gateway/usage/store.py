@@ -16,13 +16,12 @@ Invariants:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from orchestra.config import Budget, UsageConfig
 
@@ -76,7 +75,15 @@ class UsageStore:
         else:
             args = {"connect_timeout": max(1, round(config.db_timeout_s))}
         self.engine = sa.create_engine(url, connect_args=args, pool_pre_ping=True)
-        if self.engine.dialect.name == "sqlite":
+        # The dialect's own INSERT (with on_conflict_do_update), imported for the one in use.
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            self._insert: Callable[[sa.Table], Any] = pg_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            self._insert = sqlite_insert
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
 
     def create(self) -> None:
@@ -101,7 +108,7 @@ class UsageStore:
         """Add `rows` ((key, model, hour) -> counts) to the ledger, in one transaction."""
         if not rows:
             return
-        insert = (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert
+        insert = self._insert
         with self.engine.begin() as conn:
             for (key, model, hour), counts in rows.items():
                 stmt = insert(LEDGER).values(key=key, model=model, hour=hour, **counts)
