@@ -61,6 +61,7 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                 gw_config, lambda name: gw.table.get(name) is not None, gw.admission.priority_header
             )
             app.state.gateway = gw
+            await gw.usage.start()  # the ledger's tables, run-time keys, budgets' spend
             tasks = [
                 asyncio.create_task(run_forever(name, loop, _RESTART_DELAY_S), name=name)
                 for name, loop in gw.loops().items()
@@ -79,6 +80,7 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await gw.limiter.close()
+                await gw.usage.close()  # the ledger's last counts written
                 pool.close()
 
     # No /docs or /openapi.json: the app serves the route table's paths and nothing else.

@@ -36,6 +36,7 @@ from .upstream.health import HealthMonitor
 from .upstream.http1.pool import Pool
 from .upstream.ollama_client import OllamaClient
 from .upstream.proxy import Proxy
+from .usage.accounts import Usage, build_usage
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Gateway:
     models: ModelMap  # aliases, fallback chains, adapters, ensembles
     limiter: RateLimiter
     pipeline: Pipeline  # call -> response: the one entrance for every workload
+    usage: Usage  # the usage ledger, the budgets, the keys made at run time
     stored: StoredResponses  # the Responses API's response id -> engine (the pipeline's)
     kv: KvShared | None = None  # the KV index and tokenizer, when a model is kv_aware
     kv_feeds: KvFeeds | None = None  # the KV-event subscriptions, when a model is kv_aware
@@ -93,6 +95,7 @@ class Gateway:
             loops["ollama-health"] = self.fallback.run
         if self.kv_feeds is not None:
             loops["kv-events"] = self.kv_feeds.run
+        loops.update(self.usage.loops())
         return loops
 
 
@@ -173,13 +176,14 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         loading if loading.models else None,
         stored,
     )
+    keys = KeyRing(gw)
     return Gateway(
         config=config,
         metrics=metrics,
         table=table,
         health=health,
         link=link,
-        keys=KeyRing(gw),
+        keys=keys,
         admission=admission,
         fallback=fallback,
         models=models,
@@ -187,6 +191,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         pipeline=pipeline,
         stored=stored,
         kv=kv,
+        usage=build_usage(gw, metrics, keys),
         kv_feeds=(
             KvFeeds(
                 kv.index,

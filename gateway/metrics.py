@@ -135,6 +135,19 @@ class GatewayMetrics:
             ["model", "kind"],
             registry=r,
         )
+        self.key_tokens = Counter(
+            "orchestra_key_tokens",
+            "Tokens used per API key (its name; past gateway.usage.max_key_labels keys, "
+            "`_other`), by kind (prompt|completion|cached).",
+            ["key", "kind"],
+            registry=r,
+        )
+        self.usage_dropped = Counter(
+            "orchestra_usage_dropped",
+            "Usage ledger counts dropped: the rows waiting for the database were at "
+            "gateway.usage.max_pending_rows.",
+            registry=r,
+        )
         self.upstream_healthy = Gauge(
             "orchestra_upstream_healthy",
             "1 when the replica is taken for new requests (by every worker).",

@@ -120,6 +120,8 @@ class GatewayProcess:
             section = dict(self.config.get("gateway") or {})
             section.setdefault("port", port or free_port())
             section.setdefault("workers", 1)  # tests of several workers say so
+            # The usage ledger's SQLite file: this gateway's own (no path shared by tests).
+            section.setdefault("usage", {"dir": self._dir.name})
             self.config["gateway"] = section
             port = port or int(section["port"])
             config_path = Path(self._dir.name) / "config.yaml"

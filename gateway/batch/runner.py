@@ -268,6 +268,8 @@ class BatchRunner:
             status, body = await self._send(
                 batch["endpoint"], row.body, row.model, request_id, owner
             )
+            if status == 429 and budget_exceeded(body):
+                break  # a spent budget is not room to wait for: the row stops there
             if status in _REFUSED:
                 await limit.refused()
             if status not in _REFUSED or attempt + 1 == attempts:
@@ -276,6 +278,11 @@ class BatchRunner:
         if 200 <= status < 300:
             await limit.succeeded()
         return status, body, request_id
+
+
+def budget_exceeded(body: bytes) -> bool:
+    """A 429 for the submitting key's spent budget (`protection/budgets.py`)."""
+    return b'"budget_exceeded"' in body
 
 
 async def _acquire_unless(limit: ModelLimit, halt: asyncio.Event) -> bool:

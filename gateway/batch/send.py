@@ -41,10 +41,7 @@ class InProcessSender:
         self._gw = gw
         self._endpoints = endpoints  # path -> the traits its rows' calls carry
         self._priority = str(priority)
-        # key name -> key: rows are charged to the key that submitted their batch
-        self._keys: dict[str, ApiKey] = (
-            {key.name: key for key in gw.config.gateway.api_keys} if charge_keys else {}
-        )
+        self._charge_keys = charge_keys  # rows are charged to the key that submitted the batch
 
     async def __call__(
         self, path: str, body: bytes, model: str, request_id: str, owner: str | None
@@ -57,12 +54,16 @@ class InProcessSender:
             model,
             request_id=request_id,
             stream=False,
-            api_key=self._keys.get(owner) if owner else None,
+            api_key=self._owner(owner),
             priority=self._priority,
             traits=self._endpoints.get(path, PLAIN),  # PLAIN: a stored batch's old endpoint
         )
         started = time.perf_counter()
+        label = model if gw.table.get(model) is not None else UNKNOWN_MODEL
+        tab = gw.usage.tab(call, label)  # the submitting key's ledger and budget
+        status = 500
         try:
+            await tab.admit()  # a spent budget: 429 budget_exceeded, in the error file
             response = await gw.pipeline.serve(call)
         except GatewayError as exc:
             status, reply = exc.status, exc.body()
@@ -72,8 +73,16 @@ class InProcessSender:
                 status, reply = drain.status, await drain.body()
             finally:
                 await drain.abort()
+        finally:
+            tab.close(status)
         # Counted like an HTTP answer (the edge sees no ASGI call here).
-        bound = gw.metrics.model(model if gw.table.get(model) is not None else UNKNOWN_MODEL)
+        bound = gw.metrics.model(label)
         bound.requests(status).inc()
         bound.request_seconds.observe(time.perf_counter() - started)
         return status, reply
+
+    def _owner(self, owner: str | None) -> ApiKey | None:
+        """The key that submitted the batch (the config's or one made at run time)."""
+        if not self._charge_keys or owner is None:
+            return None
+        return self._gw.keys.by_name(owner)

@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from orchestra.control import ControlError
 
 from ..core.errors import BadRequest, GatewayError, ModelNotFound, Unavailable
+from ..usage.query import report
 from .feed import ConsoleState
 from .render import STATIC_TYPES, page_html, static_file
 
@@ -64,6 +65,14 @@ async def static(name: str) -> Response:
 async def snapshot(request: Request) -> Response:
     snap = await console_state(request).snapshot()
     return Response(orjson.dumps(snap), media_type="application/json", headers=_NO_CACHE)
+
+
+async def usage(request: Request) -> Response:
+    """The usage view's table: totals per key and model over the last 24 hours."""
+    gw: Gateway = request.app.state.gateway
+    await gw.usage.ledger.flush()  # this worker's latest counts first
+    totals = (await report(gw.usage.store, "24h", None, None))["totals"]
+    return Response(orjson.dumps(totals), media_type="application/json", headers=_NO_CACHE)
 
 
 async def events(request: Request) -> Response:

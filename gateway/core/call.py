@@ -12,7 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -27,6 +27,15 @@ SERVED_BY = "x-orchestra-served-by"  # reply header: the upstream name that answ
 # Reply header: the engine that answered, as `host:port` (the node and the port); an
 # ensemble's merged reply lists its members' engines, comma-separated.
 REPLICA = "x-orchestra-replica"
+
+
+class UsageTab(Protocol):
+    """A charged call's account (gateway/usage/accounts.Tab): every reply's `usage`, and the
+    answer's status once it is counted."""
+
+    def usage(self, model: str, usage: object) -> None: ...
+
+    def close(self, status: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -46,6 +55,7 @@ class Call:
     api_key: ApiKey | None = None  # who is charged (None: nobody, e.g. an ensemble member)
     body_size: int = 0  # bytes the client sent (the token estimate before `usage` is known)
     on_usage: Callable[[object], None] | None = None  # the reply's `usage` (rate-limit settling)
+    tab: UsageTab | None = None  # the usage ledger's and budgets' account (set by the opener)
     route_key: RequestKey = NO_KEY  # what request-aware balancing looks at
     arrived: float = field(default_factory=time.perf_counter)  # for x-orchestra-overhead-ms
     upstream_s: float = 0.0  # time spent waiting on upstreams (excluded from the overhead)
@@ -57,10 +67,14 @@ class Call:
         return self.traits.dialect
 
     def usage(self, metrics: GatewayMetrics, usage: object) -> None:
-        """The reply's `usage` (or None): counted in metrics and handed to `on_usage`."""
+        """The reply's `usage` (or None): counted in metrics, handed to `on_usage` and to the
+        call's tab (the served model's tokens, on the key's ledger)."""
         metrics.count_usage(self.model, usage)
-        if self.on_usage is not None and usage is not None:
-            self.on_usage(usage)
+        if usage is not None:
+            if self.on_usage is not None:
+                self.on_usage(usage)
+            if self.tab is not None:
+                self.tab.usage(self.model, usage)
 
     def derive(self, **changes: Any) -> Call:
         """A call for another model or member: the changes applied, headers copied (each

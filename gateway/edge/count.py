@@ -7,7 +7,9 @@ entries that reach a model) and by the batch runner for its rows. It records the
 status the client saw — a 401 from auth, a 404 for an unknown model, an upstream's 503, an Ollama
 fallback's 200 alike. A response the client left before its last byte counts as 499. The model
 label comes from `scope["state"]["model"]` (set by the shaper, edge/shapers.py, once the body is
-read, always a configured name) and is `_unknown` before that.
+read, always a configured name) and is `_unknown` before that. The same count closes the call's
+usage tab (`open_tab`, gateway/usage/accounts.py): the key's ledger row and budget see every
+answer once, with that status.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import TYPE_CHECKING, cast
 
+from ..core.call import Call, UsageTab
 from ..core.errors import GatewayError, Unavailable
 from ..metrics import UNKNOWN_MODEL, GatewayMetrics
+
+if TYPE_CHECKING:
+    from ..container import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +59,27 @@ def count_answer(
 ) -> None:
     """One answer counted: `status` as the client saw it (0: nothing went out, a 500), a 499
     when the client left before the last byte; the model label from the scope's state."""
-    if metrics is None:
-        return
     if not status:
         status = 500  # the app failed before answering and so did the answer
     elif not ended:
         status = CLIENT_CLOSED
+    tab = state.get("tab")
+    if tab is not None:  # set by `open_tab`: the key's ledger, and its budget settled
+        cast(UsageTab, tab).close(status)
+    if metrics is None:
+        return
     model = state.get("model") or UNKNOWN_MODEL
     bound = metrics.model(str(model))
     bound.requests(status).inc()
     bound.request_seconds.observe(time.perf_counter() - started)
+
+
+async def open_tab(gw: Gateway, call: Call, state: dict[str, object]) -> None:
+    """A model call's usage tab (closed by `count_answer`), its budget checked: raises
+    BudgetExceeded (429) when the key's budget is spent."""
+    tab = gw.usage.tab(call, str(state.get("model") or UNKNOWN_MODEL))
+    state["tab"] = tab
+    await tab.admit()
 
 
 def shutting_down() -> GatewayError:

@@ -38,7 +38,7 @@ from ..core.errors import GatewayError, Unavailable
 from ..metrics import GatewayMetrics
 from .anthropic import as_anthropic
 from .auth import first_headers, identify
-from .count import CLIENT_CLOSED, RequestIds, count_answer, internal, shutting_down
+from .count import CLIENT_CLOSED, RequestIds, count_answer, internal, open_tab, shutting_down
 from .routes import Caller, RouteSpec, RouteTable
 from .shapers import Incoming, Shapers
 
@@ -185,6 +185,7 @@ class Edge:
         try:
             shaped = await shape(Incoming(scope, receive, headers, spec.traits))
             try:
+                await open_tab(gw, shaped.call, scope["state"])  # usage ledger, budgets (429)
                 return await gw.pipeline.serve(shaped.call)
             finally:
                 shaped.close()  # an upload: the upstream has read it (it answered)

@@ -30,7 +30,7 @@ from ..batch import routes as batch
 from ..console import routes as console
 from ..core.dialect import Dialect
 from ..core.traits import PLAIN, Traits
-from . import admin, info, stored
+from . import admin, info, stored, usage_admin
 
 
 class Caller(enum.StrEnum):
@@ -76,6 +76,10 @@ def _model_call(
 
 def _api(path: str, endpoint: Callable[..., Any], *methods: str) -> RouteSpec:
     return RouteSpec(path, frozenset(methods or ("GET",)), Caller.API_KEY, endpoint)
+
+
+def _admin(path: str, endpoint: Callable[..., Any], method: str = "GET") -> RouteSpec:
+    return RouteSpec(path, frozenset({method}), Caller.ADMIN, endpoint)
 
 
 def _console(path: str, endpoint: Callable[..., Any], method: str = "GET") -> RouteSpec:
@@ -127,7 +131,14 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/health", frozenset({"GET"}), Caller.OPEN, info.health),
     RouteSpec("/metrics", frozenset({"GET"}), Caller.OPEN, info.metrics),
     RouteSpec("/admin/status", frozenset({"GET"}), Caller.ADMIN, admin.status),
-    RouteSpec("/admin/runtime", frozenset({"GET"}), Caller.ADMIN, admin.runtime),
+    _admin("/admin/runtime", admin.runtime),
+    # the usage ledger and the keys made at run time (gateway/usage/)
+    _admin("/admin/usage", usage_admin.usage),
+    _admin("/admin/keys", usage_admin.list_keys),
+    _admin("/admin/keys", usage_admin.create_key, "POST"),
+    _admin("/admin/keys/{name}", usage_admin.delete_key, "DELETE"),
+    _admin("/admin/keys/{name}/disable", usage_admin.disable_key, "POST"),
+    _admin("/admin/keys/{name}/enable", usage_admin.enable_key, "POST"),
     # OpenAI's Files and Batches (rows reach models later, charged to the submitting key)
     _api("/v1/files", batch.create_file, "POST"),
     _api("/v1/files", batch.list_files),
@@ -142,6 +153,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     _console("/console", console.page),
     _console("/console/static/{name}", console.static),
     _console("/console/api/snapshot", console.snapshot),
+    _console("/console/api/usage", console.usage),
     _console("/console/events", console.events),
     _console("/console/api/models/{name:path}/{action}", console.act, "POST"),
 )

@@ -61,11 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from orchestra.batch.cli import add_batch_parser
     from orchestra.cli.adapters import add_parser as add_adapters
+    from orchestra.cli.usage import add_parsers as add_usage
     from orchestra.cluster.cli import add_ray_parser
 
     add_adapters(sub)
     add_batch_parser(sub)
     add_ray_parser(sub)
+    add_usage(sub)
 
     names = ("status", "top", "load", "unload", "sleep", "wake", "restart", "ensure", "logs")
     for name in names:

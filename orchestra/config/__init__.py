@@ -42,6 +42,7 @@ from orchestra.config.supervisor import (
     RotationConfig,
     SupervisorConfig,
 )
+from orchestra.config.usage import Budget, Price, Team, UsageConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -49,6 +50,7 @@ __all__ = [
     "ApiKey",
     "BalancingPolicy",
     "BatchConfig",
+    "Budget",
     "ConfigError",
     "ConsoleConfig",
     "EngineConfig",
@@ -59,6 +61,7 @@ __all__ = [
     "OllamaFallback",
     "OrchestraConfig",
     "PreloadConfig",
+    "Price",
     "RayClusterConfig",
     "ReplicaConfig",
     "ReplicaKvEvents",
@@ -67,7 +70,9 @@ __all__ = [
     "ServerConfig",
     "SupervisorConfig",
     "SupervisorEndpoint",
+    "Team",
     "Timeouts",
+    "UsageConfig",
     "format_loc",
     "load_config",
     "parse_config",

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestra.config.usage import Budget, Price, Team, UsageConfig
 from orchestra.config.workloads import UploadConfig
 
 
@@ -46,6 +47,8 @@ class ApiKey(StrictSection):
     sha256: str = Field(description="hex sha256 of the key; never the key itself")
     requests_per_minute: int | None = Field(None, gt=0)
     tokens_per_minute: int | None = Field(None, gt=0)
+    budget: Budget | None = None  # tokens/cost per day and month, requests in flight
+    team: str | None = Field(None, description="a name of gateway.teams: its budget holds too")
 
 
 class ResponsesConfig(StrictSection):
@@ -130,6 +133,19 @@ class GatewayConfig(StrictSection):
         "event, not a retryable 503); per model: servers[].loading_comments",
     )
     loading_comment_interval_s: float = Field(5.0, gt=0, description="between loading comments")
+    usage: UsageConfig = UsageConfig()
+    pricing: dict[str, Price] = Field({}, description="model name -> price per 1M tokens")
+    teams: dict[str, Team] = Field({}, description="team name -> a budget its keys share")
+
+    @model_validator(mode="after")
+    def _known_teams(self) -> GatewayConfig:
+        for key in self.api_keys:
+            if key.team is not None and key.team not in self.teams:
+                raise ValueError(
+                    f"api_keys: key `{key.name}` names team `{key.team}`, "
+                    "which gateway.teams does not have"
+                )
+        return self
 
 
 class AffinityConfig(StrictSection):

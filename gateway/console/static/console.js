@@ -147,7 +147,39 @@
     }
   }
 
+  // ---- usage (GET /console/api/usage: totals per key and model, last 24 h) --------------------
+  const USAGE_REFRESH_MS = 10000;
+
+  function cell(text) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    return td;
+  }
+
+  async function refreshUsage() {
+    try {
+      const reply = await fetch("/console/api/usage");
+      if (!reply.ok) return;
+      const rows = await reply.json();
+      const body = $("usage-rows");
+      body.replaceChildren();
+      for (const row of rows) {
+        const tr = document.createElement("tr");
+        for (const name of ["key", "model", "requests", "errors", "prompt_tokens",
+                            "completion_tokens", "cached_tokens"]) {
+          tr.appendChild(cell(String(row[name])));
+        }
+        tr.appendChild(cell(Number(row.cost).toFixed(4)));
+        body.appendChild(tr);
+      }
+    } catch (err) {
+      // the next refresh tries again
+    }
+  }
+
   $("playground").addEventListener("submit", send);
+  refreshUsage();
+  setInterval(refreshUsage, USAGE_REFRESH_MS);
   $("pg-stop").addEventListener("click", () => controller && controller.abort());
   connect();
 })();

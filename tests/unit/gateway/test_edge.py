@@ -21,6 +21,7 @@ from orchestra.gateway.edge.routes import RouteTable
 from orchestra.gateway.edge.shapers import Shapers
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.protection.keys import KeyRing
+from orchestra.gateway.usage.accounts import build_usage
 
 BODY = orjson.dumps({"model": "m", "messages": []})
 
@@ -42,9 +43,11 @@ def _layer(pipeline: Pipeline | None) -> tuple[Edge, GatewayMetrics]:
     metrics = GatewayMetrics()
     config = GatewayConfig()
     if pipeline is not None:
+        keys = KeyRing(config)
         app.state.gateway = SimpleNamespace(
-            keys=KeyRing(config),
+            keys=keys,
             pipeline=pipeline,
+            usage=build_usage(config, metrics, keys),  # no database: nothing is flushed here
         )
         app.state.shapers = Shapers(config, lambda name: name == "m", "x-priority")
     return Edge(app, RouteTable(), RequestIds(), lambda: metrics), metrics
