@@ -15,8 +15,10 @@ follow-up) is pinned to the engine that stored it (`responses.py`) and takes ste
 
 Retries live in two places only: the proxy's (another replica, step 3) and the chain's (the
 next model, step 4). A streamed call to a model that must load first may get SSE comments
-while it waits (`loading.py`). Nothing here counts answers: `edge/middleware.count_answer`
-does (and the batch runner for its rows).
+while it waits (`loading.py`). The answer is a plain `core.reply.Reply` (status, headers, a
+body of bytes or a stream, what to run when it closes), read by whoever called: the edge writes
+it to the client, a batch row or an ensemble member reads it in-process. Nothing here counts
+answers: the edge does (`edge/count.count_answer`), for batch rows too (`batch/send.py` asks it).
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 import orjson
-from starlette.responses import Response
 
 from ..cluster.routing import Router
 from ..core.call import SERVED_BY, Call
 from ..core.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
+from ..core.reply import Reply
 from ..protection.admission import Admission, release_when_done
 from ..protection.ratelimit import RateLimiter
 from ..upstream.ollama_client import OllamaClient
@@ -67,7 +69,7 @@ class Pipeline:
         self._loading = loading
         self._stored = stored
 
-    async def serve(self, call: Call) -> Response:
+    async def serve(self, call: Call) -> Reply:
         """The entrance: a call as shaped by the edge, the batch runner or an ensemble."""
         if call.response_id is not None:  # a stored response's retrieve or cancel: no model
             model, url = await self._stored.locate(call.response_id)
@@ -99,8 +101,8 @@ class Pipeline:
         call.reply_headers.update(await self._limiter.admit_async(key, call.payload, size))
         call.on_usage = functools.partial(self._limiter.settle, key, call.payload, size)
 
-    async def _chain(self, call: Call, chain: list[Target]) -> Response:
-        failure: GatewayError | Response | None = None
+    async def _chain(self, call: Call, chain: list[Target]) -> Reply:
+        failure: GatewayError | Reply | None = None
         for target in chain:  # step 4: the next target when one cannot serve
             body = retarget(call, target)
             # The common case (no alias, chain or adapter) sends the call itself: no copy.
@@ -111,7 +113,7 @@ class Pipeline:
             except _NEXT_ERRORS as exc:
                 failure = exc
                 continue
-            if response.status_code >= 500:
+            if response.status >= 500:
                 failure = response
                 continue
             if target is not chain[0] and failure is not None:
@@ -124,12 +126,12 @@ class Pipeline:
         served = await self._ollama(call, chain, failure)  # step 5
         if served is not None:
             return served
-        if isinstance(failure, Response):
+        if isinstance(failure, Reply):
             return failure
         failure.headers.update(call.reply_headers)
         raise failure
 
-    async def _one(self, call: Call) -> Response:
+    async def _one(self, call: Call) -> Reply:
         """Step 3 for one target: route (ensure), admit, proxy."""
         route = await self._router.route(call.model)
         if call.pinned is not None:
@@ -151,22 +153,18 @@ class Pipeline:
         return response if gate is None else release_when_done(response, gate)
 
     async def _ollama(
-        self, call: Call, chain: list[Target], failure: GatewayError | Response
-    ) -> Response | None:
+        self, call: Call, chain: list[Target], failure: GatewayError | Reply
+    ) -> Reply | None:
         fallback = self._fallback
         if fallback is None or not fallback.healthy or call.traits.ollama is None:
             return None
-        if isinstance(failure, Response) and failure.status_code not in _OLLAMA_STATUS:
+        if isinstance(failure, Reply) and failure.status not in _OLLAMA_STATUS:
             return None
         target = next((t for t in chain if fallback.covers(t.route)), None)
         if target is None:
             return None
         attempt = call.derive(model=target.route)
-        reason = (
-            _OLLAMA_STATUS[failure.status_code]
-            if isinstance(failure, Response)
-            else _reason(failure)
-        )
+        reason = _OLLAMA_STATUS[failure.status] if isinstance(failure, Reply) else _reason(failure)
         served = await fallback.forward(attempt, call.payload, reason)
         if served is not None:
             served.headers[SERVED_BY] = f"ollama:{target.route}"
@@ -190,9 +188,9 @@ def retarget(call: Call, target: Target) -> bytes | aiohttp.Payload:
     return orjson.dumps({**call.payload, "model": target.upstream_name})
 
 
-def _reason(failure: GatewayError | Response) -> str:
-    if isinstance(failure, Response):
-        return f"http_{failure.status_code}"
+def _reason(failure: GatewayError | Reply) -> str:
+    if isinstance(failure, Reply):
+        return f"http_{failure.status}"
     if isinstance(failure, Overloaded):
         return "overloaded"
     return "timeout" if isinstance(failure, UpstreamTimeout) else "unavailable"

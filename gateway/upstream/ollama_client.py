@@ -19,14 +19,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from orchestra.config import OllamaFallback
 from orchestra.protocol import error_json
 
 from ..core.call import REPLICA, Call
 from ..core.errors import UpstreamError
+from ..core.reply import JSON, SSE, IterStream, Reply
 from ..metrics import GatewayMetrics
 from . import ollama
 from .http1.pool import Pool
@@ -38,7 +37,7 @@ BACKEND_HEADER = "x-orchestra-backend"
 _MAX_LINE = 1 << 20  # an NDJSON line longer than this is not Ollama's: the stream fails
 
 
-class _Reply:
+class _Lines:
     """One leased connection's reply body, read as NDJSON lines (each with its b"\n", the
     last one without when the body ends without one, then b""). The lease is settled once:
     `release` or `close`, whichever comes first (a released connection may already serve
@@ -74,21 +73,6 @@ class _Reply:
         if not self.settled:
             self.settled = True
             self.conn.close()
-
-
-class _Relayed(StreamingResponse):
-    """A relayed stream that closes its connection however the response ends: a body
-    generator that was never started (the client left before) never runs its `finally`."""
-
-    def __init__(self, reply: _Reply, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
-        super().__init__(body, headers=headers, media_type="text/event-stream")
-        self._reply = reply
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._reply.close()  # nothing when the relay released it
 
 
 class OllamaClient:
@@ -133,7 +117,7 @@ class OllamaClient:
         self.healthy = ok
         self._metrics.upstream_healthy.labels("_fallback", self.url).set(1 if ok else 0)
 
-    async def forward(self, call: Call, payload: dict[str, Any], reason: str) -> Response | None:
+    async def forward(self, call: Call, payload: dict[str, Any], reason: str) -> Reply | None:
         """Serve `call` from Ollama; None when Ollama failed before answering."""
         tag = self.config.models[call.model]
         body = ollama.to_ollama(call.path, payload, tag)
@@ -142,11 +126,11 @@ class OllamaClient:
         stream = bool(body.get("stream"))
         config = self.config
         deadline = asyncio.get_running_loop().time() + config.timeout_s
-        reply: _Reply | None = None
+        upstream: _Lines | None = None
         handed_over = False
         try:
             async with asyncio.timeout(min(config.first_byte_timeout_s, config.timeout_s)):
-                reply = _Reply(
+                upstream = _Lines(
                     await self._pool.request(
                         self._upstream,
                         "POST",
@@ -155,18 +139,18 @@ class OllamaClient:
                         orjson.dumps(body),
                     )
                 )
-                status = reply.conn.status
+                status = upstream.conn.status
                 relay = stream and status == 200
-                first = await (reply.readline() if relay else reply.conn.read_all())
+                first = await (upstream.readline() if relay else upstream.conn.read_all())
         except (OSError, ValueError) as exc:  # OSError: TimeoutError too
             log.warning("ollama fallback failed before answering: %r", exc)
             self._set_health(False)
-            if reply is not None:
-                reply.close()
+            if upstream is not None:
+                upstream.close()
             return None
         except BaseException:  # cancelled: the lease must not outlive the call
-            if reply is not None:
-                reply.close()
+            if upstream is not None:
+                upstream.close()
             raise
         try:
             self._metrics.fallbacks.labels(call.model, reason).inc()
@@ -179,9 +163,12 @@ class OllamaClient:
                 include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
                 translator = ollama.StreamTranslator(call.path, call.model, include_usage)
                 handed_over = True
-                return _Relayed(
-                    reply, self._relay(call, reply, first, translator, deadline), headers
-                )
+                relayed = self._relay(call, upstream, first, translator, deadline)
+                served = Reply(IterStream(relayed), 200, headers, SSE)
+                # A body generator never started (the client left before) runs no `finally`:
+                # the connection is closed when the reply closes (nothing once released).
+                served.on_close(upstream.close)
+                return served
             try:
                 line = orjson.loads(first)
             except orjson.JSONDecodeError:
@@ -189,16 +176,16 @@ class OllamaClient:
             if not isinstance(line, dict) or "error" in line:
                 detail = line.get("error") if isinstance(line, dict) else "malformed JSON"
                 error = UpstreamError(f"fallback backend error: {detail}")
-                return Response(error.body(), 502, headers=headers, media_type="application/json")
+                return Reply(error.body(), 502, headers, JSON)
             out = ollama.from_ollama(call.path, line, call.model)
             call.usage(self._metrics, out.get("usage"))
-            return Response(orjson.dumps(out), headers=headers, media_type="application/json")
+            return Reply(orjson.dumps(out), 200, headers, JSON)
         finally:
             if not handed_over:
-                reply.release()  # closes it unless the reply was read to its clean end
+                upstream.release()  # closes it unless the reply was read to its clean end
 
     @staticmethod
-    def _error_reply(status: int, raw: bytes, headers: dict[str, str]) -> Response:
+    def _error_reply(status: int, raw: bytes, headers: dict[str, str]) -> Reply:
         try:
             detail = orjson.loads(raw).get("error", "")
         except (orjson.JSONDecodeError, AttributeError):
@@ -207,12 +194,12 @@ class OllamaClient:
         out_status = status if client_error else 502
         type_ = "invalid_request_error" if client_error else "upstream_error"
         body = error_json(f"fallback backend answered {status}: {detail}", type_, out_status)
-        return Response(body, out_status, headers=headers, media_type="application/json")
+        return Reply(body, out_status, headers, JSON)
 
     async def _relay(
         self,
         call: Call,
-        reply: _Reply,
+        upstream: _Lines,
         first: bytes,
         translator: ollama.StreamTranslator,
         deadline: float,
@@ -229,7 +216,7 @@ class OllamaClient:
                 left = deadline - loop.time()
                 try:
                     async with asyncio.timeout(min(idle, left)):
-                        line = await reply.readline()
+                        line = await upstream.readline()
                 except TimeoutError:
                     problem = (
                         f"fallback backend sent nothing for {idle:g}s"
@@ -247,9 +234,9 @@ class OllamaClient:
             problem = f"fallback backend connection lost mid-stream: {exc.__class__.__name__}"
         finally:
             if translator.done and not problem:
-                reply.release()
+                upstream.release()
             else:
-                reply.close()
+                upstream.close()
             call.usage(self._metrics, translator.usage)
         if problem:
             self._metrics.stream_errors.labels(call.model).inc()

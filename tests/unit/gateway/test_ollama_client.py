@@ -17,6 +17,8 @@ from starlette.types import Message
 
 from orchestra.config import OllamaFallback
 from orchestra.gateway.core.call import Call, new_call
+from orchestra.gateway.core.reply import Reply
+from orchestra.gateway.edge.outgoing import Outgoing
 from orchestra.gateway.edge.routes import RouteTable
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.http1.pool import Pool
@@ -24,7 +26,6 @@ from orchestra.gateway.upstream.ollama_client import OllamaClient
 from tests.fake_ollama import FakeOllama
 
 TAG = "llama3.2:1b"
-_SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}}  # Starlette: no disconnect task
 
 
 @asynccontextmanager
@@ -51,13 +52,14 @@ def _call(stream: bool) -> tuple[Call, dict[str, Any]]:
     return call, payload
 
 
-async def _send_all(response: Any) -> bytes:
+async def _send_all(reply: Reply) -> bytes:
+    """The reply as the edge writes it to a client."""
     sent: list[bytes] = []
 
     async def send(message: Message) -> None:
         sent.append(message.get("body", b""))
 
-    await response(_SCOPE, _never, send)
+    await Outgoing(send, None).answer(reply, _never)
     return b"".join(sent)
 
 
@@ -71,11 +73,11 @@ def test_probe_answer_and_stream_share_one_connection_and_a_left_client_frees_it
                 assert await client.check_once()
                 call, payload = _call(stream=False)
                 answer = await client.forward(call, payload, "down")
-                assert answer is not None and answer.status_code == 200
+                assert answer is not None and answer.status == 200
                 assert orjson.loads(answer.body)["choices"][0]["message"]["content"]
                 call, payload = _call(stream=True)
                 relayed = await client.forward(call, payload, "down")
-                assert relayed is not None and relayed.status_code == 200
+                assert relayed is not None and relayed.status == 200
                 body = await _send_all(relayed)
                 assert body.rstrip().endswith(b"data: [DONE]")
                 assert pool.opened == 1
@@ -88,8 +90,8 @@ def test_probe_answer_and_stream_share_one_connection_and_a_left_client_frees_it
                     raise OSError("the client left")
 
                 try:
-                    await left(_SCOPE, _never, gone)
-                except Exception:  # Starlette's ClientDisconnect
+                    await Outgoing(gone, None).answer(left, _never)
+                except OSError:
                     pass
                 assert await asyncio.wait_for(client.check_once(), 5.0)  # the slot is back
             finally:
