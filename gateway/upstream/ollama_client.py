@@ -1,8 +1,11 @@
-"""The Ollama fallback backend: health-checked, called with the model mapped, OpenAI out.
+"""The Ollama backend (`backend.Backend`): health-checked, called with the model mapped,
+OpenAI out.
 
-Used by the dispatcher when no vLLM replica can serve a model that `fallback.ollama.models`
-maps. Failures before the first byte return None (the caller then answers its original error);
-after it, the stream ends with one `data: {"error": ...}` event, as for vLLM upstreams.
+The last target of a chain one of whose models `fallback.ollama.models` maps (the first such,
+`pipeline/aliases.py`), on the paths whose traits name an Ollama path, while its probe says it is up
+(`takes`). A failure before the first byte raises `Unavailable` (the chain's rule: the next
+target, here none, so that is the answer); after it, the stream ends with one error event, as
+for the engines.
 
 Calls go through the gateway's one client for engines (`http1.Pool`): connecting is bounded by
 the pool's `gateway.timeouts.connect_s`, the first byte by `first_byte_timeout_s`, each line
@@ -15,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -24,16 +26,16 @@ from orchestra.config import OllamaFallback
 from orchestra.protocol import error_json
 
 from ..core.call import REPLICA, Call
-from ..core.errors import UpstreamError
+from ..core.errors import Unavailable, UpstreamError
 from ..core.reply import JSON, SSE, IterStream, Reply
 from ..metrics import GatewayMetrics
 from . import ollama
+from .backend import BACKEND_HEADER
 from .http1.pool import Pool
 from .http1.protocol import Connection
 
 log = logging.getLogger(__name__)
 
-BACKEND_HEADER = "x-orchestra-backend"
 _MAX_LINE = 1 << 20  # an NDJSON line longer than this is not Ollama's: the stream fails
 
 
@@ -76,6 +78,8 @@ class _Lines:
 
 
 class OllamaClient:
+    name = "ollama"  # its replies' x-orchestra-backend
+
     def __init__(self, config: OllamaFallback, pool: Pool, metrics: GatewayMetrics) -> None:
         self.config = config
         self.url = config.url
@@ -89,6 +93,9 @@ class OllamaClient:
 
     def covers(self, model: str) -> bool:
         return model in self.config.models
+
+    def takes(self, call: Call) -> bool:
+        return self.healthy and call.traits.ollama is not None and self.covers(call.model)
 
     async def run(self) -> None:
         while True:
@@ -117,12 +124,13 @@ class OllamaClient:
         self.healthy = ok
         self._metrics.upstream_healthy.labels("_fallback", self.url).set(1 if ok else 0)
 
-    async def forward(self, call: Call, payload: dict[str, Any], reason: str) -> Reply | None:
-        """Serve `call` from Ollama; None when Ollama failed before answering."""
+    async def forward(self, call: Call) -> Reply:
+        """Serve `call` from Ollama; `Unavailable` when Ollama failed before answering."""
+        payload = call.payload
         tag = self.config.models[call.model]
         body = ollama.to_ollama(call.path, payload, tag)
         api_path = call.traits.ollama
-        assert api_path is not None  # the pipeline falls back to Ollama on such paths only
+        assert api_path is not None  # `takes` such calls only
         stream = bool(body.get("stream"))
         config = self.config
         deadline = asyncio.get_running_loop().time() + config.timeout_s
@@ -147,14 +155,13 @@ class OllamaClient:
             self._set_health(False)
             if upstream is not None:
                 upstream.close()
-            return None
+            raise Unavailable(f"fallback backend failed: {exc.__class__.__name__}") from None
         except BaseException:  # cancelled: the lease must not outlive the call
             if upstream is not None:
                 upstream.close()
             raise
         try:
-            self._metrics.fallbacks.labels(call.model, reason).inc()
-            headers = {**call.reply_headers, BACKEND_HEADER: "ollama", REPLICA: self._address}
+            headers = {**call.reply_headers, BACKEND_HEADER: self.name, REPLICA: self._address}
             if status != 200:
                 return self._error_reply(status, first, headers)
             if stream and first.lstrip().startswith(b'{"error"'):

@@ -37,6 +37,7 @@ from ..core.errors import (
 from ..core.reply import Reply
 from ..metrics import GatewayMetrics
 from ..protection.retry_budget import RetryBudget
+from .backend import BACKEND_HEADER
 from .health import HealthMonitor
 from .http1.pool import ConnectFailed, Pool
 from .http1.protocol import Connection
@@ -65,8 +66,10 @@ class Proxy:
         health: HealthMonitor,
         metrics: GatewayMetrics,
         config: GatewayConfig,
+        name: str,
         reensure: Callable[[ModelRoute], Awaitable[bool]] | None = None,
     ) -> None:
+        self.name = name  # its replies' x-orchestra-backend
         self._pool = pool
         self._reensure = reensure
         self._health = health
@@ -185,7 +188,7 @@ class Proxy:
             self._metrics.model(call.model).ttfb_seconds.observe(time.perf_counter() - started)
             headers = {
                 **call.reply_headers,
-                "x-orchestra-backend": "vllm",
+                BACKEND_HEADER: self.name,
                 REPLICA: replica.address,  # the engine that served it: node and port
             }
             content_type = resp.headers.get("content-type", "application/json")

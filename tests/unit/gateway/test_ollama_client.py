@@ -9,7 +9,6 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -42,14 +41,14 @@ async def _ollama() -> AsyncIterator[str]:
         sock.close()
 
 
-def _call(stream: bool) -> tuple[Call, dict[str, Any]]:
+def _call(stream: bool) -> Call:
     payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     body = orjson.dumps(payload)
     chat = RouteTable().model_calls["/v1/chat/completions"]  # its traits name Ollama's path
     call = new_call(
         chat.path, body, payload, "m", request_id="r", stream=stream, traits=chat.traits
     )
-    return call, payload
+    return call
 
 
 async def _send_all(reply: Reply) -> bytes:
@@ -71,19 +70,19 @@ def test_probe_answer_and_stream_share_one_connection_and_a_left_client_frees_it
             client = OllamaClient(config, pool, GatewayMetrics())
             try:
                 assert await client.check_once()
-                call, payload = _call(stream=False)
-                answer = await client.forward(call, payload, "down")
+                call = _call(stream=False)
+                answer = await client.forward(call)
                 assert answer is not None and answer.status == 200
                 assert orjson.loads(answer.body)["choices"][0]["message"]["content"]
-                call, payload = _call(stream=True)
-                relayed = await client.forward(call, payload, "down")
+                call = _call(stream=True)
+                relayed = await client.forward(call)
                 assert relayed is not None and relayed.status == 200
                 body = await _send_all(relayed)
                 assert body.rstrip().endswith(b"data: [DONE]")
                 assert pool.opened == 1
 
-                call, payload = _call(stream=True)
-                left = await client.forward(call, payload, "down")
+                call = _call(stream=True)
+                left = await client.forward(call)
                 assert left is not None
 
                 async def gone(message: Message) -> None:
