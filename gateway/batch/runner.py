@@ -29,9 +29,13 @@ from .validation import validate
 
 log = logging.getLogger(__name__)
 
-# A row refused for room (admission, capacity: no engine generated) waits and is sent again;
-# an engine's failure was retried by the proxy and the chain already: it goes to the error file.
-_REFUSED = frozenset({429, 503})
+# Back-pressure: a row refused for room (429: admission's queue is full, or the owner's rate
+# limit) was sent to no engine; it cuts the model's pacer, waits and is sent again. A 503 (no
+# engine could take it) cuts the pacer too, but it is the pipeline's verdict after the proxy's
+# retries and the chain's next targets: like any other failure it goes to the error file, the
+# row is not retried here (docs/design.md, "Retries").
+_NO_ROOM = frozenset({429, 503})  # the pacer's back-pressure signals
+_SEND_AGAIN = frozenset({429})  # refusals that sent nothing to an engine
 _CLOSE = {
     "expired": (
         "batch_expired",
@@ -268,9 +272,9 @@ class BatchRunner:
             status, body = await self._send(
                 batch["endpoint"], row.body, row.model, request_id, owner
             )
-            if status in _REFUSED:
+            if status in _NO_ROOM:
                 await limit.refused()
-            if status not in _REFUSED or attempt + 1 == attempts:
+            if status not in _SEND_AGAIN or attempt + 1 == attempts:
                 break
             await asyncio.sleep(self._config.row_backoff_s * (attempt + 1))
         if 200 <= status < 300:
