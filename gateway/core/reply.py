@@ -102,6 +102,7 @@ class Reply:
         status: int = 200,
         headers: dict[str, str] | None = None,
         media_type: str | None = None,
+        closers: list[Callable[[], object]] | None = None,
     ) -> None:
         self.status = status
         self.body = body
@@ -110,7 +111,7 @@ class Reply:
             if media_type.startswith("text/") and "charset=" not in media_type:
                 media_type += "; charset=utf-8"  # as Starlette's responses always said
             self.headers["content-type"] = media_type
-        self._closers: list[Callable[[], object]] = []
+        self._closers: list[Callable[[], object]] = [] if closers is None else closers
         self._closed = False
 
     @property
@@ -120,9 +121,7 @@ class Reply:
     def with_body(self, body: bytes | Stream) -> Reply:
         """The same reply (status, headers, closers) with another body, which takes over what
         the old one held: the new reply is the one to close, the old one is dropped."""
-        reply = Reply(body, self.status, self.headers)
-        reply._closers = self._closers
-        return reply
+        return Reply(body, self.status, self.headers, closers=self._closers)
 
     def on_close(self, closer: Callable[[], object]) -> None:
         """Run `closer` (a plain function) when the reply closes."""
