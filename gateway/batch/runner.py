@@ -29,13 +29,9 @@ from .validation import validate
 
 log = logging.getLogger(__name__)
 
-# Back-pressure: a row refused for room (429: admission's queue is full, or the owner's rate
-# limit) was sent to no engine; it cuts the model's pacer, waits and is sent again. A 503 (no
-# engine could take it) cuts the pacer too, but it is the pipeline's verdict after the proxy's
-# retries and the chain's next targets: like any other failure it goes to the error file, the
-# row is not retried here (docs/design.md, "Retries").
-_NO_ROOM = frozenset({429, 503})  # the pacer's back-pressure signals
-_SEND_AGAIN = frozenset({429})  # refusals that sent nothing to an engine
+# 429/503 cut the pacer; only a 429 (no room, no engine reached) is sent again: a 503 is the
+# pipeline's verdict after its retries and chain, final (docs/design.md, "Retries").
+_NO_ROOM, _SEND_AGAIN = frozenset({429, 503}), frozenset({429})
 _CLOSE = {
     "expired": (
         "batch_expired",
