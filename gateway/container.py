@@ -26,6 +26,7 @@ from .cluster.ray_view import RayView
 from .cluster.routing import Router, RoutingTable
 from .metrics import GatewayMetrics
 from .pipeline.aliases import ModelMap
+from .pipeline.engines import Engines
 from .pipeline.loading import LoadingComments
 from .pipeline.pipeline import Pipeline
 from .pipeline.responses import StoredResponses
@@ -163,18 +164,19 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         if config.fallback.ollama is not None
         else None
     )
-    proxy = Proxy(pool, health, metrics, gw, reensure=link.reensure if link else None)
+    # The OpenAI-compatible engines' backend: its replies say "vllm" in x-orchestra-backend
+    # (any `engine:` server speaks vLLM's API; the header has always said so for them).
+    proxy = Proxy(pool, health, metrics, gw, name="vllm", reensure=link.reensure if link else None)
     loading = LoadingComments(config, table, metrics)
     stored = StoredResponses(table, pool, gw.responses.max_stored, gw.timeouts.health_probe_s)
     pipeline = Pipeline(
         models,
         limiter,
-        router,
-        admission,
-        proxy,
+        Engines(router, admission, proxy, stored),
         fallback,
         loading if loading.models else None,
         stored,
+        metrics,
     )
     keys = KeyRing(gw)
     return Gateway(

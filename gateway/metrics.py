@@ -7,6 +7,7 @@ Labels stay bounded: `model` is a configured model name (unknown names become `_
 from __future__ import annotations
 
 import os
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -78,6 +79,12 @@ class ModelMetrics:
         if child is None:
             child = self._statuses[status] = self._requests.labels(self._model, str(status))
         return child
+
+    def answered(self, status: int, started: float) -> None:
+        """One answer counted (`orchestra_requests_total`, its duration since `started`, a
+        `time.perf_counter()`): by the edge for HTTP answers, by the batch sender for rows."""
+        self.requests(status).inc()
+        self.request_seconds.observe(time.perf_counter() - started)
 
 
 class GatewayMetrics:

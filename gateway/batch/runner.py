@@ -29,9 +29,9 @@ from .validation import validate
 
 log = logging.getLogger(__name__)
 
-# A row refused for room (admission, capacity: no engine generated) waits and is sent again;
-# an engine's failure was retried by the proxy and the chain already: it goes to the error file.
-_REFUSED = frozenset({429, 503})
+# 429/503 cut the pacer; only a 429 (no room, no engine reached) is sent again: a 503 is the
+# pipeline's verdict after its retries and chain, final (docs/design.md, "Retries").
+_NO_ROOM, _SEND_AGAIN = frozenset({429, 503}), frozenset({429})
 _CLOSE = {
     "expired": (
         "batch_expired",
@@ -270,9 +270,9 @@ class BatchRunner:
             )
             if status == 429 and budget_exceeded(body):
                 break  # a spent budget is not room to wait for: the row stops there
-            if status in _REFUSED:
+            if status in _NO_ROOM:
                 await limit.refused()
-            if status not in _REFUSED or attempt + 1 == attempts:
+            if status not in _SEND_AGAIN or attempt + 1 == attempts:
                 break
             await asyncio.sleep(self._config.row_backoff_s * (attempt + 1))
         if 200 <= status < 300:

@@ -5,7 +5,8 @@ body)`: names (aliases, fallback chains, adapters), the rate limits of the key t
 the batch (`owner`; unless `batch.charge_keys` is off), routing (a cold model is ensured, once
 for all rows waiting on it), admission at the batch priority, balancing, the proxy's retries
 and the Ollama fallback, exactly as an HTTP request would get them, without the HTTP hop. The
-answer is read back with the pipeline's one in-process reader (`pipeline/inproc.Drain`).
+answer, a plain `core.reply.Reply`, is read here directly (`Reply.read`: the whole body, then
+closed), and counted by the one writer of the answer counters (`ModelMetrics.answered`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from ..core.call import new_call
 from ..core.errors import GatewayError
 from ..core.traits import PLAIN, Traits
 from ..metrics import UNKNOWN_MODEL
-from ..pipeline.inproc import Drain
 
 if TYPE_CHECKING:
     from ..container import Gateway
@@ -64,22 +64,15 @@ class InProcessSender:
         status = 500
         try:
             await tab.admit()  # a spent budget: 429 budget_exceeded, in the error file
-            response = await gw.pipeline.serve(call)
+            reply = await gw.pipeline.serve(call)
+            status, body = reply.status, await reply.read()
         except GatewayError as exc:
-            status, reply = exc.status, exc.body()
-        else:
-            drain = Drain(response)
-            try:
-                status, reply = drain.status, await drain.body()
-            finally:
-                await drain.abort()
+            status, body = exc.status, exc.body()
         finally:
             tab.close(status)
         # Counted like an HTTP answer (the edge sees no ASGI call here).
-        bound = gw.metrics.model(label)
-        bound.requests(status).inc()
-        bound.request_seconds.observe(time.perf_counter() - started)
-        return status, reply
+        gw.metrics.model(label).answered(status, started)
+        return status, body
 
     def _owner(self, owner: str | None) -> ApiKey | None:
         """The key that submitted the batch (the config's or one made at run time)."""

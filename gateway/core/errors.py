@@ -1,7 +1,7 @@
 """One error hierarchy, one OpenAI-shaped body: `{"error": {"message", "type", "param", "code"}}`.
 
 Every floor raises these; the edge maps every one of them (and anything unexpected) to a JSON
-response (`edge/error_handlers.py` for FastAPI's paths), so no traceback ever reaches a client.
+reply (`edge/error_handlers.py` for FastAPI's paths), so no traceback ever reaches a client.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from starlette.responses import Response
-
 from orchestra.protocol import error_json
+
+from .reply import JSON, Reply
 
 
 class GatewayError(Exception):
@@ -37,13 +37,8 @@ class GatewayError(Exception):
     def body(self) -> bytes:
         return error_json(self.message, self.type, self.code, self.param)
 
-    def response(self) -> Response:
-        return Response(
-            self.body(),
-            status_code=self.status,
-            headers=self.headers,
-            media_type="application/json",
-        )
+    def reply(self) -> Reply:
+        return Reply(self.body(), self.status, dict(self.headers), JSON)
 
 
 class BadRequest(GatewayError):

@@ -10,31 +10,27 @@ shape and its types are `core/dialect.py`'s (a stream's last event uses them too
 from __future__ import annotations
 
 import orjson
-from starlette.responses import Response, StreamingResponse
 
 from orchestra.protocol import parse_error
 
 from ..core.dialect import anthropic_error
+from ..core.reply import JSON, Reply
 
 
-def as_anthropic(response: Response) -> Response:
-    """`response` in Anthropic's shape when it is an OpenAI-shaped error; else unchanged."""
-    if response.status_code < 400 or isinstance(response, StreamingResponse):
-        return response
-    body = bytes(response.body)
+def as_anthropic(reply: Reply) -> Reply:
+    """`reply` in Anthropic's shape when it is an OpenAI-shaped error; else unchanged."""
+    body = reply.body
+    if reply.status < 400 or not isinstance(body, bytes):
+        return reply
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return response
+        return reply
     if isinstance(payload, dict) and payload.get("type") == "error":
-        return response  # already Anthropic's (the engine's own)
+        return reply  # already Anthropic's (the engine's own)
     error = parse_error(payload)
     if error is None:
-        return response
-    shaped = anthropic_error(error.message, response.status_code)
-    headers = {
-        k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")
-    }
-    return Response(
-        orjson.dumps(shaped), response.status_code, headers=headers, media_type="application/json"
-    )
+        return reply
+    shaped = reply.with_body(orjson.dumps(anthropic_error(error.message, reply.status)))
+    shaped.headers["content-type"] = JSON
+    return shaped

@@ -1,8 +1,9 @@
 """Request ids and counting answers, for the one edge (`edge.py`).
 
-`count_answer` is the only writer of `orchestra_requests_total` and
-`orchestra_request_duration_seconds`, called once per answer by the edge (for the route table's
-entries that reach a model) and by the batch runner for its rows. It records the status of
+`count_answer` counts the edge's answers in `orchestra_requests_total` and
+`orchestra_request_duration_seconds` (through `ModelMetrics.answered`, their one writer, which
+the batch sender calls for its rows), once per answer for the route table's entries that reach
+a model. It records the status of
 `http.response.start` once the response has ended, so every answer is counted once with the
 status the client saw — a 401 from auth, a 404 for an unknown model, an upstream's 503, an Ollama
 fallback's 200 alike. A response the client left before its last byte counts as 499. The model
@@ -15,7 +16,6 @@ answer once, with that status.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from typing import TYPE_CHECKING, cast
 
@@ -69,9 +69,7 @@ def count_answer(
     if metrics is None:
         return
     model = state.get("model") or UNKNOWN_MODEL
-    bound = metrics.model(str(model))
-    bound.requests(status).inc()
-    bound.request_seconds.observe(time.perf_counter() - started)
+    metrics.model(str(model)).answered(status, started)
 
 
 async def open_tab(gw: Gateway, call: Call, state: dict[str, object]) -> None:

@@ -7,8 +7,9 @@ For every path, in this order:
 3. auth by the entry's caller (`auth.identify`): an API key, the admin key, or open; the key
    found rides in the scope's state (the shaper puts it on the call, the pipeline charges it);
 4. the answer: a model call (a POST the table gives a shaper) is shaped into a call and served
-   by the pipeline here; every other entry is FastAPI's endpoint, FastAPI being the innermost
-   app;
+   by the pipeline here, its reply (`core.reply.Reply`) written to the client by
+   `outgoing.Outgoing`, the one place a reply becomes ASGI messages; every other entry is
+   FastAPI's endpoint, FastAPI being the innermost app;
 5. the last resort: an error before the response started leaves as its JSON error in the
    path's dialect (Anthropic's on `/v1/messages*`), anything unexpected as a logged 500
    without details, a cancellation (the server's shutdown deadline) as a 503 with
@@ -26,76 +27,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
-from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ..container import Gateway
 from ..core.errors import GatewayError, Unavailable
+from ..core.reply import Reply
 from ..metrics import GatewayMetrics
 from .anthropic import as_anthropic
 from .auth import first_headers, identify
 from .count import CLIENT_CLOSED, RequestIds, count_answer, internal, open_tab, shutting_down
+from .outgoing import Outgoing
 from .routes import Caller, RouteSpec, RouteTable
 from .shapers import Incoming, Shapers
 
 log = logging.getLogger(__name__)
 
 
-class Outgoing:
-    """The client's side of one request (the twin of the shapers' `Incoming`): sends with
-    `x-request-id` added and remembers what went out (the status, whether the last byte did)
-    for the count. Not a reply type: `http1.pool.Reply` is a whole engine reply."""
-
-    __slots__ = ("_header", "_send", "ended", "status")
-
-    def __init__(self, send: Send, header: tuple[bytes, bytes]) -> None:
-        self._send = send
-        self._header = header
-        self.status = 0
-        self.ended = False
-
-    async def answer(self, response: Response, scope: Scope, receive: Receive) -> None:
-        if type(response) is Response and response.background is None:
-            # A whole reply (proxied JSON, an error): exactly the two messages Starlette's
-            # Response.__call__ sends, without its wrapper. The header list is copied, not
-            # appended to: a response object is the pipeline's, not ours to change.
-            self.status = response.status_code
-            headers = [*response.raw_headers, self._header]
-            await self._send(
-                {"type": "http.response.start", "status": self.status, "headers": headers}
-            )
-            await self._send({"type": "http.response.body", "body": response.body})
-            self.ended = True
-        else:  # a stream (relay, loading comments, an ensemble's merge): it sends itself
-            await response(scope, receive, self.send)
-
-    def send(self, message: Message) -> Awaitable[None]:
-        """An ASGI send: it returns the server's own send (a plain function, not a coroutine
-        around it: a relayed stream sends every chunk through here)."""
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            message["headers"] = [*message.get("headers", ()), self._header]
-        elif not message.get("more_body", False):
-            self.ended = True
-        return self._send(message)
-
-    async def error(self, error: GatewayError, spec: RouteSpec | None) -> None:
-        try:
-            await self.answer(_shaped(error.response(), spec), {}, _nothing)
-        except Exception:  # the client may be gone already
-            log.debug("could not send the error answer", exc_info=True)
-
-
 async def _nothing() -> Message:
     return {"type": "http.disconnect"}
 
 
-def _shaped(response: Response, spec: RouteSpec | None) -> Response:
-    return as_anthropic(response) if spec is not None and spec.dialect == "anthropic" else response
+async def _error(out: Outgoing, error: GatewayError, spec: RouteSpec | None) -> None:
+    try:
+        await out.answer(_shaped(error.reply(), spec), _nothing)
+    except Exception:  # the client may be gone already
+        log.debug("could not send the error answer", exc_info=True)
+
+
+def _shaped(reply: Reply, spec: RouteSpec | None) -> Reply:
+    return as_anthropic(reply) if spec is not None and spec.dialect == "anthropic" else reply
 
 
 class Edge:
@@ -121,21 +85,21 @@ class Edge:
         request_id = self._ids.take(headers.get(b"x-request-id"))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        reply = Outgoing(send, (b"x-request-id", request_id.encode("latin-1")))
+        out = Outgoing(send, (b"x-request-id", request_id.encode("latin-1")))
         try:
-            await self._serve(scope, receive, spec, headers, reply)
+            await self._serve(scope, receive, spec, headers, out)
         except asyncio.CancelledError:
-            if not reply.status:
-                await reply.error(shutting_down(), spec)
+            if not out.status:
+                await _error(out, shutting_down(), spec)
             raise
         except Exception:
-            if reply.status:
+            if out.status:
                 raise  # the response is on its way: the server closes the connection
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await reply.error(internal(), spec)
+            await _error(out, internal(), spec)
         finally:
             if spec is not None and spec.reaches_model and scope["method"] in spec.methods:
-                count_answer(self._metrics(), state, reply.status, reply.ended, started)
+                count_answer(self._metrics(), state, out.status, out.ended, started)
 
     async def _serve(
         self,
@@ -143,32 +107,32 @@ class Edge:
         receive: Receive,
         spec: RouteSpec | None,
         headers: dict[bytes, bytes],
-        reply: Outgoing,
+        out: Outgoing,
     ) -> None:
         if spec is None:  # not a path of the table: FastAPI's 404 or 405
-            await self.app(scope, receive, reply.send)
+            await self.app(scope, receive, out.send)
             return
         gw: Gateway | None = getattr(self.app.state, "gateway", None)
         if gw is None and spec.caller is not Caller.OPEN:
-            await reply.error(_starting(), spec)
+            await _error(out, _starting(), spec)
             return
         try:
             if gw is not None and spec.caller is not Caller.OPEN:
                 identify(gw.keys, spec, scope, headers)
             if not (spec.model_call and scope["method"] == "POST"):
-                await self.app(scope, receive, reply.send)
+                await self.app(scope, receive, out.send)
                 return
             assert gw is not None
-            response = await self._model_call(gw, spec, scope, receive, headers)
+            answer = await self._model_call(gw, spec, scope, receive, headers)
         except GatewayError as exc:
             if spec.browser_prompt and exc.status == 401:  # let the browser ask for the key
                 exc.headers["www-authenticate"] = 'Basic realm="Orchestra console"'
-            await reply.error(exc, spec)
+            await _error(out, exc, spec)
             return
-        if response is None:  # the client left while sending its body: counted as 499
-            reply.status = CLIENT_CLOSED
+        if answer is None:  # the client left while sending its body: counted as 499
+            out.status = CLIENT_CLOSED
             return
-        await reply.answer(_shaped(response, spec), scope, receive)
+        await out.answer(_shaped(answer, spec), receive)
 
     async def _model_call(
         self,
@@ -177,7 +141,7 @@ class Edge:
         scope: Scope,
         receive: Receive,
         headers: dict[bytes, bytes],
-    ) -> Response | None:
+    ) -> Reply | None:
         """The pipeline's answer to a model call; None when the client left while sending its
         body. Its GatewayErrors propagate to the caller's handler."""
         shapers: Shapers = self.app.state.shapers  # built in the lifespan with the gateway

@@ -18,16 +18,22 @@ from ..core.errors import BadRequest, GatewayError
 log = logging.getLogger(__name__)
 
 
+def _response(error: GatewayError) -> Response:
+    return Response(
+        error.body(), error.status, headers=error.headers, media_type="application/json"
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> Response:
-        return exc.response()
+        return _response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return BadRequest(str(first.get("msg", "invalid request")), param=param).response()
+        return _response(BadRequest(str(first.get("msg", "invalid request")), param=param))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
@@ -38,4 +44,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return GatewayError("internal gateway error").response()
+        return _response(GatewayError("internal gateway error"))

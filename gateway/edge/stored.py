@@ -9,25 +9,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import Request
-from starlette.responses import Response
 
 from ..core.call import new_call
+from .outgoing import AsResponse
 
 if TYPE_CHECKING:
     from ..container import Gateway
 
 
-async def retrieve(request: Request, response_id: str) -> Response:
+async def retrieve(request: Request, response_id: str) -> AsResponse:
     """`GET /v1/responses/{id}` (with `?stream=true&starting_after=N`: the events again)."""
     return await _about(request, response_id, "GET", f"/v1/responses/{response_id}")
 
 
-async def cancel(request: Request, response_id: str) -> Response:
+async def cancel(request: Request, response_id: str) -> AsResponse:
     """`POST /v1/responses/{id}/cancel`: a background response stops."""
     return await _about(request, response_id, "POST", f"/v1/responses/{response_id}/cancel")
 
 
-async def _about(request: Request, response_id: str, method: str, path: str) -> Response:
+async def _about(request: Request, response_id: str, method: str, path: str) -> AsResponse:
     gw: Gateway = request.app.state.gateway
     state = request.scope["state"]
     query = request.url.query
@@ -43,4 +43,4 @@ async def _about(request: Request, response_id: str, method: str, path: str) -> 
         method=method,
         response_id=response_id,
     )
-    return await gw.pipeline.serve(call)
+    return AsResponse(await gw.pipeline.serve(call))

@@ -1,8 +1,10 @@
 """The names clients send, resolved: aliases, fallback chains, LoRA adapters, ensembles.
 
 Pure lookups built from config once (in the app's lifespan). A request's `model` resolves to
-an ensemble, or to a chain of targets: each target is the route (server) that serves it and the
-name sent upstream in the body (the server's name, or the adapter's, which its base serves).
+an ensemble, or to a chain of targets: each target is the route (server) that serves it, the
+name sent upstream in the body (the server's name, or the adapter's, which its base serves) and
+the backend that forwards it (`upstream/backend.py`): the engines, or, as the chain's last
+target, Ollama for the first model of the chain that `fallback.ollama.models` maps.
 """
 
 from __future__ import annotations
@@ -17,11 +19,20 @@ from prometheus_client import CollectorRegistry, Counter
 from orchestra.config import OrchestraConfig
 from orchestra.config.workloads import EnsembleConfig, fallback_chain
 
+ENGINES = "engines"  # the OpenAI-compatible engines of the routing table (pipeline/engines.py)
+OLLAMA = "ollama"  # the Ollama fallback (upstream/ollama_client.py)
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
     route: str  # the server (routing table entry) whose engines serve it
     upstream_name: str  # the `model` the engine knows: the server's or the adapter's name
+    backend: str = ENGINES  # which backend forwards it
+
+    @property
+    def served_by(self) -> str:
+        """Its `x-orchestra-served-by` (and a fallback pair's label)."""
+        return self.upstream_name if self.backend == ENGINES else f"{self.backend}:{self.route}"
 
 
 class ModelMap:
@@ -35,6 +46,8 @@ class ModelMap:
             for adapter in server.adapters
         }
         self._fallbacks = dict(config.fallbacks)
+        ollama = config.fallback.ollama
+        self._ollama = frozenset(ollama.models if ollama is not None else ())
         self._chains: dict[str, list[Target]] = {}
         self.fallback_pairs = Counter(
             "orchestra_model_fallbacks",
@@ -63,6 +76,9 @@ class ModelMap:
         found = self._chains.get(name)
         if found is None:
             found = [self.target(n) for n in fallback_chain(name, self._fallbacks)]
+            mapped = next((t for t in found if t.route in self._ollama), None)
+            if mapped is not None:
+                found.append(Target(mapped.route, mapped.route, OLLAMA))
             self._chains[name] = found
         return found
 

@@ -10,15 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from starlette.responses import Response
 
 from orchestra.config.workloads import EnsembleConfig
 from orchestra.protocol import error_dict, parse_error
 
 from ..core.call import Call
+from ..core.reply import JSON, Reply
 from .aliases import ModelMap
-
-JSON = "application/json"
 
 
 class Members(Protocol):
@@ -26,7 +24,7 @@ class Members(Protocol):
 
     models: ModelMap
 
-    async def serve(self, call: Call) -> Response: ...
+    async def serve(self, call: Call) -> Reply: ...
 
 
 @dataclass
@@ -35,12 +33,12 @@ class Outcome:
     status: int
     body: dict[str, Any] | None = None  # a 200 reply
     error: dict[str, Any] | None = None  # {"message", "type", "code"} of a failed member
-    response: Response | None = None  # `first` streaming: the winner's live response
+    reply: Reply | None = None  # `first` streaming: the winner's live reply (to close if unused)
     replica: str | None = None  # the engine that answered (its x-orchestra-replica)
 
     @property
     def ok(self) -> bool:
-        return self.status == 200 and (self.body is not None or self.response is not None)
+        return self.status == 200 and (self.body is not None or self.reply is not None)
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "status": self.status}
@@ -109,13 +107,11 @@ def sum_usage(usages: list[Any]) -> dict[str, int] | None:
     return {k: total[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
-def all_failed(
-    ensemble: EnsembleConfig, outcomes: list[Outcome], headers: dict[str, str]
-) -> Response:
+def all_failed(ensemble: EnsembleConfig, outcomes: list[Outcome], headers: dict[str, str]) -> Reply:
     statuses = {o.status for o in outcomes}
     status = statuses.pop() if len(statuses) == 1 else 502
     detail = "; ".join(f"{o.model}: {(o.error or {}).get('message')}" for o in outcomes)
     message = f"every member of ensemble `{ensemble.name}` failed: {detail}"
     body = error_dict(message, "upstream_error", "ensemble_failed")
     body["orchestra"] = {"ensemble": ensemble.name, "members": [o.report() for o in outcomes]}
-    return Response(orjson.dumps(body), status, headers=headers, media_type=JSON)
+    return Reply(orjson.dumps(body), status, headers, JSON)

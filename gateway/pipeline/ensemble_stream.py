@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from starlette.responses import Response, StreamingResponse
 
 from orchestra.config.workloads import EnsembleConfig
 from orchestra.protocol import parse_error
@@ -25,6 +24,7 @@ from orchestra.protocol import parse_error
 from ..core import sse
 from ..core.call import Call
 from ..core.errors import GatewayError
+from ..core.reply import SSE, IterStream, Reply
 from .ensemble_parts import (
     Members,
     Outcome,
@@ -34,7 +34,6 @@ from .ensemble_parts import (
     sum_usage,
     timed_out,
 )
-from .inproc import Drain
 
 # queue items: (member index, chunk dict) | (member index, Outcome when it ended)
 _Item = tuple[int, dict[str, Any] | Outcome]
@@ -47,24 +46,23 @@ async def _pump(
     member: str,
     queue: asyncio.Queue[_Item],
 ) -> None:
-    drain: Drain | None = None
+    reply: Reply | None = None
     usage: Any = None
     outcome: Outcome
     try:
         try:
-            response = await wl.serve(member_call(wl, call, member, stream=True))
+            reply = await wl.serve(member_call(wl, call, member, stream=True))
         except GatewayError as exc:
             error = {"message": exc.message, "type": exc.type, "code": exc.code}
             await queue.put((index, Outcome(member, exc.status, error=error)))
             return
-        drain = Drain(response)
-        if response.status_code != 200:
-            raw = await drain.body()
-            error = error_of(response.status_code, raw)
-            await queue.put((index, Outcome(member, response.status_code, error=error)))
+        if reply.status != 200:
+            raw = await reply.read()
+            error = error_of(reply.status, raw)
+            await queue.put((index, Outcome(member, reply.status, error=error)))
             return
         parser = sse.SseParser()
-        async for chunk in drain.chunks():
+        async for chunk in reply.chunks():
             for data, _ in parser.feed(chunk):
                 if data == sse.DONE_DATA:
                     continue
@@ -84,8 +82,8 @@ async def _pump(
         error = {"message": "member sent a malformed SSE event", "type": "upstream_error"}
         await queue.put((index, Outcome(member, 502, error=error)))
     finally:
-        if drain is not None:
-            await drain.abort()
+        if reply is not None:
+            await reply.aclose()  # a member cut short (cancelled, failed) settles here
 
 
 async def stream_all(
@@ -93,7 +91,7 @@ async def stream_all(
     call: Call,
     ensemble: EnsembleConfig,
     headers: dict[str, str],
-) -> Response:
+) -> Reply:
     queue: asyncio.Queue[_Item] = asyncio.Queue()
     tasks = [
         asyncio.create_task(_pump(wl, call, i, member, queue))
@@ -122,7 +120,10 @@ async def stream_all(
     payload = call.payload
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     events = _events(ensemble, payload, tasks, queue, first, ended, deadline, include_usage)
-    return StreamingResponse(events, headers=headers, media_type="text/event-stream")
+    reply = Reply(IterStream(events), 200, headers, SSE)
+    for task in tasks:  # a stream never started (the client left first) runs no `finally`
+        reply.on_close(task.cancel)
+    return reply
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -22,12 +22,12 @@ from collections import Counter
 from typing import Any
 
 import orjson
-from starlette.responses import Response
 
 from orchestra.config.workloads import EnsembleConfig
 
 from ..core.call import REPLICA, SERVED_BY, Call
 from ..core.errors import BadRequest, GatewayError
+from ..core.reply import Reply
 from .ensemble_parts import (
     JSON,
     Members,
@@ -39,25 +39,20 @@ from .ensemble_parts import (
     timed_out,
 )
 from .ensemble_stream import stream_all
-from .inproc import Drain
 
 
 async def run_member(wl: Members, call: Call, member: str, live: bool = False) -> Outcome:
     """One member, non-streaming (or `live`: streaming, returned once its first byte is in)."""
     try:
-        response = await wl.serve(member_call(wl, call, member, stream=live))
+        reply = await wl.serve(member_call(wl, call, member, stream=live))
     except GatewayError as exc:
         error = {"message": exc.message, "type": exc.type, "code": exc.code}
         return Outcome(member, exc.status, error=error | {"status": exc.status})
-    if live and response.status_code == 200:
-        return Outcome(member, 200, response=response, replica=response.headers.get(REPLICA))
-    drain = Drain(response)
-    try:
-        raw = await drain.body()
-    finally:
-        await drain.abort()
-    if response.status_code != 200:
-        return Outcome(member, response.status_code, error=error_of(response.status_code, raw))
+    if live and reply.status == 200:
+        return Outcome(member, 200, reply=reply, replica=reply.headers.get(REPLICA))
+    raw = await reply.read()  # (closed: a member's stream settles once read or cut)
+    if reply.status != 200:
+        return Outcome(member, reply.status, error=error_of(reply.status, raw))
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -65,12 +60,12 @@ async def run_member(wl: Members, call: Call, member: str, live: bool = False) -
     if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
         error = {"message": "member sent a malformed reply", "type": "upstream_error"}
         return Outcome(member, 502, error=error | {"code": "bad_gateway", "status": 502})
-    return Outcome(member, 200, body=parsed, replica=response.headers.get(REPLICA))
+    return Outcome(member, 200, body=parsed, replica=reply.headers.get(REPLICA))
 
 
 async def _discard(outcome: Outcome) -> None:
-    if outcome.response is not None:
-        await Drain(outcome.response).abort()
+    if outcome.reply is not None:
+        await outcome.reply.aclose()
 
 
 async def gather_members(
@@ -177,7 +172,7 @@ def merge_vote(ensemble: EnsembleConfig, outcomes: list[Outcome]) -> dict[str, A
     return out
 
 
-async def serve_ensemble(wl: Members, call: Call, ensemble: EnsembleConfig) -> Response:
+async def serve_ensemble(wl: Members, call: Call, ensemble: EnsembleConfig) -> Reply:
     if not call.traits.ensemble:  # the route table's word: chat and completions
         raise BadRequest(
             f"ensemble `{ensemble.name}` serves chat and completions only", param="model"
@@ -194,13 +189,13 @@ async def serve_ensemble(wl: Members, call: Call, ensemble: EnsembleConfig) -> R
     if first:
         winner = next(o for o in outcomes if o.ok)
         headers[SERVED_BY] = wl.models.resolve(winner.model)
-        if winner.response is not None:
-            winner.response.headers.update(headers)
-            return winner.response
+        if winner.reply is not None:
+            winner.reply.headers.update(headers)
+            return winner.reply
         usage = (winner.body or {}).get("usage")
         if call.on_usage is not None and usage is not None:
             call.on_usage(usage)  # rate limits: the answer the client got (the others were cut)
-        return Response(orjson.dumps(winner.body), headers=headers, media_type=JSON)
+        return Reply(orjson.dumps(winner.body), 200, headers, JSON)
     merged = (
         merge_all(ensemble, outcomes)
         if ensemble.strategy == "all"
@@ -209,4 +204,4 @@ async def serve_ensemble(wl: Members, call: Call, ensemble: EnsembleConfig) -> R
     if call.on_usage is not None and merged["usage"] is not None:
         call.on_usage(merged["usage"])
     headers[REPLICA] = ",".join(o.replica for o in outcomes if o.ok and o.replica)
-    return Response(orjson.dumps(merged), headers=headers, media_type=JSON)
+    return Reply(orjson.dumps(merged), 200, headers, JSON)

@@ -14,10 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from orchestra.config import OrchestraConfig
 from orchestra.protocol import parse_error
@@ -26,16 +23,12 @@ from ..cluster.routing import RoutingTable
 from ..core import sse
 from ..core.dialect import Dialect
 from ..core.errors import GatewayError
+from ..core.reply import SSE, IterStream, Reply
 from ..metrics import GatewayMetrics
-from .inproc import Drain
 
 log = logging.getLogger(__name__)
 
-_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
+_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class LoadingComments:
@@ -63,96 +56,67 @@ class LoadingComments:
     def stream(
         self,
         model: str,
-        work: Callable[[], Awaitable[Response]],
+        work: Callable[[], Awaitable[Reply]],
         reply_headers: dict[str, str],
         dialect: Dialect,
-    ) -> Response:
-        return LoadingStream(self, model, work, reply_headers, dialect)
+    ) -> Reply:
+        """The 200 at once; its body sends loading comments while `work` (routing, the load,
+        the proxied call) runs, then the reply `work` produced, or ends with an error event in
+        `dialect`."""
+        body = IterStream(self._comments_then(model, work, dialect))
+        return Reply(body, 200, {**_HEADERS, **reply_headers}, f"{SSE}; charset=utf-8")
 
-
-class LoadingStream(Response):
-    """Sends the 200 and loading comments while `work` (routing, the load, the proxied call)
-    runs, then relays the response `work` produced, or ends with an error event."""
-
-    def __init__(
-        self,
-        owner: LoadingComments,
-        model: str,
-        work: Callable[[], Awaitable[Response]],
-        reply_headers: dict[str, str],
-        dialect: Dialect,
-    ) -> None:
-        self.owner = owner
-        self.model = model
-        self.work = work
-        self.dialect = dialect  # of the error event that ends a failed wait
-        self.status_code = 200
-        self.background = None
-        latin = {k.lower().encode("latin-1"): v.encode("latin-1") for k, v in reply_headers.items()}
-        self.raw_headers = [*_HEADERS, *latin.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _comments_then(
+        self, model: str, work: Callable[[], Awaitable[Reply]], dialect: Dialect
+    ) -> AsyncIterator[bytes]:
         started = time.monotonic()
-        task = asyncio.ensure_future(self.work())
+        task = asyncio.ensure_future(work())
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             while True:
                 elapsed = time.monotonic() - started
-                comment = sse.comment(f"loading {self.model}, {elapsed:.0f} s")
-                await send({"type": "http.response.body", "body": comment, "more_body": True})
-                done, _ = await asyncio.wait({task}, timeout=self.owner.interval_s)
+                yield sse.comment(f"loading {model}, {elapsed:.0f} s")
+                done, _ = await asyncio.wait({task}, timeout=self.interval_s)
                 if done:
                     break
             try:
-                response = task.result()
+                reply = task.result()
             except GatewayError as exc:
                 last = sse.error_event(
-                    self.dialect, exc.message, exc.type, exc.code, exc.param, status=exc.status
+                    dialect, exc.message, exc.type, exc.code, exc.param, status=exc.status
                 )
             except Exception:
-                log.exception("loading stream for %s failed", self.model)
+                log.exception("loading stream for %s failed", model)
                 last = sse.error_event(
-                    self.dialect, "internal gateway error", "server_error", status=500
+                    dialect, "internal gateway error", "server_error", status=500
                 )
             else:
-                if await _relay(response, receive, send, self.dialect):
-                    return
-                last = b""  # `_relay` sent it
+                try:
+                    if reply.status == 200:  # its bytes pass through
+                        async for chunk in reply.chunks():
+                            yield chunk
+                        return
+                    last = _error_event(reply.status, await reply.read(), dialect)
+                finally:
+                    await reply.aclose()  # the client left, or the stream ended: settled once
             # The 200 is out: the failure is the stream's last event (counted as a cut stream).
-            self.owner._metrics.stream_errors.labels(self.model).inc()
-            if last:
-                await _end(send, last)
+            self._metrics.stream_errors.labels(model).inc()
+            yield last
         finally:
             if not task.done():
                 task.cancel()  # the client left while waiting (the load itself goes on)
-                await asyncio.gather(task, return_exceptions=True)
+            (result,) = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(result, Reply):
+                await result.aclose()  # closed above already, or arrived as the client left
 
 
-async def _end(send: Send, last: bytes) -> None:
-    await send({"type": "http.response.body", "body": last, "more_body": False})
-
-
-async def _relay(response: Response, receive: Receive, send: Send, dialect: Dialect) -> bool:
-    """Play `response` into our already started stream: a 200 stream's bytes pass through
-    (True); any other answer becomes one error event (False). The client's disconnect reaches
-    the response (its upstream request is cancelled)."""
-    drain = Drain(response, receive)
-    try:
-        status = drain.status
-        if status != 200:
-            error = parse_error(await drain.body())  # OpenAI's shape or Anthropic's
-            if error is None:
-                message = f"upstream answered HTTP {status}"
-                last = sse.error_event(dialect, message, code=status, status=status)
-            else:
-                last = sse.error_event(
-                    dialect, error.message, error.type, error.code, error.param, status=status
-                )
-            await _end(send, last)
-            return False
-        async for chunk in drain.chunks():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await _end(send, b"")
-        return True
-    finally:
-        await drain.abort()
+def _error_event(status: int, body: bytes, dialect: Dialect) -> bytes:
+    """Another answer than a 200 stream, as one error event (OpenAI's shape or Anthropic's
+    read from its body)."""
+    error = parse_error(body)
+    if error is None:
+        return sse.error_event(
+            dialect, f"upstream answered HTTP {status}", code=status, status=status
+        )
+    return sse.error_event(
+        dialect, error.message, error.type, error.code, error.param, status=status
+    )

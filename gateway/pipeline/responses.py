@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 
 import orjson
-from starlette.responses import Response, StreamingResponse
 
 from orchestra.runtime import Bounded
 
@@ -28,6 +27,7 @@ from ..balancing.balancer import Replica
 from ..cluster.routing import ModelRoute, RoutingTable
 from ..core.call import Call
 from ..core.errors import GatewayError
+from ..core.reply import Reply, Stream, Write
 from ..upstream.http1.pool import Pool
 from ..upstream.proxy import upstream_headers
 
@@ -112,34 +112,72 @@ class StoredResponses:
             return False
         return reply.status == 200
 
-    def learn(self, call: Call, response: Response) -> Response:
+    def learn(self, call: Call, reply: Reply) -> Reply:
         """Remember the id of a response `call` (a POST /v1/responses) just created."""
         url = call.answered_by
-        if url is None or response.status_code != 200 or call.method != "POST":
-            return response
-        if isinstance(response, StreamingResponse):
-            response.body_iterator = self._sniff(response.body_iterator, call.model, url)
-            return response
-        try:
-            found = orjson.loads(response.body).get("id")
-        except (orjson.JSONDecodeError, AttributeError):
-            return response
-        if isinstance(found, str):
-            self.remember(found, call.model, url)
-        return response
+        if url is None or reply.status != 200 or call.method != "POST":
+            return reply
+        model = call.model
 
-    async def _sniff(
-        self, chunks: AsyncIterable[str | bytes | memoryview], model: str, url: str
-    ) -> AsyncIterator[str | bytes | memoryview]:
-        seen, looking = b"", True
-        async for chunk in chunks:
-            if looking:
-                seen += chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-                match = _ID_IN_STREAM.search(seen)
-                if match is not None:
-                    self.remember(match.group(1).decode(), model, url)
-                looking = match is None and len(seen) < _SNIFF_BYTES
+        def found(response_id: str) -> None:
+            self.remember(response_id, model, url)
+
+        if isinstance(reply.body, Stream):
+            return reply.with_body(_Sniffed(reply.body, found))
+        try:
+            stored = orjson.loads(reply.body).get("id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return reply
+        if isinstance(stored, str):
+            found(stored)
+        return reply
+
+
+class _Sniffed(Stream):
+    """A stream whose first bytes are searched for the response's id (the first event,
+    `response.created`, carries it); its parts pass unchanged, pushed or iterated."""
+
+    __slots__ = ("_found", "_inner", "_made", "_seen")
+
+    def __init__(self, inner: Stream, found: Callable[[str], None]) -> None:
+        self._inner = inner
+        self._found = found
+        self._seen: bytes | None = b""  # None: found, or looked far enough
+        self._made: AsyncGenerator[bytes, None] | None = None
+
+    def _look(self, chunk: bytes) -> None:
+        if self._seen is None:
+            return
+        seen = self._seen + chunk
+        match = _ID_IN_STREAM.search(seen)
+        if match is not None:
+            self._found(match.group(1).decode())
+        self._seen = seen if match is None and len(seen) < _SNIFF_BYTES else None
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        if self._made is None:
+            self._made = self._pull()
+        return self._made
+
+    async def _pull(self) -> AsyncGenerator[bytes, None]:
+        async for chunk in self._inner:
+            self._look(chunk)
             yield chunk
+
+    async def push(self, write: Write) -> None:
+        async def looked(data: bytes, more: bool) -> None:
+            self._look(data)
+            await write(data, more)
+
+        await self._inner.push(looked)
+
+    def stop(self) -> None:
+        self._inner.stop()
+
+    async def aclose(self) -> None:
+        if self._made is not None:
+            await self._made.aclose()
+        await self._inner.aclose()
 
 
 def _replica(route: ModelRoute, url: str) -> Replica | None:

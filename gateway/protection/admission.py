@@ -14,12 +14,10 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
-
 from orchestra.config import OrchestraConfig
 
 from ..core.errors import BadRequest, Overloaded
+from ..core.reply import Reply
 
 
 @dataclass(order=True)
@@ -110,30 +108,11 @@ class Admission:
             ) from None
 
 
-def release_when_done(response: Response, gate: ModelGate) -> Response:
-    """Release `gate` once `response` is finished: now, or when its stream is over."""
-    if not isinstance(response, StreamingResponse):
+def release_when_done(reply: Reply, gate: ModelGate) -> Reply:
+    """Release `gate` once `reply` is finished: now for a whole body, else when its stream
+    closes (done, client gone, cancelled by the drain deadline: the reply closes once)."""
+    if reply.streamed:
+        reply.on_close(gate.release)
+    else:
         gate.release()
-        return response
-    return _GatedStream(response, gate)
-
-
-class _GatedStream(Response):
-    """Sends the wrapped stream; the slot is released however sending ends (done, client gone,
-    cancelled by the drain deadline), and the body iterator is closed right then, not by GC."""
-
-    def __init__(self, inner: StreamingResponse, gate: ModelGate) -> None:
-        self.inner = inner
-        self.gate = gate
-        self.status_code = inner.status_code
-        self.background = inner.background
-        self.raw_headers = inner.raw_headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.inner(scope, receive, send)
-        finally:
-            self.gate.release()
-            aclose = getattr(self.inner.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
+    return reply

@@ -1,8 +1,11 @@
-"""The Ollama fallback backend: health-checked, called with the model mapped, OpenAI out.
+"""The Ollama backend (`backend.Backend`): health-checked, called with the model mapped,
+OpenAI out.
 
-Used by the dispatcher when no vLLM replica can serve a model that `fallback.ollama.models`
-maps. Failures before the first byte return None (the caller then answers its original error);
-after it, the stream ends with one `data: {"error": ...}` event, as for vLLM upstreams.
+The last target of a chain one of whose models `fallback.ollama.models` maps (the first such,
+`pipeline/aliases.py`), on the paths whose traits name an Ollama path, while its probe says it is up
+(`takes`). A failure before the first byte raises `Unavailable` (the chain's rule: the next
+target, here none, so that is the answer); after it, the stream ends with one error event, as
+for the engines.
 
 Calls go through the gateway's one client for engines (`http1.Pool`): connecting is bounded by
 the pool's `gateway.timeouts.connect_s`, the first byte by `first_byte_timeout_s`, each line
@@ -15,30 +18,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from orchestra.config import OllamaFallback
 from orchestra.protocol import error_json
 
 from ..core.call import REPLICA, Call
-from ..core.errors import UpstreamError
+from ..core.errors import Unavailable, UpstreamError
+from ..core.reply import JSON, SSE, IterStream, Reply
 from ..metrics import GatewayMetrics
 from . import ollama
+from .backend import BACKEND_HEADER
 from .http1.pool import Pool
 from .http1.protocol import Connection
 
 log = logging.getLogger(__name__)
 
-BACKEND_HEADER = "x-orchestra-backend"
 _MAX_LINE = 1 << 20  # an NDJSON line longer than this is not Ollama's: the stream fails
 
 
-class _Reply:
+class _Lines:
     """One leased connection's reply body, read as NDJSON lines (each with its b"\n", the
     last one without when the body ends without one, then b""). The lease is settled once:
     `release` or `close`, whichever comes first (a released connection may already serve
@@ -76,22 +77,9 @@ class _Reply:
             self.conn.close()
 
 
-class _Relayed(StreamingResponse):
-    """A relayed stream that closes its connection however the response ends: a body
-    generator that was never started (the client left before) never runs its `finally`."""
-
-    def __init__(self, reply: _Reply, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
-        super().__init__(body, headers=headers, media_type="text/event-stream")
-        self._reply = reply
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._reply.close()  # nothing when the relay released it
-
-
 class OllamaClient:
+    name = "ollama"  # its replies' x-orchestra-backend
+
     def __init__(self, config: OllamaFallback, pool: Pool, metrics: GatewayMetrics) -> None:
         self.config = config
         self.url = config.url
@@ -105,6 +93,9 @@ class OllamaClient:
 
     def covers(self, model: str) -> bool:
         return model in self.config.models
+
+    def takes(self, call: Call) -> bool:
+        return self.healthy and call.traits.ollama is not None and self.covers(call.model)
 
     async def run(self) -> None:
         while True:
@@ -133,20 +124,21 @@ class OllamaClient:
         self.healthy = ok
         self._metrics.upstream_healthy.labels("_fallback", self.url).set(1 if ok else 0)
 
-    async def forward(self, call: Call, payload: dict[str, Any], reason: str) -> Response | None:
-        """Serve `call` from Ollama; None when Ollama failed before answering."""
+    async def forward(self, call: Call) -> Reply:
+        """Serve `call` from Ollama; `Unavailable` when Ollama failed before answering."""
+        payload = call.payload
         tag = self.config.models[call.model]
         body = ollama.to_ollama(call.path, payload, tag)
         api_path = call.traits.ollama
-        assert api_path is not None  # the pipeline falls back to Ollama on such paths only
+        assert api_path is not None  # `takes` such calls only
         stream = bool(body.get("stream"))
         config = self.config
         deadline = asyncio.get_running_loop().time() + config.timeout_s
-        reply: _Reply | None = None
+        upstream: _Lines | None = None
         handed_over = False
         try:
             async with asyncio.timeout(min(config.first_byte_timeout_s, config.timeout_s)):
-                reply = _Reply(
+                upstream = _Lines(
                     await self._pool.request(
                         self._upstream,
                         "POST",
@@ -155,22 +147,21 @@ class OllamaClient:
                         orjson.dumps(body),
                     )
                 )
-                status = reply.conn.status
+                status = upstream.conn.status
                 relay = stream and status == 200
-                first = await (reply.readline() if relay else reply.conn.read_all())
+                first = await (upstream.readline() if relay else upstream.conn.read_all())
         except (OSError, ValueError) as exc:  # OSError: TimeoutError too
             log.warning("ollama fallback failed before answering: %r", exc)
             self._set_health(False)
-            if reply is not None:
-                reply.close()
-            return None
+            if upstream is not None:
+                upstream.close()
+            raise Unavailable(f"fallback backend failed: {exc.__class__.__name__}") from None
         except BaseException:  # cancelled: the lease must not outlive the call
-            if reply is not None:
-                reply.close()
+            if upstream is not None:
+                upstream.close()
             raise
         try:
-            self._metrics.fallbacks.labels(call.model, reason).inc()
-            headers = {**call.reply_headers, BACKEND_HEADER: "ollama", REPLICA: self._address}
+            headers = {**call.reply_headers, BACKEND_HEADER: self.name, REPLICA: self._address}
             if status != 200:
                 return self._error_reply(status, first, headers)
             if stream and first.lstrip().startswith(b'{"error"'):
@@ -179,9 +170,12 @@ class OllamaClient:
                 include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
                 translator = ollama.StreamTranslator(call.path, call.model, include_usage)
                 handed_over = True
-                return _Relayed(
-                    reply, self._relay(call, reply, first, translator, deadline), headers
-                )
+                relayed = self._relay(call, upstream, first, translator, deadline)
+                served = Reply(IterStream(relayed), 200, headers, SSE)
+                # A body generator never started (the client left before) runs no `finally`:
+                # the connection is closed when the reply closes (nothing once released).
+                served.on_close(upstream.close)
+                return served
             try:
                 line = orjson.loads(first)
             except orjson.JSONDecodeError:
@@ -189,16 +183,16 @@ class OllamaClient:
             if not isinstance(line, dict) or "error" in line:
                 detail = line.get("error") if isinstance(line, dict) else "malformed JSON"
                 error = UpstreamError(f"fallback backend error: {detail}")
-                return Response(error.body(), 502, headers=headers, media_type="application/json")
+                return Reply(error.body(), 502, headers, JSON)
             out = ollama.from_ollama(call.path, line, call.model)
             call.usage(self._metrics, out.get("usage"))
-            return Response(orjson.dumps(out), headers=headers, media_type="application/json")
+            return Reply(orjson.dumps(out), 200, headers, JSON)
         finally:
             if not handed_over:
-                reply.release()  # closes it unless the reply was read to its clean end
+                upstream.release()  # closes it unless the reply was read to its clean end
 
     @staticmethod
-    def _error_reply(status: int, raw: bytes, headers: dict[str, str]) -> Response:
+    def _error_reply(status: int, raw: bytes, headers: dict[str, str]) -> Reply:
         try:
             detail = orjson.loads(raw).get("error", "")
         except (orjson.JSONDecodeError, AttributeError):
@@ -207,12 +201,12 @@ class OllamaClient:
         out_status = status if client_error else 502
         type_ = "invalid_request_error" if client_error else "upstream_error"
         body = error_json(f"fallback backend answered {status}: {detail}", type_, out_status)
-        return Response(body, out_status, headers=headers, media_type="application/json")
+        return Reply(body, out_status, headers, JSON)
 
     async def _relay(
         self,
         call: Call,
-        reply: _Reply,
+        upstream: _Lines,
         first: bytes,
         translator: ollama.StreamTranslator,
         deadline: float,
@@ -229,7 +223,7 @@ class OllamaClient:
                 left = deadline - loop.time()
                 try:
                     async with asyncio.timeout(min(idle, left)):
-                        line = await reply.readline()
+                        line = await upstream.readline()
                 except TimeoutError:
                     problem = (
                         f"fallback backend sent nothing for {idle:g}s"
@@ -247,9 +241,9 @@ class OllamaClient:
             problem = f"fallback backend connection lost mid-stream: {exc.__class__.__name__}"
         finally:
             if translator.done and not problem:
-                reply.release()
+                upstream.release()
             else:
-                reply.close()
+                upstream.close()
             call.usage(self._metrics, translator.usage)
         if problem:
             self._metrics.stream_errors.labels(call.model).inc()

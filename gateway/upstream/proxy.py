@@ -22,8 +22,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from starlette.responses import Response, StreamingResponse
-
 from orchestra.config import GatewayConfig
 
 from ..balancing.policy import prepared_key
@@ -36,8 +34,10 @@ from ..core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from ..core.reply import Reply
 from ..metrics import GatewayMetrics
 from ..protection.retry_budget import RetryBudget
+from .backend import BACKEND_HEADER
 from .health import HealthMonitor
 from .http1.pool import ConnectFailed, Pool
 from .http1.protocol import Connection
@@ -52,11 +52,11 @@ _ENGINE_GONE = frozenset({"connect", "disconnect", "empty_stream", "no_replica"}
 
 @dataclass(slots=True)
 class _Failure:
-    """A failed attempt that may be retried; `response` is the upstream's own error, if any."""
+    """A failed attempt that may be retried; `reply` is the upstream's own error, if any."""
 
     reason: str
     error: GatewayError
-    response: Response | None = None
+    reply: Reply | None = None
 
 
 class Proxy:
@@ -66,8 +66,10 @@ class Proxy:
         health: HealthMonitor,
         metrics: GatewayMetrics,
         config: GatewayConfig,
+        name: str,
         reensure: Callable[[ModelRoute], Awaitable[bool]] | None = None,
     ) -> None:
+        self.name = name  # its replies' x-orchestra-backend
         self._pool = pool
         self._reensure = reensure
         self._health = health
@@ -83,7 +85,7 @@ class Proxy:
         self._head_s = min(timeouts.first_byte_s, timeouts.total_s)
         self._streams = StreamRelay(health, metrics, timeouts.idle_read_s, timeouts.total_s)
 
-    async def forward(self, call: Call, route: ModelRoute) -> Response:
+    async def forward(self, call: Call, route: ModelRoute) -> Reply:
         started = time.perf_counter()
         model = call.model
         inflight = self._metrics.model(model).inflight
@@ -107,7 +109,7 @@ class Proxy:
                     tried.append(replica)
                     outcome = await self._attempt(call, route, replica, started)
                     if not isinstance(outcome, _Failure):
-                        streaming = isinstance(outcome, StreamingResponse)
+                        streaming = outcome.streamed
                         call.answered_by = replica.url
                         return self._stamp(call, outcome)
                     failure = last = outcome
@@ -124,7 +126,7 @@ class Proxy:
                         tried.clear()
                         continue
                 if out_of_tries:
-                    final = failure.response or failure.error.response()
+                    final = failure.reply or failure.error.reply()
                     final.headers.update(call.reply_headers)
                     return self._stamp(call, final)
                 self._metrics.retries.labels(model, failure.reason).inc()
@@ -133,15 +135,13 @@ class Proxy:
             if not streaming:  # a stream settles it when it ends
                 inflight.dec()
 
-    def _stamp(self, call: Call, response: Response) -> Response:
-        """x-orchestra-overhead-ms: the gateway's own time until the response head, upstream
+    def _stamp(self, call: Call, reply: Reply) -> Reply:
+        """x-orchestra-overhead-ms: the gateway's own time until the reply's head, upstream
         waits excluded (for a stream, the relay after the first chunk is not in it)."""
         overhead = time.perf_counter() - call.arrived - call.upstream_s
-        # Appended to the raw list (no MutableHeaders view built per request): a response is
-        # stamped once, when `forward` returns it, and nothing before sets this header.
-        response.raw_headers.append((b"x-orchestra-overhead-ms", b"%.3f" % (overhead * 1000)))
+        reply.headers["x-orchestra-overhead-ms"] = "%.3f" % (overhead * 1000)
         self._metrics.model(call.model).overhead_seconds.observe(overhead)
-        return response
+        return reply
 
     def _may_reensure(self, route: ModelRoute, failure: _Failure, reensured: bool) -> bool:
         return (
@@ -153,7 +153,7 @@ class Proxy:
 
     async def _attempt(
         self, call: Call, route: ModelRoute, replica: Replica, started: float
-    ) -> Response | _Failure:
+    ) -> Reply | _Failure:
         replica.outstanding += 1
         resp: Connection | None = None
         handed_to_stream = False
@@ -188,7 +188,7 @@ class Proxy:
             self._metrics.model(call.model).ttfb_seconds.observe(time.perf_counter() - started)
             headers = {
                 **call.reply_headers,
-                "x-orchestra-backend": "vllm",
+                BACKEND_HEADER: self.name,
                 REPLICA: replica.address,  # the engine that served it: node and port
             }
             content_type = resp.headers.get("content-type", "application/json")
@@ -200,12 +200,12 @@ class Proxy:
                 if not first:
                     return _Failure("empty_stream", UpstreamError("upstream closed the stream"))
                 handed_to_stream = True  # the stream settles `outstanding` and `resp`
-                return self._streams.response(
+                return self._streams.reply(
                     call, route, replica, resp, first, headers, content_type, deadline
                 )
-            reply = Response(first, resp.status, headers=headers, media_type=content_type)
             if "retry-after" in resp.headers:  # 429 and 503 alike: the client needs the hint
-                reply.headers["retry-after"] = resp.headers["retry-after"]
+                headers["retry-after"] = resp.headers["retry-after"]
+            reply = Reply(first, resp.status, headers, content_type)
             if resp.status >= 500:
                 if resp.status == 500:
                     replica.consecutive_500s += 1

@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from starlette.types import Message, Send
-
 from ..balancing.replica import Replica
 from ..cluster.routing import ModelRoute
 from ..core import sse
 from ..core.call import Call
+from ..core.reply import Write
 from ..metrics import GatewayMetrics
 from .health import HealthMonitor
 from .http1.protocol import Connection
@@ -22,14 +21,11 @@ from .usage import TAIL_BYTES, usage_from_tail
 
 _SSE = "text/event-stream"
 _RECENT = 32  # chunks kept before they are joined into the tail
+_DONE_TAIL = b"data: [DONE]\n\n"
 
 
 class ClientGone(Exception):
     """Set on the upstream reader when the client disconnects: the relay stops reading."""
-
-
-def body_message(data: bytes, more: bool = True) -> Message:
-    return {"type": "http.response.body", "body": data, "more_body": more}
 
 
 @dataclass(frozen=True)
@@ -69,8 +65,10 @@ class RelayedStream:
         self._check = SseCheck() if sse else None
         self._watch = IdleWatch(relay.idle_read_s, deadline, resp.set_exception)
         self._finished = False
+        self._settled = False
         self._problem = ""
-        # push only: the client's response ended with `[DONE]` (see `_message`)
+        # push only: the client's response has ended (with `[DONE]`, see `push`), or the
+        # client left: nothing more is written
         self.client_done = False
 
     # ---- the steps -------------------------------------------------------------------------
@@ -122,6 +120,7 @@ class RelayedStream:
         """What a failure after the first byte means for the client and the replica."""
         health, route, replica = self._relay.health, self._route, self._replica
         if isinstance(exc, ClientGone):
+            self.client_done = True  # nobody to write to
             return  # the upstream request is cancelled in `settle`, with its connection
         if isinstance(exc, MalformedStream):
             self._problem = "upstream sent a malformed SSE event"
@@ -138,7 +137,11 @@ class RelayedStream:
             health.mark_down(route, replica, "lost mid-stream")
 
     def settle(self) -> bytes:
-        """Settle what the stream holds (once); the final error event to send, or b""."""
+        """Settle what the stream holds (once: later calls return b""); the final error event
+        to send, or b""."""
+        if self._settled:
+            return b""
+        self._settled = True
         self._watch.cancel()
         tail = b"".join(self._recent)[-TAIL_BYTES:]
         self._replica.outstanding -= 1
@@ -175,38 +178,32 @@ class RelayedStream:
         if final:
             yield final
 
-    # ---- pushed: sent from this task ------------------------------------------------------
-    def _message(self, out: bytes) -> Message | None:
-        """The body message for `out`, or None: nothing to send. A chat stream's `[DONE]` is
-        its last event, so it ends the client's response in the same write (one write less per
-        stream); the upstream's own end is still read, to reuse the connection, and whatever
-        else it sends after `[DONE]` is not the client's any more."""
-        if self.client_done or not out:
-            return None
-        if self._expects_done and out.endswith(b"data: [DONE]\n\n"):
-            self.client_done = True
-            return body_message(out, more=False)
-        return body_message(out)
-
-    async def push(self, send: Send, start: Message) -> None:
-        """Send the response head `start`, then the stream, from the calling task (the
-        server's). Each turn takes everything the upstream sent since the last one (`next`:
-        one chunk, or several joined when they came while the task was away, e.g. waiting on
-        a slow client) and sends its whole events as one body message."""
+    # ---- pushed: written from this task ---------------------------------------------------
+    async def push(self, write: Write) -> None:
+        """Write the stream from the calling task (the edge's, the server's), the last part
+        with `more=False`. Each turn takes everything the upstream sent since the last one
+        (`next`: one chunk, or several joined when they came while the task was away, e.g.
+        waiting on a slow client) and writes its whole events as one part. A chat stream's
+        `[DONE]` is its last event, so it ends the client's response in the same write (one
+        write less per stream); the upstream's own end is still read, to reuse the connection,
+        and whatever else it sends after `[DONE]` is not the client's any more."""
         final = b""
         try:
-            await send(start)
             chunk: bytes | None = self._first
             while chunk:
-                message = self._message(self.feed(chunk))
-                if message is not None:
-                    await send(message)
+                out = self.feed(chunk)
+                if out and not self.client_done:
+                    last = self._expects_done and out.endswith(_DONE_TAIL)
+                    self.client_done = last
+                    await write(out, not last)
                 chunk = None if self.malformed() else await self.next()
             if chunk is not None:  # b"": the upstream's clean end
-                message = self._message(self.end())
-                if message is not None:
-                    await send(message)
+                out = self.end()
+                if out and not self.client_done:
+                    last = self._expects_done and out.endswith(_DONE_TAIL)
+                    self.client_done = last
+                    await write(out, not last)
         finally:
             final = self.settle()
-        if final and not self.client_done:  # after `[DONE]` the client has its whole answer
-            await send(body_message(final))
+        if not self.client_done:  # the end, with the error event when the stream failed
+            await write(final, False)

@@ -186,7 +186,7 @@ class BatchConfig(StrictSection):
     gauge_poll_s: float = Field(1.0, gt=0, description="how often vLLM's queue gauges are read")
     poll_s: float = Field(0.5, gt=0, description="how often the runner looks for work")
     row_attempts: int = Field(
-        3, ge=1, description="sends of a row refused for room (429/503: admission, capacity)"
+        3, ge=1, description="sends of a row refused for room (429: admission, rate limit)"
     )
     row_backoff_s: float = Field(1.0, ge=0, description="wait before sending a refused row again")
     charge_keys: bool = Field(

@@ -61,7 +61,7 @@ _TARGET_SAFE = "/?=&%:@!$'()*+,;~-._"
 HIGH_WATER = 256 * 1024  # unread body bytes per connection before its socket stops being read
 
 
-class Reply(NamedTuple):
+class Fetched(NamedTuple):
     """A side call's whole reply (`Pool.fetch`)."""
 
     status: int
@@ -217,7 +217,7 @@ class Pool:
         headers: Mapping[str, str],
         body: bytes,
         timeout_s: float,
-    ) -> Reply:
+    ) -> Fetched:
         """A side call: `request`, its whole reply read, the connection settled (back to the
         pool after a clean keep-alive reply, else closed). `timeout_s` bounds all of it,
         waiting for a slot included. Raises OSError: `ConnectFailed`, `UpstreamClosed`,
@@ -229,7 +229,7 @@ class Pool:
             except BaseException:
                 conn.close()  # a reply cut short (or the timeout): the socket is not reusable
                 raise
-            reply = Reply(conn.status, conn.headers, data)
+            reply = Fetched(conn.status, conn.headers, data)
             conn.release()
             return reply
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from orchestra.gateway.upstream.http1.pool import ConnectFailed, Reply
+from orchestra.gateway.upstream.http1.pool import ConnectFailed, Fetched
 
 
 class StubPool:
@@ -26,7 +26,7 @@ class StubPool:
         headers: Mapping[str, str],
         body: bytes,
         timeout_s: float,
-    ) -> Reply:
+    ) -> Fetched:
         assert method == "GET" and timeout_s == 1.0  # every probe and scrape is bounded
         self.asked.append(url + path)
         status = self.answers.get(url + path)
@@ -34,4 +34,4 @@ class StubPool:
             raise ConnectFailed("refused")
         if self.gate is not None:
             await self.gate.wait()
-        return Reply(status, {}, self.body)
+        return Fetched(status, {}, self.body)

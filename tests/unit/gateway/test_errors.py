@@ -40,10 +40,11 @@ from orchestra.protocol import error_json
     ],
 )
 def test_status_type_and_code(error: GatewayError, status: int, type_: str, code: str) -> None:
-    response = error.response()
-    assert response.status_code == status
-    assert response.media_type == "application/json"
-    body = json.loads(bytes(response.body))
+    reply = error.reply()
+    assert reply.status == status
+    assert reply.headers["content-type"] == "application/json"
+    assert isinstance(reply.body, bytes)
+    body = json.loads(reply.body)
     assert body == {
         "error": {"message": error.message, "type": type_, "param": error.param, "code": code}
     }
@@ -63,8 +64,8 @@ def test_code_override_is_per_instance() -> None:
 
 
 def test_headers_are_sent() -> None:
-    response = Overloaded("busy", headers={"retry-after": "3"}).response()
-    assert response.headers["retry-after"] == "3"
+    reply = Overloaded("busy", headers={"retry-after": "3"}).reply()
+    assert reply.headers["retry-after"] == "3"
 
 
 def test_error_json_is_compact_json() -> None:

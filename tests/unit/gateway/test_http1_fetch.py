@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from orchestra.gateway.upstream.http1.pool import ConnectFailed, Pool, Reply
+from orchestra.gateway.upstream.http1.pool import ConnectFailed, Fetched, Pool
 from orchestra.gateway.upstream.http1.protocol import UpstreamClosed
 
 from .test_http1_pool import _ok, _read_request, _run, _server
@@ -42,7 +42,7 @@ def test_status_headers_and_body_come_back_and_the_connection_is_reused() -> Non
             try:
                 headers = {"content-type": "application/json"}
                 reply = await pool.fetch(url, "POST", "/tokenize", headers, b"{}", 5.0)
-                assert reply == Reply(404, reply.headers, b'{"error": "no"}')
+                assert reply == Fetched(404, reply.headers, b'{"error": "no"}')
                 assert reply.headers["content-type"] == "application/json"
                 for _ in range(2):
                     reply = await pool.fetch(url, "GET", "/metrics", {}, b"", 5.0)

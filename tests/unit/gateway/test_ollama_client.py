@@ -9,7 +9,6 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -17,6 +16,8 @@ from starlette.types import Message
 
 from orchestra.config import OllamaFallback
 from orchestra.gateway.core.call import Call, new_call
+from orchestra.gateway.core.reply import Reply
+from orchestra.gateway.edge.outgoing import Outgoing
 from orchestra.gateway.edge.routes import RouteTable
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.http1.pool import Pool
@@ -24,7 +25,6 @@ from orchestra.gateway.upstream.ollama_client import OllamaClient
 from tests.fake_ollama import FakeOllama
 
 TAG = "llama3.2:1b"
-_SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}}  # Starlette: no disconnect task
 
 
 @asynccontextmanager
@@ -41,23 +41,24 @@ async def _ollama() -> AsyncIterator[str]:
         sock.close()
 
 
-def _call(stream: bool) -> tuple[Call, dict[str, Any]]:
+def _call(stream: bool) -> Call:
     payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     body = orjson.dumps(payload)
     chat = RouteTable().model_calls["/v1/chat/completions"]  # its traits name Ollama's path
     call = new_call(
         chat.path, body, payload, "m", request_id="r", stream=stream, traits=chat.traits
     )
-    return call, payload
+    return call
 
 
-async def _send_all(response: Any) -> bytes:
+async def _send_all(reply: Reply) -> bytes:
+    """The reply as the edge writes it to a client."""
     sent: list[bytes] = []
 
     async def send(message: Message) -> None:
         sent.append(message.get("body", b""))
 
-    await response(_SCOPE, _never, send)
+    await Outgoing(send, None).answer(reply, _never)
     return b"".join(sent)
 
 
@@ -69,27 +70,27 @@ def test_probe_answer_and_stream_share_one_connection_and_a_left_client_frees_it
             client = OllamaClient(config, pool, GatewayMetrics())
             try:
                 assert await client.check_once()
-                call, payload = _call(stream=False)
-                answer = await client.forward(call, payload, "down")
-                assert answer is not None and answer.status_code == 200
+                call = _call(stream=False)
+                answer = await client.forward(call)
+                assert answer is not None and answer.status == 200
                 assert orjson.loads(answer.body)["choices"][0]["message"]["content"]
-                call, payload = _call(stream=True)
-                relayed = await client.forward(call, payload, "down")
-                assert relayed is not None and relayed.status_code == 200
+                call = _call(stream=True)
+                relayed = await client.forward(call)
+                assert relayed is not None and relayed.status == 200
                 body = await _send_all(relayed)
                 assert body.rstrip().endswith(b"data: [DONE]")
                 assert pool.opened == 1
 
-                call, payload = _call(stream=True)
-                left = await client.forward(call, payload, "down")
+                call = _call(stream=True)
+                left = await client.forward(call)
                 assert left is not None
 
                 async def gone(message: Message) -> None:
                     raise OSError("the client left")
 
                 try:
-                    await left(_SCOPE, _never, gone)
-                except Exception:  # Starlette's ClientDisconnect
+                    await Outgoing(gone, None).answer(left, _never)
+                except OSError:
                     pass
                 assert await asyncio.wait_for(client.check_once(), 5.0)  # the slot is back
             finally:

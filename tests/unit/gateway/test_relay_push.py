@@ -1,5 +1,6 @@
 """The stream relay's two ways (`gateway/upstream/stream_relay.py`) against a raw upstream that
-writes SSE events as the test says: pushed (sent by the server's task with plain awaits), bytes
+writes SSE events as the test says: pushed (written by the edge's `Outgoing`, in the server's
+task with plain awaits), bytes
 arrive whole and in order also when the client's send has to wait, what came meanwhile goes out
 joined in whole events, a send that fails fails the stream, a malformed event ends it with one
 error event, `[DONE]` ends the response and the connection is reused, a client that leaves stops
@@ -14,14 +15,16 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
-from starlette.types import Message
+from starlette.types import Message, Receive, Send
 
 from orchestra.gateway.balancing.replica import Replica
 from orchestra.gateway.core.call import new_call
+from orchestra.gateway.core.reply import IterStream, Reply, Stream
+from orchestra.gateway.edge.outgoing import Outgoing
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.upstream.http1.pool import Pool
 from orchestra.gateway.upstream.http1.protocol import Connection
-from orchestra.gateway.upstream.stream_relay import RelayResponse, StreamRelay
+from orchestra.gateway.upstream.stream_relay import StreamRelay
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
@@ -86,7 +89,7 @@ class Health:
 
 async def _relayed(
     url: str, pool: Pool, health: Health | None = None
-) -> tuple[RelayResponse, Replica, GatewayMetrics, Connection]:
+) -> tuple[Reply, Replica, GatewayMetrics, Connection]:
     resp = await pool.request(url, "POST", "/v1/chat/completions", {}, b"{}")
     first = await resp.read()
     metrics = GatewayMetrics()
@@ -95,10 +98,15 @@ async def _relayed(
     call = new_call("/v1/chat/completions", b"{}", {}, "m", request_id="r", stream=True)
     relay = StreamRelay(cast(Any, health or Health()), metrics, 5.0, 60.0)
     loop = asyncio.get_running_loop()
-    response = relay.response(
+    reply = relay.reply(
         call, cast(Any, None), replica, resp, first, {}, "text/event-stream", loop.time() + 60
     )
-    return response, replica, metrics, resp
+    return reply, replica, metrics, resp
+
+
+async def _play(reply: Reply, receive: Receive, send: Send) -> None:
+    """`reply` written to a client as the edge writes it."""
+    await Outgoing(send, None).answer(reply, receive)
 
 
 class Client:
@@ -146,7 +154,7 @@ def test_pushed_stream_arrives_whole_and_in_order(every: int) -> None:
             pool = Pool(4, 30.0, 2.0)
             response, replica, metrics, _ = await _relayed(url, pool)
             client = Client(every)
-            await response({"type": "http"}, _receive, client.send)
+            await _play(response, _receive, client.send)
             assert b"".join(client.bodies) == EXPECTED
             assert all(body.endswith(b"\n\n") for body in client.bodies)  # whole events
             assert client.ended and (client.waited > 0) == (every > 0)
@@ -163,7 +171,9 @@ def test_pulled_stream_gives_the_same_bytes() -> None:
         async with _upstream(lambda w: _events(w, 400)) as url:
             pool = Pool(4, 30.0, 2.0)
             response, replica, _, _ = await _relayed(url, pool)
-            got = [bytes(chunk) async for chunk in response.body_iterator]  # type: ignore[arg-type]
+            assert isinstance(response.body, Stream)
+            got = [chunk async for chunk in response.body]
+            await response.aclose()
             assert b"".join(got) == EXPECTED
             assert replica.outstanding == 0
             pool.close()
@@ -182,7 +192,7 @@ def test_a_send_that_fails_fails_the_stream_and_settles_it() -> None:
             response, replica, metrics, resp = await _relayed(url, pool, health)
             client = Client(fail_at=2)
             with pytest.raises(ConnectionResetError):
-                await response({"type": "http"}, _receive, client.send)
+                await _play(response, _receive, client.send)
             assert len(client.bodies) == 1 and client.bodies[0].startswith(_event(0))
             assert resp.closed and health.reasons == []
             assert replica.outstanding == 0
@@ -204,7 +214,7 @@ def test_a_malformed_event_ends_the_stream_with_one_error_event() -> None:
             health = Health()
             response, replica, _, _ = await _relayed(url, pool, health)
             client = Client()
-            await response({"type": "http"}, _receive, client.send)
+            await _play(response, _receive, client.send)
             out = b"".join(client.bodies)
             assert out.startswith(b"".join(_event(i) for i in range(60)))
             assert out.count(b'"error"') == 1 and b"{not json" not in out
@@ -215,7 +225,7 @@ def test_a_malformed_event_ends_the_stream_with_one_error_event() -> None:
     _run(go)
 
 
-async def _served(response: RelayResponse) -> list[Message]:
+async def _served(response: Reply) -> list[Message]:
     """The messages `response` sends to a server whose receive says `http.disconnect` once the
     response is complete (as uvicorn's does)."""
     messages: list[Message] = []
@@ -230,7 +240,7 @@ async def _served(response: RelayResponse) -> list[Message]:
         await ended.wait()
         return {"type": "http.disconnect"}
 
-    await response({"type": "http"}, receive, send)
+    await _play(response, receive, send)
     return messages
 
 
@@ -308,7 +318,7 @@ def test_what_came_while_the_client_was_slow_goes_out_in_one_message() -> None:
                         await asyncio.sleep(0.005)
                 bodies.append(message["body"])
 
-            await response({"type": "http"}, _receive, send)
+            await _play(response, _receive, send)
             assert bodies[0] == _event(0)
             assert bodies[1].startswith(b"".join(_event(i) for i in range(1, 21)))
             assert b"".join(bodies) == b"".join(_event(i) for i in range(21)) + (
@@ -353,7 +363,7 @@ def test_a_client_that_leaves_stops_the_upstream_read_and_the_stream_settles_onc
                 await gone.wait()
                 return {"type": "http.disconnect"}
 
-            await response({"type": "http"}, receive, send)
+            await _play(response, receive, send)
             assert all(m.get("more_body", True) for m in messages[1:])  # no end was sent
             assert resp.closed and pool.opened == 1
             await asyncio.wait_for(closed.wait(), 10)  # the upstream saw its socket close
@@ -365,7 +375,7 @@ def test_a_client_that_leaves_stops_the_upstream_read_and_the_stream_settles_onc
 
 
 def test_a_client_that_leaves_a_pulled_stream_stops_it_too() -> None:
-    """A wrapper iterates `body_iterator` (the pulled way): the disconnect still stops it."""
+    """A wrapper iterates the body (the pulled way): the disconnect still stops it."""
 
     async def endless(writer: asyncio.StreamWriter) -> None:
         for i in range(100_000):
@@ -377,13 +387,14 @@ def test_a_client_that_leaves_a_pulled_stream_stops_it_too() -> None:
         async with _upstream(endless) as url:
             pool = Pool(4, 30.0, 2.0)
             response, replica, _, resp = await _relayed(url, pool)
-            inner = response.body_iterator
+            inner = response.body
+            assert isinstance(inner, Stream)
 
             async def wrapped() -> AsyncIterator[bytes]:
                 async for chunk in inner:
                     yield chunk
 
-            response.body_iterator = wrapped()
+            response = response.with_body(IterStream(wrapped()))
             bodies: list[bytes] = []
             gone = asyncio.Event()
 
@@ -397,7 +408,7 @@ def test_a_client_that_leaves_a_pulled_stream_stops_it_too() -> None:
                 await gone.wait()
                 return {"type": "http.disconnect"}
 
-            await response({"type": "http"}, receive, send)
+            await _play(response, receive, send)
             assert resp.closed and replica.outstanding == 0
             pool.close()
 
@@ -414,7 +425,7 @@ def test_a_receive_that_fails_only_ends_the_listening() -> None:
                 raise RuntimeError("the server's receive broke")
 
             client = Client()
-            await response({"type": "http"}, receive, client.send)
+            await _play(response, receive, client.send)
             assert b"".join(client.bodies).endswith(b"data: [DONE]\n\n") and client.ended
             assert replica.outstanding == 0
             pool.close()
