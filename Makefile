@@ -24,9 +24,10 @@ up: venv
 	$(BIN)/orchestra up $(if $(CONFIG),--config $(CONFIG))
 
 # Tests run on pytest-xdist workers: most of the suite's time is spent waiting (engines starting,
-# timeouts running out), so more workers than cores pays. Which tests share a worker and in what
-# order groups are handed out: tests/conftest.py. README.md ("Tests") has the measurements.
-PYTEST_WORKERS ?= 4
+# timeouts running out). Serially tests/integration/supervisor kept 0.76 of two cores busy, so
+# 3 workers fill both; more would oversubscribe them and stretch the tests' timing bounds.
+# Which tests share a worker, and in what order groups are handed out: tests/conftest.py.
+PYTEST_WORKERS ?= 3
 PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: venv engine model
