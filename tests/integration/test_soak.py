@@ -36,7 +36,7 @@ EXPECTED = {
 
 def test_three_minutes_of_mixed_traffic_leave_fds_tasks_and_maps_flat(tmp_path: Path) -> None:
     opts = SoakOptions(
-        minutes=3, interval_s=5, warmup_s=60, workers=3, batch_every_s=30, swap_every_s=30
+        minutes=3, interval_s=5, warmup_s=60, workers=1, batch_every_s=30, swap_every_s=30
     )
     report = run_soak(opts)
     write(report, tmp_path, "soak-smoke")  # figures beside a failure (pytest's tmp_path)
