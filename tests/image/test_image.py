@@ -122,10 +122,9 @@ def container(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         url=f"http://127.0.0.1:{port}",
         log=work / "container.log",
         args=[
-            "-v",
-            f"{work / 'test.yaml'}:{IN_CONTAINER}:ro",
-            "-e",
-            f"ORCHESTRA_GATEWAY__PORT={port}",
+            *("--shm-size", "1g"),  # vLLM's shared-memory queues (64 MB by default: too small)
+            *("-v", f"{work / 'test.yaml'}:{IN_CONTAINER}:ro"),
+            *("-e", f"ORCHESTRA_GATEWAY__PORT={port}"),  # beats the file's port
         ],
         cmd=["orchestra", "up", "--config", IN_CONTAINER],
     )
