@@ -4,8 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?=
 ENGINE_PY := .venv-engine/bin/python
+# The container image's tag: `make image` builds it, `make test-image` tests it, and the
+# manifests (deploy/kubernetes/, compose.yaml) name this default; for a registry:
+# `make image IMAGE=registry.example.com/orchestra:1.0`, push, and name it there.
+IMAGE ?= localhost/orchestra:latest
+IMAGE_BUILD_ARGS ?=
 
-.PHONY: venv engine model up test test-fast lint bench clean
+.PHONY: venv engine model up test test-fast test-image image lint bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -35,6 +40,12 @@ test: venv engine model
 
 test-fast: venv    ## everything but the real-engine end-to-end tests
 	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not e2e"
+
+image:             ## the container image (Containerfile), with docker or podman
+	IMAGE='$(IMAGE)' IMAGE_BUILD_ARGS='$(IMAGE_BUILD_ARGS)' bash scripts/image.sh build
+
+test-image: venv   ## the image built and run with podman (installed with apt-get when missing)
+	IMAGE='$(IMAGE)' $(BIN)/pytest tests/image -m image -s
 
 lint: venv
 	$(BIN)/ruff check .

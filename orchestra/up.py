@@ -162,7 +162,8 @@ def _prepare_local(console: Console, config: OrchestraConfig) -> None:
         if not server.model:
             continue
         path = Path(server.model).resolve()
-        if path.parent == models.MODELS_DIR and path.name in models.KNOWN:
+        # resolved both sides: models/ may be a link (the container image's, to /data/models)
+        if path.parent == models.MODELS_DIR.resolve() and path.name in models.KNOWN:
             if not models.model_prepared(path):
                 console.print(f"[bold]first run:[/] building {path} (no hub access)")
                 models.prepare_model(path.name, path)

@@ -50,3 +50,17 @@ def test_foreign_engine_and_model_paths_are_left_alone(calls: list[str], tmp_pat
 def test_prepare_model_rejects_unknown_names() -> None:
     with pytest.raises(models.PrepareFailed, match="unknown model 'gpt-9'"):
         models.prepare_model("gpt-9")
+
+
+def test_models_folder_behind_a_link_is_prepared(
+    calls: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The container image: /opt/orchestra/models is a link to the /data volume's models/.
+    (tmp_path / "data-models").mkdir()
+    (tmp_path / "models").symlink_to(tmp_path / "data-models")
+    monkeypatch.setattr(models, "MODELS_DIR", tmp_path / "models")
+    config = parse_config(
+        {"servers": [{"name": "s", "model": str(tmp_path / "models" / "smollm2")}]}
+    )
+    up._prepare_local(Console(quiet=True), config)
+    assert calls == [f"model smollm2 {tmp_path / 'data-models' / 'smollm2'}"]
