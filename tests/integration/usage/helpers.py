@@ -3,13 +3,16 @@ front of a fake engine (whose usage is exact: one prompt token per word, `max_to
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
 import openai
 
 from orchestra.gateway.protection.keys import hash_key
-from tests.conftest import GatewayProcess, fast_gateway_section
+from tests.conftest import REPO_ROOT, GatewayProcess, fast_gateway_section
 from tests.fake_engine import FakeEngineProcess, free_port
 
 KEY_A, KEY_B, ADMIN = "sk-team-a", "sk-team-b", "sk-admin"
@@ -110,3 +113,23 @@ def matches(got: dict[tuple[str, str], dict[str, Any]], want: dict[Any, dict[str
             if abs(got[row][name] - value) > 1e-9:
                 return False
     return True
+
+
+def cli(
+    gw_url: str, *args: str, admin_key: str | None = ADMIN, columns: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`orchestra ARGS --gateway-url GW_URL` with `admin_key` (None: none at all)."""
+    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRA_ADMIN_KEY"}
+    if admin_key:
+        env["ORCHESTRA_ADMIN_KEY"] = admin_key
+    if columns is not None:
+        env["COLUMNS"] = str(columns)  # rich's table width
+    return subprocess.run(
+        [sys.executable, "-m", "orchestra.cli", *args, "--gateway-url", gw_url],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )

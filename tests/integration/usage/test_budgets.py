@@ -6,10 +6,6 @@ disables, enables and deletes keys without a restart."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +13,6 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.fake_engine import FakeEngineProcess
 from tests.integration.gateway.batch_helpers import (
     chat_line,
@@ -26,34 +21,9 @@ from tests.integration.gateway.batch_helpers import (
     submit,
     wait_status,
 )
-from tests.integration.usage.helpers import ADMIN, KEY_A, KEY_B, client, gateway, totals
+from tests.integration.usage.helpers import KEY_A, KEY_B, cli, client, gateway, totals
 
 pytestmark = pytest.mark.timeout(240)
-
-CLI = (sys.executable, "-m", "orchestra.cli")
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[FakeEngineProcess]:
-    with FakeEngineProcess("--served-model-name", "m", name="m") as fake:
-        yield fake
-
-
-def _cli(
-    gw_url: str, *args: str, admin_key: str | None = ADMIN
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRA_ADMIN_KEY"}
-    if admin_key:
-        env["ORCHESTRA_ADMIN_KEY"] = admin_key
-    return subprocess.run(
-        [*CLI, *args, "--gateway-url", gw_url],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_a_spent_budget_is_a_429_in_each_apis_shape(
@@ -93,36 +63,36 @@ def test_a_spent_budget_is_a_429_in_each_apis_shape(
 
 def test_keys_made_at_run_time(engine: FakeEngineProcess, tmp_path: Path) -> None:
     with gateway(engine, {"dir": str(tmp_path)}) as gw:
-        made = _cli(gw.url, "keys", "create", "--name", "team-c", "--budget-tokens-day", "2000000")
+        made = cli(gw.url, "keys", "create", "--name", "team-c", "--budget-tokens-day", "2000000")
         assert made.returncode == 0, made.stderr
         secret = made.stdout.strip().splitlines()[-1]
         assert secret.startswith("sk-orch-")
         served = client(gw, secret).completions.create(model="m", prompt="one", max_tokens=2)
         assert served.usage is not None and served.usage.total_tokens == 3
-        listed = _cli(gw.url, "keys", "list", "-o", "json")
+        listed = cli(gw.url, "keys", "list", "-o", "json")
         keys = {k["name"]: k for k in json.loads(listed.stdout)}
         assert keys["team-c"]["source"] == "runtime"
         assert keys["team-c"]["budget"] == {"tokens_per_day": 2000000}
         assert keys["team-a"]["source"] == "config"
         assert secret not in listed.stdout and "sha256" not in listed.stdout
         assert totals(gw)[("team-c", "m")]["requests"] == 1
-        assert _cli(gw.url, "keys", "disable", "team-c").returncode == 0
+        assert cli(gw.url, "keys", "disable", "team-c").returncode == 0
         with pytest.raises(openai.AuthenticationError, match="disabled"):
             client(gw, secret).completions.create(model="m", prompt="one", max_tokens=2)
-        assert _cli(gw.url, "keys", "enable", "team-c").returncode == 0
+        assert cli(gw.url, "keys", "enable", "team-c").returncode == 0
         client(gw, secret).completions.create(model="m", prompt="one", max_tokens=2)
-        taken = _cli(gw.url, "keys", "create", "team-a")
+        taken = cli(gw.url, "keys", "create", "team-a")
         assert taken.returncode == 1 and "HTTP 409" in taken.stderr
-        twice = _cli(gw.url, "keys", "create", "team-c")
+        twice = cli(gw.url, "keys", "create", "team-c")
         assert twice.returncode == 1 and "HTTP 409" in twice.stderr
-        assert _cli(gw.url, "keys", "list", admin_key="wrong").returncode == 1
-        assert _cli(gw.url, "keys", "delete", "team-c").returncode == 0
+        assert cli(gw.url, "keys", "list", admin_key="wrong").returncode == 1
+        assert cli(gw.url, "keys", "delete", "team-c").returncode == 0
         with pytest.raises(openai.AuthenticationError):
             client(gw, secret).completions.create(model="m", prompt="one", max_tokens=2)
-        assert _cli(gw.url, "keys", "delete", "team-c").returncode == 1  # gone
+        assert cli(gw.url, "keys", "delete", "team-c").returncode == 1  # gone
         client(gw, KEY_A).completions.create(model="m", prompt="one", max_tokens=2)  # config's
     with gateway(engine, {"dir": str(tmp_path)}) as gw:  # a key made at run time outlives one
-        again = _cli(gw.url, "keys", "create", "team-d", "-o", "json")
+        again = cli(gw.url, "keys", "create", "team-d", "-o", "json")
         secret = json.loads(again.stdout)["key"]
     with gateway(engine, {"dir": str(tmp_path)}) as gw:
         client(gw, secret).completions.create(model="m", prompt="one", max_tokens=2)

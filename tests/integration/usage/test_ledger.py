@@ -6,19 +6,16 @@ across a restart (SQLite) and added up by two workers (PostgreSQL); read through
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, wait_until
+from tests.conftest import wait_until
 from tests.fake_engine import FakeEngineProcess
 from tests.integration.usage.helpers import (
     ADMIN,
+    cli,
     expected_after_some_calls,
     gateway,
     matches,
@@ -28,14 +25,6 @@ from tests.integration.usage.helpers import (
 from tests.postgres import postgres_url
 
 pytestmark = pytest.mark.timeout(240)
-
-CLI = (sys.executable, "-m", "orchestra.cli")
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[FakeEngineProcess]:
-    with FakeEngineProcess("--served-model-name", "m", name="m") as fake:
-        yield fake
 
 
 def test_sqlite_ledger_counts_per_key_and_model_and_survives_a_restart(
@@ -56,40 +45,13 @@ def test_sqlite_ledger_counts_per_key_and_model_and_survives_a_restart(
     with gateway(engine, usage) as gw:  # a restart: the counts go on from the database
         some_calls(gw)
         assert matches(totals(gw), expected_after_some_calls(2))
-        out = subprocess.run(
-            [
-                *CLI,
-                "usage",
-                "--key",
-                "team-a",
-                "--since",
-                "1d",
-                "-o",
-                "json",
-                "--gateway-url",
-                gw.url,
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-            env={**os.environ, "ORCHESTRA_ADMIN_KEY": ADMIN},
-            timeout=60,
-            check=False,
-        )
+        out = cli(gw.url, "usage", "--key", "team-a", "--since", "1d", "-o", "json")
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
         assert [(t["key"], t["model"], t["requests"]) for t in report["totals"]] == [
             ("team-a", "m", 6)
         ]
-        table = subprocess.run(
-            [*CLI, "usage", "--gateway-url", gw.url],
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-            env={**os.environ, "ORCHESTRA_ADMIN_KEY": ADMIN, "COLUMNS": "200"},
-            timeout=60,
-            check=False,
-        )
+        table = cli(gw.url, "usage", columns=200)
         assert table.returncode == 0 and "team-b" in table.stdout, table.stderr
 
 
