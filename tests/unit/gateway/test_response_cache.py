@@ -1,0 +1,176 @@
+"""The response cache (gateway/pipeline/cache.py): its key, its LRU by bytes, its TTL, and what
+it does for a call (hit, miss, bypass; no-cache, no-store; scope per key)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from gateway.core.call import SERVED_BY, Call, new_call
+from gateway.core.reply import JSON, Reply
+from gateway.core.request_key import RequestKey
+from gateway.pipeline.aliases import Target
+from gateway.pipeline.cache import HEADER, ResponseCache, Store, cache_key
+from orchestra.config import ApiKey, CacheConfig
+
+TARGET = Target("m", "m")
+
+
+def _call(
+    payload: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    key: str | None = None,
+    raw: bytes | None = None,
+) -> Call:
+    body = orjson.dumps(payload) if raw is None else raw
+    raw_headers = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    call = new_call(
+        "/v1/chat/completions",
+        body,
+        payload,
+        "m",
+        request_id="r",
+        stream=bool(payload.get("stream")),
+        api_key=ApiKey(name=key, sha256="0" * 64) if key else None,
+        raw_headers=raw_headers,
+    )
+    assert call.route_key == RequestKey(payload, raw_headers)
+    return call
+
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+
+
+def test_key_ignores_order_whitespace_model_and_stream() -> None:
+    a = _call(CHAT)
+    reordered = {"temperature": 0, "messages": [{"content": "hi", "role": "user"}], "model": "x"}
+    spaced = b'{ "model" : "m",\n "messages": [ {"role":"user","content":"hi"} ], "temperature":0}'
+    b = _call(reordered)
+    c = _call(orjson.loads(spaced), raw=spaced)
+    d = _call({**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    keys = {cache_key(x, "m", None) for x in (a, b, c, d)}
+    assert len(keys) == 1
+    # What the answer depends on splits it: the body, the model served, the scope.
+    assert cache_key(_call({**CHAT, "max_tokens": 5}), "m", None) not in keys
+    assert cache_key(a, "adapter-1", None) not in keys
+    assert cache_key(a, "m", "team-a") not in keys
+
+
+def test_lru_is_bounded_by_bytes() -> None:
+    store = Store(max_bytes=10)
+    store.put("a", b"aaaa", "m", 60)
+    store.put("b", b"bbbb", "m", 60)
+    assert store.get("a") is not None  # a is now the most recent: b goes first
+    store.put("c", b"cccc", "m", 60)
+    assert store.get("b") is None
+    assert store.get("a") is not None and store.get("c") is not None
+    assert store.bounded().size == 8 and store.bounded().within
+    store.put("big", b"x" * 11, "m", 60)  # larger than the whole store: not kept, nothing lost
+    assert store.get("big") is None and len(store) == 2
+    store.put("a", b"a" * 6, "m", 60)  # replaced: its old bytes leave the count
+    assert store.bounded().size == 10 and len(store) == 2
+
+
+def test_ttl() -> None:
+    now = [100.0]
+    store = Store(1000, clock=lambda: now[0])
+    store.put("a", b"x", "m", 5)
+    now[0] = 104.9
+    assert store.get("a") is not None
+    now[0] = 105.0
+    assert store.get("a") is None
+    assert store.bounded().size == 0  # an expired entry read is dropped
+
+
+class Engine:
+    """`produce` for the cache: counts its calls, answers JSON naming `served`."""
+
+    def __init__(self, served: str = "m", status: int = 200) -> None:
+        self.calls = 0
+        self.served = served
+        self.status = status
+
+    async def __call__(self) -> Reply:
+        self.calls += 1
+        body = orjson.dumps({"id": f"c{self.calls}", "choices": []})
+        return Reply(body, self.status, {SERVED_BY: self.served}, JSON)
+
+
+def _serve(cache: ResponseCache, call: Call, engine: Engine) -> Reply:
+    return asyncio.run(cache.serve(call, TARGET, engine))
+
+
+def _header(call: Call, reply: Reply) -> str | None:
+    return reply.headers.get(HEADER) or call.reply_headers.get(HEADER)
+
+
+def _ask(cache: ResponseCache, engine: Engine, call: Call) -> str | None:
+    """What the cache said for `call`."""
+    return _header(call, _serve(cache, call, engine))
+
+
+def test_hit_miss_bypass() -> None:
+    cache = ResponseCache(CacheConfig(enabled=True))
+    engine = Engine()
+    first, second = _call(CHAT), _call(CHAT)
+    miss = _serve(cache, first, engine)
+    hit = _serve(cache, second, engine)
+    assert _header(first, miss) == "miss" and _header(second, hit) == "hit"
+    assert hit.body == miss.body and engine.calls == 1
+    assert hit.headers[SERVED_BY] == "m"
+    sampled = _call({**CHAT, "temperature": 0.7})  # not deterministic: never cached
+    assert _ask(cache, engine, sampled) == "bypass"
+    assert engine.calls == 2
+    seeded = {**CHAT, "temperature": 0.7, "seed": 3}
+    _serve(cache, _call(seeded), engine)
+    assert _ask(cache, engine, _call(seeded)) == "hit"
+    asked = {**CHAT, "temperature": 1}
+    _serve(cache, _call(asked, {HEADER: "use"}), engine)
+    assert _ask(cache, engine, _call(asked, {HEADER: "use"})) == "hit"
+
+
+def test_no_cache_and_no_store() -> None:
+    cache = ResponseCache(CacheConfig(enabled=True))
+    engine = Engine()
+    no_store = _call(CHAT, {"cache-control": "no-store"})
+    assert _ask(cache, engine, no_store) == "bypass"
+    assert len(cache.store) == 0
+    no_cache = _call(CHAT, {"cache-control": "no-cache"})
+    assert _ask(cache, engine, no_cache) == "miss"
+    assert len(cache.store) == 1  # written
+    again = _call(CHAT, {"cache-control": "no-cache"})
+    assert _ask(cache, engine, again) == "miss"  # never read
+    assert engine.calls == 3
+    assert _ask(cache, engine, _call(CHAT)) == "hit"
+
+
+def test_scoped_per_key_unless_shared() -> None:
+    cache = ResponseCache(CacheConfig(enabled=True))
+    engine = Engine()
+    _serve(cache, _call(CHAT, key="a"), engine)
+    assert _ask(cache, engine, _call(CHAT, key="b")) == "miss"
+    assert _ask(cache, engine, _call(CHAT, key="a")) == "hit"
+    shared = ResponseCache(CacheConfig(enabled=True, shared=True))
+    _serve(shared, _call(CHAT, key="a"), engine)
+    assert _ask(shared, engine, _call(CHAT, key="b")) == "hit"
+
+
+def test_errors_and_fallbacks_are_not_stored() -> None:
+    cache = ResponseCache(CacheConfig(enabled=True))
+    _serve(cache, _call(CHAT), Engine(status=500))
+    _serve(cache, _call(CHAT), Engine(status=400))
+    _serve(cache, _call(CHAT), Engine(served="other"))  # a fallback answered: not m's answer
+    assert len(cache.store) == 0
+
+
+def test_ttl_per_model() -> None:
+    now = [0.0]
+    config = CacheConfig(enabled=True, ttl_s=100, model_ttl_s={"m": 1})
+    cache = ResponseCache(config, clock=lambda: now[0])
+    engine = Engine()
+    _serve(cache, _call(CHAT), engine)
+    now[0] = 2.0
+    assert _ask(cache, engine, _call(CHAT)) == "miss"
+    assert engine.calls == 2
