@@ -142,6 +142,9 @@ class ResponseCache:
             entry = self.store.get(plan.key)
             if entry is not None and not call.stream:
                 headers = {**call.reply_headers, SERVED_BY: entry.served_by, HEADER: "hit"}
+                # The gateway's own time until the head, as the proxy stamps its answers.
+                overhead = time.perf_counter() - call.arrived - call.upstream_s
+                headers["x-orchestra-overhead-ms"] = "%.3f" % (overhead * 1000)
                 return Reply(entry.body, 200, headers, JSON)
         call.reply_headers[HEADER] = "miss"
         reply = await produce()

@@ -120,6 +120,7 @@ def test_hit_miss_bypass() -> None:
     assert _header(first, miss) == "miss" and _header(second, hit) == "hit"
     assert hit.body == miss.body and engine.calls == 1
     assert hit.headers[SERVED_BY] == "m"
+    assert float(hit.headers["x-orchestra-overhead-ms"]) >= 0  # stamped as the proxy does
     sampled = _call({**CHAT, "temperature": 0.7})  # not deterministic: never cached
     assert _ask(cache, engine, sampled) == "bypass"
     assert engine.calls == 2
