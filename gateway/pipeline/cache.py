@@ -14,12 +14,14 @@ Invariants:
   split it, and a stream and a plain request share an entry.
 - Only whole 200 answers of that first target are stored (a fallback's answer is another
   model's); errors never are. A stream's answer is stored only once it ended with `[DONE]`
-  (`cache_sse.py`), so a cut stream is never replayed.
+  and its usage (`cache_sse.py`), so a cut stream is never replayed; a stored answer replays
+  as JSON or as a stream's events, whichever the call asked.
 - The store is an LRU bounded by the bytes of its bodies; an entry past its TTL is never served.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import OrderedDict
@@ -32,8 +34,9 @@ from orchestra.config import CacheConfig
 from orchestra.runtime import Bounded
 
 from ..core.call import SERVED_BY, Call
-from ..core.reply import JSON, Reply
+from ..core.reply import JSON, SSE, Reply, Stream
 from .aliases import Target
+from .cache_sse import Tee, replay
 
 HEADER = "x-orchestra-cache"  # request: `use`; reply: hit | miss | bypass
 PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -140,17 +143,32 @@ class ResponseCache:
             return await produce()
         if plan.read:
             entry = self.store.get(plan.key)
-            if entry is not None and not call.stream:
+            body = None if entry is None else _body_for(call, entry.body)
+            if entry is not None and body is not None:
                 headers = {**call.reply_headers, SERVED_BY: entry.served_by, HEADER: "hit"}
                 # The gateway's own time until the head, as the proxy stamps its answers.
                 overhead = time.perf_counter() - call.arrived - call.upstream_s
                 headers["x-orchestra-overhead-ms"] = "%.3f" % (overhead * 1000)
-                return Reply(entry.body, 200, headers, JSON)
+                return Reply(body, 200, headers, SSE if call.stream else JSON)
         call.reply_headers[HEADER] = "miss"
         reply = await produce()
         if reply.status != 200 or reply.headers.get(SERVED_BY) != target.served_by:
             return reply
-        if isinstance(reply.body, bytes):  # a non-streamed answer comes whole
-            ttl = self._config.model_ttl_s.get(target.served_by, self._config.ttl_s)
-            self.store.put(plan.key, reply.body, target.served_by, ttl)
+        ttl = self._config.model_ttl_s.get(target.served_by, self._config.ttl_s)
+        key = plan.key
+        if isinstance(reply.body, Stream):  # stored once it ended whole (cache_sse.py)
+            store = functools.partial(self.store.put, key, served_by=target.served_by, ttl_s=ttl)
+            return reply.with_body(Tee(reply.body, store))
+        if not call.stream:  # a plain answer comes whole
+            self.store.put(key, reply.body, target.served_by, ttl)
         return reply
+
+
+def _body_for(call: Call, stored: bytes) -> bytes | None:
+    """A stored answer as this call wants it: JSON, or a stream's events (None: not one
+    a replay can say, e.g. tool calls; the call goes on as a miss)."""
+    if not call.stream:
+        return stored
+    options = call.payload.get("stream_options")
+    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    return replay(stored, include_usage)

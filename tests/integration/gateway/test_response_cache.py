@@ -93,3 +93,42 @@ def test_no_cache_and_no_store(gateway: GatewayProcess, engine: FakeEngineProces
         assert engine.stats()["requests_total"] == 3
         assert _ask(sdk, "control")[0] == "hit"
         assert engine.stats()["requests_total"] == 3
+
+
+def _streamed(sdk: openai.OpenAI, content: str) -> tuple[str, str, str | None, object]:
+    """A streamed call as the SDK reads it: the cache's header, the text, the finish reason
+    and the usage."""
+    with sdk.chat.completions.with_streaming_response.create(
+        model="m1",
+        messages=[{"role": "user", "content": content}],
+        max_tokens=3,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as raw:
+        said = raw.headers["x-orchestra-cache"]
+        text, finish, usage = "", None, None
+        for chunk in raw.parse():
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                finish = choice.finish_reason or finish
+            usage = chunk.usage or usage
+    return said, text, finish, usage
+
+
+def test_streams_store_and_replay(gateway: GatewayProcess, engine: FakeEngineProcess) -> None:
+    with _client(gateway, "a") as sdk:
+        said, *miss = _streamed(sdk, "streamed")
+        assert said == "miss" and miss[0] and miss[2] is not None
+        said, *hit = _streamed(sdk, "streamed")
+        assert said == "hit"
+        assert hit == miss  # text, finish reason, usage
+        said, plain = _ask(sdk, "streamed")  # the stream's answer, as JSON
+        assert said == "hit"
+        assert plain["choices"][0]["message"]["content"] == miss[0]
+        assert plain["usage"] == miss[2].model_dump()  # type: ignore[attr-defined]
+        assert engine.stats()["requests_total"] == 1
+        said, stored = _ask(sdk, "plain first")  # a plain answer, replayed as a stream
+        said, *replayed = _streamed(sdk, "plain first")
+        assert said == "hit" and replayed[0] == stored["choices"][0]["message"]["content"]
+        assert engine.stats()["requests_total"] == 2

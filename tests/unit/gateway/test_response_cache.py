@@ -4,15 +4,18 @@ it does for a call (hit, miss, bypass; no-cache, no-store; scope per key)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from gateway.core.call import SERVED_BY, Call, new_call
-from gateway.core.reply import JSON, Reply
+from gateway.core.reply import JSON, SSE, IterStream, Reply
 from gateway.core.request_key import RequestKey
+from gateway.core.sse import DONE, json_frame
 from gateway.pipeline.aliases import Target
 from gateway.pipeline.cache import HEADER, ResponseCache, Store, cache_key
+from gateway.pipeline.cache_sse import Assembler, replay
 from orchestra.config import ApiKey, CacheConfig
 
 TARGET = Target("m", "m")
@@ -175,3 +178,101 @@ def test_ttl_per_model() -> None:
     now[0] = 2.0
     assert _ask(cache, engine, _call(CHAT)) == "miss"
     assert engine.calls == 2
+
+
+def _sse(*events: dict[str, Any]) -> list[bytes]:
+    return [json_frame(event) for event in events]
+
+
+CHUNKS = _sse(
+    {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": "a "}, "finish_reason": None}
+        ],
+    },
+    {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": "stop"}],
+    },
+    {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    },
+)
+
+
+def test_stream_assembled_and_replayed() -> None:
+    assembler = Assembler()
+    for chunk in CHUNKS:
+        assembler.feed(chunk)
+    assert assembler.answer() is None  # no [DONE] yet: a cut stream is never stored
+    assembler.feed(DONE[:5])
+    assembler.feed(DONE[5:])
+    answer = assembler.answer()
+    assert answer is not None
+    whole = orjson.loads(answer)
+    assert whole["object"] == "chat.completion" and whole["usage"]["total_tokens"] == 3
+    assert whole["choices"][0]["message"] == {"role": "assistant", "content": "a b"}
+    assert whole["choices"][0]["finish_reason"] == "stop"
+    replayed = replay(answer, include_usage=True)
+    assert replayed is not None and replayed.endswith(DONE)
+    again = Assembler()  # the replay says what the stream said
+    again.feed(replayed)
+    assert again.answer() == answer
+    assert b"usage" not in (replay(answer, include_usage=False) or b"usage")
+
+
+def test_stream_without_usage_or_with_error_is_not_stored() -> None:
+    no_usage = Assembler()
+    for chunk in [*CHUNKS[:2], DONE]:
+        no_usage.feed(chunk)
+    assert no_usage.answer() is None
+    failed = Assembler()
+    for chunk in [*CHUNKS[:2], json_frame({"error": {"message": "cut"}}), DONE]:
+        failed.feed(chunk)
+    assert failed.answer() is None
+
+
+class StreamEngine(Engine):
+    def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__()
+        self.chunks = chunks
+
+    async def __call__(self) -> Reply:
+        self.calls += 1
+
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in self.chunks:
+                yield chunk
+
+        return Reply(IterStream(body()), 200, {SERVED_BY: "m"}, SSE)
+
+
+def test_stream_miss_stores_then_both_kinds_hit() -> None:
+    cache = ResponseCache(CacheConfig(enabled=True))
+    engine = StreamEngine([*CHUNKS, DONE])
+    streamed = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    miss = _serve(cache, _call(streamed), engine)
+    assert len(cache.store) == 0  # stored only once read to its end
+    assert asyncio.run(miss.read()).endswith(DONE)
+    assert len(cache.store) == 1
+    hit = _serve(cache, call := _call(streamed), engine)
+    assert _header(call, hit) == "hit" and hit.headers["content-type"].startswith(SSE)
+    plain = _serve(cache, call := _call(CHAT), engine)
+    assert _header(call, plain) == "hit"
+    assert orjson.loads(plain.body)["choices"][0]["message"]["content"] == "a b"  # type: ignore[arg-type]
+    assert engine.calls == 1
+    cut = ResponseCache(CacheConfig(enabled=True))
+    asyncio.run(_serve(cut, _call(streamed), StreamEngine(CHUNKS)).read())  # no [DONE]
+    assert len(cut.store) == 0
