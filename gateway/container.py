@@ -173,7 +173,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
     proxy = Proxy(pool, health, metrics, gw, name="vllm", reensure=link.reensure if link else None)
     loading = LoadingComments(config, table, metrics)
     stored = StoredResponses(table, pool, gw.responses.max_stored, gw.timeouts.health_probe_s)
-    cache = ResponseCache(gw.cache) if gw.cache.enabled else None
+    cache = ResponseCache(gw.cache, metrics) if gw.cache.enabled else None
     pipeline = Pipeline(
         models,
         limiter,

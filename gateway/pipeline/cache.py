@@ -35,6 +35,7 @@ from orchestra.runtime import Bounded
 
 from ..core.call import SERVED_BY, Call
 from ..core.reply import JSON, SSE, Reply, Stream
+from ..metrics import GatewayMetrics
 from .aliases import Target
 from .cache_sse import Tee, replay
 
@@ -120,8 +121,14 @@ def deterministic(call: Call) -> bool:
 
 
 class ResponseCache:
-    def __init__(self, config: CacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: CacheConfig,
+        metrics: GatewayMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = config
+        self._counted = metrics.response_cache  # by model served and hit|miss|bypass
         self.store = Store(config.max_bytes, clock)
 
     def plan(self, call: Call, target: Target) -> Plan:
@@ -140,6 +147,7 @@ class ResponseCache:
         plan = self.plan(call, target)
         if plan.key is None:
             call.reply_headers[HEADER] = "bypass"  # copied into every reply, errors included
+            self._counted.labels(target.served_by, "bypass").inc()
             return await produce()
         if plan.read:
             entry = self.store.get(plan.key)
@@ -149,8 +157,10 @@ class ResponseCache:
                 # The gateway's own time until the head, as the proxy stamps its answers.
                 overhead = time.perf_counter() - call.arrived - call.upstream_s
                 headers["x-orchestra-overhead-ms"] = "%.3f" % (overhead * 1000)
+                self._counted.labels(target.served_by, "hit").inc()
                 return Reply(body, 200, headers, SSE if call.stream else JSON)
         call.reply_headers[HEADER] = "miss"
+        self._counted.labels(target.served_by, "miss").inc()
         reply = await produce()
         if reply.status != 200 or reply.headers.get(SERVED_BY) != target.served_by:
             return reply

@@ -13,6 +13,7 @@ from gateway.core.call import SERVED_BY, Call, new_call
 from gateway.core.reply import JSON, SSE, IterStream, Reply
 from gateway.core.request_key import RequestKey
 from gateway.core.sse import DONE, json_frame
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline.aliases import Target
 from gateway.pipeline.cache import HEADER, ResponseCache, Store, cache_key
 from gateway.pipeline.cache_sse import Assembler, replay
@@ -115,7 +116,8 @@ def _ask(cache: ResponseCache, engine: Engine, call: Call) -> str | None:
 
 
 def test_hit_miss_bypass() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True))
+    metrics = GatewayMetrics()
+    cache = ResponseCache(CacheConfig(enabled=True), metrics)
     engine = Engine()
     first, second = _call(CHAT), _call(CHAT)
     miss = _serve(cache, first, engine)
@@ -133,10 +135,17 @@ def test_hit_miss_bypass() -> None:
     asked = {**CHAT, "temperature": 1}
     _serve(cache, _call(asked, {HEADER: "use"}), engine)
     assert _ask(cache, engine, _call(asked, {HEADER: "use"})) == "hit"
+    counted = {
+        result: metrics.registry.get_sample_value(
+            "orchestra_response_cache_total", {"model": "m", "result": result}
+        )
+        for result in ("hit", "miss", "bypass")
+    }
+    assert counted == {"hit": 3, "miss": 3, "bypass": 1}
 
 
 def test_no_cache_and_no_store() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True))
+    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
     engine = Engine()
     no_store = _call(CHAT, {"cache-control": "no-store"})
     assert _ask(cache, engine, no_store) == "bypass"
@@ -151,18 +160,18 @@ def test_no_cache_and_no_store() -> None:
 
 
 def test_scoped_per_key_unless_shared() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True))
+    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
     engine = Engine()
     _serve(cache, _call(CHAT, key="a"), engine)
     assert _ask(cache, engine, _call(CHAT, key="b")) == "miss"
     assert _ask(cache, engine, _call(CHAT, key="a")) == "hit"
-    shared = ResponseCache(CacheConfig(enabled=True, shared=True))
+    shared = ResponseCache(CacheConfig(enabled=True, shared=True), GatewayMetrics())
     _serve(shared, _call(CHAT, key="a"), engine)
     assert _ask(shared, engine, _call(CHAT, key="b")) == "hit"
 
 
 def test_errors_and_fallbacks_are_not_stored() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True))
+    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
     _serve(cache, _call(CHAT), Engine(status=500))
     _serve(cache, _call(CHAT), Engine(status=400))
     _serve(cache, _call(CHAT), Engine(served="other"))  # a fallback answered: not m's answer
@@ -172,7 +181,7 @@ def test_errors_and_fallbacks_are_not_stored() -> None:
 def test_ttl_per_model() -> None:
     now = [0.0]
     config = CacheConfig(enabled=True, ttl_s=100, model_ttl_s={"m": 1})
-    cache = ResponseCache(config, clock=lambda: now[0])
+    cache = ResponseCache(config, GatewayMetrics(), clock=lambda: now[0])
     engine = Engine()
     _serve(cache, _call(CHAT), engine)
     now[0] = 2.0
@@ -260,7 +269,7 @@ class StreamEngine(Engine):
 
 
 def test_stream_miss_stores_then_both_kinds_hit() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True))
+    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
     engine = StreamEngine([*CHUNKS, DONE])
     streamed = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
     miss = _serve(cache, _call(streamed), engine)
@@ -273,6 +282,6 @@ def test_stream_miss_stores_then_both_kinds_hit() -> None:
     assert _header(call, plain) == "hit"
     assert orjson.loads(plain.body)["choices"][0]["message"]["content"] == "a b"  # type: ignore[arg-type]
     assert engine.calls == 1
-    cut = ResponseCache(CacheConfig(enabled=True))
+    cut = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
     asyncio.run(_serve(cut, _call(streamed), StreamEngine(CHUNKS)).read())  # no [DONE]
     assert len(cut.store) == 0
