@@ -132,7 +132,7 @@ class ResponseCache:
         self.store = Store(config.max_bytes, clock)
 
     def plan(self, call: Call, target: Target) -> Plan:
-        if call.path not in PATHS or not call.cached or not isinstance(call.body, bytes):
+        if call.path not in PATHS or not isinstance(call.body, bytes):
             return Plan(None)
         control = (call.route_key.header(b"cache-control") or "").lower()
         if "no-store" in control or not deterministic(call):
@@ -144,6 +144,8 @@ class ResponseCache:
         self, call: Call, target: Target, produce: Callable[[], Awaitable[Reply]]
     ) -> Reply:
         """The cached answer, or `produce`'s (stored when whole and ours)."""
+        if not call.cached:  # an ensemble member: the ensemble's call says what happened
+            return await produce()
         plan = self.plan(call, target)
         if plan.key is None:
             call.reply_headers[HEADER] = "bypass"  # copied into every reply, errors included

@@ -285,3 +285,12 @@ def test_stream_miss_stores_then_both_kinds_hit() -> None:
     cut = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
     asyncio.run(_serve(cut, _call(streamed), StreamEngine(CHUNKS)).read())  # no [DONE]
     assert len(cut.store) == 0
+
+
+def test_ensemble_members_pass_by() -> None:
+    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
+    engine = Engine()
+    for _ in range(2):
+        member = _call(CHAT).derive(cached=False)  # as ensemble_parts.member_call makes it
+        assert _ask(cache, engine, member) is None  # the ensemble's own call has the header
+    assert len(cache.store) == 0 and engine.calls == 2
