@@ -26,6 +26,7 @@ from .cluster.ray_view import RayView
 from .cluster.routing import Router, RoutingTable
 from .metrics import GatewayMetrics
 from .pipeline.aliases import ModelMap
+from .pipeline.cache import ResponseCache
 from .pipeline.engines import Engines
 from .pipeline.loading import LoadingComments
 from .pipeline.pipeline import Pipeline
@@ -57,6 +58,7 @@ class Gateway:
     pipeline: Pipeline  # call -> response: the one entrance for every workload
     usage: Usage  # the usage ledger, the budgets, the keys made at run time
     stored: StoredResponses  # the Responses API's response id -> engine (the pipeline's)
+    cache: ResponseCache | None = None  # the response cache (the pipeline's), when enabled
     kv: KvShared | None = None  # the KV index and tokenizer, when a model is kv_aware
     kv_feeds: KvFeeds | None = None  # the KV-event subscriptions, when a model is kv_aware
     membership: RayMembership | None = None  # with `ray:`: the link's nodes follow Ray
@@ -78,6 +80,8 @@ class Gateway:
         }
         if self.link is not None:
             maps["link.ensuring"] = Bounded(self.link.ensuring(), len(self.table.routes))
+        if self.cache is not None:
+            maps["cache.bytes"] = self.cache.store.bounded()  # bytes of answers, not entries
         if self.kv is not None:
             maps["kv.index"] = self.kv.index.bounded()
         for name, route in self.table.routes.items():
@@ -169,6 +173,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
     proxy = Proxy(pool, health, metrics, gw, name="vllm", reensure=link.reensure if link else None)
     loading = LoadingComments(config, table, metrics)
     stored = StoredResponses(table, pool, gw.responses.max_stored, gw.timeouts.health_probe_s)
+    cache = ResponseCache(gw.cache, metrics) if gw.cache.enabled else None
     pipeline = Pipeline(
         models,
         limiter,
@@ -177,6 +182,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         loading if loading.models else None,
         stored,
         metrics,
+        cache,
     )
     keys = KeyRing(gw)
     return Gateway(
@@ -192,6 +198,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         limiter=limiter,
         pipeline=pipeline,
         stored=stored,
+        cache=cache,
         kv=kv,
         usage=build_usage(gw, metrics, keys),
         kv_feeds=(

@@ -189,6 +189,13 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.response_cache = Counter(
+            "orchestra_response_cache",
+            "Cacheable-path calls by what the response cache did (hit|miss|bypass), by the "
+            "model that serves them.",
+            ["model", "result"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "orchestra_fallback",
             "Requests served by the fallback backend.",

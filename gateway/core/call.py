@@ -60,6 +60,7 @@ class Call:
     arrived: float = field(default_factory=time.perf_counter)  # for x-orchestra-overhead-ms
     upstream_s: float = 0.0  # time spent waiting on upstreams (excluded from the overhead)
     traits: Traits = PLAIN  # its route's: the API it speaks, what may serve it (core/traits.py)
+    cached: bool = True  # False: the response cache neither reads nor writes (ensemble members)
 
     @property
     def dialect(self) -> Dialect:

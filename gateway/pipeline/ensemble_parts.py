@@ -69,6 +69,7 @@ def member_call(wl: Members, call: Call, member: str, stream: bool) -> Call:
         reply_headers={},
         api_key=None,
         on_usage=None,
+        cached=False,  # the ensemble's answer is not the member's (a `first` race, a vote)
     )
 
 

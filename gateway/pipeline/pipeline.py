@@ -40,6 +40,8 @@ from ..metrics import GatewayMetrics
 from ..protection.ratelimit import RateLimiter
 from ..upstream.backend import Backend
 from .aliases import ENGINES, OLLAMA, ModelMap, Target
+from .cache import HEADER as CACHE_HEADER
+from .cache import ResponseCache
 from .engines import Engines
 from .ensembles import serve_ensemble
 from .loading import LoadingComments
@@ -60,6 +62,7 @@ class Pipeline:
         loading: LoadingComments | None,
         stored: StoredResponses,
         metrics: GatewayMetrics,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.models = models
         self._limiter = limiter
@@ -71,6 +74,7 @@ class Pipeline:
         self._loading = loading
         self._stored = stored
         self._metrics = metrics
+        self._cache = cache  # None: `gateway.cache.enabled` is off
 
     async def serve(self, call: Call) -> Reply:
         """The entrance: a call as shaped by the edge, the batch runner or an ensemble."""
@@ -80,10 +84,12 @@ class Pipeline:
         name = self.models.resolve(call.model)  # step 1
         await self._charge(call)  # step 2
         ensemble = self.models.ensembles.get(name)
+        chain = [] if ensemble is not None else self.models.chain(name)
+        previous = None if ensemble is not None else self._stored.stored_id(call)
+        if self._cache is not None and (ensemble is not None or previous is not None):
+            call.reply_headers[CACHE_HEADER] = "bypass"  # copied into every reply
         if ensemble is not None:
             return await serve_ensemble(self, call, ensemble)
-        chain = self.models.chain(name)
-        previous = self._stored.stored_id(call)
         if previous is not None:
             # A follow-up: only the engine holding the previous response can continue it (no
             # next model in the chain, no Ollama: neither holds the conversation).
@@ -92,6 +98,12 @@ class Pipeline:
             target = next(t for t in engines if t.route == model)
             body = retarget(call, target)
             return await self._engines.forward(call.derive(body=body, model=model, pinned=url))
+        if self._cache is not None:
+            produce = functools.partial(self._answer, call, chain)
+            return await self._cache.serve(call, chain[0], produce)
+        return await self._answer(call, chain)
+
+    async def _answer(self, call: Call, chain: list[Target]) -> Reply:
         if self._loading is not None and self._loading.wants(chain[0].route, call.stream):
             work = functools.partial(self._chain, call, chain)
             return self._loading.stream(chain[0].route, work, call.reply_headers, call.dialect)

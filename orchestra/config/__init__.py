@@ -7,6 +7,7 @@ share), `supervisor` (the supervisor's and the engines'), `servers` (the models)
 machine). Callers import the model and every section from here.
 """
 
+from orchestra.config.cache import CacheConfig
 from orchestra.config.gateway import (
     AffinityConfig,
     ApiKey,
@@ -51,6 +52,7 @@ __all__ = [
     "BalancingPolicy",
     "BatchConfig",
     "Budget",
+    "CacheConfig",
     "ConfigError",
     "ConsoleConfig",
     "EngineConfig",
