@@ -193,6 +193,9 @@ def test_swaps_under_steady_load_fail_nothing_and_reach_no_stopping_engine(stack
 
 
 def test_gateway_health_reports_engine_states(stack: Stack) -> None:
+    if stack.model(HOT)["state"] != "ready":
+        stack.control(HOT, "load")  # the swaps before may have left the other name resident
+
     def hot_state() -> str:
         return str(httpx.get(stack.gateway.url + "/health", timeout=5).json()["models"][HOT])
 
