@@ -36,7 +36,7 @@ PYTEST_WORKERS ?= 3
 PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: venv engine model
-	$(BIN)/pytest $(PYTEST_PARALLEL)
+	$(BIN)/pytest $(PYTEST_PARALLEL) --durations=30
 
 test-fast: venv    ## everything but the real-engine end-to-end tests
 	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not e2e"
