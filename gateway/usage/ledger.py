@@ -50,6 +50,9 @@ class Ledger:
         self._labels: set[str] = set()  # keys with their own metric label
         self._children: dict[tuple[str, str], Counter] = {}
         self._failing = False
+        # One flush at a time: a reader's flush (`/admin/usage`) waits for the writer's one in
+        # flight, so what it reads next includes every count taken before it asked.
+        self._flushing = asyncio.Lock()
 
     def price(self, model: str) -> Price | None:
         return self._pricing.get(model)
@@ -123,6 +126,10 @@ class Ledger:
 
     async def flush(self) -> None:
         """Add the counts waiting to the database (put back if it fails)."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         rows = dict(self._pending)
         self._pending.clear()
         if not rows:

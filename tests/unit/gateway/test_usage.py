@@ -68,6 +68,31 @@ def test_the_ledger_adds_to_the_database_and_never_overwrites(tmp_path: Path) ->
     store.close()
 
 
+def test_a_flush_waits_for_the_one_in_flight(tmp_path: Path) -> None:
+    """A reader's flush while the writer's is still in the database must not return before
+    the writer's rows are there (the reader would read the ledger without them)."""
+    ledger, store, _ = _ledger(tmp_path)
+    slow_add = store.add
+
+    def add(rows: object) -> None:
+        time.sleep(0.3)  # the writer's transaction, slow on a busy machine
+        slow_add(rows)  # type: ignore[arg-type]
+
+    store.add = add  # type: ignore[method-assign]
+
+    async def both() -> None:
+        ledger.answer("a", "m", 200)
+        writer = asyncio.create_task(ledger.flush())
+        await asyncio.sleep(0.05)  # the writer has taken the rows and is in the database
+        await ledger.flush()  # the reader's: nothing left of its own to add
+        (row,) = store.rows(int(time.time()) - 3600)
+        assert row["requests"] == 1
+        await writer
+
+    asyncio.run(both())
+    store.close()
+
+
 def test_the_rows_waiting_are_bounded_and_drops_are_counted(tmp_path: Path) -> None:
     ledger, store, metrics = _ledger(tmp_path, max_pending_rows=2, max_key_labels=1)
     for key in ("a", "b", "c"):
