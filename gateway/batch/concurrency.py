@@ -14,6 +14,7 @@ reader (`gauges=`): a scrape made for one serves the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from ..cluster.routing import RoutingTable
@@ -129,3 +130,25 @@ class Pacer:
             running += reading.running
             waiting += reading.waiting
         return Gauges(running, waiting)
+
+
+async def acquire_unless(limit: ModelLimit, halt: asyncio.Event) -> bool:
+    """Take a slot of `limit`, unless `halt` is set first (then False, holding nothing)."""
+    if halt.is_set():
+        return False
+    acquire = asyncio.create_task(limit.acquire())
+    halted = asyncio.create_task(halt.wait())
+    try:
+        await asyncio.wait({acquire, halted}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        halted.cancel()
+        if not acquire.done():
+            acquire.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await acquire
+    if acquire.cancelled():
+        return False
+    if halt.is_set():
+        await limit.release()
+        return False
+    return True

@@ -21,7 +21,7 @@ import orjson
 
 from orchestra.config import BatchConfig
 
-from .concurrency import ModelLimit, Pacer
+from .concurrency import ModelLimit, Pacer, acquire_unless
 from .send import Send
 from .shapes import error_line, file_object, now, response_line
 from .store import Row, Store
@@ -208,7 +208,7 @@ class BatchRunner:
         owner = await self.store.owner(bid)  # the key the rows are charged to
         for row in await self.store.pending_rows(bid):
             limit = self._pacer.limit(row.model)
-            if not await _acquire_unless(limit, halt):
+            if not await acquire_unless(limit, halt):
                 break
             task = asyncio.create_task(self._row(batch, row, limit, owner))
             running.add(task)
@@ -283,25 +283,3 @@ class BatchRunner:
 def budget_exceeded(body: bytes) -> bool:
     """A 429 for the submitting key's spent budget (`protection/budgets.py`)."""
     return b'"budget_exceeded"' in body
-
-
-async def _acquire_unless(limit: ModelLimit, halt: asyncio.Event) -> bool:
-    """Take a slot of `limit`, unless `halt` is set first (then False, holding nothing)."""
-    if halt.is_set():
-        return False
-    acquire = asyncio.create_task(limit.acquire())
-    halted = asyncio.create_task(halt.wait())
-    try:
-        await asyncio.wait({acquire, halted}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        halted.cancel()
-        if not acquire.done():
-            acquire.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await acquire
-    if acquire.cancelled():
-        return False
-    if halt.is_set():
-        await limit.release()
-        return False
-    return True
