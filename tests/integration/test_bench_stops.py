@@ -36,7 +36,7 @@ def _is_load_generator(proc: psutil.Process) -> bool:
         return False
 
 
-def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     """The ones still running (a zombie waiting for its reaper counts as gone)."""
     alive = []
     for proc in procs:
@@ -67,12 +67,12 @@ def test_the_bench_leaves_nothing_behind(sig: signal.Signals, tmp_path: Path) ->
         bench.send_signal(sig)
         code = bench.wait(60)
         assert code == (128 + sig if sig == signal.SIGTERM else -sig), code
-        wait_until(lambda: not _alive(seen), timeout=60, what="every bench child gone")
+        wait_until(lambda: not alive(seen), timeout=60, what="every bench child gone")
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
-        for proc in _alive(seen):  # a failed test still leaves nothing behind
+        for proc in alive(seen):  # a failed test still leaves nothing behind
             proc.kill()
         log.close()
     if sig == signal.SIGTERM:  # an orderly stop, not a crash

@@ -22,6 +22,7 @@ import pytest
 
 from bench.soak import SoakOptions, run_soak, write
 from tests.conftest import REPO_ROOT, wait_until
+from tests.integration.test_bench_stops import alive  # running, not a zombie
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -65,17 +66,6 @@ def test_three_minutes_of_mixed_traffic_leave_fds_tasks_and_maps_flat(tmp_path: 
         assert rss is not None and rss <= RSS_MB_PER_10MIN, (proc, rss, summary)
 
 
-def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
@@ -110,12 +100,12 @@ def test_sigterm_stops_everything_the_soak_started(tmp_path: Path) -> None:
         seen = wait_until(lambda: _at_least(7, _descendants(soak.pid)), 60, 0.2, "7 children")
         soak.send_signal(signal.SIGTERM)
         assert soak.wait(90) == 128 + signal.SIGTERM
-        wait_until(lambda: not _alive(seen), 60, 0.2, "every process of the soak gone")
+        wait_until(lambda: not alive(seen), 60, 0.2, "every process of the soak gone")
     finally:
         if soak.poll() is None:
             soak.kill()
             soak.wait()
-        for proc in _alive(seen):  # a failed test still leaves nothing behind
+        for proc in alive(seen):  # a failed test still leaves nothing behind
             proc.kill()
         log.close()
     assert "Traceback" not in (tmp_path / "soak.log").read_text(errors="replace")
