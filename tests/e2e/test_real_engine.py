@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from tests.e2e.conftest import (
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+PACE_S = 1.0  # each steady-load client's pause between its requests
 
 
 def ask(stack: Stack, model: str = HOT) -> str:
@@ -105,38 +105,6 @@ def test_unknown_model_is_404(stack: Stack) -> None:
     assert caught.value.code == "model_not_found"
 
 
-def test_tokens_per_second_gateway_vs_direct(stack: Stack) -> None:
-    """Decode speed through the gateway vs straight at the engine, alternating (a figure)."""
-    direct_url = stack.model(HOT)["upstreams"][0]
-    direct = openai.OpenAI(base_url=direct_url + "/v1", api_key="unused", max_retries=0)
-
-    def rate(client: openai.OpenAI) -> float:
-        stream = client.completions.create(
-            model=HOT,
-            prompt="Once upon a time",
-            max_tokens=48,
-            temperature=0,
-            stream=True,
-            extra_body={"ignore_eos": True},
-        )
-        stamps = [time.perf_counter() for chunk in stream if chunk.choices]
-        assert len(stamps) >= 40
-        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-    # A-B-B-A once: neither side always goes first. The ratio is a figure, not a check: the
-    # suite runs on workers, and a neighbour starting an engine takes the CPU from one side's
-    # streams and not the other's (seen: 1.13 vs 2.46 tokens/s). `make bench` measures the
-    # gateway's cost properly; here every token came through (48 streamed, above).
-    rates: dict[str, list[float]] = {"direct": [], "gateway": []}
-    for side in ("direct", "gateway", "gateway", "direct"):
-        rates[side].append(rate(direct if side == "direct" else stack.client))
-    medians = {k: round(statistics.median(v), 2) for k, v in rates.items()}
-    record_figure("e2e_decode_tokens_per_s", medians)
-    ratio = round(medians["gateway"] / medians["direct"], 3)
-    record_figure("e2e_decode_ratio_gateway_vs_direct", ratio)
-    assert medians["gateway"] > 0 and medians["direct"] > 0
-
-
 def test_engine_killed_with_sigkill_is_restarted(stack: Stack) -> None:
     engine = stack.model(HOT)["engines"][0]
     restarts, pid = engine["restarts"], engine["pid"]
@@ -169,6 +137,10 @@ def test_swaps_under_steady_load_fail_nothing_and_reach_no_stopping_engine(stack
                 answers.append((model, ask(stack, model)))
             except openai.APIError as exc:
                 errors.append(f"{model}: {exc!r}")
+            # Steady, not saturating: an engine decoding back to back would take both cores
+            # from the engine being started (and from the suite's other workers), stretching
+            # each swap; a pause per client still keeps requests in flight through every drain.
+            stop.wait(PACE_S)
 
     deadline = time.monotonic() + 600
     with ThreadPoolExecutor(4) as pool:
@@ -195,11 +167,17 @@ def test_swaps_under_steady_load_fail_nothing_and_reach_no_stopping_engine(stack
 
 
 def test_gateway_health_reports_engine_states(stack: Stack) -> None:
-    if stack.model(HOT)["state"] != "ready":
-        stack.control(HOT, "load")  # the swaps before may have left the other name resident
+    """The gateway's /health says which name is ready as the supervisor does: the swaps before
+    leave one of the two resident (whichever it is), the other not ready."""
 
-    def hot_state() -> str:
-        return str(httpx.get(stack.gateway.url + "/health", timeout=5).json()["models"][HOT])
+    def ready_at_both() -> tuple[set[str], set[str]]:
+        health = httpx.get(stack.gateway.url + "/health", timeout=5).json()["models"]
+        gateway = {m for m in (HOT, COLD) if health[m] == "ready"}
+        supervisor = {m for m in (HOT, COLD) if stack.model(m)["state"] == "ready"}
+        return gateway, supervisor
 
-    wait_until(lambda: hot_state() == "ready", timeout=10, interval=0.2, what="gateway sees HOT")
-    assert httpx.get(stack.gateway.url + "/health", timeout=5).json()["models"][COLD] != "ready"
+    def agreed() -> bool:
+        gateway, supervisor = ready_at_both()
+        return gateway == supervisor and len(gateway) == 1
+
+    wait_until(agreed, timeout=120, interval=0.2, what="/health agreeing: one name ready")
