@@ -18,6 +18,8 @@ Invariants:
   as JSON or as a stream's events, whichever the call asked.
 - The store (`cache_store.py`: this worker's memory, or Redis) never serves an entry past its
   TTL (the served model's `model_ttl_s`, else `ttl_s`).
+- A hit is counted as what it cost: no engine token (`Call.cache_hit`: the stored usage lands
+  on the key's ledger as cached tokens, its rate limit and budget settle at nothing).
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class ResponseCache:
                 overhead = time.perf_counter() - call.arrived - call.upstream_s
                 headers["x-orchestra-overhead-ms"] = "%.3f" % (overhead * 1000)
                 self._counted.labels(target.served_by, "hit").inc()
+                call.cache_hit(target.route, _usage(entry.body))
                 return Reply(body, 200, headers, SSE if call.stream else JSON)
         call.reply_headers[HEADER] = "miss"
         self._counted.labels(target.served_by, "miss").inc()
@@ -145,3 +148,9 @@ def _body_for(call: Call, stored: bytes) -> bytes | None:
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
     return replay(stored, include_usage)
 
+
+def _usage(stored: bytes) -> object:
+    """The stored answer's `usage` (every stored answer has one: a stream's is stored only
+    with it, and an engine's plain answer carries it)."""
+    answer = orjson.loads(stored)
+    return answer.get("usage") if isinstance(answer, dict) else None
