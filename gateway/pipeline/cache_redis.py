@@ -1,7 +1,7 @@
 """The response cache's store in Redis (`cache_store.Store`): one cache for every worker and every
 gateway on the same Redis, so an answer stored by one is a hit on all.
 
-Each entry is one Redis string, `orchestra:cache:<key>` (the key is `cache.cache_key`'s sha256,
+Each entry is one Redis string, `orchestra:cache:v1:<key>` (the key is `cache.cache_key`'s sha256,
 which holds the scope: a key's name unless `shared`), valued `<served_by>\\n<body>`, written with
 `SET ... PX <ttl>`: Redis expires it on its own clock, so workers with skewed clocks agree.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..core.shared_redis import ERRORS, SharedRedis
 from .cache_store import Entry
 
-PREFIX = "orchestra:cache:"
+PREFIX = "orchestra:cache:v1:"  # v1: the value's layout below; another layout, another prefix
 _SEP = b"\n"  # after the served name (a configured model name: no newline in it)
 
 
