@@ -1,7 +1,8 @@
 """The response cache in a real Redis (Debian's `redis-server`, started by the tests) shared by
 two gateway processes: an answer one stored is a hit on the other, each entry expires after its
 model's TTL (Redis's own expiry), keys stay isolated across gateways, and a Redis that cannot be
-reached makes every call a miss, never an error. (The SDK's hit-equals-miss, stream and not,
+reached makes every call a miss, never an error; a hit lands in each gateway's ledger as cached
+tokens. (The SDK's hit-equals-miss, stream and not,
 runs on Redis in test_response_cache.py.)"""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 
 __all__ = ["redis_url"]  # the fixture, from the rate limits' test: one way to start Redis
 
-KEYS = {"a": "sk-cache-a", "b": "sk-cache-b"}
+KEYS = {"a": "sk-cache-a", "b": "sk-cache-b", "c": "sk-cache-c"}  # c: the ledger's test only
 SHORT_TTL_S = 2  # the model `short`'s own ttl (model_ttl_s); the others have TTL_S
 TTL_S = 600
 
@@ -89,16 +90,36 @@ def test_a_miss_on_one_gateway_is_a_hit_on_the_other(
     pair: tuple[GatewayProcess, GatewayProcess], engine: FakeEngineProcess, store: redis.Redis
 ) -> None:
     one, other = pair
-    miss = _ask(one, "shared by gateways")
+    miss = _ask(one, "shared by gateways", key="c")
     assert miss.headers["x-orchestra-cache"] == "miss"
     _stored(store, 1)
-    hit = _ask(other, "shared by gateways")
+    hit = _ask(other, "shared by gateways", key="c")
     assert hit.headers["x-orchestra-cache"] == "hit"
     assert hit.headers["x-orchestra-served-by"] == "m1"
     assert hit.json() == miss.json()
     assert engine.stats()["requests_total"] == 1
-    assert _ask(one, "shared by gateways").headers["x-orchestra-cache"] == "hit"
+    assert _ask(one, "shared by gateways", key="c").headers["x-orchestra-cache"] == "hit"
     assert engine.stats()["requests_total"] == 1
+    # Each gateway's ledger: a hit's tokens are cached tokens, not new ones, at no cost.
+    usage = miss.json()["usage"]
+    assert _totals(other) == (1, 0, 0, usage["total_tokens"])
+    assert _totals(one) == (
+        2,
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        usage["total_tokens"],
+    )
+
+
+def _totals(gw: GatewayProcess) -> tuple[int, int, int, int]:
+    """Key `c`'s requests, prompt, completion and cached tokens on `m1` in `gw`'s ledger
+    (`/admin/usage` from loopback: no admin key configured)."""
+    reply = httpx.get(gw.url + "/admin/usage", timeout=10)
+    assert reply.status_code == 200, reply.text
+    (row,) = [t for t in reply.json()["totals"] if (t["key"], t["model"]) == ("c", "m1")]
+    names = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens")
+    requests, prompt, completion, cached = (int(row[name]) for name in names)
+    return requests, prompt, completion, cached
 
 
 def test_keys_are_isolated_across_gateways(
