@@ -83,11 +83,12 @@ class Call:
     def cache_hit(self, model: str, usage: object) -> None:
         """Answered by the response cache with a stored answer of `model` carrying `usage`: no
         engine spent a token, so the rate limit settles at none and the tab counts the stored
-        tokens as cached (engine metrics count nothing: no engine answered)."""
+        tokens as cached (engine metrics count nothing: no engine answered). A stored answer
+        without a usage still cost nothing: the tab settles at none, not at its estimate."""
         if self.on_usage is not None:
             self.on_usage(NO_TOKENS)
-        if self.tab is not None and usage is not None:
-            self.tab.usage(model, usage, cached=True)
+        if self.tab is not None:
+            self.tab.usage(model, NO_TOKENS if usage is None else usage, cached=True)
 
     def derive(self, **changes: Any) -> Call:
         """A call for another model or member: the changes applied, headers copied (each

@@ -18,7 +18,7 @@ from orchestra.gateway.core.call import SERVED_BY, Call, new_call
 from orchestra.gateway.core.reply import JSON, Reply
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.pipeline.aliases import Target
-from orchestra.gateway.pipeline.cache import HEADER, ResponseCache
+from orchestra.gateway.pipeline.cache import HEADER, ResponseCache, cache_key
 from orchestra.gateway.pipeline.cache_store import MemoryStore
 from orchestra.gateway.protection.budgets import BudgetExceeded
 from orchestra.gateway.protection.keys import KeyRing
@@ -125,4 +125,28 @@ def test_a_hit_is_counted_as_cached_tokens_and_costs_nothing(tmp_path: Path) -> 
         "orchestra_response_cache_total", {"model": "m", "result": "hit"}
     )
     assert hits == 2
+    asyncio.run(usage.close())
+
+
+def test_a_hit_without_a_stored_usage_still_costs_nothing(tmp_path: Path) -> None:
+    """An answer stored without `usage` (an engine that sent none): its hit settles the budget
+    at nothing, not at the call's estimate as an engine's answer without usage does."""
+    config = _config(tmp_path)
+    usage = build_usage(config, GatewayMetrics(), KeyRing(config))
+    cache_config = CacheConfig(enabled=True)
+    store = MemoryStore(cache_config.max_bytes, cache_config.max_entry_bytes)
+    cache = ResponseCache(cache_config, GatewayMetrics(), store)
+    call = new_call("/v1/chat/completions", BODY, PAYLOAD, "m", request_id="r", stream=False)
+    store.put(cache_key(call, "m", "a"), b'{"object": "chat.completion", "choices": []}', "m", 60)
+
+    async def run() -> tuple[str, int]:
+        await usage.start()
+        said = await _one(config, usage, RateLimiter(config), cache)
+        await usage.ledger.flush()
+        return said
+
+    assert asyncio.run(run()) == ("hit", 0)
+    assert usage.budgets.admit_here("a", Budget(tokens_per_day=1), 0, 0.0) is not None
+    (row,) = usage.store.rows(int(time.time()) - 3600)
+    assert (row["requests"], row["prompt_tokens"], row["cached_tokens"]) == (1, 0, 0)
     asyncio.run(usage.close())
