@@ -80,6 +80,8 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await gw.limiter.close()
+                if gw.cache is not None:
+                    await gw.cache.store.close()  # Redis's: the last answers stored
                 await gw.usage.close()  # the ledger's last counts written
                 pool.close()
 

@@ -26,7 +26,7 @@ from .cluster.ray_view import RayView
 from .cluster.routing import Router, RoutingTable
 from .metrics import GatewayMetrics
 from .pipeline.aliases import ModelMap
-from .pipeline.cache import ResponseCache
+from .pipeline.cache import ResponseCache, make_store
 from .pipeline.engines import Engines
 from .pipeline.loading import LoadingComments
 from .pipeline.pipeline import Pipeline
@@ -80,8 +80,9 @@ class Gateway:
         }
         if self.link is not None:
             maps["link.ensuring"] = Bounded(self.link.ensuring(), len(self.table.routes))
-        if self.cache is not None:
-            maps["cache.bytes"] = self.cache.store.bounded()  # bytes of answers, not entries
+        held = self.cache.store.bounded() if self.cache is not None else None
+        if held is not None:  # in memory (in Redis, its maxmemory bounds the cache)
+            maps["cache.bytes"] = held  # bytes of answers, not entries
         if self.kv is not None:
             maps["kv.index"] = self.kv.index.bounded()
         for name, route in self.table.routes.items():
@@ -173,7 +174,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
     proxy = Proxy(pool, health, metrics, gw, name="vllm", reensure=link.reensure if link else None)
     loading = LoadingComments(config, table, metrics)
     stored = StoredResponses(table, pool, gw.responses.max_stored, gw.timeouts.health_probe_s)
-    cache = ResponseCache(gw.cache, metrics) if gw.cache.enabled else None
+    cache = ResponseCache(gw.cache, metrics, make_store(gw)) if gw.cache.enabled else None
     pipeline = Pipeline(
         models,
         limiter,

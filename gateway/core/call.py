@@ -27,13 +27,16 @@ SERVED_BY = "x-orchestra-served-by"  # reply header: the upstream name that answ
 # Reply header: the engine that answered, as `host:port` (the node and the port); an
 # ensemble's merged reply lists its members' engines, comma-separated.
 REPLICA = "x-orchestra-replica"
+# What an answer from the response cache cost the engines, as a `usage` (rate-limit settling).
+NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 class UsageTab(Protocol):
-    """A charged call's account (gateway/usage/accounts.Tab): every reply's `usage`, and the
-    answer's status once it is counted."""
+    """A charged call's account (gateway/usage/accounts.Tab): every reply's `usage` (`cached`:
+    an answer the response cache served, no engine token spent), and the answer's status
+    once it is counted."""
 
-    def usage(self, model: str, usage: object) -> None: ...
+    def usage(self, model: str, usage: object, *, cached: bool = False) -> None: ...
 
     def close(self, status: int) -> None: ...
 
@@ -76,6 +79,16 @@ class Call:
                 self.on_usage(usage)
             if self.tab is not None:
                 self.tab.usage(self.model, usage)
+
+    def cache_hit(self, model: str, usage: object) -> None:
+        """Answered by the response cache with a stored answer of `model` carrying `usage`: no
+        engine spent a token, so the rate limit settles at none and the tab counts the stored
+        tokens as cached (engine metrics count nothing: no engine answered). A stored answer
+        without a usage still cost nothing: the tab settles at none, not at its estimate."""
+        if self.on_usage is not None:
+            self.on_usage(NO_TOKENS)
+        if self.tab is not None:
+            self.tab.usage(model, NO_TOKENS if usage is None else usage, cached=True)
 
     def derive(self, **changes: Any) -> Call:
         """A call for another model or member: the changes applied, headers copied (each

@@ -16,7 +16,10 @@ Invariants:
   model's); errors never are. A stream's answer is stored only once it ended with `[DONE]`
   and its usage (`cache_sse.py`), so a cut stream is never replayed; a stored answer replays
   as JSON or as a stream's events, whichever the call asked.
-- The store is an LRU bounded by the bytes of its bodies; an entry past its TTL is never served.
+- The store (`cache_store.py`: this worker's memory, or Redis) never serves an entry past its
+  TTL (the served model's `model_ttl_s`, else `ttl_s`).
+- A hit is counted as what it cost: no engine token (`Call.cache_hit`: the stored usage lands
+  on the key's ledger as cached tokens, its rate limit and budget settle at nothing).
 """
 
 from __future__ import annotations
@@ -24,71 +27,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
 
-from orchestra.config import CacheConfig
-from orchestra.runtime import Bounded
+from orchestra.config import CacheConfig, GatewayConfig
 
 from ..core.call import SERVED_BY, Call
 from ..core.reply import JSON, SSE, Reply, Stream
 from ..metrics import GatewayMetrics
 from .aliases import Target
 from .cache_sse import Tee, replay
+from .cache_store import MemoryStore, Store
 
 HEADER = "x-orchestra-cache"  # request: `use`; reply: hit | miss | bypass
 PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _UNKEYED = frozenset({"model", "stream", "stream_options"})  # do not split the key
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    body: bytes  # the whole JSON answer (a stream's, assembled)
-    served_by: str
-    expires: float  # on the store's clock
-
-
-class Store:
-    """An LRU of entries bounded by the bytes of their bodies (keys and bookkeeping are small
-    beside an answer; `max_bytes` bounds what clients can make it hold)."""
-
-    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._max = max_bytes
-        self._clock = clock
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, key: str) -> Entry | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry.expires <= self._clock():
-            self._drop(key)
-            return None
-        self._entries.move_to_end(key)
-        return entry
-
-    def put(self, key: str, body: bytes, served_by: str, ttl_s: float) -> None:
-        if len(body) > self._max:  # would evict everything and still not fit
-            return
-        if key in self._entries:
-            self._drop(key)
-        self._entries[key] = Entry(body, served_by, self._clock() + ttl_s)
-        self._bytes += len(body)
-        while self._bytes > self._max:
-            self._drop(next(iter(self._entries)))
-
-    def _drop(self, key: str) -> None:
-        self._bytes -= len(self._entries.pop(key).body)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def bounded(self) -> Bounded:
-        return Bounded(self._bytes, self._max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +75,23 @@ def deterministic(call: Call) -> bool:
     return (call.route_key.header(HEADER.encode()) or "").strip().lower() == "use"
 
 
+def make_store(config: GatewayConfig) -> Store:
+    """In this worker's memory, or in Redis when one is named (the cache's own, else the
+    gateway's)."""
+    cache = config.cache
+    url = cache.redis_url or config.redis_url
+    if url is None:
+        return MemoryStore(cache.max_bytes, cache.max_entry_bytes)
+    from .cache_redis import RedisStore  # the `redis` extra, imported only if used
+
+    return RedisStore(url, config.redis_timeout_s, cache.max_entry_bytes)
+
+
 class ResponseCache:
-    def __init__(
-        self,
-        config: CacheConfig,
-        metrics: GatewayMetrics,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, config: CacheConfig, metrics: GatewayMetrics, store: Store) -> None:
         self._config = config
         self._counted = metrics.response_cache  # by model served and hit|miss|bypass
-        self.store = Store(config.max_bytes, clock)
+        self.store = store  # `make_store`: memory or Redis
 
     def plan(self, call: Call, target: Target) -> Plan:
         if call.path not in PATHS or not isinstance(call.body, bytes):
@@ -152,7 +114,7 @@ class ResponseCache:
             self._counted.labels(target.served_by, "bypass").inc()
             return await produce()
         if plan.read:
-            entry = self.store.get(plan.key)
+            entry = await self.store.get(plan.key)
             body = None if entry is None else _body_for(call, entry.body)
             if entry is not None and body is not None:
                 headers = {**call.reply_headers, SERVED_BY: entry.served_by, HEADER: "hit"}
@@ -160,6 +122,7 @@ class ResponseCache:
                 overhead = time.perf_counter() - call.arrived - call.upstream_s
                 headers["x-orchestra-overhead-ms"] = "%.3f" % (overhead * 1000)
                 self._counted.labels(target.served_by, "hit").inc()
+                call.cache_hit(target.route, _usage(entry.body))
                 return Reply(body, 200, headers, SSE if call.stream else JSON)
         call.reply_headers[HEADER] = "miss"
         self._counted.labels(target.served_by, "miss").inc()
@@ -184,3 +147,10 @@ def _body_for(call: Call, stored: bytes) -> bytes | None:
     options = call.payload.get("stream_options")
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
     return replay(stored, include_usage)
+
+
+def _usage(stored: bytes) -> object:
+    """The stored answer's `usage` (every stored answer has one: a stream's is stored only
+    with it, and an engine's plain answer carries it)."""
+    answer = orjson.loads(stored)
+    return answer.get("usage") if isinstance(answer, dict) else None

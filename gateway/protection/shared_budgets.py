@@ -14,21 +14,12 @@ nothing: the ledger's database still holds the spend (`orchestra usage`).
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from orchestra.config import Budget, GatewayConfig
 
+from ..core.shared_redis import ERRORS, SharedRedis
 from .budgets import WINDOWS, BudgetExceeded, Budgets, Reservation, limits, window_end, window_start
-
-log = logging.getLogger(__name__)
-
 
 # KEYS: live (reserved tokens, cost, inflight; a worker that died holding reservations: they
 # expire with it, a day after the last admission), day, month. ARGV: max_concurrent (or -1),
@@ -72,16 +63,10 @@ return 1
 class RedisBudgets(Budgets):
     def __init__(self, config: GatewayConfig, url: str) -> None:
         super().__init__()  # the local budgets: the fallback while Redis is away
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=config.redis_timeout_s,
-            socket_connect_timeout=config.redis_timeout_s,
-            retry=Retry(NoBackoff(), 0),  # a failed call falls back at once
-        )
-        self._admit = self._redis.register_script(_ADMIT)
-        self._settle = self._redis.register_script(_SETTLE)
-        self._pending: set[asyncio.Task[None]] = set()
-        self._reachable = True
+        # A failed call falls back to the local budgets at once (core/shared_redis.py).
+        self._redis = SharedRedis(url, config.redis_timeout_s, "budgets", "budgets are per worker")
+        self._admit = self._redis.script(_ADMIT)
+        self._settle = self._redis.script(_SETTLE)
 
     async def admit(
         self, name: str, budget: Budget | None, tokens: int, cost: float
@@ -96,10 +81,10 @@ class RedisBudgets(Budgets):
         args += [tokens, cost]
         try:
             raw = await self._admit(keys=_keys(name, now), args=args)
-        except (RedisError, OSError) as exc:
-            self._lost(exc)
+        except ERRORS as exc:
+            self._redis.lost(exc)
             return self.admit_here(name, budget, tokens, cost)
-        self._back()
+        self._redis.back()
         if int(raw[0]) == 0:
             return Reservation(name, budget, tokens, cost, shared=True)
         index, used = int(raw[1]), float(raw[2])
@@ -113,33 +98,13 @@ class RedisBudgets(Budgets):
         if not held.shared:
             self.settle_here(held, tokens, cost)
             return
-        task = asyncio.ensure_future(self._settle_in_redis(held, tokens, cost))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _settle_in_redis(self, held: Reservation, tokens: int, cost: float) -> None:
         now = time.time()
         expiry = [int(window_end(kind, now) - now) + 3600 for kind in WINDOWS]
         args = [held.tokens, held.cost, tokens, cost, *expiry]
-        try:
-            await self._settle(keys=_keys(held.key, now), args=args)
-        except (RedisError, OSError) as exc:
-            self._lost(exc)
-
-    def _lost(self, exc: BaseException) -> None:
-        if self._reachable:
-            log.warning("redis unreachable (%r): budgets are per worker until it is back", exc)
-        self._reachable = False
-
-    def _back(self) -> None:
-        if not self._reachable:
-            log.info("redis is back: budgets are shared again")
-        self._reachable = True
+        self._redis.background(self._settle(keys=_keys(held.key, now), args=args))
 
     async def close(self) -> None:
-        if self._pending:  # the last settles, so a restart finds them
-            await asyncio.wait(set(self._pending), timeout=2.0)
-        await self._redis.aclose()
+        await self._redis.close(drain_s=2.0)  # the last settles, so a restart finds them
 
 
 def _keys(name: str, now: float) -> list[str]:

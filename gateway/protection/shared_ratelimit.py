@@ -9,18 +9,12 @@ whole limit on its own until Redis answers again; logged once per outage).
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from orchestra.config import ApiKey, GatewayConfig
 
+from ..core.shared_redis import ERRORS, SharedRedis
 from .local_ratelimit import (
     Bucket,
     RateLimiter,
@@ -28,8 +22,6 @@ from .local_ratelimit import (
     rate_limited,
     usage_total,
 )
-
-log = logging.getLogger(__name__)
 
 _BUCKET = """
 local t = redis.call('TIME')
@@ -83,18 +75,12 @@ class RedisRateLimiter(RateLimiter):
     def __init__(self, config: GatewayConfig, url: str) -> None:
         super().__init__(config)  # the local buckets: the fallback while Redis is away
         self._limits = {k.name: k for k in config.api_keys}
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=config.redis_timeout_s,
-            socket_connect_timeout=config.redis_timeout_s,
-            # No retry inside the client: a failed call falls back to the local buckets at
-            # once, so a request waits at most `redis_timeout_s` on Redis.
-            retry=Retry(NoBackoff(), 0),
+        # A failed call falls back to the local buckets at once (core/shared_redis.py).
+        self._redis = SharedRedis(
+            url, config.redis_timeout_s, "rate limits", "rate limits are per worker"
         )
-        self._admit = self._redis.register_script(_ADMIT)
-        self._settle = self._redis.register_script(_SETTLE)
-        self._pending: set[asyncio.Task[None]] = set()
-        self._reachable = True
+        self._admit = self._redis.script(_ADMIT)
+        self._settle = self._redis.script(_SETTLE)
 
     async def admit_async(
         self, key: ApiKey, payload: Mapping[str, Any], body_bytes: int
@@ -106,10 +92,10 @@ class RedisRateLimiter(RateLimiter):
         cost = estimate_tokens(payload, body_bytes, self.default_completion)
         try:
             raw = await self._admit(keys=_keys(key.name), args=[rpm, tpm, cost])
-        except (RedisError, OSError) as exc:
-            self._lost(exc)
+        except ERRORS as exc:
+            self._redis.lost(exc)
             return self.admit(key, payload, body_bytes)
-        self._back()
+        self._redis.back()
         wait, req_level, tok_level = (float(x) for x in raw)
         requests = _bucket(rpm, req_level)
         tokens = _bucket(tpm, tok_level)
@@ -128,28 +114,11 @@ class RedisRateLimiter(RateLimiter):
         if not tpm or actual is None:
             return
         charged = min(estimate_tokens(payload, body_bytes, self.default_completion), tpm)
-        task = asyncio.ensure_future(self._settle_in_redis(key.name, tpm, charged - actual))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _settle_in_redis(self, name: str, tpm: int, delta: int) -> None:
-        try:
-            await self._settle(keys=_keys(name)[1:], args=[tpm, delta])
-        except (RedisError, OSError) as exc:
-            self._lost(exc)
-
-    def _lost(self, exc: BaseException) -> None:
-        if self._reachable:
-            log.warning("redis unreachable (%r): rate limits are per worker until it is back", exc)
-        self._reachable = False
-
-    def _back(self) -> None:
-        if not self._reachable:
-            log.info("redis is back: rate limits are shared again")
-        self._reachable = True
+        delta = charged - actual
+        self._redis.background(self._settle(keys=_keys(key.name)[1:], args=[tpm, delta]))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close(drain_s=2.0)  # the last settles, so the buckets hold them
 
 
 def _keys(name: str) -> list[str]:

@@ -163,10 +163,14 @@ class Tab:
             self.held.clear()
             raise
 
-    def usage(self, model: str, usage: object) -> None:
+    def usage(self, model: str, usage: object, *, cached: bool = False) -> None:
+        """A reply's `usage` from `model`; `cached`: the response cache's answer, whose tokens
+        are counted as cached (no cost, nothing against the budget: no engine computed them)."""
         tokens = Tokens.of(usage)
         if tokens is None:
             return
+        if cached:
+            tokens = tokens.from_cache()
         self.cost += self._usage.ledger.tokens(self.key, model, tokens)
         self.tokens += tokens.total
         self.served.add(model)

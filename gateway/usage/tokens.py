@@ -11,11 +11,17 @@ from dataclasses import dataclass
 class Tokens:
     prompt: int = 0
     completion: int = 0
-    cached: int = 0  # of the prompt, served from the engine's prefix cache
+    # Of the prompt, served from the engine's prefix cache; or, for an answer the response
+    # cache served (`from_cache`), all of its tokens: none was computed for this call.
+    cached: int = 0
 
     @property
     def total(self) -> int:
         return self.prompt + self.completion
+
+    def from_cache(self) -> Tokens:
+        """These tokens as the response cache served them: all cached, none new."""
+        return Tokens(0, 0, self.total)
 
     @staticmethod
     def of(usage: object) -> Tokens | None:

@@ -5,18 +5,15 @@ its local buckets."""
 from __future__ import annotations
 
 import collections
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from orchestra.gateway.protection.keys import hash_key
-from tests.conftest import GatewayProcess, fast_gateway_section, wait_until
-from tests.debian import apt_install
+from tests.conftest import GatewayProcess, fast_gateway_section
 from tests.fake_engine import FakeEngineProcess, free_port
+from tests.redis_server import install_redis, redis_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,35 +22,13 @@ BODY = {"model": "r", "prompt": "x", "max_tokens": 1}
 KEY = "sk-shared"
 
 
-def _install_redis() -> str | None:
-    """None when redis-server is there (installed if needed), else why not."""
-    return apt_install("redis-server", "redis-server")
-
-
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    why = _install_redis()
+    why = install_redis()
     if why:
         pytest.skip(why)
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    argv += ["--appendonly", "no"]
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-
-    def answers() -> bool:
-        probe = subprocess.run(
-            ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, check=False
-        )
-        return probe.stdout.strip() == "PONG"
-
-    try:
-        wait_until(answers, what="redis-server up")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+    with redis_server() as url:
+        yield url
 
 
 def _gateway(engine: FakeEngineProcess, redis_url: str, rpm: int) -> GatewayProcess:

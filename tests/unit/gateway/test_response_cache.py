@@ -1,10 +1,12 @@
-"""The response cache (gateway/pipeline/cache.py): its key, its LRU by bytes, its TTL, and what
-it does for a call (hit, miss, bypass; no-cache, no-store; scope per key)."""
+"""The response cache (gateway/pipeline/cache.py): its key, its memory store's LRU by bytes and
+TTL (cache_store.py), and what it does for a call (hit, miss, bypass; no-cache, no-store; scope
+per key; a hit's usage counted as cached tokens, its rate limit settled at nothing)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -15,11 +17,22 @@ from gateway.core.request_key import RequestKey
 from gateway.core.sse import DONE, json_frame
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.aliases import Target
-from gateway.pipeline.cache import HEADER, ResponseCache, Store, cache_key
+from gateway.pipeline.cache import HEADER, ResponseCache, cache_key
 from gateway.pipeline.cache_sse import Assembler, replay
+from gateway.pipeline.cache_store import MemoryStore
 from orchestra.config import ApiKey, CacheConfig
 
 TARGET = Target("m", "m")
+
+
+def _cache(config: CacheConfig, clock: Callable[[], float] = time.monotonic) -> ResponseCache:
+    store = MemoryStore(config.max_bytes, config.max_entry_bytes, clock)
+    return ResponseCache(config, GatewayMetrics(), store)
+
+
+def _held(cache: ResponseCache) -> int:
+    assert isinstance(cache.store, MemoryStore)
+    return len(cache.store)
 
 
 def _call(
@@ -63,28 +76,32 @@ def test_key_ignores_order_whitespace_model_and_stream() -> None:
 
 
 def test_lru_is_bounded_by_bytes() -> None:
-    store = Store(max_bytes=10)
+    store = MemoryStore(max_bytes=10, max_entry_bytes=100)
     store.put("a", b"aaaa", "m", 60)
     store.put("b", b"bbbb", "m", 60)
-    assert store.get("a") is not None  # a is now the most recent: b goes first
+    assert store.lookup("a") is not None  # a is now the most recent: b goes first
     store.put("c", b"cccc", "m", 60)
-    assert store.get("b") is None
-    assert store.get("a") is not None and store.get("c") is not None
+    assert store.lookup("b") is None
+    assert store.lookup("a") is not None and store.lookup("c") is not None
     assert store.bounded().size == 8 and store.bounded().within
     store.put("big", b"x" * 11, "m", 60)  # larger than the whole store: not kept, nothing lost
-    assert store.get("big") is None and len(store) == 2
+    assert store.lookup("big") is None and len(store) == 2
     store.put("a", b"a" * 6, "m", 60)  # replaced: its old bytes leave the count
     assert store.bounded().size == 10 and len(store) == 2
+    small = MemoryStore(max_bytes=100, max_entry_bytes=5)
+    small.put("a", b"x" * 6, "m", 60)  # past max_entry_bytes: never stored
+    small.put("b", b"x" * 5, "m", 60)
+    assert small.lookup("a") is None and small.lookup("b") is not None
 
 
 def test_ttl() -> None:
     now = [100.0]
-    store = Store(1000, clock=lambda: now[0])
+    store = MemoryStore(1000, 1000, clock=lambda: now[0])
     store.put("a", b"x", "m", 5)
     now[0] = 104.9
-    assert store.get("a") is not None
+    assert store.lookup("a") is not None
     now[0] = 105.0
-    assert store.get("a") is None
+    assert store.lookup("a") is None
     assert store.bounded().size == 0  # an expired entry read is dropped
 
 
@@ -117,7 +134,8 @@ def _ask(cache: ResponseCache, engine: Engine, call: Call) -> str | None:
 
 def test_hit_miss_bypass() -> None:
     metrics = GatewayMetrics()
-    cache = ResponseCache(CacheConfig(enabled=True), metrics)
+    store = MemoryStore(1000, 1000)
+    cache = ResponseCache(CacheConfig(enabled=True), metrics, store)
     engine = Engine()
     first, second = _call(CHAT), _call(CHAT)
     miss = _serve(cache, first, engine)
@@ -145,14 +163,14 @@ def test_hit_miss_bypass() -> None:
 
 
 def test_no_cache_and_no_store() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
+    cache = _cache(CacheConfig(enabled=True))
     engine = Engine()
     no_store = _call(CHAT, {"cache-control": "no-store"})
     assert _ask(cache, engine, no_store) == "bypass"
-    assert len(cache.store) == 0
+    assert _held(cache) == 0
     no_cache = _call(CHAT, {"cache-control": "no-cache"})
     assert _ask(cache, engine, no_cache) == "miss"
-    assert len(cache.store) == 1  # written
+    assert _held(cache) == 1  # written
     again = _call(CHAT, {"cache-control": "no-cache"})
     assert _ask(cache, engine, again) == "miss"  # never read
     assert engine.calls == 3
@@ -160,28 +178,28 @@ def test_no_cache_and_no_store() -> None:
 
 
 def test_scoped_per_key_unless_shared() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
+    cache = _cache(CacheConfig(enabled=True))
     engine = Engine()
     _serve(cache, _call(CHAT, key="a"), engine)
     assert _ask(cache, engine, _call(CHAT, key="b")) == "miss"
     assert _ask(cache, engine, _call(CHAT, key="a")) == "hit"
-    shared = ResponseCache(CacheConfig(enabled=True, shared=True), GatewayMetrics())
+    shared = _cache(CacheConfig(enabled=True, shared=True))
     _serve(shared, _call(CHAT, key="a"), engine)
     assert _ask(shared, engine, _call(CHAT, key="b")) == "hit"
 
 
 def test_errors_and_fallbacks_are_not_stored() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
+    cache = _cache(CacheConfig(enabled=True))
     _serve(cache, _call(CHAT), Engine(status=500))
     _serve(cache, _call(CHAT), Engine(status=400))
     _serve(cache, _call(CHAT), Engine(served="other"))  # a fallback answered: not m's answer
-    assert len(cache.store) == 0
+    assert _held(cache) == 0
 
 
 def test_ttl_per_model() -> None:
     now = [0.0]
     config = CacheConfig(enabled=True, ttl_s=100, model_ttl_s={"m": 1})
-    cache = ResponseCache(config, GatewayMetrics(), clock=lambda: now[0])
+    cache = _cache(config, clock=lambda: now[0])
     engine = Engine()
     _serve(cache, _call(CHAT), engine)
     now[0] = 2.0
@@ -269,28 +287,28 @@ class StreamEngine(Engine):
 
 
 def test_stream_miss_stores_then_both_kinds_hit() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
+    cache = _cache(CacheConfig(enabled=True))
     engine = StreamEngine([*CHUNKS, DONE])
     streamed = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
     miss = _serve(cache, _call(streamed), engine)
-    assert len(cache.store) == 0  # stored only once read to its end
+    assert _held(cache) == 0  # stored only once read to its end
     assert asyncio.run(miss.read()).endswith(DONE)
-    assert len(cache.store) == 1
+    assert _held(cache) == 1
     hit = _serve(cache, call := _call(streamed), engine)
     assert _header(call, hit) == "hit" and hit.headers["content-type"].startswith(SSE)
     plain = _serve(cache, call := _call(CHAT), engine)
     assert _header(call, plain) == "hit"
     assert orjson.loads(plain.body)["choices"][0]["message"]["content"] == "a b"  # type: ignore[arg-type]
     assert engine.calls == 1
-    cut = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
+    cut = _cache(CacheConfig(enabled=True))
     asyncio.run(_serve(cut, _call(streamed), StreamEngine(CHUNKS)).read())  # no [DONE]
-    assert len(cut.store) == 0
+    assert _held(cut) == 0
 
 
 def test_ensemble_members_pass_by() -> None:
-    cache = ResponseCache(CacheConfig(enabled=True), GatewayMetrics())
+    cache = _cache(CacheConfig(enabled=True))
     engine = Engine()
     for _ in range(2):
         member = _call(CHAT).derive(cached=False)  # as ensemble_parts.member_call makes it
         assert _ask(cache, engine, member) is None  # the ensemble's own call has the header
-    assert len(cache.store) == 0 and engine.calls == 2
+    assert _held(cache) == 0 and engine.calls == 2
