@@ -37,6 +37,7 @@ TTFT_BASE_S = 0.001  # the first bin's upper edge
 _PER_OCTAVE = 3  # bins per doubling: edges 2^(1/3) apart
 TTFT_BINS = 56  # bin 0 is below 1 ms, bin 55 is above ~262 s
 _TOP = TTFT_BINS - 1
+_UNREPORTED = "unknown"  # a managed route before the supervisor's first answer: no marker
 
 
 def ttft_bin(seconds: float) -> int:
@@ -204,14 +205,14 @@ class Series:
 
     def see_states(self, states: Mapping[str, str]) -> None:
         """Markers for the models whose state changed since the last call (a model's first
-        sighting is its baseline, not a marker)."""
+        sighting, or its first reported state after "unknown", is its baseline)."""
         now = self._clock()
         for name, state in states.items():
             was = self._states.get(name)
             if was is None and len(self._states) >= self.max_models:
                 continue  # bounded like the rings
             self._states[name] = state
-            if was is not None and was != state:
+            if was is not None and was != state and was != _UNREPORTED:
                 self._markers.append(Marker(now, name, state, was))
 
     async def follow(self, states: Callable[[], Mapping[str, str]], interval_s: float) -> None:

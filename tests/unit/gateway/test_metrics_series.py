@@ -136,7 +136,8 @@ def test_the_gateways_counting_points_feed_the_ring() -> None:
 def test_markers_record_state_changes_and_expire() -> None:
     clock = Clock()
     series = Series(10, 60, max_markers=3, clock=clock)
-    series.see_states({"alpha": "ready", "beta": "cold"})  # first sightings: no marker
+    series.see_states({"alpha": "unknown", "beta": "cold"})  # first sightings: no marker
+    series.see_states({"alpha": "ready", "beta": "cold"})  # the supervisor's first word: none
     assert series.snapshot()["markers"] == []
     clock.now += 1
     series.see_states({"alpha": "ready", "beta": "starting"})
