@@ -25,9 +25,11 @@ import asyncio
 import math
 import time
 from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from orchestra.runtime import Bounded
@@ -57,18 +59,16 @@ def bin_value(index: int) -> float:
     return low * 2 ** (0.5 / _PER_OCTAVE)
 
 
+_BIN_VALUES = tuple(round(bin_value(i), 4) for i in range(TTFT_BINS))
+
+
 def quantiles(counts: array[int], start: int, total: int) -> tuple[float, float]:
-    """p50 and p95 of the `total` times counted in `counts[start:start + TTFT_BINS]`."""
-    want50, want95 = 0.5 * total, 0.95 * total
-    p50 = -1.0
-    seen = 0
-    for index in range(TTFT_BINS):
-        seen += counts[start + index]
-        if p50 < 0 and seen >= want50:
-            p50 = bin_value(index)
-        if seen >= want95:
-            return p50, bin_value(index)
-    return p50, bin_value(_TOP)  # not reached while total is the slot's sum
+    """p50 and p95 of the `total` (> 0) times counted in `counts[start:start + TTFT_BINS]`:
+    the first bin whose running count reaches the rank (accumulate and bisect run in C)."""
+    running = list(accumulate(counts[start : start + TTFT_BINS]))
+    p50 = bisect_left(running, 0.5 * total)
+    p95 = bisect_left(running, 0.95 * total)
+    return _BIN_VALUES[min(p50, _TOP)], _BIN_VALUES[min(p95, _TOP)]
 
 
 class ModelSeries:
@@ -80,6 +80,7 @@ class ModelSeries:
         "_step",
         "errors",
         "limited",
+        "quantiles",
         "requests",
         "stamps",
         "tokens",
@@ -98,6 +99,8 @@ class ModelSeries:
         self.tokens = [0] * size  # completion tokens
         self.ttft_count = [0] * size
         self.ttft = array("I", bytes(4 * size * TTFT_BINS))  # slot * TTFT_BINS + bin
+        # (interval, p50, p95) read for a finished interval: its bins no longer change
+        self.quantiles: list[tuple[int, float, float] | None] = [None] * size
 
     def _slot(self) -> int:
         tick = int(self._clock() // self._step)
@@ -128,35 +131,42 @@ class ModelSeries:
 
     def columns(self, first: int, last: int, now: float) -> dict[str, list[float | None]]:
         """Per-second rates and TTFT quantiles for intervals `first..last` (the current one is
-        divided by the part of it that has passed, at least a second)."""
-        out: dict[str, list[float | None]] = {
-            k: []
-            for k in (
-                "requests_per_s",
-                "errors_per_s",
-                "limited_per_s",
-                "tokens_per_s",
-                "ttft_p50_s",
-                "ttft_p95_s",
-            )
-        }
-        for tick in range(first, last + 1):
-            slot = tick % self._size
-            held = self.stamps[slot] == tick
-            span = self._step
-            if tick == last:
-                span = min(self._step, max(1.0, now - tick * self._step))
-            for name, counts in (
-                ("requests_per_s", self.requests),
-                ("errors_per_s", self.errors),
-                ("limited_per_s", self.limited),
-                ("tokens_per_s", self.tokens),
-            ):
-                out[name].append(round(counts[slot] / span, 3) if held else 0.0)
-            total = self.ttft_count[slot] if held else 0
-            p50, p95 = quantiles(self.ttft, slot * TTFT_BINS, total) if total else (None, None)
-            out["ttft_p50_s"].append(None if p50 is None else round(p50, 4))
-            out["ttft_p95_s"].append(None if p95 is None else round(p95, 4))
+        divided by the part of it that has passed, at least a second). Written for a reader
+        on the event loop: one pass per column, the held slots found once."""
+        ticks = range(first, last + 1)
+        stamps, size = self.stamps, self._size
+        # the slot of each interval in the window, or -1 where the slot holds another interval
+        slots = [slot if stamps[slot] == t else -1 for t in ticks for slot in (t % size,)]
+        step = self._step
+        span = min(step, max(1.0, now - last * step))  # the current interval's part so far
+        out: dict[str, list[float | None]] = {}
+        for name, counts in (
+            ("requests_per_s", self.requests),
+            ("errors_per_s", self.errors),
+            ("limited_per_s", self.limited),
+            ("tokens_per_s", self.tokens),
+        ):
+            column: list[float | None] = [
+                counts[s] / step if s >= 0 and counts[s] else 0.0 for s in slots
+            ]
+            column[-1] = round(counts[slots[-1]] / span, 3) if slots[-1] >= 0 else 0.0
+            out[name] = column
+        p50s: list[float | None] = []
+        p95s: list[float | None] = []
+        for t, s in zip(ticks, slots, strict=True):
+            total = self.ttft_count[s] if s >= 0 else 0
+            if not total:
+                p50s.append(None)
+                p95s.append(None)
+                continue
+            held = self.quantiles[s]
+            if held is None or held[0] != t:
+                held = (t, *quantiles(self.ttft, s * TTFT_BINS, total))
+                if t != last:  # still counting: read again next time
+                    self.quantiles[s] = held
+            p50s.append(held[1])
+            p95s.append(held[2])
+        out["ttft_p50_s"], out["ttft_p95_s"] = p50s, p95s
         return out
 
 

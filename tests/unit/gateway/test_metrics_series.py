@@ -71,6 +71,22 @@ def test_ttft_quantiles_from_the_bins() -> None:
     assert abs(p95 - 2.0) / 2.0 < 0.13
 
 
+def test_the_current_intervals_quantiles_follow_new_first_bytes() -> None:
+    """A finished interval's p50/p95 are read once; the current one's on every snapshot."""
+    clock = Clock()
+    series = Series(10, 60, clock=clock)
+    ring = series.model("alpha")
+    ring.first_byte(0.01)
+    assert abs((series.snapshot()["models"]["alpha"]["ttft_p95_s"][-1] or 0) - 0.01) < 0.002
+    for _ in range(9):
+        ring.first_byte(1.0)
+    assert abs((series.snapshot()["models"]["alpha"]["ttft_p95_s"][-1] or 0) - 1.0) < 0.13
+    clock.now += 10  # finished: read (and kept) as it was
+    cols = series.snapshot()["models"]["alpha"]
+    assert cols["ttft_p95_s"][-2] == series.snapshot()["models"]["alpha"]["ttft_p95_s"][-2]
+    assert abs((cols["ttft_p50_s"][-2] or 0) - 1.0) < 0.13 and cols["ttft_p50_s"][-1] is None
+
+
 @pytest.mark.parametrize("seconds", [0.0004, 0.001, 0.0123, 0.5, 1.0, 7.7, 120.0])
 def test_a_bin_reads_close_to_its_values(seconds: float) -> None:
     index = ttft_bin(seconds)
