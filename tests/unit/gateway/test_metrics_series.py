@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import ValidationError
 
+from orchestra.config import ConsoleConfig
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.gateway.metrics_series import (
     OTHER_MODEL,
@@ -195,3 +197,10 @@ def test_follow_reads_the_states_until_cancelled() -> None:
 
     asyncio.run(run())
     assert [m["state"] for m in series.snapshot()["markers"]] == ["starting", "ready"]
+
+
+def test_the_configured_window_is_bounded_in_points() -> None:
+    assert ConsoleConfig().chart_window_s / ConsoleConfig().chart_step_s == 360
+    assert ConsoleConfig(chart_step_s=1, chart_window_s=3600).chart_step_s == 1
+    with pytest.raises(ValidationError, match="at most 3600 points"):
+        ConsoleConfig(chart_step_s=1, chart_window_s=7200)
