@@ -25,6 +25,7 @@ from .cluster.nodes import Node
 from .cluster.ray_view import RayView
 from .cluster.routing import Router, RoutingTable
 from .metrics import GatewayMetrics
+from .metrics_series import Series
 from .pipeline.aliases import ModelMap
 from .pipeline.cache import ResponseCache, make_store
 from .pipeline.engines import Engines
@@ -41,6 +42,10 @@ from .upstream.proxy import Proxy
 from .usage.accounts import Usage, build_usage
 
 log = logging.getLogger(__name__)
+
+# How often the charts' swap markers read the routing table's states: a sync updates them every
+# `routing_refresh_s` (every 50 ms while an ensure waits); a state shorter than this is missed.
+_MARKER_EVERY_S = 0.5
 
 
 @dataclass
@@ -62,6 +67,7 @@ class Gateway:
     kv: KvShared | None = None  # the KV index and tokenizer, when a model is kv_aware
     kv_feeds: KvFeeds | None = None  # the KV-event subscriptions, when a model is kv_aware
     membership: RayMembership | None = None  # with `ray:`: the link's nodes follow Ray
+    series: Series = field(default_factory=Series)  # the console's charts (the metrics' own)
     started: int = field(default_factory=lambda: int(time.time()))
 
     def maps(self) -> dict[str, Bounded]:
@@ -71,6 +77,7 @@ class Gateway:
         maps = {
             "responses.stored": self.stored.bounded(),
             "ratelimit.buckets": self.limiter.bounded(),
+            "series.models": self.series.bounded(),
             "aliases.chains": Bounded(self.models.chains_held(), names),
             # every configured name, the aliases and ensembles, `_unknown` and `_fallback`
             "metrics.model_labels": Bounded(
@@ -92,7 +99,10 @@ class Gateway:
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """The background loops to run while the app serves."""
-        loops: dict[str, Callable[[], Awaitable[None]]] = {"health": self.health.run}
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "health": self.health.run,
+            "chart-markers": lambda: self.series.follow(self.table.states, _MARKER_EVERY_S),
+        }
         if self.link is not None:
             loops["supervisor-sync"] = self.link.run
         if self.membership is not None:
@@ -111,7 +121,8 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
     probe, Ollama. `session` (aiohttp) serves the control plane only: the supervisors'
     `ControlClient`s (orchestra/control.py, shared with the CLI)."""
     gw = config.gateway
-    metrics = GatewayMetrics()
+    series = Series(gw.console.chart_step_s, gw.console.chart_window_s)
+    metrics = GatewayMetrics(series=series)
     kv_configs = {s.name: s.kv for s in config.all_servers if s.balancing == "kv_aware"}
     kv = KvShared(KvIndex(), Tokenizer(pool.fetch)) if kv_configs else None
     table = RoutingTable(config, kv)
@@ -213,6 +224,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
             else None
         ),
         membership=membership,
+        series=series,
     )
 
 

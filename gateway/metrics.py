@@ -12,6 +12,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .metrics_series import ModelSeries, Series
+
 UNKNOWN_MODEL = "_unknown"
 
 _LATENCY_BUCKETS = (
@@ -54,6 +56,7 @@ class ModelMetrics:
         "inflight",
         "overhead_seconds",
         "request_seconds",
+        "series",
         "ttfb_seconds",
     )
 
@@ -67,6 +70,7 @@ class ModelMetrics:
         self._kinds: dict[str, Counter] = {}  # made on first use: no series before a token
         self._requests = metrics.requests
         self._statuses: dict[int, Counter] = {}
+        self.series: ModelSeries = metrics.series.model(model)  # the console's charts
 
     def tokens(self, kind: str) -> Counter:
         child = self._kinds.get(kind)
@@ -85,11 +89,21 @@ class ModelMetrics:
         `time.perf_counter()`): by the edge for HTTP answers, by the batch sender for rows."""
         self.requests(status).inc()
         self.request_seconds.observe(time.perf_counter() - started)
+        self.series.answered(status)
+
+    def first_byte(self, seconds: float) -> None:
+        """The upstream's first body byte, `seconds` after the attempt was sent (TTFT)."""
+        self.ttfb_seconds.observe(seconds)
+        self.series.first_byte(seconds)
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, series: Series | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        # the console's charts (the gateway passes the one its lifespan built)
+        self.series = series if series is not None else Series()
         # Set by gateway/workers.py for its workers: samples go to files there and /metrics
         # renders every worker's (prometheus-client's multiprocess mode).
         self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -230,6 +244,8 @@ class GatewayMetrics:
             value = usage.get(field)
             if isinstance(value, int) and value > 0:
                 bound.tokens(kind).inc(value)
+                if kind == "completion":
+                    bound.series.completion_tokens(value)
 
     def render(self) -> bytes:
         if self._multiprocess_dir:

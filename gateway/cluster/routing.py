@@ -112,6 +112,10 @@ class RoutingTable:
     def get(self, name: str) -> ModelRoute | None:
         return self.routes.get(name)
 
+    def states(self) -> dict[str, str]:
+        """Every route's state as clients see it (the console's swap markers follow it)."""
+        return {name: route.state for name, route in self.routes.items()}
+
     def discovered(self, name: str) -> ModelRoute:
         """The route of a model some supervisor reports: the configured one, or (a model the
         config does not list) a managed route with the default balancing, made once."""

@@ -17,6 +17,7 @@ from orchestra.cli.status_view import ModelRow, ago, model_row
 STATIC = files("orchestra.gateway.console") / "static"
 STATIC_TYPES = {
     "console.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
 }
 _MANAGED_ACTIONS = ("load", "unload", "sleep", "wake", "restart")

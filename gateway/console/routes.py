@@ -67,6 +67,15 @@ async def snapshot(request: Request) -> Response:
     return Response(orjson.dumps(snap), media_type="application/json", headers=_NO_CACHE)
 
 
+async def series(request: Request) -> Response:
+    """The charts: per model, per-second rates and TTFT p50/p95 per interval over the window,
+    and the swap markers (`metrics_series.Series.snapshot`; this worker's answers)."""
+    gw: Gateway = request.app.state.gateway
+    return Response(
+        orjson.dumps(gw.series.snapshot()), media_type="application/json", headers=_NO_CACHE
+    )
+
+
 async def usage(request: Request) -> Response:
     """The usage view's table: totals per key and model over the last 24 hours."""
     gw: Gateway = request.app.state.gateway

@@ -154,6 +154,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     _console("/console/static/{name}", console.static),
     _console("/console/api/snapshot", console.snapshot),
     _console("/console/api/usage", console.usage),
+    _console("/console/api/series", console.series),
     _console("/console/events", console.events),
     _console("/console/api/models/{name:path}/{action}", console.act, "POST"),
 )

@@ -185,7 +185,7 @@ class Proxy:
             finally:
                 call.upstream_s += time.perf_counter() - sent
 
-            self._metrics.model(call.model).ttfb_seconds.observe(time.perf_counter() - started)
+            self._metrics.model(call.model).first_byte(time.perf_counter() - started)
             headers = {
                 **call.reply_headers,
                 BACKEND_HEADER: self.name,

@@ -66,6 +66,19 @@ class ConsoleConfig(StrictSection):
     enabled: bool = True
     refresh_s: float = Field(1.0, gt=0, description="how often the page's live feed updates")
     rate_window_s: float = Field(30.0, gt=0, description="request/token rates span this long")
+    chart_step_s: float = Field(
+        10.0, ge=1, description="the charts' interval: one point per this many seconds"
+    )
+    chart_window_s: float = Field(
+        3600.0, gt=0, le=86400, description="the charts span this long (kept in memory)"
+    )
+
+    @model_validator(mode="after")
+    def _chart_points(self) -> ConsoleConfig:
+        # each point costs ~230 bytes per model (its TTFT bins): 3600 points is ~0.8 MB
+        if self.chart_window_s / self.chart_step_s > 3600:
+            raise ValueError("console.chart_window_s / chart_step_s must be at most 3600 points")
+        return self
 
 
 class GatewayConfig(StrictSection):
