@@ -81,6 +81,8 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await gw.limiter.close()
                 await gw.usage.close()  # the ledger's last counts written
+                if gw.audit is not None:
+                    await gw.audit.close()  # the last lines written
                 pool.close()
 
     # No /docs or /openapi.json: the app serves the route table's paths and nothing else.
