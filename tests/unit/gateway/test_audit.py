@@ -1,0 +1,314 @@
+"""The audit trail's parts on their own: the line's shape (never a key, errors by code), the
+file's rotation by size, whole lines from several processes at once, the bounded queue whose
+drops are counted, and the config's switch."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from orchestra.config import AuditConfig, ConfigError, GatewayConfig, parse_config
+from orchestra.gateway.audit.files import AuditFile, rotated
+from orchestra.gateway.audit.lines import admin_line, encode, request_line, row_line
+from orchestra.gateway.audit.read import files
+from orchestra.gateway.audit.writer import AuditLog
+from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.protocol import error_json
+
+
+def _request(**changes: object) -> dict[str, object]:
+    fields: dict[str, object] = dict(
+        request_id="r1",
+        trace_id=None,
+        key="team-a",
+        client="10.0.0.7",
+        method="POST",
+        path="/v1/chat/completions",
+        model="chat",
+        served_by="smollm2",
+        replica="127.0.0.1:8001",
+        backend="vllm",
+        cache="miss",
+        status=200,
+        error_body=None,
+        prompt_tokens=12,
+        completion_tokens=34,
+        latency_s=0.1234567,
+        ttft_s=None,
+        stream=False,
+    )
+    fields.update(changes)
+    return request_line(**fields)  # type: ignore[arg-type]
+
+
+def test_a_request_line_has_every_field_in_json() -> None:
+    line = orjson.loads(encode(_request()))
+    assert list(line) == [
+        "time",
+        "kind",
+        "request_id",
+        "trace_id",
+        "key",
+        "client",
+        "method",
+        "path",
+        "model",
+        "served_by",
+        "replica",
+        "backend",
+        "status",
+        "error",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "ttft_ms",
+        "stream",
+        "cache",
+        "fallback",
+    ]
+    assert line["time"].endswith("Z") and len(line["time"]) == len("2026-12-07T22:30:01.123Z")
+    assert line["kind"] == "request" and line["key"] == "team-a"
+    assert line["latency_ms"] == 123.457 and line["fallback"] is False
+    assert encode(_request()).endswith(b"}\n") and encode(_request()).count(b"\n") == 1
+
+
+def test_errors_are_their_code_and_marks_come_from_the_reply() -> None:
+    body = error_json("no model `x`", "invalid_request_error", "model_not_found")
+    assert orjson.loads(encode(_request(status=404, error_body=body)))["error"] == "model_not_found"
+    untyped = error_json("boom", "server_error", None)
+    assert orjson.loads(encode(_request(status=500, error_body=untyped)))["error"] == "server_error"
+    # A 200 never carries an error, whatever the body; a client that left is named.
+    assert orjson.loads(encode(_request(error_body=body)))["error"] is None
+    assert orjson.loads(encode(_request(status=499)))["error"] == "client_closed"
+    assert orjson.loads(encode(_request(backend="ollama")))["fallback"] is True
+    streamed = orjson.loads(encode(_request(stream=True, ttft_s=0.05)))
+    assert streamed["ttft_ms"] == 50.0
+    assert len(orjson.loads(encode(_request(model="m" * 5000)))["model"]) == 256
+
+
+def test_admin_and_batch_lines() -> None:
+    admin = orjson.loads(
+        encode(
+            admin_line(
+                request_id="r2",
+                trace_id="0af7651916cd43dd8448eb211c80319c",
+                who="admin_key",
+                client="127.0.0.1",
+                method="POST",
+                path="/admin/keys",
+                action="key.create",
+                target="team-c",
+                status=201,
+                error_body=None,
+                latency_s=0.01,
+            )
+        )
+    )
+    assert (admin["kind"], admin["action"], admin["target"], admin["who"]) == (
+        "admin",
+        "key.create",
+        "team-c",
+        "admin_key",
+    )
+    assert admin["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    row = orjson.loads(
+        encode(
+            row_line(
+                request_id="batch_1-0",
+                key="team-a",
+                path="/v1/chat/completions",
+                model="m",
+                served_by="m",
+                replica=None,
+                backend="vllm",
+                status=200,
+                error_body=b"{}",
+                prompt_tokens=1,
+                completion_tokens=2,
+                latency_s=0.5,
+            )
+        )
+    )
+    assert row["kind"] == "batch_row" and row["error"] is None and row["completion_tokens"] == 2
+
+
+def _file(tmp_path: Path, max_bytes: int, keep: int) -> tuple[AuditFile, Path]:
+    path = tmp_path / "logs" / "audit.jsonl"
+    return AuditFile(path, max_bytes, keep), path
+
+
+def _numbered(start: int, count: int, width: int = 100) -> list[bytes]:
+    return [f"{i:0{width - 1}d}\n".encode() for i in range(start, start + count)]
+
+
+def test_rotation_by_size_keeps_n_files_of_whole_lines(tmp_path: Path) -> None:
+    audit, path = _file(tmp_path, 1000, keep=3)
+    for start in range(0, 95, 5):  # 95 lines of 100 bytes, 5 per write: 10 per file
+        audit.write(_numbered(start, 5))
+    audit.close()
+    kept = files(path)
+    assert kept == [rotated(path, 3), rotated(path, 2), rotated(path, 1), path]
+    assert all(p.stat().st_size <= 1000 for p in kept)
+    numbers = [int(line) for p in kept for line in p.read_bytes().splitlines()]
+    assert numbers == list(range(60, 95))  # 3 full files and the live one, in order
+    assert not rotated(path, 4).exists()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_one_write_bigger_than_a_file_spreads_over_new_files(tmp_path: Path) -> None:
+    audit, path = _file(tmp_path, 1000, keep=10)
+    audit.write(_numbered(0, 3))
+    audit.write(_numbered(3, 25))  # 7 fit in the live file, then 10, then 8
+    audit.write([b"x" * 1500 + b"\n"])  # longer than a file: alone in its own
+    audit.close()
+    sizes = [p.stat().st_size for p in files(path)]
+    assert sizes == [1000, 1000, 800, 1501]
+    numbers = [int(line) for p in files(path)[:-1] for line in p.read_bytes().splitlines()]
+    assert numbers == list(range(28))
+
+
+def test_a_file_rotated_by_another_writer_is_followed(tmp_path: Path) -> None:
+    first, path = _file(tmp_path, 1000, keep=5)
+    second = AuditFile(path, 1000, 5)
+    first.write(_numbered(0, 9))
+    second.write(_numbered(9, 2))  # rotates: line 9 ends the file, line 10 starts a new one
+    first.write(_numbered(11, 1))  # into the new live file, not the rotated one it held
+    first.close()
+    second.close()
+    assert [int(x) for x in rotated(path, 1).read_bytes().splitlines()] == list(range(10))
+    assert [int(x) for x in path.read_bytes().splitlines()] == [10, 11]
+
+
+# A process appending `count` lines of its own, in batches of 7 (it imports only the file).
+_WRITER = """
+import sys
+from pathlib import Path
+import orjson
+from orchestra.gateway.audit.files import AuditFile
+
+path, worker, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+audit = AuditFile(path, 20_000, keep=1000)
+lines = [orjson.dumps({"w": worker, "i": i, "pad": "x" * (i % 50)}) + b"\\n" for i in range(count)]
+for start in range(0, count, 7):
+    audit.write(lines[start : start + 7])
+audit.close()
+"""
+
+
+def test_several_processes_write_whole_lines_and_lose_none(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(w), "3000"])
+        for w in range(4)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    seen: dict[int, list[int]] = {w: [] for w in range(4)}
+    for name in files(path):
+        data = name.read_bytes()
+        assert len(data) <= 20_000 and data.endswith(b"\n")
+        for raw in data.splitlines():
+            line = orjson.loads(raw)  # a torn or interleaved line would not parse
+            seen[line["w"]].append(line["i"])
+    assert len(files(path)) > 10  # rotated many times while four processes wrote
+    assert all(numbers == list(range(3000)) for numbers in seen.values())
+
+
+async def _polled(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Poll `condition` until it holds; TimeoutError at the deadline."""
+    async with asyncio.timeout(timeout_s):
+        for _ in itertools.count():
+            if condition():
+                return
+            await asyncio.sleep(0.005)
+
+
+def _config(tmp_path: Path, **changes: object) -> AuditConfig:
+    return AuditConfig(path=tmp_path / "audit.jsonl", **changes)  # type: ignore[arg-type]
+
+
+def test_a_full_queue_drops_and_counts_and_never_waits(tmp_path: Path) -> None:
+    async def scenario() -> tuple[float, int]:
+        metrics = GatewayMetrics()
+        log = AuditLog(_config(tmp_path, queue_size=3), metrics.audit_dropped)
+        for i in range(5):
+            log.emit(_request(request_id=f"r{i}"))
+        waiting = log.waiting()
+        await log.close()
+        return metrics.audit_dropped._value.get(), waiting
+
+    dropped, waiting = asyncio.run(scenario())
+    assert (dropped, waiting) == (2, 3)
+    written = [
+        orjson.loads(x)["request_id"] for x in (tmp_path / "audit.jsonl").read_bytes().splitlines()
+    ]
+    assert written == ["r0", "r1", "r2"]
+
+
+def test_the_writer_writes_within_flush_s_and_bodies_only_when_asked(tmp_path: Path) -> None:
+    async def scenario(capture: bool) -> list[dict[str, object]]:
+        path = tmp_path / f"{capture}.jsonl"
+        config = AuditConfig(path=path, flush_s=0.05, capture_bodies=capture, max_body_bytes=4)
+        log = AuditLog(config, GatewayMetrics().audit_dropped)
+        writer = asyncio.create_task(log.run())
+        try:
+            log.emit(_request(), b'{"prompt": "secret"}', b"answer")
+            await _polled(lambda: path.exists() and bool(path.read_bytes()), 10)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            await log.close()
+        return [orjson.loads(x) for x in path.read_bytes().splitlines()]
+
+    plain = asyncio.run(scenario(False))
+    assert len(plain) == 1 and "request_body" not in plain[0]
+    captured = asyncio.run(scenario(True))
+    assert (captured[0]["request_body"], captured[0]["reply_body"]) == ('{"pr', "answ")
+
+
+def test_half_a_queue_wakes_the_writer_before_flush_s(tmp_path: Path) -> None:
+    async def scenario() -> int:
+        config = _config(tmp_path, queue_size=10, flush_s=1.0)
+        log = AuditLog(config, GatewayMetrics().audit_dropped)
+        writer = asyncio.create_task(log.run())
+        try:
+            await asyncio.sleep(0)  # the writer waits
+            for i in range(5):
+                log.emit(_request(request_id=f"r{i}"))
+            await _polled(lambda: not log.waiting(), 0.9)  # before flush_s: the fifth woke it
+            return log.waiting()
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            await log.close()
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_audit_is_off_unless_configured_and_errors_name_the_yaml_path() -> None:
+    assert GatewayConfig().audit is None
+    on = parse_config({"gateway": {"audit": {}}})
+    assert on.gateway.audit is not None and on.gateway.audit.path == Path("logs/audit.jsonl")
+    assert on.gateway.audit.capture_bodies is False
+    with pytest.raises(ConfigError, match=r"gateway\.audit\.max_bytes"):
+        parse_config({"gateway": {"audit": {"max_bytes": 10}}})
+    with pytest.raises(ConfigError, match=r"gateway\.audit\.flush_s"):
+        parse_config({"gateway": {"audit": {"flush_s": 5}}})
+    with pytest.raises(ConfigError, match=r"gateway\.audit\.pth"):
+        parse_config({"gateway": {"audit": {"pth": "x"}}})
+
+
+def test_an_unwritable_path_fails_at_start_naming_the_setting(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(RuntimeError, match=r"gateway\.audit\.path"):
+        AuditLog(_config(blocked), GatewayMetrics().audit_dropped)
+    assert os.listdir(tmp_path) == ["file"]
