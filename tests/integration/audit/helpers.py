@@ -17,15 +17,20 @@ KEY_A, KEY_B, ADMIN = "sk-audit-team-a", "sk-audit-team-b", "sk-audit-admin"
 
 
 def gateway(
-    engine: FakeEngineProcess, trail: Path, audit: dict[str, Any] | None = None, **section: Any
+    engine: FakeEngineProcess,
+    trail: Path,
+    audit: dict[str, Any] | None = None,
+    keys: bool = True,
+    **section: Any,
 ) -> GatewayProcess:
-    keys = [
+    """`keys`: team-a's and team-b's API keys (False: open, as the bench's gateway)."""
+    api_keys = [
         {"name": "team-a", "sha256": hash_key(KEY_A)},
         {"name": "team-b", "sha256": hash_key(KEY_B)},
     ]
     gw_section = fast_gateway_section(
         free_port(),
-        api_keys=keys,
+        api_keys=api_keys if keys else [],
         admin_key_sha256=hash_key(ADMIN),
         usage={"dir": str(trail.parent), "flush_s": 0.2, "keys_refresh_s": 0.2},
         audit={"path": str(trail), **(audit or {})},
