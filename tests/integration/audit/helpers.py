@@ -21,9 +21,11 @@ def gateway(
     trail: Path,
     audit: dict[str, Any] | None = None,
     keys: bool = True,
+    batch: dict[str, Any] | None = None,
     **section: Any,
 ) -> GatewayProcess:
-    """`keys`: team-a's and team-b's API keys (False: open, as the bench's gateway)."""
+    """`keys`: team-a's and team-b's API keys (False: open, as the bench's gateway); `batch`:
+    the batch section (default: off)."""
     api_keys = [
         {"name": "team-a", "sha256": hash_key(KEY_A)},
         {"name": "team-b", "sha256": hash_key(KEY_B)},
@@ -39,7 +41,7 @@ def gateway(
     config = {
         "gateway": gw_section,
         "servers": [{"name": "m", "url": engine.url}],
-        "batch": {"enabled": False},
+        "batch": batch or {"enabled": False},
     }
     gw = GatewayProcess(config)
     gw.start_timeout = 90.0  # several workers start slowly on a busy machine

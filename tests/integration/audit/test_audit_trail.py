@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import REPO_ROOT, wait_until
 from tests.fake_engine import FakeEngineProcess
+from tests.integration.gateway.batch_helpers import chat_line, jsonl, submit, wait_status
 
 from .helpers import ADMIN, KEY_A, KEY_B, gateway, lines
 
@@ -140,6 +142,34 @@ def test_every_answer_and_admin_action_has_its_line(
         env={**os.environ, "COLUMNS": "200"},
     ).stdout
     assert "team-a" in table and "key.create" in table
+
+
+def test_batch_rows_and_captured_bodies(engine: FakeEngineProcess, tmp_path: Path) -> None:
+    trail = tmp_path / "audit.jsonl"
+    audit = {"capture_bodies": True, "max_body_bytes": 40}
+    batch = {"dir": str(tmp_path / "batch"), "poll_s": 0.05, "row_backoff_s": 0.05}
+    with gateway(engine, trail, audit, batch=batch) as gw:
+        body = {"model": "m", "prompt": "one two three", "max_tokens": 2}
+        reply = _post(gw.url + "/v1/completions", KEY_A, body)
+        assert reply.status_code == 200
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY_B, max_retries=0)
+        rows = [chat_line(i, model="m") for i in range(3)]
+        done = wait_status(client, submit(client, jsonl(rows)).id)
+        assert done.status == "completed"
+    every = lines(trail)  # all written at the stop, if not before
+    records = [r for r in every if r["kind"] == "batch_row"]
+    assert len(records) == 3
+    first = next(r for r in every if r["request_id"] == reply.headers["x-request-id"])
+    assert first["request_body"] == reply.request.content[:40].decode()  # cut as configured
+    assert first["reply_body"] == reply.text[:40]
+    assert {(r["key"], r["model"], r["status"], r["path"]) for r in records} == {
+        ("team-b", "m", 200, "/v1/chat/completions")
+    }
+    assert all(r["request_id"].startswith(done.id) for r in records)
+    assert all(r["completion_tokens"] == 3 and r["request_body"] for r in records)
+    # The Files and Batches API's own calls are requests of team-b's too.
+    paths = {r["path"] for r in every if r["kind"] == "request" and r["key"] == "team-b"}
+    assert {"/v1/files", "/v1/batches"} <= paths
 
 
 def _cli(*args: str) -> list[dict[str, object]]:
