@@ -1,4 +1,4 @@
-"""The audit lines' shape: one JSON object per line, built here and nowhere else.
+"""The audit lines' shape: one JSON object per line, its fields named here and nowhere else.
 
 Three kinds, all with `time` (UTC, ISO 8601, ms), `kind`, `request_id`, `trace_id` (the
 request's trace when tracing put one in the scope's state, else null), `status` and `error`
@@ -13,6 +13,11 @@ request's trace when tracing put one in the scope's state, else null), `status` 
 - `batch_row`: one row of a batch, charged to the key that submitted it.
 
 A line never holds a key's secret: only names. Bodies only with `gateway.audit.capture_bodies`.
+
+Cost: the request path hands over a plain tuple of the values in `FIELDS[kind]`'s order (a dict
+or a call with keywords cost several times more per request); everything else is done by
+`encode`, in the writer's thread: the time formatted, milliseconds rounded, an error body
+read for its code, client strings cut, the fallback mark.
 """
 
 from __future__ import annotations
@@ -25,12 +30,70 @@ import orjson
 
 from orchestra.protocol import parse_error
 
+REQUEST, ADMIN, BATCH_ROW = "request", "admin", "batch_row"
+
+# The values each kind's tuple carries, in order (the line's fields after `time` and `kind`).
+# `error`: the answer's body when it is an error (bytes; its code is read by `encode`), else
+# None; `latency_ms` and `ttft_ms`: floats, rounded by `encode`.
+FIELDS: dict[str, tuple[str, ...]] = {
+    REQUEST: (
+        "request_id",
+        "trace_id",
+        "key",
+        "client",
+        "method",
+        "path",
+        "model",
+        "served_by",
+        "replica",
+        "backend",
+        "status",
+        "error",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "ttft_ms",
+        "stream",
+        "cache",
+    ),
+    ADMIN: (
+        "request_id",
+        "trace_id",
+        "who",
+        "client",
+        "method",
+        "path",
+        "action",
+        "target",
+        "status",
+        "error",
+        "latency_ms",
+    ),
+    BATCH_ROW: (
+        "request_id",
+        "trace_id",
+        "key",
+        "path",
+        "model",
+        "served_by",
+        "replica",
+        "backend",
+        "status",
+        "error",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+    ),
+}
+
+# One queued line: kind, epoch seconds, the values of FIELDS[kind], and the captured bodies
+# (request, reply) when `capture_bodies` is on (None: off).
+Entry = tuple[str, float, tuple[Any, ...], tuple[bytes | None, bytes | None] | None]
+
 OLLAMA = "ollama"  # the Ollama backend's name in `x-orchestra-backend`
 CLIENT_CLOSED = 499  # the edge's status for a client that left before the last byte
-_MAX_FIELD = 256  # client-sent strings (the model asked, a path) are cut to this
-
-
-Line = dict[str, Any]
+_CUT = ("path", "model")  # client-sent strings, cut to _MAX_FIELD
+_MAX_FIELD = 256
 
 ACTION = "audit_action"  # the scope's state: (action, target) an admin endpoint noted
 
@@ -41,136 +104,55 @@ def note_action(scope: MutableMapping[str, Any], action: str, target: str | None
     scope.setdefault("state", {})[ACTION] = (action, target)
 
 
-def request_line(
-    *,
-    request_id: str | None,
-    trace_id: str | None,
-    key: str | None,
-    client: str | None,
-    method: str,
-    path: str,
-    model: str | None,
-    served_by: str | None,
-    replica: str | None,
-    backend: str | None,
-    cache: str | None,
-    status: int,
-    error_body: bytes | None,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    latency_s: float,
-    ttft_s: float | None,
-    stream: bool | None,
-) -> Line:
-    return {
-        "time": time.time(),
-        "kind": "request",
-        "request_id": request_id,
-        "trace_id": trace_id,
-        "key": key,
-        "client": client,
-        "method": method,
-        "path": path[:_MAX_FIELD],
-        "model": model[:_MAX_FIELD] if model else model,
-        "served_by": served_by,
-        "replica": replica,
-        "backend": backend,
-        "status": status,
-        "error": error_body if status >= 400 else None,  # its code, found by `encode`
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "latency_ms": round(latency_s * 1000, 3),
-        "ttft_ms": None if ttft_s is None else round(ttft_s * 1000, 3),
-        "stream": stream,
-        "cache": cache,
-        "fallback": backend == OLLAMA,
-    }
-
-
-def admin_line(
-    *,
-    request_id: str | None,
-    trace_id: str | None,
-    who: str,
-    client: str | None,
-    method: str,
-    path: str,
-    action: str | None,
-    target: str | None,
-    status: int,
-    error_body: bytes | None,
-    latency_s: float,
-) -> Line:
-    return {
-        "time": time.time(),
-        "kind": "admin",
-        "request_id": request_id,
-        "trace_id": trace_id,
-        "who": who,
-        "client": client,
-        "method": method,
-        "path": path[:_MAX_FIELD],
-        "action": action,
-        "target": target,
-        "status": status,
-        "error": error_body if status >= 400 else None,
-        "latency_ms": round(latency_s * 1000, 3),
-    }
-
-
-def row_line(
-    *,
-    request_id: str,
-    key: str | None,
-    path: str,
-    model: str,
-    served_by: str | None,
-    replica: str | None,
-    backend: str | None,
-    status: int,
-    error_body: bytes | None,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    latency_s: float,
-) -> Line:
-    return {
-        "time": time.time(),
-        "kind": "batch_row",
-        "request_id": request_id,
-        "trace_id": None,
-        "key": key,
-        "path": path,
-        "model": model[:_MAX_FIELD],
-        "served_by": served_by,
-        "replica": replica,
-        "backend": backend,
-        "status": status,
-        "error": error_body if status >= 400 else None,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "latency_ms": round(latency_s * 1000, 3),
-        "fallback": backend == OLLAMA,
-    }
-
-
-def encode(line: Line) -> bytes:
-    """One line of the file, newline included. Run by the writer, off the request path: the
-    time is formatted, an error body becomes its code, captured bodies become text."""
-    out = dict(line)
-    out["time"] = iso(line["time"])
-    error = line.get("error")
-    if isinstance(error, bytes):
-        detail = parse_error(error)
-        out["error"] = None if detail is None else (detail.code or detail.type)
-    elif line["status"] == CLIENT_CLOSED:
-        out["error"] = "client_closed"
-    for name in ("request_body", "reply_body"):
-        body = line.get(name)
-        if isinstance(body, bytes):
-            out[name] = body.decode("utf-8", "replace")
+def encode(entry: Entry, stamps: Stamps) -> bytes:
+    """One line of the file, newline included (the writer's thread)."""
+    kind, at, values, bodies = entry
+    out: dict[str, Any] = {"time": stamps.iso(at), "kind": kind}
+    out.update(zip(FIELDS[kind], values, strict=True))
+    for name in _CUT:
+        value = out.get(name)
+        if isinstance(value, str) and len(value) > _MAX_FIELD:
+            out[name] = value[:_MAX_FIELD]
+    for name in ("latency_ms", "ttft_ms"):
+        if out.get(name) is not None:
+            out[name] = round(out[name], 3)
+    out["error"] = _error(out["status"], out["error"])
+    if "backend" in out:
+        out["fallback"] = out["backend"] == OLLAMA
+    if bodies is not None:
+        request, reply = bodies
+        out["request_body"] = None if request is None else request.decode("utf-8", "replace")
+        out["reply_body"] = None if reply is None else reply.decode("utf-8", "replace")
     return orjson.dumps(out) + b"\n"
 
 
+def _error(status: int, body: object) -> str | int | None:
+    if status < 400:
+        return None
+    if isinstance(body, bytes):
+        detail = parse_error(body)
+        if detail is not None:
+            return detail.code or detail.type
+    return "client_closed" if status == CLIENT_CLOSED else None
+
+
 def iso(epoch: float) -> str:
-    millis = int(epoch * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
+    return Stamps().iso(epoch)
+
+
+class Stamps:
+    """ISO 8601 times, UTC, to the millisecond, with the second's text kept: a writer's lines
+    come a few thousand a second. The kept pair is one attribute, replaced whole, so two threads
+    never mix a second and a text."""
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: tuple[int, str] = (-1, "")
+
+    def iso(self, epoch: float) -> str:
+        second, millis = divmod(round(epoch * 1000), 1000)
+        kept = self._kept
+        if kept[0] != second:
+            kept = self._kept = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{kept[1]}.{millis:03d}Z"

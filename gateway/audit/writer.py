@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Any
 
 from prometheus_client import Counter
 
 from orchestra.config import AuditConfig
 
 from .files import AuditFile
-from .lines import Line, encode
+from .lines import Entry, Stamps, encode
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,8 @@ class AuditLog:
         self._dropped = dropped
         self._limit = config.queue_size
         self._early = max(1, config.queue_size // 2)  # wake the writer at once from here
-        self._pending: list[Line] = []
+        self._pending: list[Entry] = []
+        self._stamps = Stamps()  # the writer thread's (one write at a time)
         self._wake = asyncio.Event()
         self._writing = asyncio.Lock()  # one write at a time: the loop's, or close's
         self._failing = False
@@ -44,18 +47,25 @@ class AuditLog:
             ) from None
 
     def emit(
-        self, line: Line, request_body: bytes | None = None, reply: bytes | None = None
+        self,
+        kind: str,
+        values: tuple[Any, ...],
+        request_body: bytes | None = None,
+        reply_body: bytes | None = None,
     ) -> None:
-        """Queue one line (the request path). With `capture_bodies`, the bodies given ride
-        along, cut to `max_body_bytes`."""
+        """Queue one line: `values` in `lines.FIELDS[kind]`'s order (the request path). With
+        `capture_bodies`, the bodies given ride along, cut to `max_body_bytes`."""
         if len(self._pending) >= self._limit:
             self._dropped.inc()
             return
+        bodies = None
         if self.config.capture_bodies:
             cut = self.config.max_body_bytes
-            line["request_body"] = None if request_body is None else request_body[:cut]
-            line["reply_body"] = None if reply is None else reply[:cut]
-        self._pending.append(line)
+            bodies = (
+                None if request_body is None else request_body[:cut],
+                None if reply_body is None else reply_body[:cut],
+            )
+        self._pending.append((kind, time.time(), values, bodies))
         if len(self._pending) == self._early:
             self._wake.set()
 
@@ -86,9 +96,9 @@ class AuditLog:
         await self.flush()
         self._file.close()
 
-    def _write(self, batch: list[Line]) -> None:
+    def _write(self, batch: list[Entry]) -> None:
         try:
-            self._file.write([encode(line) for line in batch])
+            self._file.write([encode(entry, self._stamps) for entry in batch])
         except OSError as exc:
             self._dropped.inc(len(batch))
             if not self._failing:

@@ -19,7 +19,7 @@ import orjson
 
 from orchestra.config import ApiKey
 
-from ..audit.lines import row_line
+from ..audit.lines import BATCH_ROW
 from ..core.call import REPLICA, SERVED_BY, new_call
 from ..core.errors import GatewayError
 from ..core.traits import PLAIN, Traits
@@ -76,22 +76,24 @@ class InProcessSender:
             tab.close(status)
         # Counted like an HTTP answer (the edge sees no ASGI call here), and audited.
         gw.metrics.model(label).answered(status, started)
-        if gw.audit is not None:
-            line = row_line(
-                request_id=request_id,
-                key=tab.key if call.api_key is not None else None,
-                path=path,
-                model=model,
-                served_by=headers.get(SERVED_BY),
-                replica=headers.get(REPLICA),
-                backend=headers.get(BACKEND_HEADER),
-                status=status,
-                error_body=body,
-                prompt_tokens=tab.prompt if tab.served else None,
-                completion_tokens=tab.completion if tab.served else None,
-                latency_s=time.perf_counter() - started,
+        if gw.audit is not None:  # in audit.lines.FIELDS' order
+            values = (
+                request_id,
+                None,  # no trace id
+                tab.key if call.api_key is not None else None,
+                path,
+                model,
+                headers.get(SERVED_BY),
+                headers.get(REPLICA),
+                headers.get(BACKEND_HEADER),
+                status,
+                body,  # an error's body: its code
+                tab.prompt if tab.served else None,
+                tab.completion if tab.served else None,
+                (time.perf_counter() - started) * 1000,
             )
-            gw.audit.emit(line, call.body if isinstance(call.body, bytes) else None, body)
+            raw = call.body if isinstance(call.body, bytes) else None
+            gw.audit.emit(BATCH_ROW, values, raw, body)
         return status, body
 
     def _owner(self, owner: str | None) -> ApiKey | None:

@@ -11,133 +11,141 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from orchestra.config import AuditConfig, ConfigError, GatewayConfig, parse_config
 from orchestra.gateway.audit.files import AuditFile, rotated
-from orchestra.gateway.audit.lines import admin_line, encode, request_line, row_line
+from orchestra.gateway.audit.lines import (
+    ADMIN,
+    BATCH_ROW,
+    FIELDS,
+    REQUEST,
+    Entry,
+    Stamps,
+    encode,
+    iso,
+)
 from orchestra.gateway.audit.read import files
 from orchestra.gateway.audit.writer import AuditLog
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.protocol import error_json
 
+_REQUEST: dict[str, object] = {
+    "request_id": "r1",
+    "trace_id": None,
+    "key": "team-a",
+    "client": "10.0.0.7",
+    "method": "POST",
+    "path": "/v1/chat/completions",
+    "model": "chat",
+    "served_by": "smollm2",
+    "replica": "127.0.0.1:8001",
+    "backend": "vllm",
+    "status": 200,
+    "error": None,
+    "prompt_tokens": 12,
+    "completion_tokens": 34,
+    "latency_ms": 123.4567,
+    "ttft_ms": None,
+    "stream": False,
+    "cache": "miss",
+}
 
-def _request(**changes: object) -> dict[str, object]:
-    fields: dict[str, object] = dict(
-        request_id="r1",
-        trace_id=None,
-        key="team-a",
-        client="10.0.0.7",
-        method="POST",
-        path="/v1/chat/completions",
-        model="chat",
-        served_by="smollm2",
-        replica="127.0.0.1:8001",
-        backend="vllm",
-        cache="miss",
-        status=200,
-        error_body=None,
-        prompt_tokens=12,
-        completion_tokens=34,
-        latency_s=0.1234567,
-        ttft_s=None,
-        stream=False,
-    )
-    fields.update(changes)
-    return request_line(**fields)  # type: ignore[arg-type]
+
+def _values(kind: str, fields: dict[str, object], **changes: object) -> tuple[object, ...]:
+    """The tuple a caller hands over: `fields` in FIELDS[kind]'s order."""
+    given = {**fields, **changes}
+    assert set(given) == set(FIELDS[kind])
+    return tuple(given[name] for name in FIELDS[kind])
+
+
+def _request(**changes: object) -> Entry:
+    return (REQUEST, 1_796_083_200.25, _values(REQUEST, _REQUEST, **changes), None)
+
+
+def _line(entry: Entry) -> dict[str, Any]:
+    parsed: dict[str, Any] = orjson.loads(encode(entry, Stamps()))
+    return parsed
 
 
 def test_a_request_line_has_every_field_in_json() -> None:
-    line = orjson.loads(encode(_request()))
-    assert list(line) == [
-        "time",
-        "kind",
-        "request_id",
-        "trace_id",
-        "key",
-        "client",
-        "method",
-        "path",
-        "model",
-        "served_by",
-        "replica",
-        "backend",
-        "status",
-        "error",
-        "prompt_tokens",
-        "completion_tokens",
-        "latency_ms",
-        "ttft_ms",
-        "stream",
-        "cache",
-        "fallback",
-    ]
-    assert line["time"].endswith("Z") and len(line["time"]) == len("2026-12-07T22:30:01.123Z")
-    assert line["kind"] == "request" and line["key"] == "team-a"
+    line = _line(_request())
+    assert list(line) == ["time", "kind", *FIELDS[REQUEST], "fallback"]
+    assert line["time"] == "2026-12-01T00:00:00.250Z" == iso(1_796_083_200.25)
+    assert line["kind"] == "request" and line["key"] == "team-a" and line["cache"] == "miss"
     assert line["latency_ms"] == 123.457 and line["fallback"] is False
-    assert encode(_request()).endswith(b"}\n") and encode(_request()).count(b"\n") == 1
+    raw = encode(_request(), Stamps())
+    assert raw.endswith(b"}\n") and raw.count(b"\n") == 1
 
 
 def test_errors_are_their_code_and_marks_come_from_the_reply() -> None:
     body = error_json("no model `x`", "invalid_request_error", "model_not_found")
-    assert orjson.loads(encode(_request(status=404, error_body=body)))["error"] == "model_not_found"
+    assert _line(_request(status=404, error=body))["error"] == "model_not_found"
     untyped = error_json("boom", "server_error", None)
-    assert orjson.loads(encode(_request(status=500, error_body=untyped)))["error"] == "server_error"
+    assert _line(_request(status=500, error=untyped))["error"] == "server_error"
     # A 200 never carries an error, whatever the body; a client that left is named.
-    assert orjson.loads(encode(_request(error_body=body)))["error"] is None
-    assert orjson.loads(encode(_request(status=499)))["error"] == "client_closed"
-    assert orjson.loads(encode(_request(backend="ollama")))["fallback"] is True
-    streamed = orjson.loads(encode(_request(stream=True, ttft_s=0.05)))
-    assert streamed["ttft_ms"] == 50.0
-    assert len(orjson.loads(encode(_request(model="m" * 5000)))["model"]) == 256
+    assert _line(_request(error=body))["error"] is None
+    assert _line(_request(status=499))["error"] == "client_closed"
+    assert _line(_request(backend="ollama"))["fallback"] is True
+    assert _line(_request(stream=True, ttft_ms=50.00049))["ttft_ms"] == 50.0
+    assert len(_line(_request(model="m" * 5000, path="/" * 900))["model"]) == 256
+
+
+def test_the_second_is_formatted_once_and_the_millis_each_time() -> None:
+    stamps = Stamps()
+    assert [stamps.iso(t) for t in (1.0, 1.999, 2.5, 1.001)] == [
+        "1970-01-01T00:00:01.000Z",
+        "1970-01-01T00:00:01.999Z",
+        "1970-01-01T00:00:02.500Z",
+        "1970-01-01T00:00:01.001Z",
+    ]
 
 
 def test_admin_and_batch_lines() -> None:
-    admin = orjson.loads(
-        encode(
-            admin_line(
-                request_id="r2",
-                trace_id="0af7651916cd43dd8448eb211c80319c",
-                who="admin_key",
-                client="127.0.0.1",
-                method="POST",
-                path="/admin/keys",
-                action="key.create",
-                target="team-c",
-                status=201,
-                error_body=None,
-                latency_s=0.01,
-            )
-        )
-    )
+    admin_fields = {
+        "request_id": "r2",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "who": "admin_key",
+        "client": "127.0.0.1",
+        "method": "POST",
+        "path": "/admin/keys",
+        "action": "key.create",
+        "target": "team-c",
+        "status": 201,
+        "error": None,
+        "latency_ms": 10.0,
+    }
+    admin = _line((ADMIN, 0.0, _values(ADMIN, admin_fields), None))
     assert (admin["kind"], admin["action"], admin["target"], admin["who"]) == (
         "admin",
         "key.create",
         "team-c",
         "admin_key",
     )
-    assert admin["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
-    row = orjson.loads(
-        encode(
-            row_line(
-                request_id="batch_1-0",
-                key="team-a",
-                path="/v1/chat/completions",
-                model="m",
-                served_by="m",
-                replica=None,
-                backend="vllm",
-                status=200,
-                error_body=b"{}",
-                prompt_tokens=1,
-                completion_tokens=2,
-                latency_s=0.5,
-            )
-        )
-    )
+    assert admin["trace_id"] == "0af7651916cd43dd8448eb211c80319c" and "fallback" not in admin
+    row_fields = {
+        "request_id": "batch_1-0",
+        "trace_id": None,
+        "key": "team-a",
+        "path": "/v1/chat/completions",
+        "model": "m",
+        "served_by": "m",
+        "replica": None,
+        "backend": "vllm",
+        "status": 200,
+        "error": b"{}",
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "latency_ms": 500.0,
+    }
+    row = _line((BATCH_ROW, 0.0, _values(BATCH_ROW, row_fields), None))
     assert row["kind"] == "batch_row" and row["error"] is None and row["completion_tokens"] == 2
+    # A tuple of the wrong length is a bug of the caller: it fails loudly, in the writer.
+    with pytest.raises(ValueError):
+        encode((BATCH_ROW, 0.0, ("too", "short"), None), Stamps())
 
 
 def _file(tmp_path: Path, max_bytes: int, keep: int) -> tuple[AuditFile, Path]:
@@ -240,7 +248,7 @@ def test_a_full_queue_drops_and_counts_and_never_waits(tmp_path: Path) -> None:
         metrics = GatewayMetrics()
         log = AuditLog(_config(tmp_path, queue_size=3), metrics.audit_dropped)
         for i in range(5):
-            log.emit(_request(request_id=f"r{i}"))
+            log.emit(REQUEST, _values(REQUEST, _REQUEST, request_id=f"r{i}"))
         waiting = log.waiting()
         await log.close()
         return metrics.audit_dropped._value.get(), waiting
@@ -260,7 +268,7 @@ def test_the_writer_writes_within_flush_s_and_bodies_only_when_asked(tmp_path: P
         log = AuditLog(config, GatewayMetrics().audit_dropped)
         writer = asyncio.create_task(log.run())
         try:
-            log.emit(_request(), b'{"prompt": "secret"}', b"answer")
+            log.emit(REQUEST, _values(REQUEST, _REQUEST), b'{"prompt": "secret"}', b"answer")
             await _polled(lambda: path.exists() and bool(path.read_bytes()), 10)
         finally:
             writer.cancel()
@@ -282,7 +290,7 @@ def test_half_a_queue_wakes_the_writer_before_flush_s(tmp_path: Path) -> None:
         try:
             await asyncio.sleep(0)  # the writer waits
             for i in range(5):
-                log.emit(_request(request_id=f"r{i}"))
+                log.emit(REQUEST, _values(REQUEST, _REQUEST, request_id=f"r{i}"))
             await _polled(lambda: not log.waiting(), 0.9)  # before flush_s: the fifth woke it
             return log.waiting()
         finally:
