@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 
 from ..core.errors import GatewayError
-from ..usage.query import parse_since
 from .files import rotated
 
 Record = dict[str, Any]
@@ -111,30 +110,41 @@ def follow(
     keep: Callable[[Record], bool],
     interval_s: float,
     stop: Callable[[], bool] = lambda: False,
+    history: int = 0,
 ) -> Iterator[Record]:
-    """New lines of the live file as they come, across rotations, until `stop()`: from the
-    end of the file as it is now."""
+    """The last `history` lines, then new lines of the live file as they come, across
+    rotations, until `stop()`. The live file is read once from its start and then followed
+    from where that read ended, so no line is missed or repeated between the two."""
+    found: deque[Record] = deque(maxlen=history)  # the history; past it, every new line
+    for name in files(path)[:-1] if path.exists() else files(path):
+        try:
+            with name.open("rb") as older:
+                found.extend(r for r in _parsed(older) if keep(r))
+        except FileNotFoundError:
+            continue
     f = _open(path)
-    if f is not None:
-        f.seek(0, os.SEEK_END)
     pending = b""
-    while not stop():
+    while True:
         if f is None:
             f = _open(path)
         if f is not None:
             pending += f.read()
             complete, _, pending = pending.rpartition(b"\n")
             if complete:
-                for record in _parsed(line + b"\n" for line in complete.split(b"\n")):
-                    if keep(record):
-                        yield record
-            if _rotated(path, f):  # read the old file to its end first, then the new one
-                rest = f.read()
+                lines = (line + b"\n" for line in complete.split(b"\n"))
+                found.extend(r for r in _parsed(lines) if keep(r))
+        yield from found
+        found = deque()  # unbounded from now on: every new line is printed
+        if stop():
+            break
+        if f is not None and _rotated(path, f):  # the old file read to its end: the new one
+            rest = f.read()
+            if rest:
                 pending += rest
-                if not rest:
-                    f.close()
-                    f, pending = _open(path), b""
                 continue
+            f.close()
+            f, pending = _open(path), b""
+            continue
         time.sleep(interval_s)
     if f is not None:
         f.close()
@@ -157,6 +167,10 @@ def _rotated(path: Path, f: Any) -> bool:
 def since(value: str, now: float) -> float:
     """`1h`, `30m`, `7d` ago or an ISO date, as epoch seconds (the usage ledger's reading);
     ValueError with what is wrong."""
+    # Imported here: the ledger's module brings SQLAlchemy, seconds to import on a busy
+    # machine, which `orchestra audit tail` has no use for.
+    from ..usage.query import parse_since
+
     try:
         return float(parse_since(value, now))
     except GatewayError as exc:

@@ -64,13 +64,15 @@ def main(args: argparse.Namespace) -> int:
     path = _path(args)
     if args.audit_action == "tail":
         keep = Filter(key=args.key, kind=args.kind)
-        _print(args.output, last(path, max(args.lines, 0), keep), table=not args.follow)
-        if args.follow:
-            try:
-                for record in follow(path, keep, FOLLOW_INTERVAL_S):
-                    _print(args.output, [record], table=False)
-            except KeyboardInterrupt:
-                pass
+        count = max(args.lines, 0)
+        if not args.follow:
+            _print(args.output, last(path, count, keep), table=True)
+            return 0
+        try:
+            for record in follow(path, keep, FOLLOW_INTERVAL_S, history=count):
+                _print(args.output, [record], table=False)
+        except KeyboardInterrupt:
+            pass
         return 0
     try:
         start = since(args.since, time.time())
@@ -96,6 +98,7 @@ def _print(output: str, found: Iterable[Record], table: bool) -> None:
     if not table:  # one line each: `tail -f`
         for record in found:
             console.print(" ".join(_cells(record)), highlight=False)
+        sys.stdout.flush()  # a line as it comes, through a pipe too
         return
     view = Table()
     for name in ("time", "key / who", "client", "request", "model", "status", "tokens", "ms"):

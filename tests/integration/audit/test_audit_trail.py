@@ -3,10 +3,13 @@ action has its line, with the key's name and never a key; `orchestra audit` read
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from orchestra.lifetime import spawn, stop_group
 from tests.conftest import REPO_ROOT, wait_until
 from tests.fake_engine import FakeEngineProcess
 from tests.integration.gateway.batch_helpers import chat_line, jsonl, submit, wait_status
@@ -80,19 +84,22 @@ def test_every_answer_and_admin_action_has_its_line(
         assert _admin(gw.url, "POST", "/console/api/models/m/load").status_code == 503
         assert _admin(gw.url, "GET", "/admin/usage").status_code == 200  # a read: no line
 
-        records = wait_until(
-            lambda: found if len(found := lines(trail)) >= 11 else None,
-            timeout=10,
-            what="11 audit lines",
-        )
-    assert len(lines(trail)) == 11  # nothing more, nothing twice (the stop wrote the rest)
+        wait_until(lambda: len(lines(trail)) == 11, timeout=10, what="11 audit lines")
+        # `orchestra audit tail -f`: the last lines, then a new one as it comes.
+        with _tail_follow(trail, "-n", "2", "-o", "json") as tail_f:
+            assert [r["action"] for r in _next(tail_f, 2)] == ["key.delete", "model.load"]
+            again = httpx.get(gw.url + "/v1/models", headers={"authorization": f"Bearer {KEY_B}"})
+            answered[again.headers["x-request-id"]] = 200
+            assert [r["request_id"] for r in _next(tail_f, 1)] == [again.headers["x-request-id"]]
+        records = lines(trail)
+    assert len(lines(trail)) == 12  # nothing more, nothing twice (the stop wrote the rest)
     text = b"".join(p.read_bytes() for p in trail.parent.glob("audit.jsonl*"))
     for secret_text in (KEY_A, KEY_B, WRONG, ADMIN, secret):
         assert secret_text.encode() not in text  # names only, never a key
 
     requests = {r["request_id"]: r for r in records if r["kind"] == "request"}
     assert {k: r["status"] for k, r in requests.items()} == answered
-    first, second, missing, wrong, listed, streamed = (requests[k] for k in answered)
+    first, second, missing, wrong, listed, streamed, _ = (requests[k] for k in answered)
     assert first["key"] == "team-a" and first["model"] == "m" and first["served_by"] == "m"
     assert (first["prompt_tokens"], first["completion_tokens"]) == (3, 5)
     assert first["replica"] == engine.url.removeprefix("http://")
@@ -131,7 +138,7 @@ def test_every_answer_and_admin_action_has_its_line(
     errors = _cli("query", "--path", str(trail), "--status", "4xx", "-o", "json")
     assert [r["status"] for r in errors] == [404, 401]
     tail = _cli("tail", "--path", str(trail), "-n", "2", "-o", "json")
-    assert [r["action"] for r in tail] == ["key.delete", "model.load"]
+    assert [r.get("action") or r["path"] for r in tail] == ["model.load", "/v1/models"]
     table = subprocess.run(
         [sys.executable, "-m", "orchestra.cli", "audit", "query", "--path", str(trail)],
         cwd=REPO_ROOT,
@@ -170,6 +177,27 @@ def test_batch_rows_and_captured_bodies(engine: FakeEngineProcess, tmp_path: Pat
     # The Files and Batches API's own calls are requests of team-b's too.
     paths = {r["path"] for r in every if r["kind"] == "request" and r["key"] == "team-b"}
     assert {"/v1/files", "/v1/batches"} <= paths
+
+
+@contextlib.contextmanager
+def _tail_follow(trail: Path, *args: str) -> Iterator[queue.Queue[bytes]]:
+    """`orchestra audit tail -f` running; its printed lines, as they come, in a queue."""
+    argv = [sys.executable, "-m", "orchestra.cli", "audit", "tail", "-f", "--path", str(trail)]
+    proc = spawn([*argv, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE)
+    printed: queue.Queue[bytes] = queue.Queue()
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: [printed.put(line) for line in proc.stdout or ()])
+    reader.start()
+    try:
+        yield printed
+    finally:
+        stop_group(proc, 10.0)
+        reader.join(timeout=10)
+
+
+def _next(printed: queue.Queue[bytes], count: int) -> list[dict[str, object]]:
+    """The next `count` JSON lines printed (the command's start imports a lot: a long bound)."""
+    return [json.loads(printed.get(timeout=60)) for _ in range(count)]
 
 
 def _cli(*args: str) -> list[dict[str, object]]:

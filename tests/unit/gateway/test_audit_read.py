@@ -67,7 +67,7 @@ def test_since_reads_the_usage_ledgers_words() -> None:
 def test_follow_reads_new_lines_across_a_rotation(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     audit = AuditFile(path, 1024, keep=3)
-    audit.write([_line(0)])  # before following: not printed
+    audit.write([_line(-1), _line(0)])  # before following: the last one is its history
     got: list[int] = []
     following = threading.Event()
 
@@ -84,11 +84,11 @@ def test_follow_reads_new_lines_across_a_rotation(tmp_path: Path) -> None:
 
         def done() -> bool:
             following.set()
-            return len(got) >= 29 or time.monotonic() > stop
+            return len(got) >= 30 or time.monotonic() > stop
 
-        for record in follow(path, Filter(), 0.01, done):
+        for record in follow(path, Filter(), 0.01, done, history=1):
             got.append(record["i"])
     finally:
         writer.join(timeout=30)
         audit.close()
-    assert got == list(range(1, 30))
+    assert got == list(range(30))  # the last line there was, then every new one
