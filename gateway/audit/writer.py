@@ -8,7 +8,8 @@ Invariants:
   thread, at least every `flush_s` and as soon as half the queue is full; `close` writes the
   rest at shutdown. A `kill -9` loses at most what waited: the lines of the last `flush_s`.
 - A write that fails (disk full, a removed folder) drops its lines, counted like the others:
-  the log never grows without bound in memory while the disk is away.
+  the log never grows without bound in memory while the disk is away. A line that cannot be
+  encoded (a caller's bug) is dropped alone, counted and logged; the others are written.
 """
 
 from __future__ import annotations
@@ -97,10 +98,17 @@ class AuditLog:
         self._file.close()
 
     def _write(self, batch: list[Entry]) -> None:
+        lines = []
+        for entry in batch:
+            try:
+                lines.append(encode(entry, self._stamps))
+            except Exception:  # a caller's bug (a tuple of the wrong shape): that line only
+                self._dropped.inc()
+                log.exception("audit: cannot encode a %s line; dropped", entry[0])
         try:
-            self._file.write([encode(entry, self._stamps) for entry in batch])
+            self._file.write(lines)
         except OSError as exc:
-            self._dropped.inc(len(batch))
+            self._dropped.inc(len(lines))
             if not self._failing:
                 log.warning("audit: cannot write %s (%s); lines dropped", self._file.path, exc)
             self._failing = True

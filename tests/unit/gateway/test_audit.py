@@ -165,7 +165,7 @@ def test_a_full_queue_drops_and_counts_and_never_waits(tmp_path: Path) -> None:
             log.emit(REQUEST, _values(REQUEST, _REQUEST, request_id=f"r{i}"))
         waiting = log.waiting()
         await log.close()
-        return metrics.audit_dropped._value.get(), waiting
+        return metrics.registry.get_sample_value("orchestra_audit_dropped_total"), waiting
 
     dropped, waiting = asyncio.run(scenario())
     assert (dropped, waiting) == (2, 3)
@@ -173,6 +173,21 @@ def test_a_full_queue_drops_and_counts_and_never_waits(tmp_path: Path) -> None:
         orjson.loads(x)["request_id"] for x in (tmp_path / "audit.jsonl").read_bytes().splitlines()
     ]
     assert written == ["r0", "r1", "r2"]
+
+
+def test_a_line_that_cannot_be_encoded_is_dropped_alone(tmp_path: Path) -> None:
+    async def scenario() -> float:
+        metrics = GatewayMetrics()
+        log = AuditLog(_config(tmp_path), metrics.audit_dropped)
+        log.emit(REQUEST, _values(REQUEST, _REQUEST, request_id="before"))
+        log.emit(REQUEST, ("a", "tuple", "too", "short"))
+        log.emit(REQUEST, _values(REQUEST, _REQUEST, request_id="after"))
+        await log.close()
+        return float(metrics.registry.get_sample_value("orchestra_audit_dropped_total"))
+
+    assert asyncio.run(scenario()) == 1
+    written = (tmp_path / "audit.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(x)["request_id"] for x in written] == ["before", "after"]
 
 
 def test_the_writer_writes_within_flush_s_and_bodies_only_when_asked(tmp_path: Path) -> None:
