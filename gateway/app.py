@@ -83,6 +83,8 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                 if gw.cache is not None:
                     await gw.cache.store.close()  # Redis's: the last answers stored
                 await gw.usage.close()  # the ledger's last counts written
+                if gw.audit is not None:
+                    await gw.audit.close()  # the last lines written
                 pool.close()
 
     # No /docs or /openapi.json: the app serves the route table's paths and nothing else.

@@ -14,6 +14,7 @@ from orchestra.config import KvAwareConfig, OrchestraConfig
 from orchestra.control import ControlClient
 from orchestra.runtime import Bounded
 
+from .audit.writer import AuditLog
 from .balancing.balancer import KvShared
 from .balancing.kv.feed import KvFeeds, Wanted
 from .balancing.kv.index import KvIndex
@@ -68,6 +69,7 @@ class Gateway:
     kv_feeds: KvFeeds | None = None  # the KV-event subscriptions, when a model is kv_aware
     membership: RayMembership | None = None  # with `ray:`: the link's nodes follow Ray
     series: Series = field(default_factory=Series)  # the console's charts (the metrics' own)
+    audit: AuditLog | None = None  # with `gateway.audit`: the audit trail's writer
     started: int = field(default_factory=lambda: int(time.time()))
 
     def maps(self) -> dict[str, Bounded]:
@@ -92,6 +94,8 @@ class Gateway:
             maps["cache.bytes"] = held  # bytes of answers, not entries
         if self.kv is not None:
             maps["kv.index"] = self.kv.index.bounded()
+        if self.audit is not None:
+            maps["audit.queue"] = Bounded(self.audit.waiting(), self.audit.config.queue_size)
         for name, route in self.table.routes.items():
             if isinstance(route.balancer, Remembering):
                 maps[f"balancing.{name}"] = route.balancer.bounded()
@@ -112,6 +116,8 @@ class Gateway:
         if self.kv_feeds is not None:
             loops["kv-events"] = self.kv_feeds.run
         loops.update(self.usage.loops())
+        if self.audit is not None:
+            loops["audit-writer"] = self.audit.run
         return loops
 
 
@@ -225,6 +231,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         ),
         membership=membership,
         series=series,
+        audit=AuditLog(gw.audit, metrics.audit_dropped) if gw.audit is not None else None,
     )
 
 

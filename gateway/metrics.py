@@ -169,6 +169,12 @@ class GatewayMetrics:
             "gateway.usage.max_pending_rows.",
             registry=r,
         )
+        self.audit_dropped = Counter(
+            "orchestra_audit_dropped",
+            "Audit lines dropped: the writer's queue was at gateway.audit.queue_size (or the "
+            "file could not be written).",
+            registry=r,
+        )
         self.upstream_healthy = Gauge(
             "orchestra_upstream_healthy",
             "1 when the replica is taken for new requests (by every worker).",

@@ -19,10 +19,12 @@ import orjson
 
 from orchestra.config import ApiKey
 
-from ..core.call import new_call
+from ..audit.lines import BATCH_ROW
+from ..core.call import REPLICA, SERVED_BY, new_call
 from ..core.errors import GatewayError
 from ..core.traits import PLAIN, Traits
 from ..metrics import UNKNOWN_MODEL
+from ..upstream.backend import BACKEND_HEADER
 
 if TYPE_CHECKING:
     from ..container import Gateway
@@ -62,16 +64,36 @@ class InProcessSender:
         label = model if gw.table.get(model) is not None else UNKNOWN_MODEL
         tab = gw.usage.tab(call, label)  # the submitting key's ledger and budget
         status = 500
+        headers: Mapping[str, str] = {}
         try:
             await tab.admit()  # a spent budget: 429 budget_exceeded, in the error file
             reply = await gw.pipeline.serve(call)
+            headers = reply.headers
             status, body = reply.status, await reply.read()
         except GatewayError as exc:
             status, body = exc.status, exc.body()
         finally:
             tab.close(status)
-        # Counted like an HTTP answer (the edge sees no ASGI call here).
+        # Counted like an HTTP answer (the edge sees no ASGI call here), and audited.
         gw.metrics.model(label).answered(status, started)
+        if gw.audit is not None:  # in audit.lines.FIELDS' order
+            values = (
+                request_id,
+                None,  # no trace id
+                tab.key if call.api_key is not None else None,
+                path,
+                model,
+                headers.get(SERVED_BY),
+                headers.get(REPLICA),
+                headers.get(BACKEND_HEADER),
+                status,
+                body,  # an error's body: its code
+                tab.prompt if tab.served else None,
+                tab.completion if tab.served else None,
+                (time.perf_counter() - started) * 1000,
+            )
+            raw = call.body if isinstance(call.body, bytes) else None
+            gw.audit.emit(BATCH_ROW, values, raw, body)
         return status, body
 
     def _owner(self, owner: str | None) -> ApiKey | None:

@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from orchestra.control import ControlError
 
+from ..audit.lines import note_action
 from ..core.errors import BadRequest, GatewayError, ModelNotFound, Unavailable
 from ..usage.query import report
 from .feed import ConsoleState
@@ -95,6 +96,7 @@ async def events(request: Request) -> Response:
 
 async def act(name: str, action: str, request: Request) -> Response:
     state = console_state(request)
+    note_action(request.scope, f"model.{action}", name)  # its audit line's
     if action not in ACTIONS:
         raise BadRequest(f"unknown action `{action}`", param="action")
     if state.gw.table.get(name) is None:

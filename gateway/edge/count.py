@@ -59,10 +59,7 @@ def count_answer(
 ) -> None:
     """One answer counted: `status` as the client saw it (0: nothing went out, a 500), a 499
     when the client left before the last byte; the model label from the scope's state."""
-    if not status:
-        status = 500  # the app failed before answering and so did the answer
-    elif not ended:
-        status = CLIENT_CLOSED
+    status = final_status(status, ended)
     tab = state.get("tab")
     if tab is not None:  # set by `open_tab`: the key's ledger, and its budget settled
         cast(UsageTab, tab).close(status)
@@ -72,11 +69,20 @@ def count_answer(
     metrics.model(str(model)).answered(status, started)
 
 
+def final_status(status: int, ended: bool) -> int:
+    """The status an answer is counted with: 500 when nothing went out, 499 when the client
+    left before the last byte."""
+    if not status:
+        return 500  # the app failed before answering and so did the answer
+    return status if ended else CLIENT_CLOSED
+
+
 async def open_tab(gw: Gateway, call: Call, state: dict[str, object]) -> None:
     """A model call's usage tab (closed by `count_answer`), its budget checked: raises
     BudgetExceeded (429) when the key's budget is spent."""
     tab = gw.usage.tab(call, str(state.get("model") or UNKNOWN_MODEL))
     state["tab"] = tab
+    state["call"] = call  # the audit line's: the model asked, stream or not, the body
     await tab.admit()
 
 

@@ -15,7 +15,8 @@ For every path, in this order:
    without details, a cancellation (the server's shutdown deadline) as a 503 with
    `Retry-After`;
 6. counting: an entry that reaches a model is counted once (`count.count_answer`) with the
-   status the client saw, 499 when the client left before the last byte.
+   status the client saw, 499 when the client left before the last byte; with
+   `gateway.audit`, the answer's audit line (`audited.audit_answer`).
 
 The lifespan (and any scope that is not HTTP) goes straight to FastAPI. Everything the edge
 needs from the gateway's parts is built in the app's lifespan and read from the app's state
@@ -38,6 +39,7 @@ from ..core.errors import GatewayError, Unavailable
 from ..core.reply import Reply
 from ..metrics import GatewayMetrics
 from .anthropic import as_anthropic
+from .audited import audit_answer
 from .auth import first_headers, identify
 from .count import CLIENT_CLOSED, RequestIds, count_answer, internal, open_tab, shutting_down
 from .outgoing import Outgoing
@@ -100,6 +102,7 @@ class Edge:
         finally:
             if spec is not None and spec.reaches_model and scope["method"] in spec.methods:
                 count_answer(self._metrics(), state, out.status, out.ended, started)
+            audit_answer(getattr(self.app.state, "gateway", None), scope, spec, out, started)
 
     async def _serve(
         self,

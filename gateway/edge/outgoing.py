@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 
 from starlette.responses import Response
@@ -32,7 +33,7 @@ _NO_LENGTH = frozenset({204, 304})  # no body, so no content-length (RFC 9110 §
 class Outgoing:
     """Not a reply type (`core.reply.Reply` is): the client's end of the wire."""
 
-    __slots__ = ("_header", "_send", "ended", "gone", "status")
+    __slots__ = ("_header", "_send", "ended", "error", "gone", "head_at", "reply", "status")
 
     def __init__(self, send: Send, header: tuple[bytes, bytes] | None) -> None:
         self._send = send
@@ -40,6 +41,11 @@ class Outgoing:
         self.status = 0
         self.ended = False  # the last byte went out
         self.gone = False  # the client left before it did
+        # For the audit line (edge/audited.py): the reply answered, an error answer's body,
+        # when a stream's head went out.
+        self.reply: Reply | None = None
+        self.error: bytes | None = None
+        self.head_at = 0.0
 
     async def answer(self, reply: Reply, receive: Receive) -> None:
         """Write `reply` to the client and close it."""
@@ -52,12 +58,16 @@ class Outgoing:
                 headers.append(self._header)
             body = reply.body
             self.status = reply.status
+            self.reply = reply
             if isinstance(body, Stream):
+                self.head_at = time.perf_counter()
                 await self._send(
                     {"type": "http.response.start", "status": self.status, "headers": headers}
                 )
                 await self._push(body, receive)
                 return
+            if self.status >= 400:
+                self.error = body
             if self.status >= 200 and self.status not in _NO_LENGTH:
                 headers.append((b"content-length", b"%d" % len(body)))
             await self._send(
@@ -101,8 +111,11 @@ class Outgoing:
             self.status = message["status"]
             if self._header is not None:
                 message["headers"] = [*message.get("headers", ()), self._header]
-        elif not message.get("more_body", False):
-            self.ended = True
+        else:
+            if self.status >= 400 and self.error is None:
+                self.error = message.get("body", b"")
+            if not message.get("more_body", False):
+                self.ended = True
         return self._send(message)
 
 

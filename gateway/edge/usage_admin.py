@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from orchestra.config import Budget
 
+from ..audit.lines import note_action
 from ..core.errors import BadRequest
 from ..usage.query import report
 
@@ -49,6 +50,7 @@ async def create_key(request: Request) -> Response:
         new = NewKey.model_validate_json(await request.body())
     except ValidationError as exc:
         raise BadRequest(f"a new key is {{name, budget, team}}: {exc.errors()[0]['msg']}") from None
+    note_action(request.scope, "key.create", new.name)
     secret = await gw.usage.keys.create(new.name, new.budget, new.team)
     # The secret, once: only its sha256 is kept.
     return _json({"name": new.name, "key": secret}, status=201)
@@ -56,17 +58,20 @@ async def create_key(request: Request) -> Response:
 
 async def disable_key(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
+    note_action(request.scope, "key.disable", request.path_params["name"])
     await gw.usage.keys.set_disabled(request.path_params["name"], True)
     return _json({"name": request.path_params["name"], "disabled": True})
 
 
 async def enable_key(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
+    note_action(request.scope, "key.enable", request.path_params["name"])
     await gw.usage.keys.set_disabled(request.path_params["name"], False)
     return _json({"name": request.path_params["name"], "disabled": False})
 
 
 async def delete_key(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
+    note_action(request.scope, "key.delete", request.path_params["name"])
     await gw.usage.keys.delete(request.path_params["name"])
     return _json({"name": request.path_params["name"], "deleted": True})

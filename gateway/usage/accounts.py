@@ -125,7 +125,19 @@ def make_budgets(config: GatewayConfig) -> Budgets:
 class Tab:
     """One call's account: its reservation (budgets) and the usage its replies reported."""
 
-    __slots__ = ("_call", "_usage", "closed", "cost", "held", "key", "model", "served", "tokens")
+    __slots__ = (
+        "_call",
+        "_usage",
+        "closed",
+        "completion",
+        "cost",
+        "held",
+        "key",
+        "model",
+        "prompt",
+        "served",
+        "tokens",
+    )
 
     def __init__(self, usage: Usage, call: Call, model: str) -> None:
         self._usage = usage
@@ -134,6 +146,8 @@ class Tab:
         self.model = model
         self.served: set[str] = set()  # the models whose replies reported usage
         self.tokens = 0
+        self.prompt = 0  # of `tokens` (the audit line's)
+        self.completion = 0
         self.cost = 0.0
         self.held: list[Reservation] = []  # the key's, and its team's
         self.closed = False
@@ -173,6 +187,8 @@ class Tab:
             tokens = tokens.from_cache()
         self.cost += self._usage.ledger.tokens(self.key, model, tokens)
         self.tokens += tokens.total
+        self.prompt += tokens.prompt
+        self.completion += tokens.completion
         self.served.add(model)
 
     def close(self, status: int) -> None:

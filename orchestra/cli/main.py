@@ -61,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from orchestra.batch.cli import add_batch_parser
     from orchestra.cli.adapters import add_parser as add_adapters
+    from orchestra.cli.audit import add_parser as add_audit
     from orchestra.cli.usage import add_parsers as add_usage
     from orchestra.cluster.cli import add_ray_parser
 
     add_adapters(sub)
+    add_audit(sub)
     add_batch_parser(sub)
     add_ray_parser(sub)
     add_usage(sub)

@@ -7,6 +7,7 @@ share), `supervisor` (the supervisor's and the engines'), `servers` (the models)
 machine). Callers import the model and every section from here.
 """
 
+from orchestra.config.audit import AuditConfig
 from orchestra.config.cache import CacheConfig
 from orchestra.config.gateway import (
     AffinityConfig,
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AffinityConfig",
     "ApiKey",
+    "AuditConfig",
     "BalancingPolicy",
     "BatchConfig",
     "Budget",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestra.config.audit import AuditConfig
 from orchestra.config.cache import CacheConfig
 from orchestra.config.usage import Budget, Price, Team, UsageConfig
 from orchestra.config.workloads import UploadConfig
@@ -151,6 +152,7 @@ class GatewayConfig(StrictSection):
     pricing: dict[str, Price] = Field({}, description="model name -> price per 1M tokens")
     teams: dict[str, Team] = Field({}, description="team name -> a budget its keys share")
     cache: CacheConfig = CacheConfig()  # exact-match replies (gateway/pipeline/cache.py)
+    audit: AuditConfig | None = None  # the audit trail (gateway/audit/); None: off
 
     @model_validator(mode="after")
     def _known_teams(self) -> GatewayConfig:

@@ -48,6 +48,7 @@ def _layer(pipeline: Pipeline | None) -> tuple[Edge, GatewayMetrics]:
             keys=keys,
             pipeline=pipeline,
             usage=build_usage(config, metrics, keys),  # no database: nothing is flushed here
+            audit=None,  # no audit trail
         )
         app.state.shapers = Shapers(config, lambda name: name == "m", "x-priority")
     return Edge(app, RouteTable(), RequestIds(), lambda: metrics), metrics

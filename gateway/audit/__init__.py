@@ -1,0 +1,1 @@
+"""The audit trail: one JSON line per finished request and per admin action (`gateway.audit`)."""
