@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from orchestra.audit.writer import AuditLog
 from orchestra.config import KvAwareConfig, OrchestraConfig
 from orchestra.control import ControlClient
 from orchestra.runtime import Bounded
 
-from .audit.writer import AuditLog
 from .balancing.balancer import KvShared
 from .balancing.kv.feed import KvFeeds, Wanted
 from .balancing.kv.index import KvIndex

@@ -3,6 +3,7 @@
 Requests and replies are the types of `orchestra.protocol`, sent as their JSON (`_reply`); errors
 share its one shape, `{"error": {"message", "type", "param", "code"}}`. When
 `supervisor.admin_token` is set, every route but /health needs `Authorization: Bearer <token>`.
+With `gateway.audit`, each model or adapter action leaves an admin line (`audited.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import aiohttp
 import orjson
@@ -24,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orchestra.audit.lines import note_action
 from orchestra.config import OrchestraConfig
 from orchestra.protocol import (
     AdapterSpec,
@@ -40,6 +42,7 @@ from orchestra.protocol import (
 from orchestra.runtime import Bounded, figures
 
 from .adapters import ADAPTER_CALL_TIMEOUT_S, Adapters, adapter_names
+from .audited import AuditedActions, audit_trail, noted
 from .errors import ModelNotFound, SupervisorError, Unauthorized
 from .gpus import detect_gpus
 from .logtail import read_since
@@ -74,12 +77,16 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
             app.state.adapters = Adapters(session, ADAPTER_CALL_TIMEOUT_S)
             await manager.start()
             try:
-                yield
+                async with audit_trail(config.gateway.audit, manager.metrics.audit_dropped) as log:
+                    app.state.audit = log  # `AuditedActions` writes its lines here
+                    yield
             finally:
                 await manager.close(keep_engines=app.state.keep_engines)
 
     app = FastAPI(title="Orchestra supervisor", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.keep_engines = False  # set by SIGUSR1 (`__main__`): exit leaving engines serving
+    who = "admin_token" if config.supervisor.admin_token else "loopback"
+    app.add_middleware(AuditedActions, state=app.state, who=who)
     _install_errors(app)
     _install_routes(app, config)
     return app
@@ -153,6 +160,10 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
 
     auth = [Depends(authorized)]
 
+    def acting(action: str) -> list[Any]:
+        """An action's route: noted for its audit line (first: a refused call has one too)."""
+        return [Depends(noted(action)), *auth]
+
     @app.get("/health")
     async def health() -> Response:
         return _reply(Health(status="ok"))
@@ -192,39 +203,42 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
         await m.closing.until(m.ensure(name, timeout_s or default_timeout, force=force))
         return _reply(m.info(name))
 
-    @app.post("/models/{name:path}/load", dependencies=auth)
+    @app.post("/models/{name:path}/load", dependencies=acting("model.load"))
     async def load(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Response:
         timeout = timeout_s or default_timeout
         await m.closing.until(m.ensure(name, timeout, force=force, reset=True))
         return _reply(m.info(name))
 
-    @app.post("/models/{name:path}/unload", dependencies=auth)
+    @app.post("/models/{name:path}/unload", dependencies=acting("model.unload"))
     async def unload(name: str, m: Mgr) -> Response:
         await m.closing.until(m.unload(name))
         return _reply(m.info(name))
 
-    @app.post("/models/{name:path}/sleep", dependencies=auth)
+    @app.post("/models/{name:path}/sleep", dependencies=acting("model.sleep"))
     async def sleep(name: str, m: Mgr) -> Response:
         await m.closing.until(m.sleep(name))
         return _reply(m.info(name))
 
-    @app.post("/models/{name:path}/wake", dependencies=auth)
+    @app.post("/models/{name:path}/wake", dependencies=acting("model.wake"))
     async def wake(name: str, m: Mgr, timeout_s: Timeout = None) -> Response:
         await m.closing.until(m.wake(name, timeout_s or default_timeout))
         return _reply(m.info(name))
 
-    @app.post("/models/{name:path}/restart", dependencies=auth)
+    @app.post("/models/{name:path}/restart", dependencies=acting("model.restart"))
     async def restart(name: str, m: Mgr, timeout_s: Timeout = None) -> Response:
         await m.closing.until(m.restart(name, timeout_s or default_timeout))
         return _reply(m.info(name))
 
-    @app.post("/models/{name:path}/adapters", dependencies=auth)
-    async def load_adapter(name: str, spec: AdapterSpec, m: Mgr, lora: Lora) -> Response:
+    @app.post("/models/{name:path}/adapters", dependencies=acting("adapter.load"))
+    async def load_adapter(
+        name: str, spec: AdapterSpec, m: Mgr, lora: Lora, request: Request
+    ) -> Response:
+        note_action(request.scope, "adapter.load", name, spec.name)  # the body names it
         model = _managed(m, name)
         await m.closing.until(lora.load(model, spec.name, spec.path))
         return _reply(AdaptersReply(name=name, adapters=adapter_names(model)))
 
-    @app.delete("/models/{name:path}/adapters/{adapter}", dependencies=auth)
+    @app.delete("/models/{name:path}/adapters/{adapter}", dependencies=acting("adapter.unload"))
     async def unload_adapter(name: str, adapter: str, m: Mgr, lora: Lora) -> Response:
         model = _managed(m, name)
         await m.closing.until(lora.unload(model, adapter))

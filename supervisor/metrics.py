@@ -92,4 +92,10 @@ class SupervisorMetrics:
             p + "evictions", "models evicted", ["model", "how"], registry=self.registry
         )
         self.rotations = Counter(p + "rotations", "demand rotations", registry=self.registry)
+        self.audit_dropped = Counter(
+            p + "audit_dropped",
+            "Audit lines of control-API actions dropped (gateway.audit: a full queue, or the "
+            "file could not be written)",
+            registry=self.registry,
+        )
         self.registry.register(_Snapshot(sample))

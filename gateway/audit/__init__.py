@@ -1,1 +1,2 @@
-"""The audit trail: one JSON line per finished request and per admin action (`gateway.audit`)."""
+"""The audit trail read back (`orchestra audit tail|query`); its lines are written by
+`orchestra/audit/` (the gateway's and the supervisor's, one file: `gateway.audit`)."""

@@ -18,8 +18,9 @@ from typing import Any
 
 import orjson
 
+from orchestra.audit.files import rotated
+
 from ..core.errors import GatewayError
-from .files import rotated
 
 Record = dict[str, Any]
 
@@ -60,7 +61,7 @@ def _parsed(lines: Any) -> Iterator[Record]:
 class Filter:
     key: str | None = None
     since: float | None = None  # epoch seconds
-    model: str | None = None  # the model asked or the one that served
+    model: str | None = None  # the model asked, the one that served, an admin action's target
     status: str | None = None  # `200`, `5xx`, `4xx`
     kind: str | None = None  # request, admin, batch_row
 
@@ -72,6 +73,7 @@ class Filter:
         if self.model is not None and self.model not in (
             record.get("model"),
             record.get("served_by"),
+            record.get("target"),
         ):
             return False
         if self.status is not None and not _status_matches(self.status, record.get("status")):

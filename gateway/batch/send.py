@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
+from orchestra.audit.lines import BATCH_ROW
 from orchestra.config import ApiKey
 
-from ..audit.lines import BATCH_ROW
 from ..core.call import REPLICA, SERVED_BY, new_call
 from ..core.errors import GatewayError
 from ..core.traits import PLAIN, Traits
@@ -91,6 +91,8 @@ class InProcessSender:
                 tab.prompt if tab.served else None,
                 tab.completion if tab.served else None,
                 (time.perf_counter() - started) * 1000,
+                call.marks.attempts,
+                call.marks.fallback,
             )
             raw = call.body if isinstance(call.body, bytes) else None
             gw.audit.emit(BATCH_ROW, values, raw, body)

@@ -11,9 +11,9 @@ import orjson
 from fastapi import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
+from orchestra.audit.lines import note_action
 from orchestra.control import ControlError
 
-from ..audit.lines import note_action
 from ..core.errors import BadRequest, GatewayError, ModelNotFound, Unavailable
 from ..usage.query import report
 from .feed import ConsoleState

@@ -42,6 +42,16 @@ class UsageTab(Protocol):
 
 
 @dataclass(slots=True)
+class Marks:
+    """What one client call went through, for its audit line. One object per client call:
+    `Call.derive` copies the reference, so the proxy and the chain mark the client's call
+    whichever derived call (a chain's next model, an ensemble's member) they hold."""
+
+    attempts: int = 0  # upstream attempts, the proxy's, over every target (and member)
+    fallback: str | None = None  # the chain's model that served, when it was not the first
+
+
+@dataclass(slots=True)
 class Call:
     path: str
     body: bytes | aiohttp.Payload  # a Payload: a spooled multipart upload (edge/multipart.py)
@@ -64,6 +74,7 @@ class Call:
     upstream_s: float = 0.0  # time spent waiting on upstreams (excluded from the overhead)
     traits: Traits = PLAIN  # its route's: the API it speaks, what may serve it (core/traits.py)
     cached: bool = True  # False: the response cache neither reads nor writes (ensemble members)
+    marks: Marks = field(default_factory=Marks)  # shared with derived calls (audit lines)
 
     @property
     def dialect(self) -> Dialect:
@@ -92,7 +103,7 @@ class Call:
 
     def derive(self, **changes: Any) -> Call:
         """A call for another model or member: the changes applied, headers copied (each
-        attempt's reply headers are its own)."""
+        attempt's reply headers are its own), the marks shared (the client call's)."""
         changes.setdefault("reply_headers", dict(self.reply_headers))
         return dataclasses.replace(self, **changes)
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
-from ..audit.lines import ACTION, ADMIN, REQUEST
+from orchestra.audit.lines import ACTION, ADMIN, REQUEST
+
 from ..core.call import REPLICA, SERVED_BY, Call
 from ..pipeline.cache import HEADER as CACHE_HEADER
 from ..upstream.backend import BACKEND_HEADER
@@ -48,7 +49,7 @@ def audit_answer(
     host = client[0] if client else None
     elapsed_ms = (time.perf_counter() - started) * 1000
     if spec.caller is Caller.ADMIN:
-        action, target = state.get(ACTION) or (None, None)
+        action, target, adapter = state.get(ACTION) or (None, None, None)
         who = "admin_key" if gw.keys.admin_sha256 is not None else "loopback"
         done = (
             state.get("request_id"),
@@ -62,6 +63,7 @@ def audit_answer(
             status,
             out.error,
             elapsed_ms,
+            adapter,
         )
         gw.audit.emit(ADMIN, done)
         return
@@ -91,6 +93,8 @@ def audit_answer(
         (out.head_at - started) * 1000 if out.head_at else None,
         call.stream if call is not None else None,
         headers.get(CACHE_HEADER),
+        call.marks.attempts if call is not None else None,
+        call.marks.fallback if call is not None else None,
     )
     request_body = call.body if call is not None and isinstance(call.body, bytes) else None
     reply_body = reply.body if reply is not None and isinstance(reply.body, bytes) else None

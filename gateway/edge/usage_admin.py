@@ -11,9 +11,9 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.responses import Response
 
+from orchestra.audit.lines import note_action
 from orchestra.config import Budget
 
-from ..audit.lines import note_action
 from ..core.errors import BadRequest
 from ..usage.query import report
 

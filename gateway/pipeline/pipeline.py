@@ -138,6 +138,7 @@ class Pipeline:
                 failure = reply
                 continue
             if target is not chain[0] and failure is not None:
+                call.marks.fallback = target.served_by  # the audit line's
                 self.models.fallback_pairs.labels(
                     chain[0].upstream_name, target.served_by, _reason(failure)
                 ).inc()

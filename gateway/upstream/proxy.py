@@ -107,6 +107,7 @@ class Proxy:
                     failure = last or _Failure("no_replica", _no_upstream(route))
                 else:
                     tried.append(replica)
+                    call.marks.attempts += 1  # the audit line's (re-ensured tries count too)
                     outcome = await self._attempt(call, route, replica, started)
                     if not isinstance(outcome, _Failure):
                         streaming = outcome.streamed

@@ -33,7 +33,9 @@ def add_parser(sub: Any) -> None:
     tail.add_argument("-f", "--follow", action="store_true", help="print new lines too")
     query = actions.add_parser("query", help="the lines of a key, model, status, since ...")
     query.add_argument("--since", default="1h", help="1h, 30m, 7d or an ISO date (default 1h)")
-    query.add_argument("--model", default=None, help="the model asked or the one that served")
+    query.add_argument(
+        "--model", default=None, help="the model asked or served, or an admin action's target"
+    )
     query.add_argument("--status", default=None, help="200, 4xx, 5xx, ...")
     query.add_argument("--limit", type=int, default=None, help="the last N matching lines")
     for cmd in (tail, query):
@@ -117,6 +119,8 @@ def _cells(r: Record) -> list[str]:
         shown += f" {escape(str(r['error']))}"
     if r.get("kind") == "admin":
         what = f"{r.get('action') or r.get('method')} {r.get('target') or r.get('path')}"
+        if r.get("adapter"):
+            what += f" {r['adapter']}"
         who = str(r.get("who", ""))
     else:
         what = f"{r.get('method', 'BATCH')} {r.get('path', '')}"
@@ -125,7 +129,9 @@ def _cells(r: Record) -> list[str]:
     served = r.get("served_by")
     if served and served != model:
         model += f" -> {served}"
-    marks = [m for m in (r.get("cache"), "fallback" if r.get("fallback") else None) if m]
+    attempts = r.get("attempts")
+    retried = f"{attempts} attempts" if isinstance(attempts, int) and attempts > 1 else None
+    marks = [m for m in (r.get("cache"), "fallback" if r.get("fallback") else None, retried) if m]
     if marks:
         model += f" ({', '.join(marks)})"
     tokens = ""

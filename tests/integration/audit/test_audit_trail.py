@@ -103,7 +103,7 @@ def test_every_answer_and_admin_action_has_its_line(
     assert first["key"] == "team-a" and first["model"] == "m" and first["served_by"] == "m"
     assert (first["prompt_tokens"], first["completion_tokens"]) == (3, 5)
     assert first["replica"] == engine.url.removeprefix("http://")
-    assert first["backend"] == "vllm" and first["fallback"] is False
+    assert first["backend"] == "vllm" and first["fallback"] is None and first["attempts"] == 1
     assert first["client"] == "127.0.0.1" and first["method"] == "POST"
     assert first["path"] == "/v1/completions" and first["error"] is None
     assert first["stream"] is False and first["ttft_ms"] is None and first["latency_ms"] > 0
@@ -112,6 +112,7 @@ def test_every_answer_and_admin_action_has_its_line(
     assert missing["model"] == "nope" and missing["served_by"] is None  # what was asked
     assert wrong["status"] == 401 and wrong["key"] is None and wrong["error"] == "invalid_api_key"
     assert listed["path"] == "/v1/models" and listed["method"] == "GET"
+    assert listed["attempts"] is None and missing["attempts"] == 0  # no call; none sent
     assert streamed["stream"] is True and streamed["ttft_ms"] is not None
     assert streamed["ttft_ms"] <= streamed["latency_ms"]
     assert (streamed["prompt_tokens"], streamed["completion_tokens"]) == (2, 4)

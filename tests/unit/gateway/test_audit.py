@@ -14,8 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from orchestra.config import AuditConfig, ConfigError, GatewayConfig, parse_config
-from orchestra.gateway.audit.lines import (
+from orchestra.audit.lines import (
     ADMIN,
     BATCH_ROW,
     FIELDS,
@@ -25,7 +24,8 @@ from orchestra.gateway.audit.lines import (
     encode,
     iso,
 )
-from orchestra.gateway.audit.writer import AuditLog
+from orchestra.audit.writer import AuditLog
+from orchestra.config import AuditConfig, ConfigError, GatewayConfig, parse_config
 from orchestra.gateway.metrics import GatewayMetrics
 from orchestra.protocol import error_json
 
@@ -48,6 +48,8 @@ _REQUEST: dict[str, object] = {
     "ttft_ms": None,
     "stream": False,
     "cache": "miss",
+    "attempts": 1,
+    "fallback": None,
 }
 
 
@@ -69,10 +71,10 @@ def _line(entry: Entry) -> dict[str, Any]:
 
 def test_a_request_line_has_every_field_in_json() -> None:
     line = _line(_request())
-    assert list(line) == ["time", "kind", *FIELDS[REQUEST], "fallback"]
+    assert list(line) == ["time", "kind", *FIELDS[REQUEST]]
     assert line["time"] == "2026-12-01T00:00:00.250Z" == iso(1_796_083_200.25)
     assert line["kind"] == "request" and line["key"] == "team-a" and line["cache"] == "miss"
-    assert line["latency_ms"] == 123.457 and line["fallback"] is False
+    assert line["latency_ms"] == 123.457 and line["fallback"] is None and line["attempts"] == 1
     raw = encode(_request(), Stamps())
     assert raw.endswith(b"}\n") and raw.count(b"\n") == 1
 
@@ -85,7 +87,8 @@ def test_errors_are_their_code_and_marks_come_from_the_reply() -> None:
     # A 200 never carries an error, whatever the body; a client that left is named.
     assert _line(_request(error=body))["error"] is None
     assert _line(_request(status=499))["error"] == "client_closed"
-    assert _line(_request(backend="ollama"))["fallback"] is True
+    retried = _line(_request(attempts=3, fallback="llama3.2:1b", backend="ollama"))
+    assert (retried["attempts"], retried["fallback"]) == (3, "llama3.2:1b")
     assert _line(_request(stream=True, ttft_ms=50.00049))["ttft_ms"] == 50.0
     assert len(_line(_request(model="m" * 5000, path="/" * 900))["model"]) == 256
 
@@ -113,6 +116,7 @@ def test_admin_and_batch_lines() -> None:
         "status": 201,
         "error": None,
         "latency_ms": 10.0,
+        "adapter": None,
     }
     admin = _line((ADMIN, 0.0, _values(ADMIN, admin_fields), None))
     assert (admin["kind"], admin["action"], admin["target"], admin["who"]) == (
@@ -122,6 +126,7 @@ def test_admin_and_batch_lines() -> None:
         "admin_key",
     )
     assert admin["trace_id"] == "0af7651916cd43dd8448eb211c80319c" and "fallback" not in admin
+    assert admin["adapter"] is None
     row_fields = {
         "request_id": "batch_1-0",
         "trace_id": None,
@@ -136,6 +141,8 @@ def test_admin_and_batch_lines() -> None:
         "prompt_tokens": 1,
         "completion_tokens": 2,
         "latency_ms": 500.0,
+        "attempts": 2,
+        "fallback": None,
     }
     row = _line((BATCH_ROW, 0.0, _values(BATCH_ROW, row_fields), None))
     assert row["kind"] == "batch_row" and row["error"] is None and row["completion_tokens"] == 2

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from orchestra.gateway.audit.files import AuditFile, rotated
+from orchestra.audit.files import AuditFile, rotated
 from orchestra.gateway.audit.read import files
 
 
@@ -66,7 +66,7 @@ _WRITER = """
 import sys
 from pathlib import Path
 import orjson
-from orchestra.gateway.audit.files import AuditFile
+from orchestra.audit.files import AuditFile
 
 path, worker, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 audit = AuditFile(path, 20_000, keep=1000)

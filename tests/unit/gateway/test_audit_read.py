@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestra.gateway.audit.files import AuditFile
-from orchestra.gateway.audit.lines import iso
+from orchestra.audit.files import AuditFile
+from orchestra.audit.lines import iso
 from orchestra.gateway.audit.read import Filter, Record, follow, last, records, since
 
 

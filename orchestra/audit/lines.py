@@ -5,19 +5,24 @@ request's trace when tracing put one in the scope's state, else null), `status` 
 (the error's `code`, or its type when it has none):
 - `request`: an HTTP request to a route with API keys: the key's name (never the key),
   the client's address, method, path, the model asked and the model and engine that served,
-  the backend, tokens, latency and (streams) time to the response's head, and the marks the reply
-  carries: `cache` (`x-orchestra-cache`: hit, miss, bypass) and `fallback` (Ollama served);
-- `admin`: an admin action (a model's load/unload/sleep/wake/restart, a key made, disabled,
-  enabled or deleted): who (the admin key, or a loopback caller while none is configured), from
-  where, the action and its target;
-- `batch_row`: one row of a batch, charged to the key that submitted it.
+  the backend, tokens, latency and (streams) time to the response's head, and the marks:
+  `cache` (`x-orchestra-cache`: hit, miss, bypass), `attempts` (upstream attempts: 2 and more
+  when the proxy retried on another replica or the chain moved on; 0 when none was made, a
+  cache hit) and `fallback` (the chain's model that served when it was not the first, Ollama's
+  included; else null), both read from the call's `Marks` (gateway/core/call.py);
+- `admin`: an admin action, written by the gateway (the console's model actions, a key made,
+  disabled, enabled or deleted) and by the supervisor (its control API's load, unload, sleep,
+  wake, restart and adapter changes: `orchestra load|...`, `orchestra adapters`, the gateway's
+  own calls): who (the admin key or token, or a loopback caller while none is configured), from
+  where, the action, its target (a model, a key) and `adapter` (an adapter's action);
+- `batch_row`: one row of a batch, charged to the key that submitted it, with the same marks.
 
 A line never holds a key's secret: only names. Bodies only with `gateway.audit.capture_bodies`.
 
 Cost: the request path hands over a plain tuple of the values in `FIELDS[kind]`'s order (a dict
 or a call with keywords cost several times more per request); everything else is done by
 `encode`, in the writer's thread: the time formatted, milliseconds rounded, an error body
-read for its code, client strings cut, the fallback mark.
+read for its code, client strings cut.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "ttft_ms",
         "stream",
         "cache",
+        "attempts",
+        "fallback",
     ),
     ADMIN: (
         "request_id",
@@ -68,6 +75,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "status",
         "error",
         "latency_ms",
+        "adapter",
     ),
     BATCH_ROW: (
         "request_id",
@@ -83,6 +91,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "prompt_tokens",
         "completion_tokens",
         "latency_ms",
+        "attempts",
+        "fallback",
     ),
 }
 
@@ -90,18 +100,21 @@ FIELDS: dict[str, tuple[str, ...]] = {
 # (request, reply) when `capture_bodies` is on (None: off).
 Entry = tuple[str, float, tuple[Any, ...], tuple[bytes | None, bytes | None] | None]
 
-OLLAMA = "ollama"  # the Ollama backend's name in `x-orchestra-backend`
 CLIENT_CLOSED = 499  # the edge's status for a client that left before the last byte
 _CUT = ("path", "model")  # client-sent strings, cut to _MAX_FIELD
 _MAX_FIELD = 256
 
-ACTION = "audit_action"  # the scope's state: (action, target) an admin endpoint noted
+# The ASGI scope's state: (action, target, adapter) an admin endpoint noted.
+ACTION = "audit_action"
 
 
-def note_action(scope: MutableMapping[str, Any], action: str, target: str | None) -> None:
-    """An admin endpoint names what it does (`key.create`, `model.load`) and to what, for the
-    line the edge writes when it has answered."""
-    scope.setdefault("state", {})[ACTION] = (action, target)
+def note_action(
+    scope: MutableMapping[str, Any], action: str, target: str | None, adapter: str | None = None
+) -> None:
+    """An admin endpoint names what it does (`key.create`, `model.load`) and to what (and which
+    adapter of the model), for the line written when it has answered (the gateway's edge, the
+    supervisor's `audited.py`)."""
+    scope.setdefault("state", {})[ACTION] = (action, target, adapter)
 
 
 def encode(entry: Entry, stamps: Stamps) -> bytes:
@@ -117,8 +130,6 @@ def encode(entry: Entry, stamps: Stamps) -> bytes:
         if out.get(name) is not None:
             out[name] = round(out[name], 3)
     out["error"] = _error(out["status"], out["error"])
-    if "backend" in out:
-        out["fallback"] = out["backend"] == OLLAMA
     if bodies is not None:
         request, reply = bodies
         out["request_body"] = None if request is None else request.decode("utf-8", "replace")
