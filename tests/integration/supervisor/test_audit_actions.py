@@ -47,7 +47,13 @@ def test_control_api_actions_have_admin_lines(tmp_path: Path) -> None:
     sup = SupervisorProcess(config, tmp_path).start()
     cfg = str(sup.path)
     try:
-        wait_until(lambda: sup.models()["alpha"]["state"] == "ready", timeout=30, what="alpha")
+        token = {"authorization": f"Bearer {TOKEN}"}
+
+        def alpha_state() -> str:
+            table = httpx.get(sup.url + "/models/alpha", headers=token, timeout=5).json()
+            return str(table["state"])
+
+        wait_until(lambda: alpha_state() == "ready", timeout=30, what="alpha ready")
         for args in (
             ("load", "beta", "--config", cfg),
             ("unload", "beta", "--config", cfg),
@@ -60,7 +66,7 @@ def test_control_api_actions_have_admin_lines(tmp_path: Path) -> None:
         assert missing.returncode == 1
         refused = httpx.post(sup.url + "/models/beta/sleep", timeout=10)  # no token
         assert refused.status_code == 401
-        headers = {"authorization": f"Bearer {TOKEN}", "x-request-id": "req-wake"}
+        headers = {**token, "x-request-id": "req-wake"}
         woken = httpx.post(sup.url + "/models/alpha/wake", headers=headers, timeout=30)
         assert woken.status_code == 200, woken.text
         assert httpx.get(sup.url + "/models", headers=headers, timeout=10).status_code == 200
