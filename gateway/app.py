@@ -26,6 +26,7 @@ from .edge.error_handlers import install_error_handlers
 from .edge.routes import RouteTable
 from .edge.shapers import Shapers
 from .metrics import GatewayMetrics
+from .tracing.tracer import Tracing, start_tracing
 from .upstream.http1.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
         # No cookie jar: a Set-Cookie from one supervisor must never ride on other calls.
         jar = aiohttp.DummyCookieJar()
         async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
-            gw = build_gateway(config, session, pool)
+            tracing = start_tracing(config.tracing)  # exports until the lifespan ends
+            gw = build_gateway(config, session, pool, tracing)
             # The edge's own part: HTTP request -> pipeline call (the gateway's parts below it
             # know nothing of HTTP requests).
             app.state.shapers = Shapers(
@@ -82,6 +84,7 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                 await gw.limiter.close()
                 await gw.usage.close()  # the ledger's last counts written
                 pool.close()
+                await tracing.aclose()  # the spans still queued are sent
 
     # No /docs or /openapi.json: the app serves the route table's paths and nothing else.
     app = FastAPI(
@@ -101,4 +104,11 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
         gw: Gateway | None = getattr(app.state, "gateway", None)
         return None if gw is None else gw.metrics
 
-    return Edge(app, table, RequestIds(), metrics)
+    def current_tracing() -> Tracing | None:
+        gw: Gateway | None = getattr(app.state, "gateway", None)
+        return None if gw is None else gw.tracing
+
+    # Tracing off: the edge is given nothing to look up (no per-request cost).
+    return Edge(
+        app, table, RequestIds(), metrics, None if config.tracing is None else current_tracing
+    )

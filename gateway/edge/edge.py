@@ -15,7 +15,9 @@ For every path, in this order:
    without details, a cancellation (the server's shutdown deadline) as a 503 with
    `Retry-After`;
 6. counting: an entry that reaches a model is counted once (`count.count_answer`) with the
-   status the client saw, 499 when the client left before the last byte.
+   status the client saw, 499 when the client left before the last byte;
+7. with `tracing:` on, an entry that reaches a model is one server span (`traced.py`), from
+   before step 3 until after its last byte, joined to the client's `traceparent`.
 
 The lifespan (and any scope that is not HTTP) goes straight to FastAPI. Everything the edge
 needs from the gateway's parts is built in the app's lifespan and read from the app's state
@@ -37,12 +39,22 @@ from ..container import Gateway
 from ..core.errors import GatewayError, Unavailable
 from ..core.reply import Reply
 from ..metrics import GatewayMetrics
+from ..tracing.tracer import Tracing
 from .anthropic import as_anthropic
 from .auth import first_headers, identify
-from .count import CLIENT_CLOSED, RequestIds, count_answer, internal, open_tab, shutting_down
+from .count import (
+    CLIENT_CLOSED,
+    RequestIds,
+    client_status,
+    count_answer,
+    internal,
+    open_tab,
+    shutting_down,
+)
 from .outgoing import Outgoing
 from .routes import Caller, RouteSpec, RouteTable
 from .shapers import Incoming, Shapers
+from .traced import RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +81,15 @@ class Edge:
         table: RouteTable,
         ids: RequestIds,
         metrics: Callable[[], GatewayMetrics | None],  # None before the lifespan built them
+        # `tracing:` on: the lifespan's Tracing (None before it is built). None: tracing off,
+        # and the edge does not look for it.
+        tracing: Callable[[], Tracing | None] | None = None,
     ) -> None:
         self.app = app  # the innermost app (FastAPI); its state holds what the lifespan built
         self._table = table
         self._ids = ids
         self._metrics = metrics
+        self._tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # the lifespan
@@ -86,8 +102,11 @@ class Edge:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         out = Outgoing(send, (b"x-request-id", request_id.encode("latin-1")))
+        trace = None
+        if self._tracing is not None and spec is not None and spec.reaches_model:
+            trace = RequestTrace.start(self._tracing(), scope, spec.path, headers, started)
         try:
-            await self._serve(scope, receive, spec, headers, out)
+            await self._serve(scope, receive, spec, headers, out, trace)
         except asyncio.CancelledError:
             if not out.status:
                 await _error(out, shutting_down(), spec)
@@ -100,6 +119,8 @@ class Edge:
         finally:
             if spec is not None and spec.reaches_model and scope["method"] in spec.methods:
                 count_answer(self._metrics(), state, out.status, out.ended, started)
+            if trace is not None:
+                trace.end(client_status(out.status, out.ended))
 
     async def _serve(
         self,
@@ -108,6 +129,7 @@ class Edge:
         spec: RouteSpec | None,
         headers: dict[bytes, bytes],
         out: Outgoing,
+        trace: RequestTrace | None,
     ) -> None:
         if spec is None:  # not a path of the table: FastAPI's 404 or 405
             await self.app(scope, receive, out.send)
@@ -123,7 +145,7 @@ class Edge:
                 await self.app(scope, receive, out.send)
                 return
             assert gw is not None
-            answer = await self._model_call(gw, spec, scope, receive, headers)
+            answer = await self._model_call(gw, spec, scope, receive, headers, trace)
         except GatewayError as exc:
             if spec.browser_prompt and exc.status == 401:  # let the browser ask for the key
                 exc.headers["www-authenticate"] = 'Basic realm="Orchestra console"'
@@ -141,6 +163,7 @@ class Edge:
         scope: Scope,
         receive: Receive,
         headers: dict[bytes, bytes],
+        trace: RequestTrace | None,
     ) -> Reply | None:
         """The pipeline's answer to a model call; None when the client left while sending its
         body. Its GatewayErrors propagate to the caller's handler."""
@@ -148,9 +171,15 @@ class Edge:
         shape = shapers.json if spec.body == "json" else shapers.multipart
         try:
             shaped = await shape(Incoming(scope, receive, headers, spec.traits))
+            call = shaped.call
+            if trace is not None:
+                trace.called(call)
             try:
-                await open_tab(gw, shaped.call, scope["state"])  # usage ledger, budgets (429)
-                return await gw.pipeline.serve(shaped.call)
+                await open_tab(gw, call, scope["state"])  # usage ledger, budgets (429)
+                reply = await gw.pipeline.serve(call)
+                if trace is not None:
+                    trace.answered(reply)
+                return reply
             finally:
                 shaped.close()  # an upload: the upstream has read it (it answered)
         except ClientDisconnect:  # while its body was read (an upload: while it was sent on)

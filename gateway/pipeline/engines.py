@@ -11,6 +11,7 @@ from ..cluster.routing import Router
 from ..core.call import Call
 from ..core.reply import Reply
 from ..protection.admission import Admission, release_when_done
+from ..tracing.tracer import Tracing
 from ..upstream.proxy import Proxy
 from .responses import PATH as RESPONSES_PATH
 from .responses import StoredResponses, gone, pinned_route
@@ -18,9 +19,15 @@ from .responses import StoredResponses, gone, pinned_route
 
 class Engines:
     def __init__(
-        self, router: Router, admission: Admission, proxy: Proxy, stored: StoredResponses
+        self,
+        router: Router,
+        admission: Admission,
+        proxy: Proxy,
+        stored: StoredResponses,
+        tracing: Tracing | None = None,
     ) -> None:
         self._router = router
+        self._tracing = tracing or Tracing(None)
         self._admission = admission
         self._proxy = proxy
         self._stored = stored
@@ -41,7 +48,10 @@ class Engines:
             route = pinned
         gate = self._admission.gate(call.model)
         if gate is not None:
-            await gate.acquire(self._admission.priority(call.priority))
+            with self._tracing.span("admission") as span:
+                span.set_attribute("orchestra.model", call.model)
+                span.set_attribute("orchestra.queued_before", gate.queued)
+                await gate.acquire(self._admission.priority(call.priority))
         try:
             reply = await self._proxy.forward(call, route)
         except BaseException:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
 from orchestra.config import GatewayConfig
 
 from ..balancing.policy import prepared_key
@@ -37,6 +39,7 @@ from ..core.errors import (
 from ..core.reply import Reply
 from ..metrics import GatewayMetrics
 from ..protection.retry_budget import RetryBudget
+from ..tracing.tracer import Tracing
 from .backend import BACKEND_HEADER
 from .health import HealthMonitor
 from .http1.pool import ConnectFailed, Pool
@@ -68,9 +71,11 @@ class Proxy:
         config: GatewayConfig,
         name: str,
         reensure: Callable[[ModelRoute], Awaitable[bool]] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.name = name  # its replies' x-orchestra-backend
         self._pool = pool
+        self._tracing = tracing or Tracing(None)
         self._reensure = reensure
         self._health = health
         self._metrics = metrics
@@ -107,7 +112,10 @@ class Proxy:
                     failure = last or _Failure("no_replica", _no_upstream(route))
                 else:
                     tried.append(replica)
-                    outcome = await self._attempt(call, route, replica, started)
+                    # One span per attempt; its context is the engine's `traceparent`.
+                    with self._tracing.span("upstream attempt", SpanKind.CLIENT) as span:
+                        outcome = await self._attempt(call, route, replica, started)
+                        _traced(span, replica, len(tried), last, outcome)
                     if not isinstance(outcome, _Failure):
                         streaming = outcome.streamed
                         call.answered_by = replica.url
@@ -166,7 +174,7 @@ class Proxy:
                         replica.url,
                         call.method,
                         call.path,
-                        upstream_headers(call.headers, replica),
+                        upstream_headers(self._tracing.inject(call.headers), replica),
                         call.body,
                     )
                     relay = call.stream and resp.status == 200
@@ -199,6 +207,8 @@ class Proxy:
             if relay:
                 if not first:
                     return _Failure("empty_stream", UpstreamError("upstream closed the stream"))
+                if call.trace is not None:
+                    call.trace.first_byte()
                 handed_to_stream = True  # the stream settles `outstanding` and `resp`
                 return self._streams.reply(
                     call, route, replica, resp, first, headers, content_type, deadline
@@ -227,6 +237,27 @@ class Proxy:
                 replica.outstanding -= 1
                 if resp is not None:
                     resp.release()
+
+
+def _traced(
+    span: Span, replica: Replica, attempt: int, before: _Failure | None, outcome: Reply | _Failure
+) -> None:
+    """An attempt's span: which engine, which try, why the one before failed, how it ended."""
+    if not span.is_recording():
+        return
+    span.set_attribute("orchestra.replica", replica.address)
+    span.set_attribute("server.address", replica.url)
+    span.set_attribute("orchestra.attempt", attempt)
+    if before is not None:
+        span.set_attribute("orchestra.retry_reason", before.reason)
+    if isinstance(outcome, _Failure):
+        span.set_attribute("orchestra.outcome", outcome.reason)
+        if outcome.reply is not None:
+            span.set_attribute("http.response.status_code", outcome.reply.status)
+        span.set_status(StatusCode.ERROR, outcome.reason)
+        return
+    span.set_attribute("orchestra.outcome", "answered")
+    span.set_attribute("http.response.status_code", outcome.status)
 
 
 def _retry_after_s(value: str | None) -> float | None:

@@ -1,0 +1,1 @@
+"""Traces (OpenTelemetry): spans made on every floor, built in the lifespan."""
