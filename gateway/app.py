@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from orchestra.config import OrchestraConfig
 from orchestra.loops import run_forever
+from orchestra.tracing import Tracing, start_tracing
 
 from .batch.service import BatchService
 from .container import Gateway, build_gateway
@@ -26,7 +27,6 @@ from .edge.error_handlers import install_error_handlers
 from .edge.routes import RouteTable
 from .edge.shapers import Shapers
 from .metrics import GatewayMetrics
-from .tracing.tracer import Tracing, start_tracing
 from .upstream.http1.pool import Pool
 
 log = logging.getLogger(__name__)

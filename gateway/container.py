@@ -13,6 +13,7 @@ import aiohttp
 from orchestra.config import KvAwareConfig, OrchestraConfig
 from orchestra.control import ControlClient
 from orchestra.runtime import Bounded
+from orchestra.tracing import Tracing
 
 from .balancing.balancer import KvShared
 from .balancing.kv.feed import KvFeeds, Wanted
@@ -34,7 +35,6 @@ from .pipeline.responses import StoredResponses
 from .protection.admission import Admission
 from .protection.keys import KeyRing
 from .protection.ratelimit import RateLimiter, make_limiter
-from .tracing.tracer import Tracing
 from .upstream.health import HealthMonitor
 from .upstream.http1.pool import Pool
 from .upstream.ollama_client import OllamaClient

@@ -5,8 +5,10 @@ supervisor reads. OpenTelemetry's API only (no SDK), so the CLI's control client
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
+from opentelemetry import context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -19,6 +21,21 @@ def with_current(headers: Mapping[str, str]) -> Mapping[str, str]:
     carrier: dict[str, str] = {}
     PROPAGATOR.inject(carrier)
     return {**headers, **carrier} if carrier else headers
+
+
+@contextlib.contextmanager
+def joined(headers: Mapping[str, str]) -> Iterator[None]:
+    """The caller's trace context (its `traceparent`) current while the block runs, so the
+    spans started in it, and in the tasks it starts, join the caller's trace; nothing when it
+    sent none."""
+    if "traceparent" not in headers:
+        yield
+        return
+    token = context.attach(PROPAGATOR.extract(headers))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 class BytesHeaders(Getter[Mapping[bytes, bytes]]):

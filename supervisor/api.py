@@ -38,6 +38,8 @@ from orchestra.protocol import (
     error_dict,
 )
 from orchestra.runtime import Bounded, figures
+from orchestra.trace_context import joined
+from orchestra.tracing import start_tracing
 
 from .adapters import ADAPTER_CALL_TIMEOUT_S, Adapters, adapter_names
 from .errors import ModelNotFound, SupervisorError, Unauthorized
@@ -68,8 +70,10 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
             reaper=config.supervisor.on_supervisor_exit == "kill",
         )
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+        # The swaps' spans (`tracing:`), exported until the supervisor stops.
+        tracing = start_tracing(config.tracing, "orchestra-supervisor")
         async with aiohttp.ClientSession(connector=connector) as session:
-            manager = Manager(config, host_gpus, session, groups)
+            manager = Manager(config, host_gpus, session, groups, tracing)
             app.state.manager = manager
             app.state.adapters = Adapters(session, ADAPTER_CALL_TIMEOUT_S)
             await manager.start()
@@ -77,6 +81,7 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
                 yield
             finally:
                 await manager.close(keep_engines=app.state.keep_engines)
+                await tracing.aclose()
 
     app = FastAPI(title="Orchestra supervisor", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.keep_engines = False  # set by SIGUSR1 (`__main__`): exit leaving engines serving
@@ -185,17 +190,23 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
         return _reply(LogsReply(name=name, lines=text, offset=offset))
 
     # Commands wait (a swap, a drain) but not past the start of a shutdown: `closing.until`.
+    # An ensure or load sent for a traced request carries its `traceparent`: the swap it
+    # starts is a span of that trace (`swaps.Swaps`).
     @app.post("/models/{name:path}/ensure", dependencies=auth)
     async def ensure(
-        name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False
+        request: Request, name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False
     ) -> Response:
-        await m.closing.until(m.ensure(name, timeout_s or default_timeout, force=force))
+        with joined(request.headers):
+            await m.closing.until(m.ensure(name, timeout_s or default_timeout, force=force))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/load", dependencies=auth)
-    async def load(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Response:
+    async def load(
+        request: Request, name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False
+    ) -> Response:
         timeout = timeout_s or default_timeout
-        await m.closing.until(m.ensure(name, timeout, force=force, reset=True))
+        with joined(request.headers):
+            await m.closing.until(m.ensure(name, timeout, force=force, reset=True))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/unload", dependencies=auth)

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from orchestra.config import BalancingPolicy, OrchestraConfig, ReplicaKvEvents, ServerConfig
 from orchestra.control import GatewayReport, ModelStatus
 from orchestra.protocol import KvEvents
+from orchestra.tracing import Tracing
 
 from ..balancing.balancer import KvShared, make_balancer
 from ..balancing.policy import Balancer
 from ..balancing.replica import Replica
 from ..core.errors import ModelNotFound, Unavailable
 from ..core.request_key import NO_KEY, RequestKey
-from ..tracing.tracer import Tracing
 
 
 @dataclass(eq=False)

@@ -35,11 +35,12 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
+from orchestra.tracing import Tracing
+
 from ..container import Gateway
 from ..core.errors import GatewayError, Unavailable
 from ..core.reply import Reply
 from ..metrics import GatewayMetrics
-from ..tracing.tracer import Tracing
 from .anthropic import as_anthropic
 from .auth import first_headers, identify
 from .count import (

@@ -19,9 +19,10 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, StatusCode
 from starlette.types import Scope
 
+from orchestra.tracing import Tracing, set_attributes
+
 from ..core.call import REPLICA, SERVED_BY, Call
 from ..core.reply import Reply
-from ..tracing.tracer import Tracing, set_attributes
 from ..usage.tokens import Tokens
 
 

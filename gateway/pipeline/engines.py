@@ -7,11 +7,12 @@ new stored response is learned from the reply."""
 
 from __future__ import annotations
 
+from orchestra.tracing import Tracing
+
 from ..cluster.routing import Router
 from ..core.call import Call
 from ..core.reply import Reply
 from ..protection.admission import Admission, release_when_done
-from ..tracing.tracer import Tracing
 from ..upstream.proxy import Proxy
 from .responses import PATH as RESPONSES_PATH
 from .responses import StoredResponses, gone, pinned_route

@@ -33,12 +33,13 @@ from typing import Any, Protocol, runtime_checkable
 import aiohttp
 import orjson
 
+from orchestra.tracing import Tracing
+
 from ..core.call import SERVED_BY, Call
 from ..core.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
 from ..core.reply import Reply
 from ..metrics import GatewayMetrics
 from ..protection.ratelimit import RateLimiter
-from ..tracing.tracer import Tracing
 from ..upstream.backend import Backend
 from .aliases import ENGINES, OLLAMA, ModelMap, Target
 from .cache import HEADER as CACHE_HEADER

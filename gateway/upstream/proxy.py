@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from orchestra.config import GatewayConfig
+from orchestra.tracing import Tracing
 
 from ..balancing.policy import prepared_key
 from ..balancing.replica import Replica
@@ -39,7 +40,6 @@ from ..core.errors import (
 from ..core.reply import Reply
 from ..metrics import GatewayMetrics
 from ..protection.retry_budget import RetryBudget
-from ..tracing.tracer import Tracing
 from .backend import BACKEND_HEADER
 from .health import HealthMonitor
 from .http1.pool import ConnectFailed, Pool

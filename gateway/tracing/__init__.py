@@ -1,1 +1,0 @@
-"""Traces (OpenTelemetry): spans made on every floor, built in the lifespan."""
