@@ -62,14 +62,18 @@ class InProcessSender:
         label = model if gw.table.get(model) is not None else UNKNOWN_MODEL
         tab = gw.usage.tab(call, label)  # the submitting key's ledger and budget
         status = 500
-        try:
-            await tab.admit()  # a spent budget: 429 budget_exceeded, in the error file
-            reply = await gw.pipeline.serve(call)
-            status, body = reply.status, await reply.read()
-        except GatewayError as exc:
-            status, body = exc.status, exc.body()
-        finally:
-            tab.close(status)
+        with gw.tracing.span("batch row") as span:  # a child of the batch's (runner.py)
+            span.set_attribute("orchestra.request_id", request_id)
+            span.set_attribute("gen_ai.request.model", model)
+            try:
+                await tab.admit()  # a spent budget: 429 budget_exceeded, in the error file
+                reply = await gw.pipeline.serve(call)
+                status, body = reply.status, await reply.read()
+            except GatewayError as exc:
+                status, body = exc.status, exc.body()
+            finally:
+                tab.close(status)
+                span.set_attribute("http.response.status_code", status)
         # Counted like an HTTP answer (the edge sees no ASGI call here).
         gw.metrics.model(label).answered(status, started)
         return status, body
