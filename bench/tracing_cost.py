@@ -3,9 +3,9 @@
 Legs on one pinned core, against one instant fake upstream, wrk at c=64 (non-streamed chats),
 alternated round by round (A B C, C B A, ...) so noise hits all alike:
 - `off`: this tree, no `tracing:` section (the default);
-- `on`: this tree with `tracing: {sample_ratio: 1.0}` exporting every span over OTLP/HTTP to a
-  collector that takes them (tests/otlp_sink.py, in this process: its CPU is not the
-  gateway's; the gateway's encoding and posting, on the SDK's thread, are);
+- `on`: this tree with `tracing: {sample_ratio: 1.0}` (or `--sample-ratio`) exporting every
+  span over OTLP/HTTP to a collector that takes them (tests/otlp_sink.py, in this process:
+  its CPU is not the gateway's; the gateway's encoding and posting, on the SDK's thread, are);
 - `base` (when BASE is given, e.g. the commit before tracing): that revision's gateway, so
   `off` against `base` says what the tracing code costs when it is off.
 The figures: req/s and the gateway's CPU µs per request (its process group's user+sys over the
@@ -28,7 +28,9 @@ from bench.load import chat_body, have_wrk, run_wrk
 from bench.run import CHAT, REPO, BenchOptions, _set_fake, cpu_plan, fake_upstream, gateway_process
 
 
-def tracing_cost(base: str | None, seconds: float, rounds: int) -> dict[str, Any]:
+def tracing_cost(
+    base: str | None, seconds: float, rounds: int, ratio: float = 1.0
+) -> dict[str, Any]:
     if not have_wrk():
         return {"skipped": "wrk not found"}
     sys.path.insert(0, str(REPO))
@@ -40,7 +42,10 @@ def tracing_cost(base: str | None, seconds: float, rounds: int) -> dict[str, Any
         sink = stack.enter_context(OtlpSink())
         upstream = stack.enter_context(fake_upstream(BenchOptions(model="bench"), cpus["upstream"]))
         _set_fake(upstream, 0.0, 0.0)  # answers at once
-        on = {"ORCHESTRA_TRACING__ENDPOINT": sink.url, "ORCHESTRA_TRACING__SAMPLE_RATIO": "1.0"}
+        on = {
+            "ORCHESTRA_TRACING__ENDPOINT": sink.url,
+            "ORCHESTRA_TRACING__SAMPLE_RATIO": str(ratio),
+        }
         gateways = {
             "off": stack.enter_context(gateway_process(upstream, "bench", cpus["gateway"])),
             "on": stack.enter_context(gateway_process(upstream, "bench", cpus["gateway"], env=on)),
@@ -61,6 +66,7 @@ def tracing_cost(base: str | None, seconds: float, rounds: int) -> dict[str, Any
         spans = len(sink.received())
     return {
         "concurrency": 64,
+        "sample_ratio": ratio,
         "seconds_per_round": seconds,
         "rounds": rounds,
         "req_per_s": rps,
@@ -75,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("base", nargs="?", help="a git revision to compare `off` against")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per round and leg")
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds")
+    p.add_argument("--sample-ratio", type=float, default=1.0, help="the `on` leg's")
     args = p.parse_args(argv)
-    print(json.dumps(tracing_cost(args.base, args.seconds, args.rounds), indent=2))
+    figures = tracing_cost(args.base, args.seconds, args.rounds, args.sample_ratio)
+    print(json.dumps(figures, indent=2))
     return 0
 
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 import orjson
+from opentelemetry.trace import StatusCode
 
 from orchestra.tracing import Tracing
 
@@ -134,13 +135,16 @@ class Pipeline:
             if backend is None or not backend.takes(attempt):
                 continue
             try:
-                with self._tracing.span(_step_name(target)) as span:
+                # A chain of one (the common case) is its target's attempts: no step span.
+                with self._tracing.span(_step_name(target), when=len(chain) > 1) as span:
                     span.set_attribute("orchestra.target", target.served_by)
                     span.set_attribute("orchestra.backend", backend.name)
                     if failure is not None:  # why the step before did not serve
                         span.set_attribute("orchestra.after", _reason(failure))
                     reply = await backend.forward(attempt)  # step 3
                     span.set_attribute("http.response.status_code", reply.status)
+                    if reply.status >= 500:  # the next target serves: this step failed
+                        span.set_status(StatusCode.ERROR)
             except _NEXT_ERRORS as exc:
                 failure = exc
                 continue

@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     record_figure,
     stack_config,
 )
+from tests.integration.console.browser import ARGS, CHROMIUM, install_chromium, output_dir
 from tests.integration.supervisor.helpers import SupervisorProcess
 from tests.phoenix import PhoenixProcess
 
@@ -159,6 +160,29 @@ def test_a_chat_is_one_trace_with_the_engines_span_under_the_gateways(
     assert _attributes(attempt)["orchestra.outcome"] == "answered"
     # vLLM's own span is this request's: its token counts are the reply's.
     assert _attributes(engine)["gen_ai.usage.completion_tokens"] == usage["completion_tokens"]
+    _screenshot(phoenix, _ids(server)[0])
+
+
+def _screenshot(phoenix: PhoenixProcess, trace_id: str) -> None:
+    """The trace as a person sees it in Phoenix's UI (test-output/tracing/trace.png; the one in
+    docs/observability.md), where Chromium and Playwright are installed (the console tests'
+    browser, tests/integration/console/browser.py)."""
+    if install_chromium() is not None:
+        return
+    from playwright.sync_api import sync_playwright
+
+    projects = httpx.get(phoenix.url + "/v1/projects", timeout=30).json()["data"]
+    project = next(p["id"] for p in projects if p["name"] == "default")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 900})
+            page.goto(f"{phoenix.url}/projects/{project}/traces/{trace_id}", timeout=60_000)
+            # The span tree is drawn once the trace's spans are loaded: the engine's is last.
+            page.get_by_text(ENGINE_SPAN).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(output_dir("tracing") / "trace.png"))
+        finally:
+            browser.close()
 
 
 def test_a_request_that_waited_for_a_swap_shows_the_supervisors_swap(

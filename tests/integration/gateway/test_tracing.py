@@ -46,7 +46,9 @@ def gateway(sink: OtlpSink, engine: FakeEngineProcess) -> Iterator[GatewayProces
                 "name": "failover",
                 "replicas": [{"url": f"http://127.0.0.1:{free_port()}"}, {"url": engine.url}],
             },
+            {"name": "dead", "url": f"http://127.0.0.1:{free_port()}"},
         ],
+        "fallbacks": {"dead": ["m1"]},
         "tracing": {"endpoint": sink.url, "service_name": "gw-under-test"},
     }
     with GatewayProcess(config) as gw:
@@ -116,12 +118,11 @@ def test_a_request_is_a_server_span_with_an_attempt_the_engine_joined(
     assert server.attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
     assert KEY not in repr(spans)  # the key's name, never the key
 
-    (step,) = _by_name(spans, "chain step")
     (attempt,) = _by_name(spans, "upstream attempt")
     (limit,) = _by_name(spans, "rate_limit")
     assert limit.parent_id == server.span_id
-    assert step.parent_id == server.span_id
-    assert attempt.parent_id == step.span_id and attempt.kind == 3
+    assert not _by_name(spans, "chain step")  # a chain of one target: its attempts say it all
+    assert attempt.parent_id == server.span_id and attempt.kind == 3
     assert attempt.attributes["orchestra.outcome"] == "answered"
     # The engine was sent the attempt span's context: vLLM's span is the attempt's child.
     version, trace_id, parent, flags = _engine_traceparent(engine, "trace-1").split("-")
@@ -167,6 +168,23 @@ def test_a_retried_request_shows_both_attempts(
     assert (second.attributes["orchestra.attempt"], first.parent_id) == (2, second.parent_id)
     tail = _engine_traceparent(engine, request_id).split("-")[2]
     assert tail == second.span_id
+
+
+def test_a_fallback_chain_shows_each_step(
+    sink: OtlpSink, engine: FakeEngineProcess, gateway: GatewayProcess
+) -> None:
+    reset_engine(engine)
+    _chat(gateway, "dead", **{"x-request-id": "trace-chain"})
+    spans = _request_trace(sink, "trace-chain")
+    (server,) = _by_name(spans, "POST /v1/chat/completions")
+    first, second = sorted(_by_name(spans, "chain step"), key=lambda s: s.start_ns)
+    assert (first.parent_id, second.parent_id) == (server.span_id, server.span_id)
+    assert first.attributes["orchestra.target"] == "dead" and first.status == 2
+    assert second.attributes["orchestra.target"] == "m1"
+    assert second.attributes["orchestra.after"] == "http_503"  # the dead one's answer
+    assert server.attributes["orchestra.served_by"] == "m1"
+    served = [s for s in _by_name(spans, "upstream attempt") if s.parent_id == second.span_id]
+    assert [s.attributes["orchestra.outcome"] for s in served] == ["answered"]
 
 
 def test_a_client_traceparent_is_honoured(
