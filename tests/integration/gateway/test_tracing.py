@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx
+import openai
 import pytest
 
 from orchestra.gateway.protection.keys import hash_key
 from tests.conftest import GatewayProcess, fast_gateway_section, reset_engine
 from tests.fake_engine import FakeEngineProcess, free_port
+from tests.integration.gateway.batch_helpers import chat_line, jsonl, submit, wait_status
 from tests.otlp_sink import OtlpSink, Span
 
 pytestmark = pytest.mark.timeout(90)
@@ -35,7 +37,9 @@ def engine() -> Iterator[FakeEngineProcess]:
 
 
 @pytest.fixture(scope="module")
-def gateway(sink: OtlpSink, engine: FakeEngineProcess) -> Iterator[GatewayProcess]:
+def gateway(
+    sink: OtlpSink, engine: FakeEngineProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     section = fast_gateway_section(free_port(), unhealthy_cooldown_s=30)
     section["api_keys"] = [{"name": "team-a", "sha256": hash_key(KEY)}]
     config = {
@@ -49,6 +53,7 @@ def gateway(sink: OtlpSink, engine: FakeEngineProcess) -> Iterator[GatewayProces
             {"name": "dead", "url": f"http://127.0.0.1:{free_port()}"},
         ],
         "fallbacks": {"dead": ["m1"]},
+        "batch": {"dir": str(tmp_path_factory.mktemp("batches")), "poll_s": 0.05},
         "tracing": {"endpoint": sink.url, "service_name": "gw-under-test"},
     }
     with GatewayProcess(config) as gw:
@@ -185,6 +190,28 @@ def test_a_fallback_chain_shows_each_step(
     assert server.attributes["orchestra.served_by"] == "m1"
     served = [s for s in _by_name(spans, "upstream attempt") if s.parent_id == second.span_id]
     assert [s.attributes["orchestra.outcome"] for s in served] == ["answered"]
+
+
+def test_a_batch_is_one_trace_with_a_span_per_row(
+    sink: OtlpSink, engine: FakeEngineProcess, gateway: GatewayProcess
+) -> None:
+    reset_engine(engine)
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0)
+    batch = submit(client, jsonl([chat_line(i) for i in range(3)]))
+    assert wait_status(client, batch.id).status == "completed"
+
+    def batch_trace(spans: list[Span]) -> list[Span]:
+        roots = [s for s in spans if s.attributes.get("orchestra.batch_id") == batch.id]
+        return [s for s in spans if roots and s.trace_id == roots[0].trace_id]
+
+    # The batch's span ends last (after its rows): its trace is whole once it arrived.
+    trace = batch_trace(sink.wait_trace(lambda spans: bool(batch_trace(spans))))
+    (root,) = _by_name(trace, "batch")
+    rows = _by_name(trace, "batch row")
+    assert len(rows) == 3 and {r.parent_id for r in rows} == {root.span_id}
+    assert {r.attributes["http.response.status_code"] for r in rows} == {200}
+    attempts = _by_name(trace, "upstream attempt")
+    assert sorted(a.parent_id for a in attempts) == sorted(r.span_id for r in rows)
 
 
 def test_a_client_traceparent_is_honoured(
