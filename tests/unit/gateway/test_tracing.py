@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import FastAPI
@@ -18,8 +18,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from orchestra.config import ApiKey, GatewayConfig, TracingConfig
-from orchestra.gateway.core.call import Call
+from orchestra.config import ApiKey, GatewayConfig, TracingConfig, parse_config
+from orchestra.gateway.cluster.routing import Router
+from orchestra.gateway.core.call import Call, new_call
 from orchestra.gateway.core.errors import Unavailable
 from orchestra.gateway.core.reply import IterStream, Reply
 from orchestra.gateway.edge.count import RequestIds
@@ -27,12 +28,17 @@ from orchestra.gateway.edge.edge import Edge
 from orchestra.gateway.edge.routes import RouteTable
 from orchestra.gateway.edge.shapers import Shapers
 from orchestra.gateway.metrics import GatewayMetrics
+from orchestra.gateway.pipeline.engines import Engines
+from orchestra.gateway.pipeline.responses import StoredResponses
+from orchestra.gateway.protection.admission import Admission
 from orchestra.gateway.protection.keys import KeyRing, hash_key
+from orchestra.gateway.upstream.proxy import Proxy
 from orchestra.gateway.usage.accounts import build_usage
 from orchestra.trace_context import joined
 from orchestra.tracing import Tracing, start_tracing
 
 BODY = orjson.dumps({"model": "m", "messages": []})
+CHAT = "/v1/chat/completions"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 CONFIG = TracingConfig(endpoint="http://collector.invalid:4318")
@@ -195,3 +201,41 @@ def test_a_joined_callers_context_reaches_the_tasks_started_in_it() -> None:
     assert f"{swap_span.context.trace_id:032x}" == TRACE
     assert swap_span.parent is not None and f"{swap_span.parent.span_id:016x}" == PARENT
     assert after.parent is None and f"{after.context.trace_id:032x}" != TRACE
+
+
+def test_an_admission_wait_is_a_span_and_a_model_without_a_gate_makes_none() -> None:
+    """The engines' backend (pipeline/engines.py): a model with `max_inflight` waits for its
+    slot in an `admission` span, released when the reply closes; one without makes no span."""
+    tracing, exporter = _tracing()
+    config = parse_config(
+        {
+            "servers": [
+                {"name": "gated", "url": "http://127.0.0.1:1", "max_inflight": 1},
+                {"name": "free", "url": "http://127.0.0.1:1"},
+            ]
+        }
+    )
+    admission = Admission(config)
+
+    async def route(model: str) -> object:
+        return model
+
+    async def forward(call: Call, route: object) -> Reply:
+        return Reply(b"{}")
+
+    router = cast(Router, SimpleNamespace(route=route))
+    proxy = cast(Proxy, SimpleNamespace(forward=forward))
+    engines = Engines(router, admission, proxy, cast(StoredResponses, None), tracing)
+
+    async def serve(model: str) -> None:
+        payload = {"model": model}
+        call = new_call(CHAT, BODY, payload, model, request_id="r", stream=False)
+        reply = await engines.forward(call)
+        await reply.aclose()
+
+    asyncio.run(serve("gated"))
+    asyncio.run(serve("free"))
+    (span,) = _finished(tracing, exporter)
+    assert span.name == "admission"
+    assert dict(span.attributes or {}) == {"orchestra.model": "gated", "orchestra.queued_before": 0}
+    assert admission.gates["gated"].inflight == 0  # released when the reply closed
