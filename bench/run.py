@@ -10,7 +10,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,10 +117,16 @@ def fake_upstream(opts: BenchOptions, cpu: int | None) -> Iterator[str]:
 
 @contextmanager
 def gateway_process(
-    upstream: str, model: str, cpu: int | None, workers: int = 1, tree: Path | None = None
+    upstream: str,
+    model: str,
+    cpu: int | None,
+    workers: int = 1,
+    tree: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """A gateway in front of `upstream`, pinned to `cpu`: (its URL, its process group). `tree`:
-    run the packages unpacked there (bench/ab.py) instead of the installed ones."""
+    run the packages unpacked there (bench/ab.py) instead of the installed ones; `env`: more
+    environment (`ORCHESTRA_*` overrides of its config)."""
     sys.path.insert(0, str(REPO))
     from tests.fake_engine import free_port
 
@@ -142,7 +148,11 @@ def gateway_process(
             [sys.executable, "-m", "orchestra.gateway", "--config", str(cfg)],
             # a tree runs from a folder without an orchestra/ that could shadow it
             cwd=REPO if tree is None else tmp,
-            env=None if tree is None else {**os.environ, "PYTHONPATH": str(tree)},
+            env={
+                **os.environ,
+                **(env or {}),
+                **({} if tree is None else {"PYTHONPATH": str(tree)}),
+            },
             stdout=log,
         )
         _pin(proc.pid, cpu)

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from orchestra.config import OrchestraConfig
 from orchestra.loops import run_forever
+from orchestra.tracing import Tracing, start_tracing
 
 from .batch.service import BatchService
 from .container import Gateway, build_gateway
@@ -54,7 +55,8 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
         # No cookie jar: a Set-Cookie from one supervisor must never ride on other calls.
         jar = aiohttp.DummyCookieJar()
         async with aiohttp.ClientSession(connector=connector, cookie_jar=jar) as session:
-            gw = build_gateway(config, session, pool)
+            tracing = start_tracing(config.tracing)  # exports until the lifespan ends
+            gw = build_gateway(config, session, pool, tracing)
             # The edge's own part: HTTP request -> pipeline call (the gateway's parts below it
             # know nothing of HTTP requests).
             app.state.shapers = Shapers(
@@ -86,6 +88,7 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
                 if gw.audit is not None:
                     await gw.audit.close()  # the last lines written
                 pool.close()
+                await tracing.aclose()  # the spans still queued are sent
 
     # No /docs or /openapi.json: the app serves the route table's paths and nothing else.
     app = FastAPI(
@@ -105,4 +108,11 @@ def create_app(config: OrchestraConfig) -> ASGIApp:
         gw: Gateway | None = getattr(app.state, "gateway", None)
         return None if gw is None else gw.metrics
 
-    return Edge(app, table, RequestIds(), metrics)
+    def current_tracing() -> Tracing | None:
+        gw: Gateway | None = getattr(app.state, "gateway", None)
+        return None if gw is None else gw.tracing
+
+    # Tracing off: the edge is given nothing to look up (no per-request cost).
+    return Edge(
+        app, table, RequestIds(), metrics, None if config.tracing is None else current_tracing
+    )

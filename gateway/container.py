@@ -14,6 +14,7 @@ from orchestra.audit.writer import AuditLog
 from orchestra.config import KvAwareConfig, OrchestraConfig
 from orchestra.control import ControlClient
 from orchestra.runtime import Bounded
+from orchestra.tracing import Tracing
 
 from .balancing.balancer import KvShared
 from .balancing.kv.feed import KvFeeds, Wanted
@@ -63,6 +64,7 @@ class Gateway:
     limiter: RateLimiter
     pipeline: Pipeline  # call -> response: the one entrance for every workload
     usage: Usage  # the usage ledger, the budgets, the keys made at run time
+    tracing: Tracing  # spans (`tracing:`), or off; the lifespan shuts it down
     stored: StoredResponses  # the Responses API's response id -> engine (the pipeline's)
     cache: ResponseCache | None = None  # the response cache (the pipeline's), when enabled
     kv: KvShared | None = None  # the KV index and tokenizer, when a model is kv_aware
@@ -121,12 +123,19 @@ class Gateway:
         return loops
 
 
-def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool: Pool) -> Gateway:
+def build_gateway(
+    config: OrchestraConfig,
+    session: aiohttp.ClientSession,
+    pool: Pool,
+    tracing: Tracing | None = None,
+) -> Gateway:
     """Everything the gateway holds. `pool` (`upstream.http1`) is the one client for what the
     gateway sends to engines: the model calls, probes, gauges, tokenize, the stored-responses
     probe, Ollama. `session` (aiohttp) serves the control plane only: the supervisors'
-    `ControlClient`s (orchestra/control.py, shared with the CLI)."""
+    `ControlClient`s (orchestra/control.py, shared with the CLI). `tracing` (the lifespan's;
+    None: off) reaches every part that makes spans."""
     gw = config.gateway
+    tracing = tracing or Tracing(None)
     series = Series(gw.console.chart_step_s, gw.console.chart_window_s)
     metrics = GatewayMetrics(series=series)
     kv_configs = {s.name: s.kv for s in config.all_servers if s.balancing == "kv_aware"}
@@ -178,6 +187,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         link.count if link else lambda model: None,
         gw.timeouts.ensure_s,
         link.first_answers if link else None,
+        tracing,
     )
     admission = Admission(config)
     limiter = make_limiter(gw)
@@ -188,19 +198,22 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
     )
     # The OpenAI-compatible engines' backend: its replies say "vllm" in x-orchestra-backend
     # (any `engine:` server speaks vLLM's API; the header has always said so for them).
-    proxy = Proxy(pool, health, metrics, gw, name="vllm", reensure=link.reensure if link else None)
+    proxy = Proxy(
+        pool, health, metrics, gw, "vllm", link.reensure if link else None, tracing=tracing
+    )
     loading = LoadingComments(config, table, metrics)
     stored = StoredResponses(table, pool, gw.responses.max_stored, gw.timeouts.health_probe_s)
     cache = ResponseCache(gw.cache, metrics, make_store(gw)) if gw.cache.enabled else None
     pipeline = Pipeline(
         models,
         limiter,
-        Engines(router, admission, proxy, stored),
+        Engines(router, admission, proxy, stored, tracing),
         fallback,
         loading if loading.models else None,
         stored,
         metrics,
         cache,
+        tracing,
     )
     keys = KeyRing(gw)
     return Gateway(
@@ -219,6 +232,7 @@ def build_gateway(config: OrchestraConfig, session: aiohttp.ClientSession, pool:
         cache=cache,
         kv=kv,
         usage=build_usage(gw, metrics, keys),
+        tracing=tracing,
         kv_feeds=(
             KvFeeds(
                 kv.index,

@@ -30,6 +30,7 @@ from orchestra.protocol import (
     SyncReply,
     parse_error,
 )
+from orchestra.trace_context import with_current
 
 # The wire types the gateway imports from here (they live in orchestra.protocol).
 __all__ = [
@@ -124,7 +125,9 @@ class ControlClient:
                 self.base_url + path,
                 json=json,
                 params=params,
-                headers=self._headers,
+                # A command waited on for a traced request (an ensure) joins its trace: the
+                # supervisor's swap spans link to it.
+                headers=with_current(self._headers),
                 timeout=timeout,
             ) as resp:
                 body = await resp.read()

@@ -1,9 +1,9 @@
 """The control API (FastAPI). Everything is built in `create_app`'s lifespan; no globals.
 
 Requests and replies are the types of `orchestra.protocol`, sent as their JSON (`_reply`); errors
-share its one shape, `{"error": {"message", "type", "param", "code"}}`. When
-`supervisor.admin_token` is set, every route but /health needs `Authorization: Bearer <token>`.
-With `gateway.audit`, each model or adapter action leaves an admin line (`audited.py`).
+share its one shape, `{"error": {"message", "type", "param", "code"}}`. With `admin_token` set,
+every route but /health needs `Authorization: Bearer <token>`; with `gateway.audit`, each model
+or adapter action leaves an admin line (`audited.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from orchestra.protocol import (
     error_dict,
 )
 from orchestra.runtime import Bounded, figures
+from orchestra.trace_context import joined
+from orchestra.tracing import start_tracing
 
 from .adapters import ADAPTER_CALL_TIMEOUT_S, Adapters, adapter_names
 from .audited import AuditedActions, audit_trail, noted
@@ -71,8 +73,10 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
             reaper=config.supervisor.on_supervisor_exit == "kill",
         )
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+        # The swaps' spans (`tracing:`), exported until the supervisor stops.
+        tracing = start_tracing(config.tracing, "orchestra-supervisor")
         async with aiohttp.ClientSession(connector=connector) as session:
-            manager = Manager(config, host_gpus, session, groups)
+            manager = Manager(config, host_gpus, session, groups, tracing)
             app.state.manager = manager
             app.state.adapters = Adapters(session, ADAPTER_CALL_TIMEOUT_S)
             await manager.start()
@@ -82,6 +86,7 @@ def create_app(config: OrchestraConfig, gpus: list[int] | None = None) -> FastAP
                     yield
             finally:
                 await manager.close(keep_engines=app.state.keep_engines)
+                await tracing.aclose()
 
     app = FastAPI(title="Orchestra supervisor", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.keep_engines = False  # set by SIGUSR1 (`__main__`): exit leaving engines serving
@@ -185,8 +190,7 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
         replica: int = 0,
         since: Annotated[int | None, Query(ge=0, description="byte offset: follow")] = None,
     ) -> Response:
-        """The last `lines` lines; with `since` (the `offset` of the previous reply), the lines
-        written after it instead. `offset` is where the next follow read starts."""
+        """The last `lines` lines; with `since` (a previous reply's `offset`), those after it."""
         path = m.log_path(name, replica)
         if since is None:
             offset = _size(path)  # before the read: a line written meanwhile shows twice, not never
@@ -195,18 +199,23 @@ def _install_routes(app: FastAPI, config: OrchestraConfig) -> None:
             text, offset = read_since(path, since, _FOLLOW_MAX_BYTES)
         return _reply(LogsReply(name=name, lines=text, offset=offset))
 
-    # Commands wait (a swap, a drain) but not past the start of a shutdown: `closing.until`.
+    # Commands wait (a swap, a drain) but not past the start of a shutdown: `closing.until`. An
+    # ensure or load for a traced request carries its `traceparent`: its swap joins that trace.
     @app.post("/models/{name:path}/ensure", dependencies=auth)
     async def ensure(
-        name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False
+        request: Request, name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False
     ) -> Response:
-        await m.closing.until(m.ensure(name, timeout_s or default_timeout, force=force))
+        with joined(request.headers):
+            await m.closing.until(m.ensure(name, timeout_s or default_timeout, force=force))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/load", dependencies=acting("model.load"))
-    async def load(name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False) -> Response:
+    async def load(
+        request: Request, name: str, m: Mgr, timeout_s: Timeout = None, force: Force = False
+    ) -> Response:
         timeout = timeout_s or default_timeout
-        await m.closing.until(m.ensure(name, timeout, force=force, reset=True))
+        with joined(request.headers):
+            await m.closing.until(m.ensure(name, timeout, force=force, reset=True))
         return _reply(m.info(name))
 
     @app.post("/models/{name:path}/unload", dependencies=acting("model.unload"))

@@ -85,6 +85,7 @@ def build_argv(
     port: int,
     api_key: str | None = None,
     kv_ports: tuple[int, int] | None = None,
+    traces_url: str | None = None,
 ) -> list[str]:
     assert server.model is not None
     if server.engine is not None:
@@ -109,6 +110,8 @@ def build_argv(
         argv += ["--enable-prefix-caching", "--kv-events-config", kv_events_config(*kv_ports)]
     if api_key:
         argv.append(f"--api-key={api_key}")  # one token: a key may start with "-"
+    if traces_url:  # `tracing:` on: a span per request, joined to the gateway's traceparent
+        argv += ["--otlp-traces-endpoint", traces_url]
     return [*argv, *engine.extra_args, *server.extra_args]
 
 
@@ -160,9 +163,15 @@ def own_engine_argv(
     return [*argv, *own.extra_args, *server.extra_args]
 
 
-def build_env(engine: EngineConfig, server: ServerConfig, engine_id: str) -> dict[str, str]:
+def build_env(
+    engine: EngineConfig, server: ServerConfig, engine_id: str, tracing: bool = False
+) -> dict[str, str]:
     base = engine.env if server.engine is None else server.engine.env  # engine.env is vLLM's
     env = {**base, **server.env, "ORCHESTRA_ENGINE_ID": engine_id}
+    if tracing and server.engine is None:
+        # vLLM exports over gRPC unless told otherwise; the endpoint is OTLP/HTTP's.
+        env.setdefault("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+        env.setdefault("OTEL_SERVICE_NAME", f"vllm {server.name}")
     if server.sleep_mode:
         env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes /sleep, /wake_up, /is_sleeping
     if lora_enabled(server):
@@ -241,6 +250,7 @@ def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str
     }
     advertise = config.engine.advertise_host or config.engine.host
     port_keys = _port_keys(config)
+    traces = None if config.tracing is None else config.tracing.traces_url
     out: dict[str, list[EngineSpec]] = {}
     for server in managed:
         specs = []
@@ -248,8 +258,8 @@ def build_specs(config: OrchestraConfig, api_key: str | None = None) -> dict[str
             port = ports[server.name][index]
             kv = kv_ports[server.name][index] if server.name in kv_ports else None
             engine_id = server.name if index == 0 else f"{server.name}#{index}"
-            argv = build_argv(config.engine, server, port, api_key, kv)
-            env = build_env(config.engine, server, engine_id)
+            argv = build_argv(config.engine, server, port, api_key, kv, traces)
+            env = build_env(config.engine, server, engine_id, traces is not None)
             specs.append(
                 EngineSpec(
                     id=engine_id,

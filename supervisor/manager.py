@@ -1,11 +1,9 @@
-"""The model table and the supervisor's commands: ensure, load, unload, sleep, wake, restart,
-a gateway's sync, and start-up and shutdown of the whole.
-
-`ensure(model)` makes a model READY and returns it, joining the model's swap (`swaps.Swaps`:
-one swap task per model). Where engines go and who is evicted is `placement.Placer`'s alone (the
-swap scheduler `turns.Turns` says when); how a serving model's next request is served (queue,
-wake, cold start) is `scaling.Scaler`'s; `idle.IdleUnloader` evicts idle models. Once the
-shutdown begins (`closing.Closing`), waiting commands answer 503.
+"""The model table and the supervisor's commands (ensure, load, unload, sleep, wake, restart, a
+gateway's sync), start-up and shutdown. `ensure(model)` makes a model READY and returns it, joining
+the model's swap (`swaps.Swaps`: one swap task per model). Where engines go and who is evicted is
+`placement.Placer`'s alone (the swap scheduler `turns.Turns` says when); how a serving model's next
+request is served (queue, wake, cold start) is `scaling.Scaler`'s; `idle.IdleUnloader` evicts idle
+models. Once the shutdown begins (`closing.Closing`), waiting commands answer 503.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ import aiohttp
 from orchestra.config import OrchestraConfig
 from orchestra.loops import every
 from orchestra.protocol import GatewayReport, ModelInfo, NodeLoad
+from orchestra.tracing import Tracing
 
 from .adoption import adopt_engines, engine_api_key
 from .closing import Closing
@@ -55,6 +54,7 @@ class Manager:
         gpus: list[int],
         session: aiohttp.ClientSession,
         groups: ProcessGroups,
+        tracing: Tracing,  # the swaps' spans (`tracing:`, or off)
     ) -> None:
         self.config = config
         self.gpus = gpus
@@ -84,7 +84,7 @@ class Manager:
         )  # fmt: skip
         placer = self.placer = Placer(
             self.models, gpus, config, self.demand, self.reports, self.metrics,
-            lambda n: self.swaps.running(n), turns,
+            lambda n: self.swaps.running(n), turns, tracing,
         )  # fmt: skip
         self.swaps = Swaps(placer, self.metrics)
         costs = CostModel(sup.cost_history)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from orchestra.config import OrchestraConfig
+from orchestra.tracing import Tracing
 
 from . import allocator
 from .changes import Changes
@@ -49,8 +50,10 @@ class Placer:
         metrics: SupervisorMetrics,
         swapping: Callable[[str], bool],
         turns: Turns,
+        tracing: Tracing,
     ) -> None:
         self.models = models
+        self.tracing = tracing  # evictions' spans, and the swaps' (`swaps.Swaps`)
         self.gpus = gpus
         self.config = config
         self.demand = demand
@@ -217,14 +220,19 @@ class Placer:
     async def _evict(self, model: Model, why: str, *, sleep_only: bool = False) -> None:
         """Free a model's GPUs: drain it, then sleep engines that can sleep, stop the rest."""
         model.hot = False
-        try:
-            await self._drain(model, why)
-            if sleep_only:
-                await asyncio.gather(*(e.sleep() for e in model.ready()))
-            else:
-                await asyncio.gather(*(self._evict_engine(e, why) for e in model.engines))
-        finally:
-            model.draining = False
+        with self.tracing.span("evict") as span:
+            span.set_attribute("orchestra.model", model.name)
+            span.set_attribute("orchestra.why", why)
+            try:
+                with self.tracing.span("drain"):
+                    await self._drain(model, why)
+                if sleep_only:
+                    await asyncio.gather(*(e.sleep() for e in model.ready()))
+                else:
+                    with self.tracing.span("stop"):
+                        await asyncio.gather(*(self._evict_engine(e, why) for e in model.engines))
+            finally:
+                model.draining = False
         await self._trim_sleeping()
 
     async def _drain(self, model: Model, why: str) -> None:

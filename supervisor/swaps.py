@@ -60,9 +60,16 @@ class Swaps:
     async def _swap_in(self, model: Model, force: bool, reset: bool) -> None:
         began = time.monotonic()
         self._placer.set_hot(model, True)
+        tracing = self._placer.tracing
         try:
-            waits = await self._placer.place(model, force, reset)
-            await _first_ready(model, waits)
+            # A child of the ensure that started it (the task copied its context: the gateway's
+            # ensure span, from the call's traceparent); later joiners wait on the same swap.
+            with tracing.span("swap") as span:
+                span.set_attribute("orchestra.model", model.name)
+                with tracing.span("place"):  # plan, evict (drain, stop), queue the starts
+                    waits = await self._placer.place(model, force, reset)
+                with tracing.span("start and ready"):
+                    await _first_ready(model, waits)
         except SupervisorError:
             self._metrics.swap_failures.labels(model.name).inc()
             if not model.holding():

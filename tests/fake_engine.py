@@ -312,6 +312,7 @@ class Engine:
                 "model": None,
                 "x_request_id": h.get("x-request-id"),
                 "authorization": "authorization" in h,
+                "traceparent": h.get("traceparent"),  # the gateway's attempt span (tracing:)
             }
             self.records.append(rec)
         if path not in INFERENCE:

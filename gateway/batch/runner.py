@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from orchestra.config import BatchConfig
+from orchestra.tracing import Tracing
 
 from .concurrency import ModelLimit, Pacer, acquire_unless
 from .send import Send
@@ -49,8 +50,10 @@ class BatchRunner:
         pacer: Pacer,
         config: BatchConfig,
         known: Callable[[str], bool],  # a `model` the pipeline serves (names resolved)
+        tracing: Tracing | None = None,  # one trace per batch, a span per row (`send.py`)
     ) -> None:
         self.store = store
+        self._tracing = tracing or Tracing(None)
         self._send = send
         self._pacer = pacer
         self._config = config
@@ -186,7 +189,7 @@ class BatchRunner:
         bid = batch["id"]
         halt = asyncio.Event()
         self._halt[bid] = (halt, 0.0)
-        task = asyncio.create_task(self._work(batch, halt), name=f"batch-{bid}")
+        task = asyncio.create_task(self._traced(batch, halt), name=f"batch-{bid}")
         task.add_done_callback(self._worker_done)
         self._workers[bid] = task
 
@@ -200,6 +203,12 @@ class BatchRunner:
         if not task.cancelled() and task.exception() is not None:
             log.error("batch worker %s failed", task.get_name(), exc_info=task.exception())
         self.wake()
+
+    async def _traced(self, batch: dict[str, Any], halt: asyncio.Event) -> None:
+        """The batch's work as one trace: its rows' tasks copy this span's context."""
+        with self._tracing.span("batch") as span:
+            span.set_attribute("orchestra.batch_id", batch["id"])
+            await self._work(batch, halt)
 
     async def _work(self, batch: dict[str, Any], halt: asyncio.Event) -> None:
         bid = batch["id"]

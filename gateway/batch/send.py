@@ -65,15 +65,19 @@ class InProcessSender:
         tab = gw.usage.tab(call, label)  # the submitting key's ledger and budget
         status = 500
         headers: Mapping[str, str] = {}
-        try:
-            await tab.admit()  # a spent budget: 429 budget_exceeded, in the error file
-            reply = await gw.pipeline.serve(call)
-            headers = reply.headers
-            status, body = reply.status, await reply.read()
-        except GatewayError as exc:
-            status, body = exc.status, exc.body()
-        finally:
-            tab.close(status)
+        with gw.tracing.span("batch row") as span:  # a child of the batch's (runner.py)
+            span.set_attribute("orchestra.request_id", request_id)
+            span.set_attribute("gen_ai.request.model", model)
+            try:
+                await tab.admit()  # a spent budget: 429 budget_exceeded, in the error file
+                reply = await gw.pipeline.serve(call)
+                headers = reply.headers
+                status, body = reply.status, await reply.read()
+            except GatewayError as exc:
+                status, body = exc.status, exc.body()
+            finally:
+                tab.close(status)
+                span.set_attribute("http.response.status_code", status)
         # Counted like an HTTP answer (the edge sees no ASGI call here), and audited.
         gw.metrics.model(label).answered(status, started)
         if gw.audit is not None:  # in audit.lines.FIELDS' order

@@ -89,6 +89,7 @@ class BatchService:
             pacer,
             config,
             lambda name: gw.models.serves(name, gw.table.get),
+            gw.tracing,
         )
         self._store = store
         self._task = asyncio.create_task(self._loop(self.runner), name="batch-runner")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from orchestra.config import BalancingPolicy, OrchestraConfig, ReplicaKvEvents, ServerConfig
 from orchestra.control import GatewayReport, ModelStatus
 from orchestra.protocol import KvEvents
+from orchestra.tracing import Tracing
 
 from ..balancing.balancer import KvShared, make_balancer
 from ..balancing.policy import Balancer
@@ -199,8 +200,10 @@ class Router:
         count: Callable[[str], None],
         ensure_timeout_s: float,
         discover: Callable[[], Awaitable[None]] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.table = table
+        self._tracing = tracing or Tracing(None)
         self._ensure = ensure
         self._count = count
         self._ensure_timeout_s = ensure_timeout_s
@@ -219,7 +222,11 @@ class Router:
             raise ModelNotFound(model)
         self._count(model)
         if route.managed and not route.serving:
-            await self.make_serving(route)
+            # The wait for a cold model, its swap included (the supervisor's spans join it).
+            with self._tracing.span("ensure") as span:
+                span.set_attribute("orchestra.model", model)
+                span.set_attribute("orchestra.state", route.state)
+                await self.make_serving(route)
         return route
 
     async def make_serving(self, route: ModelRoute) -> None:

@@ -41,6 +41,15 @@ class UsageTab(Protocol):
     def close(self, status: int) -> None: ...
 
 
+class CallTrace(Protocol):
+    """A traced request's server span (gateway/edge/traced.py): what the floors below the edge
+    tell it. None on the call when tracing is off or the call has no request of its own."""
+
+    def usage(self, usage: object) -> None: ...
+
+    def first_byte(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Marks:
     """What one client call went through, for its audit line. One object per client call:
@@ -75,6 +84,7 @@ class Call:
     traits: Traits = PLAIN  # its route's: the API it speaks, what may serve it (core/traits.py)
     cached: bool = True  # False: the response cache neither reads nor writes (ensemble members)
     marks: Marks = field(default_factory=Marks)  # shared with derived calls (audit lines)
+    trace: CallTrace | None = None  # the request's server span, when traced (set by the edge)
 
     @property
     def dialect(self) -> Dialect:
@@ -86,6 +96,8 @@ class Call:
         call's tab (the served model's tokens, on the key's ledger)."""
         metrics.count_usage(self.model, usage)
         if usage is not None:
+            if self.trace is not None:
+                self.trace.usage(usage)
             if self.on_usage is not None:
                 self.on_usage(usage)
             if self.tab is not None:

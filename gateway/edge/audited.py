@@ -23,7 +23,7 @@ from orchestra.audit.lines import ACTION, ADMIN, REQUEST
 from ..core.call import REPLICA, SERVED_BY, Call
 from ..pipeline.cache import HEADER as CACHE_HEADER
 from ..upstream.backend import BACKEND_HEADER
-from .count import final_status
+from .count import client_status
 from .outgoing import Outgoing
 from .routes import Caller, RouteSpec
 
@@ -44,7 +44,7 @@ def audit_answer(
     if spec.caller is Caller.OPEN or (spec.caller is Caller.ADMIN and method in _READS):
         return
     state: dict[str, Any] = scope.get("state", {})
-    status = final_status(out.status, out.ended)
+    status = client_status(out.status, out.ended)
     client = scope.get("client")
     host = client[0] if client else None
     elapsed_ms = (time.perf_counter() - started) * 1000

@@ -50,6 +50,14 @@ class RequestIds:
         return f"{self._prefix}{self._issued:016x}"
 
 
+def client_status(status: int, ended: bool) -> int:
+    """The status the client saw: `status` sent (0: nothing went out, a 500), a 499 when the
+    client left before the last byte."""
+    if not status:
+        return 500  # the app failed before answering and so did the answer
+    return status if ended else CLIENT_CLOSED
+
+
 def count_answer(
     metrics: GatewayMetrics | None,
     state: dict[str, object],
@@ -57,9 +65,9 @@ def count_answer(
     ended: bool,
     started: float,
 ) -> None:
-    """One answer counted: `status` as the client saw it (0: nothing went out, a 500), a 499
-    when the client left before the last byte; the model label from the scope's state."""
-    status = final_status(status, ended)
+    """One answer counted: `status` as the client saw it (`client_status`); the model label
+    from the scope's state."""
+    status = client_status(status, ended)
     tab = state.get("tab")
     if tab is not None:  # set by `open_tab`: the key's ledger, and its budget settled
         cast(UsageTab, tab).close(status)
@@ -67,14 +75,6 @@ def count_answer(
         return
     model = state.get("model") or UNKNOWN_MODEL
     metrics.model(str(model)).answered(status, started)
-
-
-def final_status(status: int, ended: bool) -> int:
-    """The status an answer is counted with: 500 when nothing went out, 499 when the client
-    left before the last byte."""
-    if not status:
-        return 500  # the app failed before answering and so did the answer
-    return status if ended else CLIENT_CLOSED
 
 
 async def open_tab(gw: Gateway, call: Call, state: dict[str, object]) -> None:

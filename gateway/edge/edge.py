@@ -16,7 +16,9 @@ For every path, in this order:
    `Retry-After`;
 6. counting: an entry that reaches a model is counted once (`count.count_answer`) with the
    status the client saw, 499 when the client left before the last byte; with
-   `gateway.audit`, the answer's audit line (`audited.audit_answer`).
+   `gateway.audit`, the answer's audit line (`audited.audit_answer`);
+7. with `tracing:` on, an entry that reaches a model is one server span (`traced.py`), from
+   before step 3 until after its last byte, joined to the client's `traceparent`.
 
 The lifespan (and any scope that is not HTTP) goes straight to FastAPI. Everything the edge
 needs from the gateway's parts is built in the app's lifespan and read from the app's state
@@ -34,6 +36,8 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
+from orchestra.tracing import Tracing
+
 from ..container import Gateway
 from ..core.errors import GatewayError, Unavailable
 from ..core.reply import Reply
@@ -41,10 +45,19 @@ from ..metrics import GatewayMetrics
 from .anthropic import as_anthropic
 from .audited import audit_answer
 from .auth import first_headers, identify
-from .count import CLIENT_CLOSED, RequestIds, count_answer, internal, open_tab, shutting_down
+from .count import (
+    CLIENT_CLOSED,
+    RequestIds,
+    client_status,
+    count_answer,
+    internal,
+    open_tab,
+    shutting_down,
+)
 from .outgoing import Outgoing
 from .routes import Caller, RouteSpec, RouteTable
 from .shapers import Incoming, Shapers
+from .traced import RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +84,15 @@ class Edge:
         table: RouteTable,
         ids: RequestIds,
         metrics: Callable[[], GatewayMetrics | None],  # None before the lifespan built them
+        # `tracing:` on: the lifespan's Tracing (None before it is built). None: tracing off,
+        # and the edge does not look for it.
+        tracing: Callable[[], Tracing | None] | None = None,
     ) -> None:
         self.app = app  # the innermost app (FastAPI); its state holds what the lifespan built
         self._table = table
         self._ids = ids
         self._metrics = metrics
+        self._tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # the lifespan
@@ -88,8 +105,11 @@ class Edge:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         out = Outgoing(send, (b"x-request-id", request_id.encode("latin-1")))
+        trace = None
+        if self._tracing is not None and spec is not None and spec.reaches_model:
+            trace = RequestTrace.start(self._tracing(), scope, spec.path, headers, started)
         try:
-            await self._serve(scope, receive, spec, headers, out)
+            await self._serve(scope, receive, spec, headers, out, trace)
         except asyncio.CancelledError:
             if not out.status:
                 await _error(out, shutting_down(), spec)
@@ -102,6 +122,8 @@ class Edge:
         finally:
             if spec is not None and spec.reaches_model and scope["method"] in spec.methods:
                 count_answer(self._metrics(), state, out.status, out.ended, started)
+            if trace is not None:
+                trace.end(client_status(out.status, out.ended))
             audit_answer(getattr(self.app.state, "gateway", None), scope, spec, out, started)
 
     async def _serve(
@@ -111,6 +133,7 @@ class Edge:
         spec: RouteSpec | None,
         headers: dict[bytes, bytes],
         out: Outgoing,
+        trace: RequestTrace | None,
     ) -> None:
         if spec is None:  # not a path of the table: FastAPI's 404 or 405
             await self.app(scope, receive, out.send)
@@ -126,7 +149,7 @@ class Edge:
                 await self.app(scope, receive, out.send)
                 return
             assert gw is not None
-            answer = await self._model_call(gw, spec, scope, receive, headers)
+            answer = await self._model_call(gw, spec, scope, receive, headers, trace)
         except GatewayError as exc:
             if spec.browser_prompt and exc.status == 401:  # let the browser ask for the key
                 exc.headers["www-authenticate"] = 'Basic realm="Orchestra console"'
@@ -144,6 +167,7 @@ class Edge:
         scope: Scope,
         receive: Receive,
         headers: dict[bytes, bytes],
+        trace: RequestTrace | None,
     ) -> Reply | None:
         """The pipeline's answer to a model call; None when the client left while sending its
         body. Its GatewayErrors propagate to the caller's handler."""
@@ -151,9 +175,15 @@ class Edge:
         shape = shapers.json if spec.body == "json" else shapers.multipart
         try:
             shaped = await shape(Incoming(scope, receive, headers, spec.traits))
+            call = shaped.call
+            if trace is not None:
+                trace.called(call)
             try:
-                await open_tab(gw, shaped.call, scope["state"])  # usage ledger, budgets (429)
-                return await gw.pipeline.serve(shaped.call)
+                await open_tab(gw, call, scope["state"])  # usage ledger, budgets (429)
+                reply = await gw.pipeline.serve(call)
+                if trace is not None:
+                    trace.answered(reply)
+                return reply
             finally:
                 shaped.close()  # an upload: the upstream has read it (it answered)
         except ClientDisconnect:  # while its body was read (an upload: while it was sent on)

@@ -7,6 +7,8 @@ new stored response is learned from the reply."""
 
 from __future__ import annotations
 
+from orchestra.tracing import Tracing
+
 from ..cluster.routing import Router
 from ..core.call import Call
 from ..core.reply import Reply
@@ -18,9 +20,15 @@ from .responses import StoredResponses, gone, pinned_route
 
 class Engines:
     def __init__(
-        self, router: Router, admission: Admission, proxy: Proxy, stored: StoredResponses
+        self,
+        router: Router,
+        admission: Admission,
+        proxy: Proxy,
+        stored: StoredResponses,
+        tracing: Tracing | None = None,
     ) -> None:
         self._router = router
+        self._tracing = tracing or Tracing(None)
         self._admission = admission
         self._proxy = proxy
         self._stored = stored
@@ -41,7 +49,10 @@ class Engines:
             route = pinned
         gate = self._admission.gate(call.model)
         if gate is not None:
-            await gate.acquire(self._admission.priority(call.priority))
+            with self._tracing.span("admission") as span:
+                span.set_attribute("orchestra.model", call.model)
+                span.set_attribute("orchestra.queued_before", gate.queued)
+                await gate.acquire(self._admission.priority(call.priority))
         try:
             reply = await self._proxy.forward(call, route)
         except BaseException:

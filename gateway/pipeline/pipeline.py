@@ -32,6 +32,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 import orjson
+from opentelemetry.trace import StatusCode
+
+from orchestra.tracing import Tracing
 
 from ..core.call import SERVED_BY, Call
 from ..core.errors import GatewayError, Overloaded, Unavailable, UpstreamTimeout
@@ -63,8 +66,10 @@ class Pipeline:
         stored: StoredResponses,
         metrics: GatewayMetrics,
         cache: ResponseCache | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.models = models
+        self._tracing = tracing or Tracing(None)
         self._limiter = limiter
         self._engines = engines
         # Each target's backend, by the name the chain gives it (`aliases.Target.backend`).
@@ -114,7 +119,9 @@ class Pipeline:
         if key is None:
             return
         size = call.body_size
-        call.reply_headers.update(await self._limiter.admit_async(key, call.payload, size))
+        with self._tracing.span("rate_limit") as span:
+            span.set_attribute("orchestra.key", key.name)
+            call.reply_headers.update(await self._limiter.admit_async(key, call.payload, size))
         call.on_usage = functools.partial(self._limiter.settle, key, call.payload, size)
 
     async def _chain(self, call: Call, chain: list[Target]) -> Reply:
@@ -128,7 +135,16 @@ class Pipeline:
             if backend is None or not backend.takes(attempt):
                 continue
             try:
-                reply = await backend.forward(attempt)  # step 3
+                # A chain of one (the common case) is its target's attempts: no step span.
+                with self._tracing.span(_step_name(target), when=len(chain) > 1) as span:
+                    span.set_attribute("orchestra.target", target.served_by)
+                    span.set_attribute("orchestra.backend", backend.name)
+                    if failure is not None:  # why the step before did not serve
+                        span.set_attribute("orchestra.after", _reason(failure))
+                    reply = await backend.forward(attempt)  # step 3
+                    span.set_attribute("http.response.status_code", reply.status)
+                    if reply.status >= 500:  # the next target serves: this step failed
+                        span.set_status(StatusCode.ERROR)
             except _NEXT_ERRORS as exc:
                 failure = exc
                 continue
@@ -166,6 +182,11 @@ def retarget(call: Call, target: Target) -> bytes | aiohttp.Payload:
         body: bytes | aiohttp.Payload = call.body.with_model(target.upstream_name)
         return body
     return orjson.dumps({**call.payload, "model": target.upstream_name})
+
+
+def _step_name(target: Target) -> str:
+    """A chain step's span name: Ollama's says it is the fallback."""
+    return "ollama fallback" if target.backend == OLLAMA else "chain step"
 
 
 def _reason(failure: GatewayError | Reply | None) -> str:

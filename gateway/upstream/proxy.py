@@ -22,7 +22,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
 from orchestra.config import GatewayConfig
+from orchestra.tracing import Tracing
 
 from ..balancing.policy import prepared_key
 from ..balancing.replica import Replica
@@ -68,9 +71,11 @@ class Proxy:
         config: GatewayConfig,
         name: str,
         reensure: Callable[[ModelRoute], Awaitable[bool]] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.name = name  # its replies' x-orchestra-backend
         self._pool = pool
+        self._tracing = tracing or Tracing(None)
         self._reensure = reensure
         self._health = health
         self._metrics = metrics
@@ -108,7 +113,10 @@ class Proxy:
                 else:
                     tried.append(replica)
                     call.marks.attempts += 1  # the audit line's (re-ensured tries count too)
-                    outcome = await self._attempt(call, route, replica, started)
+                    # One span per attempt; its context is the engine's `traceparent`.
+                    with self._tracing.span("upstream attempt", SpanKind.CLIENT) as span:
+                        outcome = await self._attempt(call, route, replica, started)
+                        _traced(span, replica, len(tried), last, outcome)
                     if not isinstance(outcome, _Failure):
                         streaming = outcome.streamed
                         call.answered_by = replica.url
@@ -167,7 +175,7 @@ class Proxy:
                         replica.url,
                         call.method,
                         call.path,
-                        upstream_headers(call.headers, replica),
+                        upstream_headers(self._tracing.inject(call.headers), replica),
                         call.body,
                     )
                     relay = call.stream and resp.status == 200
@@ -200,6 +208,8 @@ class Proxy:
             if relay:
                 if not first:
                     return _Failure("empty_stream", UpstreamError("upstream closed the stream"))
+                if call.trace is not None:
+                    call.trace.first_byte()
                 handed_to_stream = True  # the stream settles `outstanding` and `resp`
                 return self._streams.reply(
                     call, route, replica, resp, first, headers, content_type, deadline
@@ -228,6 +238,27 @@ class Proxy:
                 replica.outstanding -= 1
                 if resp is not None:
                     resp.release()
+
+
+def _traced(
+    span: Span, replica: Replica, attempt: int, before: _Failure | None, outcome: Reply | _Failure
+) -> None:
+    """An attempt's span: which engine, which try, why the one before failed, how it ended."""
+    if not span.is_recording():
+        return
+    span.set_attribute("orchestra.replica", replica.address)
+    span.set_attribute("server.address", replica.url)
+    span.set_attribute("orchestra.attempt", attempt)
+    if before is not None:
+        span.set_attribute("orchestra.retry_reason", before.reason)
+    if isinstance(outcome, _Failure):
+        span.set_attribute("orchestra.outcome", outcome.reason)
+        if outcome.reply is not None:
+            span.set_attribute("http.response.status_code", outcome.reply.status)
+        span.set_status(StatusCode.ERROR, outcome.reason)
+        return
+    span.set_attribute("orchestra.outcome", "answered")
+    span.set_attribute("http.response.status_code", outcome.status)
 
 
 def _retry_after_s(value: str | None) -> float | None:

@@ -44,6 +44,7 @@ from orchestra.config.supervisor import (
     RotationConfig,
     SupervisorConfig,
 )
+from orchestra.config.tracing import TracingConfig
 from orchestra.config.usage import Budget, Price, Team, UsageConfig
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "SupervisorEndpoint",
     "Team",
     "Timeouts",
+    "TracingConfig",
     "UsageConfig",
     "format_loc",
     "load_config",

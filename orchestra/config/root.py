@@ -29,6 +29,7 @@ from orchestra.config.supervisor import (
     RotationConfig,
     SupervisorConfig,
 )
+from orchestra.config.tracing import TracingConfig
 from orchestra.config.workloads import EnsembleConfig, check_workloads
 
 DEFAULT_CONFIG_PATH = Path("configs/vllm_config.yaml")
@@ -71,6 +72,7 @@ class OrchestraConfig(BaseSettings):
     batch: BatchConfig = BatchConfig()
     supervisors: list[SupervisorEndpoint] = []
     ray: RayClusterConfig | None = None
+    tracing: TracingConfig | None = None  # OpenTelemetry traces; absent: off
 
     @classmethod
     def settings_customise_sources(

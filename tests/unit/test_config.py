@@ -269,3 +269,21 @@ def test_bad_env_override_names_the_path(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_env_is_case_insensitive_on_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("orchestra_supervisor__port", "9200")
     assert parse_config({}).supervisor.port == 9200
+
+
+# ---- tracing ------------------------------------------------------------------------------------
+
+
+def test_tracing_is_off_when_absent_and_read_when_given() -> None:
+    assert parse_config({}).tracing is None
+    tracing = parse_config({"tracing": {"endpoint": "http://collector:4318/"}}).tracing
+    assert tracing is not None
+    assert tracing.traces_url == "http://collector:4318/v1/traces"
+    assert (tracing.sample_ratio, tracing.service_name) == (1.0, "orchestra-gateway")
+
+
+def test_tracing_errors_name_their_path() -> None:
+    message = _error({"tracing": {"endpoint": "collector:4318", "sample_ratio": 1.5}})
+    assert "tracing.endpoint: url must start with http://" in message
+    assert "tracing.sample_ratio:" in message
+    assert "tracing.endpoint: Field required" in _error({"tracing": {"sample_ratio": 0.5}})

@@ -110,3 +110,25 @@ def test_kv_aware_engines_publish_events_on_ports_after_the_http_ones(
         assert "--kv-events-config" not in specs[name][0].argv()
     seeded = specs["seeded"][0].kv_events
     assert seeded is not None and seeded.hash_seed == "7"  # NONE_HASH's seed follows the env
+
+
+def test_tracing_on_gives_vllm_engines_the_otlp_endpoint_over_http() -> None:
+    servers = [
+        {"name": "v", "model": "/m/v"},
+        {"name": "own", "model": "/m/o", "engine": {"command": ["srv"]}},
+    ]
+    off = build_specs(parse_config({"servers": servers}))
+    assert not any("--otlp-traces-endpoint" in s.argv() for s in off["v"] + off["own"])
+    assert "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" not in dict(off["v"][0].base_env)
+
+    on = build_specs(
+        parse_config({"servers": servers, "tracing": {"endpoint": "http://collector:4318"}})
+    )
+    argv = on["v"][0].argv()
+    at = argv.index("--otlp-traces-endpoint")
+    assert argv[at + 1] == "http://collector:4318/v1/traces"  # vLLM posts to it as given
+    env = dict(on["v"][0].base_env)
+    assert env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"  # vLLM's default: gRPC
+    assert env["OTEL_SERVICE_NAME"] == "vllm v"
+    assert "--otlp-traces-endpoint" not in on["own"][0].argv()  # not vLLM: not its flag
+    assert on["v"][0].config_hash != off["v"][0].config_hash  # an untraced engine is not adopted

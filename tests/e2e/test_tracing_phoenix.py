@@ -1,0 +1,205 @@
+"""Traces end to end, in a real collector: Arize Phoenix (tests/phoenix.py) receives the
+gateway's spans and the real vLLM CPU engine's (the supervisor starts it with
+`--otlp-traces-endpoint`). A chat through the gateway is one trace in Phoenix in which the
+engine's span descends from the gateway's request span through the attempt span whose context
+the engine was sent; a request for a cold model shows the supervisor's swap under its ensure.
+
+A stack of its own (one engine resident at a time: the smallest model hot, the same weights
+under a second name cold), stopped when the module ends, with Phoenix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import GatewayProcess, wait_until
+from tests.e2e.conftest import (
+    COLD,
+    ENGINE_PYTHON,
+    HOT,
+    MODEL_DIR,
+    START_TIMEOUT_S,
+    Stack,
+    record_figure,
+    stack_config,
+)
+from tests.integration.console.browser import ARGS, CHROMIUM, install_chromium, output_dir
+from tests.integration.supervisor.helpers import SupervisorProcess
+from tests.phoenix import PhoenixProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+SERVER_SPAN = "POST /v1/chat/completions"
+ENGINE_SPAN = "llm_request"  # vLLM's span per request (vllm/v1/engine/output_processor.py)
+# The gateway batches its exports every few seconds; vLLM's, too.
+ARRIVE_TIMEOUT_S = 90.0
+
+
+@pytest.fixture(scope="module")
+def phoenix() -> Iterator[PhoenixProcess]:
+    with PhoenixProcess() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack(phoenix: PhoenixProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    needed = (ENGINE_PYTHON, MODEL_DIR / "orchestra-model.json")
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        pytest.fail(f"e2e needs the CPU engine and model ({', '.join(missing)}): run `make model`")
+    tmp = tmp_path_factory.mktemp("e2e-tracing")
+    config = stack_config(tmp)
+    # One engine at a time (`max_resident: 1`): the cold model's request swaps it in.
+    config["rotation_pool"] = [{**config["rotation_pool"][0], "loading_comments": False}]
+    config["tracing"] = {"endpoint": phoenix.otlp_endpoint, "sample_ratio": 1.0}
+    supervisor = SupervisorProcess(config, tmp)
+    gateway = GatewayProcess(config)
+    supervisor.start()
+    try:
+        running = Stack(supervisor, gateway)
+        running.wait_state(HOT, "ready")
+        gateway.start()
+        yield running
+    finally:
+        gateway.stop()
+        supervisor.stop()
+
+
+def _attributes(span: dict[str, Any]) -> dict[str, Any]:
+    """Phoenix's span attributes, flattened to dotted keys (it may nest them)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            flat[prefix] = value
+
+    walk("", span.get("attributes") or {})
+    return flat
+
+
+def _ids(span: dict[str, Any]) -> tuple[str, str, str | None]:
+    context = span["context"]
+    return context["trace_id"], context["span_id"], span.get("parent_id")
+
+
+def _chat(stack: Stack, model: str, request_id: str) -> httpx.Response:
+    reply = httpx.post(
+        stack.gateway.url + "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8},
+        headers={"x-request-id": request_id},
+        timeout=START_TIMEOUT_S,
+    )
+    assert reply.status_code == 200, reply.text
+    return reply
+
+
+def _ancestors(span: dict[str, Any], spans: list[dict[str, Any]]) -> list[str]:
+    """The names of `span`'s ancestors, its parent first."""
+    by_id = {_ids(s)[1]: s for s in spans}
+    names, at = [], span
+    while (parent := at.get("parent_id")) in by_id:
+        at = by_id[parent]
+        names.append(at["name"])
+    return names
+
+
+def _trace_of(phoenix: PhoenixProcess, request_id: str) -> list[dict[str, Any]]:
+    """The trace whose gateway span carries `request_id`, once the engine's span is in it."""
+    found: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        nonlocal found
+        spans = phoenix.spans()
+        server = [
+            s
+            for s in spans
+            if s["name"] == SERVER_SPAN and _attributes(s).get("orchestra.request_id") == request_id
+        ]
+        if not server:
+            return False
+        trace_id = _ids(server[0])[0]
+        found = [s for s in spans if _ids(s)[0] == trace_id]
+        return any(s["name"] == ENGINE_SPAN for s in found)
+
+    wait_until(arrived, timeout=ARRIVE_TIMEOUT_S, interval=1.0, what="the trace in Phoenix")
+    return found
+
+
+def test_a_chat_is_one_trace_with_the_engines_span_under_the_gateways(
+    stack: Stack, phoenix: PhoenixProcess
+) -> None:
+    sent = time.monotonic()
+    reply = _chat(stack, HOT, "e2e-trace-1")
+    spans = _trace_of(phoenix, "e2e-trace-1")
+    record_figure("e2e_trace_in_phoenix_s", round(time.monotonic() - sent, 1))
+    (server,) = [s for s in spans if s["name"] == SERVER_SPAN]
+    (engine,) = [s for s in spans if s["name"] == ENGINE_SPAN]
+    (attempt,) = [s for s in spans if s["name"] == "upstream attempt"]
+
+    # The engine's span is the attempt's child, the attempt a descendant of the request's.
+    assert engine.get("parent_id") == _ids(attempt)[1]
+    assert _ancestors(attempt, spans)[-1] == SERVER_SPAN
+    assert server.get("parent_id") in (None, "")
+
+    attrs = _attributes(server)
+    usage = reply.json()["usage"]
+    assert attrs["http.response.status_code"] == 200
+    assert attrs["gen_ai.request.model"] == HOT
+    assert attrs["orchestra.served_by"] == HOT
+    assert attrs["orchestra.replica"] == reply.headers["x-orchestra-replica"]
+    assert attrs["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
+    assert attrs["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+    assert _attributes(attempt)["orchestra.outcome"] == "answered"
+    # vLLM's own span is this request's: its token counts are the reply's.
+    assert _attributes(engine)["gen_ai.usage.completion_tokens"] == usage["completion_tokens"]
+    _screenshot(phoenix, _ids(server)[0])
+
+
+def _screenshot(phoenix: PhoenixProcess, trace_id: str) -> None:
+    """The trace as a person sees it in Phoenix's UI (test-output/tracing/trace.png; the one in
+    docs/observability.md), where Chromium and Playwright are installed (the console tests'
+    browser, tests/integration/console/browser.py)."""
+    if install_chromium() is not None:
+        return
+    from playwright.sync_api import sync_playwright
+
+    projects = httpx.get(phoenix.url + "/v1/projects", timeout=30).json()["data"]
+    project = next(p["id"] for p in projects if p["name"] == "default")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 900})
+            page.goto(f"{phoenix.url}/projects/{project}/traces/{trace_id}", timeout=60_000)
+            # The span tree is drawn once the trace's spans are loaded: the engine's is last.
+            page.get_by_text(ENGINE_SPAN).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(output_dir("tracing") / "trace.png"))
+        finally:
+            browser.close()
+
+
+def test_a_request_that_waited_for_a_swap_shows_the_supervisors_swap(
+    stack: Stack, phoenix: PhoenixProcess
+) -> None:
+    """`COLD` is not resident: the gateway's ensure waits for the supervisor's swap (the hot
+    engine drained and stopped, the cold one started), whose spans join the request's trace
+    through the ensure call's traceparent."""
+    _chat(stack, COLD, "e2e-trace-swap")
+    spans = _trace_of(phoenix, "e2e-trace-swap")
+    names = {s["name"] for s in spans}
+    assert {"ensure", "swap", "place", "evict", "drain", "stop", "start and ready"} <= names
+    (swap,) = [s for s in spans if s["name"] == "swap"]
+    assert "ensure" in _ancestors(swap, spans)
+    assert _ancestors(swap, spans)[-1] == SERVER_SPAN
+    (evict,) = [s for s in spans if s["name"] == "evict"]
+    assert _attributes(evict)["orchestra.model"] == HOT
+    assert _attributes(swap)["orchestra.model"] == COLD
+    (engine,) = [s for s in spans if s["name"] == ENGINE_SPAN]
+    assert _ancestors(engine, spans)[0] == "upstream attempt"
