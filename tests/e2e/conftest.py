@@ -21,7 +21,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from tests.conftest import REPO_ROOT, GatewayProcess, wait_until
 from tests.fake_engine import free_port
 from tests.integration.engines.whisper_process import bundled_model
 from tests.integration.supervisor.helpers import SupervisorProcess
+from tests.phoenix import PhoenixProcess
 from tests.python_extra import pip_install_extra
 
 ENGINE_PYTHON = REPO_ROOT / ".venv-engine" / "bin" / "python"
@@ -130,8 +131,14 @@ def requests_after_shutdown(log_dir: Path) -> dict[str, int]:
 
 
 class Stack:
-    def __init__(self, supervisor: SupervisorProcess, gateway: GatewayProcess) -> None:
+    def __init__(
+        self,
+        supervisor: SupervisorProcess,
+        gateway: GatewayProcess,
+        phoenix: PhoenixProcess | str = "this stack is not traced",
+    ) -> None:
         self.supervisor, self.gateway = supervisor, gateway
+        self.phoenix = phoenix  # the trace collector, or why there is none
         self.log_dir = Path(supervisor.config["engine"]["log_dir"])
         self.client = OpenAI(
             base_url=gateway.url + "/v1", api_key="unused", timeout=START_TIMEOUT_S, max_retries=0
@@ -204,6 +211,8 @@ def two_replica_stack(config: dict[str, Any], name: str, tmp: Path) -> Iterator[
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The session stack, traced into Phoenix where it starts (test_tracing_phoenix.py reads
+    the traces; a Phoenix that cannot start fails those tests only, with its reason)."""
     needed = (ENGINE_PYTHON, MODEL_DIR / "orchestra-model.json")
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
@@ -213,16 +222,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     whisper = whisper_pool_entry()
     if whisper is not None:
         config["rotation_pool"].append(whisper)
-    supervisor = SupervisorProcess(config, tmp)
-    gateway = GatewayProcess(config)
-    started = time.monotonic()
-    supervisor.start()
-    try:
-        stack = Stack(supervisor, gateway)
-        stack.wait_state(HOT, "ready")
-        record_figure("e2e_hot_model_ready_s", round(time.monotonic() - started, 1))
-        gateway.start()
-        yield stack
-    finally:
-        gateway.stop()
-        supervisor.stop()
+    with ExitStack() as started_here:
+        phoenix: PhoenixProcess | str
+        try:
+            phoenix = started_here.enter_context(PhoenixProcess())
+            config["tracing"] = {"endpoint": phoenix.otlp_endpoint, "sample_ratio": 1.0}
+        except Exception as exc:  # the install or the start: the reason, for the trace tests
+            phoenix = f"Phoenix did not start: {exc!r}"[:4000]
+        supervisor = SupervisorProcess(config, tmp)
+        gateway = GatewayProcess(config)
+        started = time.monotonic()
+        supervisor.start()
+        try:
+            stack = Stack(supervisor, gateway, phoenix)
+            stack.wait_state(HOT, "ready")
+            record_figure("e2e_hot_model_ready_s", round(time.monotonic() - started, 1))
+            gateway.start()
+            yield stack
+        finally:
+            gateway.stop()
+            supervisor.stop()

@@ -4,32 +4,27 @@ gateway's spans and the real vLLM CPU engine's (the supervisor starts it with
 engine's span descends from the gateway's request span through the attempt span whose context
 the engine was sent; a request for a cold model shows the supervisor's swap under its ensure.
 
-A stack of its own (one engine resident at a time: the smallest model hot, the same weights
-under a second name cold), stopped when the module ends, with Phoenix.
+On the e2e session stack (tests/e2e/conftest.py), traced into Phoenix from its start: one
+engine resident at a time, so a request for the name not resident waits for a real swap.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import GatewayProcess, wait_until
+from tests.conftest import wait_until
 from tests.e2e.conftest import (
     COLD,
-    ENGINE_PYTHON,
     HOT,
-    MODEL_DIR,
     START_TIMEOUT_S,
     Stack,
     record_figure,
-    stack_config,
 )
 from tests.integration.console.browser import ARGS, CHROMIUM, install_chromium, output_dir
-from tests.integration.supervisor.helpers import SupervisorProcess
 from tests.phoenix import PhoenixProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -40,34 +35,16 @@ ENGINE_SPAN = "llm_request"  # vLLM's span per request (vllm/v1/engine/output_pr
 ARRIVE_TIMEOUT_S = 90.0
 
 
-@pytest.fixture(scope="module")
-def phoenix() -> Iterator[PhoenixProcess]:
-    with PhoenixProcess() as running:
-        yield running
+@pytest.fixture
+def phoenix(stack: Stack) -> PhoenixProcess:
+    if isinstance(stack.phoenix, str):
+        pytest.fail(stack.phoenix)
+    return stack.phoenix
 
 
-@pytest.fixture(scope="module")
-def stack(phoenix: PhoenixProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    needed = (ENGINE_PYTHON, MODEL_DIR / "orchestra-model.json")
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        pytest.fail(f"e2e needs the CPU engine and model ({', '.join(missing)}): run `make model`")
-    tmp = tmp_path_factory.mktemp("e2e-tracing")
-    config = stack_config(tmp)
-    # One engine at a time (`max_resident: 1`): the cold model's request swaps it in.
-    config["rotation_pool"] = [{**config["rotation_pool"][0], "loading_comments": False}]
-    config["tracing"] = {"endpoint": phoenix.otlp_endpoint, "sample_ratio": 1.0}
-    supervisor = SupervisorProcess(config, tmp)
-    gateway = GatewayProcess(config)
-    supervisor.start()
-    try:
-        running = Stack(supervisor, gateway)
-        running.wait_state(HOT, "ready")
-        gateway.start()
-        yield running
-    finally:
-        gateway.stop()
-        supervisor.stop()
+def _resident(stack: Stack) -> tuple[str, str]:
+    """(the name resident, the other): the session's swaps before leave either."""
+    return (HOT, COLD) if stack.model(HOT)["state"] == "ready" else (COLD, HOT)
 
 
 def _attributes(span: dict[str, Any]) -> dict[str, Any]:
@@ -136,8 +113,9 @@ def _trace_of(phoenix: PhoenixProcess, request_id: str) -> list[dict[str, Any]]:
 def test_a_chat_is_one_trace_with_the_engines_span_under_the_gateways(
     stack: Stack, phoenix: PhoenixProcess
 ) -> None:
+    resident, _ = _resident(stack)
     sent = time.monotonic()
-    reply = _chat(stack, HOT, "e2e-trace-1")
+    reply = _chat(stack, resident, "e2e-trace-1")
     spans = _trace_of(phoenix, "e2e-trace-1")
     record_figure("e2e_trace_in_phoenix_s", round(time.monotonic() - sent, 1))
     (server,) = [s for s in spans if s["name"] == SERVER_SPAN]
@@ -152,8 +130,8 @@ def test_a_chat_is_one_trace_with_the_engines_span_under_the_gateways(
     attrs = _attributes(server)
     usage = reply.json()["usage"]
     assert attrs["http.response.status_code"] == 200
-    assert attrs["gen_ai.request.model"] == HOT
-    assert attrs["orchestra.served_by"] == HOT
+    assert attrs["gen_ai.request.model"] == resident
+    assert attrs["orchestra.served_by"] == resident
     assert attrs["orchestra.replica"] == reply.headers["x-orchestra-replica"]
     assert attrs["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
     assert attrs["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
@@ -188,10 +166,10 @@ def _screenshot(phoenix: PhoenixProcess, trace_id: str) -> None:
 def test_a_request_that_waited_for_a_swap_shows_the_supervisors_swap(
     stack: Stack, phoenix: PhoenixProcess
 ) -> None:
-    """`COLD` is not resident: the gateway's ensure waits for the supervisor's swap (the hot
-    engine drained and stopped, the cold one started), whose spans join the request's trace
-    through the ensure call's traceparent."""
-    _chat(stack, COLD, "e2e-trace-swap")
+    """The name not resident: the gateway's ensure waits for the supervisor's swap (the
+    resident engine drained and stopped, the other started), whose spans join the request's
+    trace through the ensure call's traceparent."""
+    _chat(stack, _resident(stack)[1], "e2e-trace-swap")
     spans = _trace_of(phoenix, "e2e-trace-swap")
     names = {s["name"] for s in spans}
     assert {"ensure", "swap", "place", "evict", "drain", "stop", "start and ready"} <= names

@@ -79,7 +79,11 @@ def _edge(tracing: Tracing, pipeline: Pipeline) -> Edge:
     config = GatewayConfig(api_keys=[ApiKey(name="team-a", sha256=hash_key("sk-a"))])
     keys = KeyRing(config)
     app.state.gateway = SimpleNamespace(
-        keys=keys, pipeline=pipeline, usage=build_usage(config, metrics, keys), tracing=tracing
+        keys=keys,
+        pipeline=pipeline,
+        usage=build_usage(config, metrics, keys),
+        tracing=tracing,
+        audit=None,  # no audit trail
     )
     app.state.shapers = Shapers(config, lambda name: name == "m", "x-priority")
     return Edge(app, RouteTable(), RequestIds(), lambda: metrics, lambda: tracing)
