@@ -17,20 +17,13 @@ from tests.conftest import GatewayProcess, wait_until
 from tests.fake_engine import free_port
 from tests.integration.supervisor.helpers import SupervisorProcess, config_dict, server
 
-from .browser import ARGS, CHROMIUM, install_chromium, output_dir
+from .browser import ARGS, CHROMIUM, output_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(240)]
 
 ADMIN_KEY = "console-test-admin-key"
 COLD = "beta-a-rather-long-model-name-from-the-rotation-pool"
 BROKEN = "gamma"  # its engine fails at start: FAILED, with a last error to show
-
-
-@pytest.fixture(scope="module")
-def chromium() -> None:
-    why = install_chromium()
-    if why:
-        pytest.skip(why)
 
 
 @pytest.fixture
