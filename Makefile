@@ -13,12 +13,10 @@ IMAGE_BUILD_ARGS ?=
 .PHONY: venv engine model phoenix up test test-fast test-image image lint bench clean
 
 venv: $(VENV)/.installed
-# --no-compile: pip would byte-compile every module it installs (half its CPU here: transformers
-# 43 CPU-s with, 20 without); Python compiles what is imported, once, on first use.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --no-compile -U pip
-	$(BIN)/pip install -q --no-compile -e '.[dev,ray,whisper]'
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev,ray,whisper]'
 	touch $@
 
 engine:            ## the vLLM engine in its own venv (CPU build without a GPU)

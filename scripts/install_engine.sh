@@ -6,7 +6,6 @@
 #
 # Env overrides:
 #   ENGINE_VENV    venv path (default <repo>/.venv-engine)
-#   ENGINE_COMPILE 1: pip byte-compiles what it installs (default 0, see COMPILE below)
 #   ENGINE_TARGET  cpu | gpu (default: gpu if `nvidia-smi -L` works, else cpu)
 #   PYTHON         interpreter used to create the venv (default python3.11, else python3)
 #
@@ -48,11 +47,6 @@ case "$ENGINE_TARGET" in
 esac
 
 VPY="$ENGINE_VENV/bin/python"
-# --no-compile: byte-compiling every installed module is half of pip's CPU (torch, vllm and
-# transformers ship thousands); Python compiles what the engine imports on its first start.
-# ENGINE_COMPILE=1 compiles them all (the container image: its user cannot write __pycache__).
-COMPILE=(--no-compile)
-[[ "${ENGINE_COMPILE:-0}" == 1 ]] && COMPILE=()
 
 # --- fast path -------------------------------------------------------------------------------
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$SPEC" && -x "$VPY" ]] \
@@ -94,9 +88,9 @@ if [[ ! -x "$VPY" ]]; then
 fi
 rm -f "$STAMP"   # stale until this run completes
 say "upgrading pip"
-run "$VPY" -m pip install "${COMPILE[@]}" --upgrade pip
+run "$VPY" -m pip install --upgrade pip
 
-PIP=("$VPY" -m pip install "${COMPILE[@]}")
+PIP=("$VPY" -m pip install)
 
 if [[ "$ENGINE_TARGET" == "cpu" ]]; then
     # Pin torch to the CPU build for every later pip call, so nothing can swap in a CUDA torch.

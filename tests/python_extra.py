@@ -38,7 +38,6 @@ def pip_install_extra(extra: str, *modules: str) -> str | None:
             "pip",
             "install",
             "-q",
-            "--no-compile",  # what is imported compiles on first use (Makefile says why)
             "--disable-pip-version-check",
             *requirements,
         ],

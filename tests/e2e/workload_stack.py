@@ -37,7 +37,7 @@ def engine_package_dir(module: str, pip_spec: str, no_deps: bool = False) -> Pat
 
     found = where()
     if not found:
-        cmd = [str(ENGINE_PYTHON), "-m", "pip", "install", "-q", "--no-compile", pip_spec]
+        cmd = [str(ENGINE_PYTHON), "-m", "pip", "install", "-q", pip_spec]
         if CONSTRAINTS.exists():
             cmd += ["-c", str(CONSTRAINTS)]
         if no_deps:

@@ -55,7 +55,7 @@ def test_orchestra_and_pypi_supervisor_import_side_by_side(tmp_path: Path) -> No
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
     python = venv / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check"]
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     _run([*pip, "supervisor"], tmp_path)
     # A regular (not editable) install of a copy of this checkout (pip builds in the source
     # tree): what a user's `pip install` puts in site-packages. Dependencies come below.
