@@ -40,61 +40,20 @@ REQUEST, ADMIN, BATCH_ROW = "request", "admin", "batch_row"
 # The values each kind's tuple carries, in order (the line's fields after `time` and `kind`).
 # `error`: the answer's body when it is an error (bytes; its code is read by `encode`), else
 # None; `latency_ms` and `ttft_ms`: floats, rounded by `encode`.
+_SERVED = ("served_by", "replica", "backend", "status", "error")  # who answered, and how
+_TOKENS = ("prompt_tokens", "completion_tokens", "latency_ms")
+_MARKS = ("attempts", "fallback")
 FIELDS: dict[str, tuple[str, ...]] = {
     REQUEST: (
-        "request_id",
-        "trace_id",
-        "key",
-        "client",
-        "method",
-        "path",
-        "model",
-        "served_by",
-        "replica",
-        "backend",
-        "status",
-        "error",
-        "prompt_tokens",
-        "completion_tokens",
-        "latency_ms",
-        "ttft_ms",
-        "stream",
-        "cache",
-        "attempts",
-        "fallback",
+        "request_id", "trace_id", "key", "client", "method", "path", "model",
+        *_SERVED, *_TOKENS, "ttft_ms", "stream", "cache", *_MARKS,
     ),
     ADMIN: (
-        "request_id",
-        "trace_id",
-        "who",
-        "client",
-        "method",
-        "path",
-        "action",
-        "target",
-        "status",
-        "error",
-        "latency_ms",
-        "adapter",
+        "request_id", "trace_id", "who", "client", "method", "path", "action", "target",
+        "status", "error", "latency_ms", "adapter",
     ),
-    BATCH_ROW: (
-        "request_id",
-        "trace_id",
-        "key",
-        "path",
-        "model",
-        "served_by",
-        "replica",
-        "backend",
-        "status",
-        "error",
-        "prompt_tokens",
-        "completion_tokens",
-        "latency_ms",
-        "attempts",
-        "fallback",
-    ),
-}
+    BATCH_ROW: ("request_id", "trace_id", "key", "path", "model", *_SERVED, *_TOKENS, *_MARKS),
+}  # fmt: skip
 
 # One queued line: kind, epoch seconds, the values of FIELDS[kind], and the captured bodies
 # (request, reply) when `capture_bodies` is on (None: off).
