@@ -18,6 +18,7 @@ from tests.fake_engine import free_port
 from tests.integration.supervisor.helpers import SupervisorProcess, config_dict, server
 
 from .browser import ARGS, CHROMIUM, output_dir
+from .conftest import alpha_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -46,14 +47,8 @@ def stack(tmp_path: Path) -> Iterator[tuple[SupervisorProcess, GatewayProcess]]:
         "timeouts": {"ensure_s": 30},
         "console": {"refresh_s": 0.25, "rate_window_s": 10},
     }
-    supervisor = SupervisorProcess(config, tmp_path).start()
-    try:
-        wait_until(lambda: supervisor.models()["alpha"]["state"] == "ready", 20, what="alpha")
-        with GatewayProcess(config) as gateway:
-            gateway.wait_ready("alpha", timeout=20)
-            yield supervisor, gateway
-    finally:
-        supervisor.stop()
+    with alpha_ready(config, tmp_path) as running:
+        yield running
 
 
 def test_console_needs_the_admin_key(stack: tuple[SupervisorProcess, GatewayProcess]) -> None:

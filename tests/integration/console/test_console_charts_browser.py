@@ -19,6 +19,7 @@ from tests.fake_engine import free_port
 from tests.integration.supervisor.helpers import SupervisorProcess, config_dict, server
 
 from .browser import ARGS, CHROMIUM, output_dir
+from .conftest import alpha_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -42,14 +43,8 @@ def stack(tmp_path: Path) -> Iterator[tuple[SupervisorProcess, GatewayProcess]]:
         # one point a second over two minutes: the test's traffic makes a visible shape
         "console": {"refresh_s": 0.5, "chart_step_s": 1, "chart_window_s": 120},
     }
-    supervisor = SupervisorProcess(config, tmp_path).start()
-    try:
-        wait_until(lambda: supervisor.models()["alpha"]["state"] == "ready", 20, what="alpha")
-        with GatewayProcess(config) as gateway:
-            gateway.wait_ready("alpha", timeout=20)
-            yield supervisor, gateway
-    finally:
-        supervisor.stop()
+    with alpha_ready(config, tmp_path) as running:
+        yield running
 
 
 def _chat(url: str, model: str, stream: bool) -> int:
