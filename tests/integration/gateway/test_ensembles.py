@@ -21,6 +21,26 @@ REPLIES = {"m-a": "Yes.", "m-b": "yes", "m-c": "No"}
 CANCEL_S = 30.0
 
 
+# The winner waits this long before its first byte, so the slow member has its request
+# in hand before the race ends (it is cut in any case; this makes the cut observable).
+HEAD_START_MS = 500
+
+
+def assert_not_run_to_the_end(slow: FakeEngineProcess) -> None:
+    """The losing member was cut: nothing of it is still running, and it completed nothing.
+    It sees the cut when it next writes (after its time to first token), so this waits that
+    long. On a saturated machine the member's process may not even have read the request
+    before the gateway closed the connection (then it never counts it): both are a cut."""
+
+    def settled() -> dict[str, int] | None:
+        stats = slow.stats()
+        return stats if stats["active"] == 0 else None
+
+    stats = wait_until(settled, CANCEL_S, what="the slow member's request ended")
+    assert stats["completed"] == 0, stats
+    assert stats["cancelled"] <= 1, stats
+
+
 @pytest.fixture(scope="module")
 def engines() -> Iterator[dict[str, FakeEngineProcess]]:
     started = {n: FakeEngineProcess("--reply", r, name=n).start() for n, r in REPLIES.items()}
@@ -52,6 +72,7 @@ def gateway(engines: dict[str, FakeEngineProcess]) -> Iterator[GatewayProcess]:
 def _clean(engines: dict[str, FakeEngineProcess], gateway: GatewayProcess) -> None:
     for engine in engines.values():
         reset_engine(engine)
+        engine.configure(ttft_ms=0)  # a test's pacing must not leak into the next
     gateway.wait_ready(*REPLIES)
 
 
@@ -115,29 +136,27 @@ def test_first_wins_and_the_slow_member_is_cancelled(
     client: openai.OpenAI, engines: dict[str, FakeEngineProcess]
 ) -> None:
     engines["m-c"].configure(ttft_ms=10_000)
+    engines["m-a"].configure(ttft_ms=HEAD_START_MS)
     raw = client.chat.completions.with_raw_response.create(
         model="hedge", messages=MESSAGES, max_tokens=5
     )
     assert raw.parse().choices[0].message.content == "Yes."
     assert raw.headers["x-orchestra-served-by"] == "m-a"
-    wait_until(
-        lambda: engines["m-c"].stats()["cancelled"] == 1, CANCEL_S, what="slow member cancelled"
-    )
+    assert_not_run_to_the_end(engines["m-c"])
 
 
 def test_first_streaming_relays_the_winner(
     client: openai.OpenAI, engines: dict[str, FakeEngineProcess]
 ) -> None:
     engines["m-a"].configure(ttft_ms=10_000)
+    engines["m-c"].configure(ttft_ms=HEAD_START_MS)
     stream = client.chat.completions.create(
         model="hedge", messages=MESSAGES, max_tokens=5, stream=True
     )
     chunks = list(stream)
     assert {c.model for c in chunks} == {"m-c"}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "No"
-    wait_until(
-        lambda: engines["m-a"].stats()["cancelled"] == 1, CANCEL_S, what="slow member cancelled"
-    )
+    assert_not_run_to_the_end(engines["m-a"])
 
 
 def test_vote_takes_the_normalised_majority(client: openai.OpenAI) -> None:
