@@ -163,28 +163,46 @@ def _screenshot(phoenix: PhoenixProcess, trace_id: str) -> None:
             browser.close()
 
 
+SWAP_SPANS = frozenset({"ensure", "swap", "place", "evict", "drain", "stop", "start and ready"})
+
+
+def _swap_traces(phoenix: PhoenixProcess) -> list[list[dict[str, Any]]]:
+    """Every trace in Phoenix with a whole swap in it and the engine's span that followed
+    (the supervisor exports in batches: `swap` ends last and may come after the rest)."""
+    by_trace: dict[str, list[dict[str, Any]]] = {}
+    for span in phoenix.spans():
+        by_trace.setdefault(_ids(span)[0], []).append(span)
+    return [
+        spans
+        for spans in by_trace.values()
+        if SWAP_SPANS | {ENGINE_SPAN} <= {s["name"] for s in spans}
+    ]
+
+
 def test_a_request_that_waited_for_a_swap_shows_the_supervisors_swap(
     stack: Stack, phoenix: PhoenixProcess
 ) -> None:
-    """The name not resident: the gateway's ensure waits for the supervisor's swap (the
-    resident engine drained and stopped, the other started), whose spans join the request's
-    trace through the ensure call's traceparent."""
-    resident, other = _resident(stack)
-    _chat(stack, other, "e2e-trace-swap")
-    spans = _trace_of(phoenix, "e2e-trace-swap")
-    wanted = {"ensure", "swap", "place", "evict", "drain", "stop", "start and ready"}
-
-    def whole() -> bool:  # the supervisor exports in batches: `swap` ends last, may come later
-        nonlocal spans
-        spans = _trace_of(phoenix, "e2e-trace-swap")
-        return wanted <= {s["name"] for s in spans}
-
-    wait_until(whole, timeout=ARRIVE_TIMEOUT_S, interval=1.0, what="the swap's spans in Phoenix")
+    """A request for the name not resident: the gateway's ensure waits for the supervisor's
+    swap (the resident engine drained and stopped, the other started), whose spans join the
+    request's trace through the ensure call's traceparent. The session's tests before this
+    one swapped under traffic (test_real_engine.py, test_real_engine_views.py): their traces
+    are read rather than a real engine start spent on one more; run alone, this module
+    causes its own swap."""
+    if stack.supervisor.metric("orchestra_supervisor_swaps_total") == 0:
+        _, other = _resident(stack)
+        _chat(stack, other, "e2e-trace-swap")
+    traces = wait_until(
+        lambda: _swap_traces(phoenix),
+        timeout=ARRIVE_TIMEOUT_S,
+        interval=1.0,
+        what="a swap's spans in Phoenix",
+    )
+    spans = traces[-1]
     (swap,) = [s for s in spans if s["name"] == "swap"]
     assert "ensure" in _ancestors(swap, spans)
-    assert _ancestors(swap, spans)[-1] == SERVER_SPAN
+    assert _ancestors(swap, spans)[-1].startswith("POST /v1/")  # the request's server span
     (evict,) = [s for s in spans if s["name"] == "evict"]
-    assert _attributes(evict)["orchestra.model"] == resident
-    assert _attributes(swap)["orchestra.model"] == other
-    (engine,) = [s for s in spans if s["name"] == ENGINE_SPAN]
+    evicted, started = _attributes(evict)["orchestra.model"], _attributes(swap)["orchestra.model"]
+    assert {evicted, started} == {HOT, COLD}, (evicted, started)
+    engine = next(s for s in spans if s["name"] == ENGINE_SPAN)
     assert _ancestors(engine, spans)[0] == "upstream attempt"
