@@ -19,6 +19,8 @@ from typing import Any
 
 import aiohttp
 
+from orchestra.errors import ErrorKind
+
 from .errors import BadRequest, EngineError, SupervisorError
 from .lora import lora_enabled
 from .model import Model
@@ -26,10 +28,8 @@ from .model import Model
 ADAPTER_CALL_TIMEOUT_S = 120.0  # loading reads the adapter's weights from disk
 
 
-class AdapterError(SupervisorError):
-    status = 502
-    type = "adapter_error"
-    code = "adapter_failed"
+class AdapterError(SupervisorError, kind=ErrorKind(502, "adapter_error", "adapter_failed")):
+    pass
 
 
 class LoraDisabled(BadRequest):

@@ -135,7 +135,7 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(SupervisorError)
     async def supervisor_error(request: Request, exc: SupervisorError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return JSONResponse(exc.error(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,9 +15,8 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, Response
 
-from ..core.errors import BadRequest, PayloadTooLarge
+from ..core.errors import BadRequest, NotFound, PayloadTooLarge
 from .shapes import (
-    NotFound,
     batch_object,
     file_object,
     new_id,

@@ -12,18 +12,10 @@ import secrets
 import time
 from typing import Any
 
-from ..core.errors import GatewayError
-
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
 _WINDOW = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class NotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
-    code = "not_found"
 
 
 def now() -> int:

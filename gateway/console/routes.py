@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from orchestra.audit.lines import note_action
 from orchestra.control import ControlError
 
-from ..core.errors import BadRequest, GatewayError, ModelNotFound, Unavailable
+from ..core.errors import BadRequest, GatewayError, ModelNotFound, NotFound, Unavailable
 from ..usage.query import report
 from .feed import ConsoleState
 from .render import STATIC_TYPES, page_html, static_file
@@ -32,12 +32,6 @@ def console_state(request: Request) -> ConsoleState:
     if state is None or state.gw is not gw:
         state = request.app.state.console = ConsoleState(gw)
     return state
-
-
-class _NotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
-    code = "not_found"
 
 
 class _ActionFailed(GatewayError):
@@ -58,7 +52,7 @@ async def page(request: Request) -> Response:
 async def static(name: str) -> Response:
     media = STATIC_TYPES.get(name)
     if media is None:
-        raise _NotFound(f"no console file `{name}`")  # only the known names are served
+        raise NotFound(f"no console file `{name}`")  # only the known names are served
     body = await asyncio.to_thread(static_file, name)
     return Response(body, media_type=media, headers=_NO_CACHE)
 

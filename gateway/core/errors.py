@@ -9,15 +9,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from orchestra.protocol import error_json
+import orjson
+
+from orchestra.errors import (
+    BAD_REQUEST,
+    MODEL_NOT_FOUND,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    ApiError,
+    ErrorKind,
+)
 
 from .reply import JSON, Reply
 
 
-class GatewayError(Exception):
-    status = 500
-    type = "server_error"
-    code: str | None = None
+class GatewayError(ApiError, kind=ErrorKind(500, "server_error")):
+    """The gateway's errors: the shared base's (`orchestra/errors.py`), with the reply's
+    headers and the reply itself."""
 
     def __init__(
         self,
@@ -27,51 +36,39 @@ class GatewayError(Exception):
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        if code is not None:
-            self.code = code
+        super().__init__(message, param, code=code)
         self.headers = dict(headers or {})
 
     def body(self) -> bytes:
-        return error_json(self.message, self.type, self.code, self.param)
+        return orjson.dumps(self.error())
 
     def reply(self) -> Reply:
         return Reply(self.body(), self.status, dict(self.headers), JSON)
 
 
-class BadRequest(GatewayError):
-    status = 400
-    type = "invalid_request_error"
+class BadRequest(GatewayError, kind=BAD_REQUEST):
+    pass
 
 
-class PayloadTooLarge(BadRequest):
-    status = 413
-    code = "request_too_large"
+class PayloadTooLarge(BadRequest, kind=ErrorKind(413, BAD_REQUEST.type, "request_too_large")):
+    pass
 
 
-class Unauthorized(GatewayError):
-    status = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
+class Unauthorized(GatewayError, kind=UNAUTHORIZED.coded("invalid_api_key")):
+    pass
 
 
-class ModelNotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
-    code = "model_not_found"
+class NotFound(GatewayError, kind=NOT_FOUND):
+    pass
 
+
+class ModelNotFound(NotFound, kind=MODEL_NOT_FOUND):
     def __init__(self, model: str) -> None:
         super().__init__(f"The model `{model}` does not exist.", param="model")
 
 
-class Overloaded(GatewayError):
+class Overloaded(GatewayError, kind=ErrorKind(429, "rate_limit_error", "overloaded")):
     """429 with `Retry-After` (whole seconds, at least 1), which the OpenAI SDK honours."""
-
-    status = 429
-    type = "rate_limit_error"
-    code = "overloaded"
 
     def __init__(
         self,
@@ -85,21 +82,13 @@ class Overloaded(GatewayError):
         super().__init__(message, code=code, headers={**retry, **(headers or {})})
 
 
-class Unavailable(GatewayError):
-    status = 503
-    type = "service_unavailable"
-    code = "no_upstream_available"
+class Unavailable(GatewayError, kind=UNAVAILABLE.coded("no_upstream_available")):
+    pass
 
 
-class UpstreamTimeout(GatewayError):
-    status = 504
-    type = "timeout"
-    code = "upstream_timeout"
+class UpstreamTimeout(GatewayError, kind=ErrorKind(504, "timeout", "upstream_timeout")):
+    pass
 
 
-class UpstreamError(GatewayError):
+class UpstreamError(GatewayError, kind=ErrorKind(502, "upstream_error", "bad_gateway")):
     """The upstream failed in a way that is not its own HTTP error (bad gateway)."""
-
-    status = 502
-    type = "upstream_error"
-    code = "bad_gateway"

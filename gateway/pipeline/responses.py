@@ -26,7 +26,7 @@ from orchestra.runtime import Bounded
 from ..balancing.balancer import Replica
 from ..cluster.routing import ModelRoute, RoutingTable
 from ..core.call import Call
-from ..core.errors import GatewayError
+from ..core.errors import NotFound
 from ..core.reply import Reply, Stream, Write
 from ..upstream.http1.pool import Pool
 from ..upstream.proxy import upstream_headers
@@ -36,9 +36,7 @@ _ID_IN_STREAM = re.compile(rb'"id"\s*:\s*"(resp_[^"]+)"')
 _SNIFF_BYTES = 16384  # the first event (`response.created`) carries the id
 
 
-class ResponseNotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
+class ResponseNotFound(NotFound):
     code = "response_not_found"
 
 

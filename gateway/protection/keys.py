@@ -17,16 +17,15 @@ import hmac
 from collections.abc import Iterable
 
 from orchestra.config import ApiKey, GatewayConfig
+from orchestra.errors import ErrorKind
 
 from ..core.errors import Unauthorized
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
-class Forbidden(Unauthorized):
-    status = 403
-    type = "permission_error"
-    code = "forbidden"
+class Forbidden(Unauthorized, kind=ErrorKind(403, "permission_error", "forbidden")):
+    pass
 
 
 def hash_key(key: str) -> str:

@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from orchestra.config import ApiKey, Budget
+from orchestra.errors import NOT_FOUND, ErrorKind
 
-from ..core.errors import BadRequest, GatewayError, ModelNotFound
+from ..core.errors import BadRequest, GatewayError, NotFound
 from ..protection.keys import KeyRing, hash_key
 from .store import StoredKey, UsageStore
 
@@ -30,17 +31,13 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SECRET_PREFIX = "sk-orch-"
 
 
-class Conflict(GatewayError):
-    status = 409
-    type = "invalid_request_error"
-    code = "conflict"
+class Conflict(GatewayError, kind=ErrorKind(409, "invalid_request_error", "conflict")):
+    pass
 
 
-class KeyNotFound(ModelNotFound):
-    code = "key_not_found"
-
+class KeyNotFound(NotFound, kind=NOT_FOUND.coded("key_not_found")):
     def __init__(self, name: str) -> None:
-        GatewayError.__init__(self, f"no key named `{name}` was made at run time", param="name")
+        super().__init__(f"no key named `{name}` was made at run time", param="name")
 
 
 class RuntimeKeys:
