@@ -28,8 +28,9 @@ HEAD_START_MS = 500
 
 def assert_not_run_to_the_end(slow: FakeEngineProcess) -> None:
     """The losing member was cut: nothing of it is still running, and it completed nothing.
-    It sees the cut when it next writes (after its time to first token), so this waits that
-    long. On a saturated machine the member's process may not even have read the request
+    The fake engine (aiohttp) cancels its handler when the gateway closes the connection, so
+    this is quick; a member that ran on would stay active until its 10 s first token and then
+    complete. On a saturated machine the member's process may not even have read the request
     before the gateway closed the connection (then it never counts it): both are a cut."""
 
     def settled() -> dict[str, int] | None:
