@@ -5,10 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from orchestra.errors import ApiError as _SharedError
 from orchestra.protocol import error_json
 
 
-class ApiError(Exception):
+class ApiError(_SharedError):
+    """The shared API error (orchestra/errors.py) with its kind given per raise: this engine
+    answers many statuses from one place (the form's checks, the transcriber's failures)."""
+
     def __init__(
         self,
         status: int,
@@ -18,14 +22,8 @@ class ApiError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = (
-            status,
-            message,
-            type_,
-            code,
-            param,
-        )
+        super().__init__(message, param, code=code)
+        self.status, self.type = status, type_
         self.headers = headers or {}
 
     def response(self) -> Response:

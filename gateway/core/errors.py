@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import orjson
-
 from orchestra.errors import (
     BAD_REQUEST,
     MODEL_NOT_FOUND,
@@ -20,6 +18,7 @@ from orchestra.errors import (
     ApiError,
     ErrorKind,
 )
+from orchestra.protocol import error_json
 
 from .reply import JSON, Reply
 
@@ -40,7 +39,7 @@ class GatewayError(ApiError, kind=ErrorKind(500, "server_error")):
         self.headers = dict(headers or {})
 
     def body(self) -> bytes:
-        return orjson.dumps(self.error())
+        return error_json(self.message, self.type, self.code, self.param)
 
     def reply(self) -> Reply:
         return Reply(self.body(), self.status, dict(self.headers), JSON)
